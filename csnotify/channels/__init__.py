@@ -1,0 +1,121 @@
+"""Endpoint kinds: native webhooks (http/https), local commands (cmd:), Apprise (the rest).
+
+This module only classifies and validates ``--to`` URIs; the senders live beside it and
+are imported by the commands that deliver, so that management commands start fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from csnotify.errors import BadInput
+from csnotify.redact import mask_uri
+
+WEBHOOK = "webhook"
+COMMAND = "command"
+APPRISE = "apprise"
+
+
+def endpoint_kind(uri: str) -> str:
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("http", "https"):
+        return WEBHOOK
+    if scheme == "cmd":
+        return COMMAND
+    return APPRISE
+
+
+def command_argv(uri: str) -> list[str]:
+    """``cmd:/usr/local/bin/dns-update --zone example.org`` -> argv, never through a shell."""
+    try:
+        argv = shlex.split(uri[len("cmd:") :])
+    except ValueError as exc:
+        raise BadInput(f"--to {mask_uri(uri)!r}: cannot split the command line ({exc})") from None
+    if not argv:
+        raise BadInput(
+            f"--to {mask_uri(uri)!r}: no program after 'cmd:'; e.g. cmd:/usr/local/bin/hook"
+        )
+    return argv
+
+
+def resolve_program(program: str) -> str | None:
+    if "/" in program:
+        path = Path(program).expanduser()
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    return shutil.which(program)
+
+
+def validate_endpoint(uri: str) -> str:
+    """Refuse an URI that cannot be delivered to; return it stripped.
+
+    Errors show the URI with its secrets masked."""
+    uri = uri.strip()
+    if not uri:
+        raise BadInput("empty --to; give an URI such as https://hooks.example/cs")
+    kind = endpoint_kind(uri)
+    if kind == WEBHOOK:
+        _validate_http(uri)
+    elif kind == COMMAND:
+        argv = command_argv(uri)
+        if resolve_program(argv[0]) is None:
+            raise BadInput(
+                f"--to {mask_uri(uri)!r}: {argv[0]!r} is not an executable file"
+                " (give its full path, and check it exists and has the x bit)"
+            )
+    else:
+        _validate_apprise(uri)
+    return uri
+
+
+def _validate_http(uri: str) -> None:
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise BadInput(f"--to {mask_uri(uri)!r}: not a valid URL ({exc})") from None
+    if not parts.hostname:
+        raise BadInput(f"--to {mask_uri(uri)!r}: no host; e.g. https://hooks.example/cs")
+    if port == 0:
+        raise BadInput(f"--to {mask_uri(uri)!r}: port 0 is not a valid port")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.messages.append(record.getMessage())
+
+
+def _validate_apprise(uri: str) -> None:
+    if "://" not in uri:
+        raise BadInput(
+            f"--to {mask_uri(uri)!r}: not an URI; use https://..., cmd:/path/to/program,"
+            " or an Apprise URI such as mailto://user:pass@smtp.example?to=ops@example"
+        )
+    import apprise
+
+    logger = logging.getLogger("apprise")
+    collect = _Collect()
+    saved = logger.propagate
+    logger.addHandler(collect)
+    logger.propagate = False  # keep Apprise's own warnings off our stderr
+    try:
+        plugin = apprise.Apprise.instantiate(uri, suppress_exceptions=True)
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = saved
+    if plugin is None:
+        reason = collect.messages[-1] if collect.messages else "unsupported or malformed"
+        reason = reason.replace(uri, mask_uri(uri))
+        raise BadInput(
+            f"--to {mask_uri(uri)!r}: Apprise cannot use this URI ({reason.splitlines()[0]});"
+            " see https://github.com/caronc/apprise/wiki for the URI of each service"
+        )

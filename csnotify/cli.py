@@ -1,0 +1,667 @@
+"""The command line: parse, call the core, render. Nothing else lives here.
+
+Heavy modules (apprise, httpx, aio-pika, rich tables) are imported inside the commands
+that need them so that ``csnotify --help`` and ``csnotify list`` start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+from typer.exceptions import Abort, Exit, TyperException
+
+from csnotify import __version__
+from csnotify.errors import BadInput, CsnotifyError
+from csnotify.exitcodes import ExitCode
+from csnotify.output import Terminal
+
+if TYPE_CHECKING:
+    from csnotify.config import Settings
+    from csnotify.store import Store
+    from csnotify.subscriptions import Subscription
+
+
+class CsnotifyGroup(TyperGroup):
+    """Turns our errors into one line on stderr and their exit status."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (TyperException, Exit, Abort):
+            raise
+        except CsnotifyError as exc:
+            _fail(ctx, exc.message, exc.exit_code, exc)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", 130, None)
+        except Exception as exc:
+            _fail(
+                ctx,
+                f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+                ExitCode.FAILED,
+                exc,
+            )
+
+
+def _fail(ctx: typer.Context, message: str, code: int, exc: BaseException | None) -> NoReturn:
+    state = ctx.obj if isinstance(ctx.obj, AppState) else None
+    terminal = state.terminal if state else Terminal()
+    if exc is not None and state is not None and state.verbose:
+        terminal.err("".join(traceback.format_exception(exc)).rstrip())
+    terminal.err(f"csnotify: error: {message}")
+    raise Exit(int(code))
+
+
+app = typer.Typer(
+    name="csnotify",
+    cls=CsnotifyGroup,
+    rich_markup_mode=None,  # plain click help: about half the start-up time of rich help
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help="""Event publish/subscribe for Apache CloudStack.
+
+Subscribe endpoints (signed webhooks, email, SMS, local commands, any Apprise service)
+to CloudStack event types; 'csnotify listen' takes each event off CloudStack's API or
+RabbitMQ event bus and delivers it to everyone interested.
+
+\b
+Examples:
+  csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
+  csnotify subscribe '*' --level ERROR --to 'mailto://u:p@smtp.example?to=ops@example'
+  csnotify list
+""",
+)
+config_app = typer.Typer(
+    cls=CsnotifyGroup,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="Show and change settings (config show, config set, config import-cmk).",
+)
+app.add_typer(config_app, name="config")
+
+
+@dataclass
+class AppState:
+    terminal: Terminal
+    db: Path | None
+    config: Path | None
+    overrides: list[str] = field(default_factory=list)
+    verbose: int = 0
+    quiet: bool = False
+    _store: Store | None = None
+
+    def store(self) -> Store:
+        if self._store is None:
+            from csnotify.store import Store, db_path
+
+            self._store = Store.open(db_path(self.db, os.environ))
+        return self._store
+
+    def config_path(self) -> Path:
+        from csnotify.config import config_path
+
+        return config_path(self.config, os.environ)
+
+    def settings(self) -> Settings:
+        from csnotify import config
+
+        return config.load(self.config_path(), os.environ, config.parse_overrides(self.overrides))
+
+    def say(self, text: str) -> None:
+        """A confirmation for people; silenced by -q."""
+        if not self.quiet:
+            self.terminal.out(text)
+
+
+def state(ctx: typer.Context) -> AppState:
+    return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"csnotify {__version__}")
+        raise Exit(0)
+
+
+OVERVIEW = f"""csnotify {__version__} - event publish/subscribe for Apache CloudStack
+
+  csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
+  csnotify list                      subscriptions and their endpoints
+  csnotify config import-cmk         take the API keys from CloudMonkey
+
+Run 'csnotify --help' for all commands, 'csnotify COMMAND --help' for one.
+"""
+
+
+@app.callback(invoke_without_command=True)
+def main_options(
+    ctx: typer.Context,
+    db: Path | None = typer.Option(
+        None, "--db", envvar="CSNOTIFY_DB", help="Store file.", show_default=False
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", envvar="CSNOTIFY_CONFIG", help="Config file (TOML)."
+    ),
+    option: list[str] = typer.Option(
+        [], "-c", metavar="KEY=VALUE", help="Override a setting for this run (repeatable)."
+    ),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More detail."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors and data."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    ctx.obj = AppState(
+        terminal=Terminal(), db=db, config=config, overrides=option, verbose=verbose, quiet=quiet
+    )
+    if ctx.invoked_subcommand is None:
+        ctx.obj.terminal.out(OVERVIEW.rstrip())
+
+
+def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Subscription names for shell completion, read from the store if it exists."""
+    import sqlite3
+
+    from csnotify.store import db_path
+
+    path = db_path(ctx.find_root().params.get("db"), os.environ)
+    if not path.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        rows = conn.execute("SELECT name FROM subscriptions ORDER BY name").fetchall()
+        conn.close()
+    except sqlite3.Error:
+        return []
+    return [r[0] for r in rows if r[0].startswith(incomplete)]
+
+
+NAME_ARG = typer.Argument(
+    ..., metavar="NAME", help="Subscription name.", autocompletion=complete_names
+)
+JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout and nothing else.")
+
+
+# -- subscriptions -------------------------------------------------------------------
+
+
+@app.command()
+def subscribe(
+    ctx: typer.Context,
+    patterns: list[str] = typer.Argument(
+        ..., metavar="PATTERN...", help="Event-type globs, e.g. 'VM.*' '*.CREATE' '*'."
+    ),
+    to: list[str] = typer.Option(
+        ...,
+        "--to",
+        metavar="URI",
+        help="Endpoint: https://..., cmd:PROGRAM ARGS, or an Apprise URI.",
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Name (default: made from pattern and endpoint)."
+    ),
+    key: str | None = typer.Option(
+        None,
+        "--key",
+        metavar="SECRET|generate",
+        help="Sign webhooks; 'generate' makes a whsec_ key.",
+    ),
+    level: str = typer.Option("INFO", "--level", metavar="INFO|WARN|ERROR", help="Minimum level."),
+    where: list[str] = typer.Option(
+        [], "--where", metavar="FIELD=VALUE|FIELD~REGEX", help="Filter (repeatable, ANDed)."
+    ),
+    fmt: str = typer.Option(
+        "json", "--format", metavar="json|cloudevents|cloudstack", help="Webhook body."
+    ),
+    title: str | None = typer.Option(None, "--title", help="Title template for human channels."),
+    body: str | None = typer.Option(None, "--body", help="Body template for human channels."),
+    disabled: bool = typer.Option(False, "--disabled", help="Create it switched off."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Create a subscription: deliver events whose type matches PATTERN to each --to.
+
+    Endpoints: http(s) URLs get a signed JSON POST (with --key); cmd:PROGRAM ARGS runs a
+    local program with the event on stdin; anything else is an Apprise URI (mailto://,
+    smseagle://, ntfy://, slack://, ...). Templates use {type} {level} {state}
+    {resource_type} {resource_name} {description} {account} and other event fields.
+
+    \b
+    Examples:
+      csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
+      csnotify subscribe '*' --level ERROR --name oncall \\
+          --to 'mailto://user:pass@smtp.example?to=oncall@example'
+      csnotify subscribe VM.START VM.STOP --to 'cmd:/usr/local/bin/dns-update' \\
+          --where account=admin --where 'resource_name~^web-'
+    """
+    from csnotify import subscriptions
+
+    app_state = state(ctx)
+    spec = subscriptions.SubscriptionInput(
+        patterns=patterns,
+        to=to,
+        name=name,
+        key=key,
+        level=level,
+        where=where,
+        format=fmt,
+        title=title,
+        body=body,
+    )
+    created = subscriptions.subscribe(app_state.store(), spec, enabled=not disabled)
+    sub = created.subscription
+    if as_json:
+        data = sub.as_json()
+        if created.generated_key:
+            data["generated_key"] = created.generated_key
+        app_state.terminal.json(data)
+        return
+    state_word = "" if sub.enabled else " (disabled)"
+    app_state.say(
+        f"created subscription {sub.name}{state_word}: {' '.join(sub.patterns)}"
+        f" -> {len(sub.endpoints)} endpoint(s)"
+    )
+    if created.generated_key:
+        app_state.terminal.out(f"signing key (shown once, keep it): {created.generated_key}")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    as_json: bool = JSON_OPT,
+    reveal: bool = typer.Option(False, "--reveal", help="Show keys and URI secrets."),
+) -> None:
+    """List subscriptions with their state and endpoint failure counts.
+
+    \b
+    Examples:
+      csnotify list
+      csnotify list --json | jq -r '.[].name'
+    """
+    from csnotify.subscriptions import summary
+
+    app_state = state(ctx)
+    subs = app_state.store().subscriptions()
+    if as_json:
+        app_state.terminal.json([s.as_json(reveal) for s in subs])
+        return
+    if not subs:
+        app_state.terminal.err("no subscriptions yet; create one with 'csnotify subscribe'")
+        return
+    rows = [list(summary(s).values()) for s in subs]
+    columns = [
+        "NAME",
+        "PATTERNS",
+        "LEVEL",
+        "ENDPOINTS",
+        "STATE",
+        "FAILING",
+        "LAST OK",
+        "LAST ERROR",
+    ]
+    app_state.terminal.table(columns, rows)
+
+
+def _render_subscription(terminal: Terminal, sub: Subscription, reveal: bool) -> None:
+    from csnotify.templates import DEFAULT_TITLE
+
+    data = sub.as_json(reveal)
+    pairs: list[tuple[str, Any]] = [
+        ("name", sub.name),
+        ("state", "enabled" if sub.enabled else "disabled"),
+        ("patterns", sub.patterns),
+        ("level", f"{sub.level} and above"),
+        ("where", data["where"] or None),
+        ("format", sub.format),
+        ("key", data["key"]),
+    ]
+    if "key_whsec" in data:
+        pairs.append(("key (whsec_)", data["key_whsec"]))
+    pairs += [
+        ("title", sub.title or f"{DEFAULT_TITLE} (default)"),
+        ("body", sub.body or "(default)"),
+        ("created", sub.created),
+        ("updated", sub.updated),
+    ]
+    terminal.fields(pairs)
+    terminal.out()
+    columns = ["ENDPOINT", "KIND", "STATE", "CONSEC", "FAILED", "OK", "LAST OK", "LAST ERROR"]
+    rows = []
+    for ep in data["endpoints"]:
+        ep_state = "enabled" if ep["enabled"] else f"disabled: {ep['disabled_reason'] or '-'}"
+        last_error = f"{ep['last_error_at']} {ep['last_error']}" if ep["last_error"] else None
+        rows.append(
+            [
+                ep["uri"],
+                ep["kind"],
+                ep_state,
+                ep["consecutive_failures"],
+                ep["total_failures"],
+                ep["total_successes"],
+                ep["last_success_at"],
+                last_error,
+            ]
+        )
+    terminal.table(columns, rows)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    name: str = NAME_ARG,
+    as_json: bool = JSON_OPT,
+    reveal: bool = typer.Option(False, "--reveal", help="Show the key (and its whsec_ form)."),
+) -> None:
+    """Show one subscription: settings, endpoints, counters, last success and error.
+
+    \b
+    Examples:
+      csnotify show vm-to-hooks
+      csnotify show vm-to-hooks --reveal --json | jq -r .key_whsec
+    """
+    from csnotify.subscriptions import find
+
+    app_state = state(ctx)
+    sub = find(app_state.store(), name)
+    if as_json:
+        app_state.terminal.json(sub.as_json(reveal))
+    else:
+        _render_subscription(app_state.terminal, sub, reveal)
+
+
+@app.command()
+def update(
+    ctx: typer.Context,
+    name: str = NAME_ARG,
+    pattern: list[str] = typer.Option([], "--pattern", help="Replace the patterns (repeatable)."),
+    to: list[str] = typer.Option(
+        [], "--to", metavar="URI", help="Replace the endpoints (repeatable)."
+    ),
+    add_to: list[str] = typer.Option([], "--add-to", metavar="URI", help="Add an endpoint."),
+    remove_to: list[str] = typer.Option(
+        [], "--remove-to", metavar="URI", help="Remove an endpoint."
+    ),
+    rename: str | None = typer.Option(None, "--rename", metavar="NEW", help="Rename it."),
+    key: str | None = typer.Option(
+        None, "--key", metavar="SECRET|generate", help="Set the signing key."
+    ),
+    no_key: bool = typer.Option(False, "--no-key", help="Stop signing."),
+    rotate_key: bool = typer.Option(False, "--rotate-key", help="Make a new key; shown once."),
+    level: str | None = typer.Option(
+        None, "--level", metavar="INFO|WARN|ERROR", help="Minimum level."
+    ),
+    where: list[str] = typer.Option([], "--where", help="Replace the filters (repeatable)."),
+    no_where: bool = typer.Option(False, "--no-where", help="Remove all filters."),
+    fmt: str | None = typer.Option(None, "--format", metavar="json|cloudevents|cloudstack"),
+    title: str | None = typer.Option(None, "--title", help="Title template ('' for the default)."),
+    body: str | None = typer.Option(None, "--body", help="Body template ('' for the default)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Change a subscription. Options not given stay as they are; endpoints that stay keep
+    their counters.
+
+    \b
+    Examples:
+      csnotify update vm-to-hooks --pattern 'VM.*' --pattern 'VOLUME.*'
+      csnotify update vm-to-hooks --add-to https://backup.example/cs
+      csnotify update vm-to-hooks --rotate-key
+    """
+    from csnotify import subscriptions
+
+    if where and no_where:
+        raise BadInput("--where and --no-where cannot be combined")
+    app_state = state(ctx)
+    spec = subscriptions.SubscriptionInput(
+        patterns=pattern or None,
+        to=to or None,
+        name=rename,
+        key=key,
+        level=level,
+        where=[] if no_where else (where or None),
+        format=fmt,
+        title=title,
+        body=body,
+    )
+    result = subscriptions.update(
+        app_state.store(),
+        name,
+        spec,
+        add_to=add_to,
+        remove_to=remove_to,
+        no_key=no_key,
+        rotate_key=rotate_key,
+    )
+    if as_json:
+        data = result.subscription.as_json()
+        if result.generated_key:
+            data["generated_key"] = result.generated_key
+        app_state.terminal.json(data)
+        return
+    app_state.say(f"updated subscription {result.subscription.name}")
+    if result.generated_key:
+        app_state.terminal.out(f"new signing key (shown once, keep it): {result.generated_key}")
+
+
+@app.command()
+def unsubscribe(
+    ctx: typer.Context,
+    name: str = NAME_ARG,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Delete a subscription and its endpoints' counters (asks first on a terminal).
+
+    \b
+    Example:
+      csnotify unsubscribe vm-to-hooks --yes
+    """
+    from csnotify import subscriptions
+
+    app_state = state(ctx)
+    store = app_state.store()
+    sub = subscriptions.find(store, name)
+    if (
+        not yes
+        and app_state.terminal.stdin_is_tty
+        and not typer.confirm(f"Delete subscription {sub.name} ({len(sub.endpoints)} endpoint(s))?")
+    ):
+        raise Exit(int(ExitCode.FAILED))
+    subscriptions.unsubscribe(store, sub.name)
+    app_state.say(f"deleted subscription {sub.name}")
+
+
+def _switch(ctx: typer.Context, name: str, endpoint: str | None, enabled: bool) -> None:
+    from csnotify import subscriptions
+    from csnotify.redact import mask_uri
+
+    app_state = state(ctx)
+    sub = subscriptions.set_enabled(app_state.store(), name, enabled, endpoint)
+    what = f"endpoint {sub.endpoint(endpoint).uri} of {sub.name}" if endpoint else sub.name
+    app_state.say(f"{'enabled' if enabled else 'disabled'} {mask_uri(what)}")
+
+
+ENDPOINT_OPT = typer.Option(None, "--endpoint", metavar="URI", help="Only this endpoint.")
+
+
+@app.command()
+def enable(ctx: typer.Context, name: str = NAME_ARG, endpoint: str | None = ENDPOINT_OPT) -> None:
+    """Switch a subscription or one endpoint on; resets its failure counters.
+
+    \b
+    Examples:
+      csnotify enable vm-to-hooks
+      csnotify enable vm-to-hooks --endpoint https://hooks.example/cs
+    """
+    _switch(ctx, name, endpoint, True)
+
+
+@app.command()
+def disable(ctx: typer.Context, name: str = NAME_ARG, endpoint: str | None = ENDPOINT_OPT) -> None:
+    """Switch a subscription or one endpoint off; nothing is sent to it until 'enable'.
+
+    \b
+    Examples:
+      csnotify disable vm-to-hooks
+      csnotify disable vm-to-hooks --endpoint https://hooks.example/cs
+    """
+    _switch(ctx, name, endpoint, False)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    fmt: str = typer.Option("json", "--format", metavar="json|toml", help="File format."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write here instead of stdout."
+    ),
+    with_secrets: bool = typer.Option(
+        False, "--with-secrets", help="Include keys and URI secrets."
+    ),
+) -> None:
+    """Write all subscriptions as JSON or TOML (secrets masked unless --with-secrets).
+
+    \b
+    Examples:
+      csnotify export > subscriptions.json
+      csnotify export --format toml --with-secrets -o /root/csnotify-backup.toml
+    """
+    from csnotify.export import export_text
+    from csnotify.files import write_private
+
+    app_state = state(ctx)
+    text = export_text(app_state.store().subscriptions(), fmt.lower(), with_secrets)
+    if output is None:
+        app_state.terminal.stdout.write(text)
+    else:
+        write_private(output, text.encode())
+        app_state.terminal.err(f"wrote {output}")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: str = typer.Argument(
+        ..., metavar="FILE", help="A 'csnotify export' file, or - for stdin."
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite subscriptions that differ."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Create subscriptions from an export file (JSON or TOML). Idempotent by name: ones
+    that exist are left alone unless --replace. A bad file imports nothing.
+
+    \b
+    Examples:
+      csnotify import subscriptions.json
+      ssh listener1 csnotify export --with-secrets | csnotify import - --replace
+    """
+    from csnotify.export import import_entries, parse_text
+
+    app_state = state(ctx)
+    if file == "-":
+        text, source = app_state.terminal.stdin.read(), "stdin"
+    else:
+        try:
+            text, source = Path(file).read_text(encoding="utf-8"), file
+        except OSError as exc:
+            raise BadInput(f"cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise BadInput(f"{file} is not UTF-8 text; is it a 'csnotify export' file?") from None
+    result = import_entries(app_state.store(), parse_text(text, source), source, replace)
+    if as_json:
+        app_state.terminal.json(result.as_json())
+        return
+    for word, names in result.as_json().items():
+        if names:
+            app_state.say(f"{word}: {', '.join(names)}")
+    if result.skipped:
+        app_state.terminal.err("skipped ones exist with other settings; use --replace to overwrite")
+
+
+# -- config --------------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    as_json: bool = JSON_OPT,
+    reveal: bool = typer.Option(False, "--reveal", help="Show secret values."),
+) -> None:
+    """Show the effective settings and where each comes from (default, file, env, flag).
+
+    Precedence: -c flags > CSNOTIFY_* environment > config file > defaults.
+
+    \b
+    Examples:
+      csnotify config show
+      csnotify -c delivery.timeout=5 config show --json
+    """
+    app_state = state(ctx)
+    settings = app_state.settings()
+    rows = settings.rows(reveal)
+    if as_json:
+        app_state.terminal.json({r["key"]: r["value"] for r in rows})
+        return
+    app_state.terminal.err(f"config file: {settings.path}")
+    app_state.terminal.table(["KEY", "VALUE", "SOURCE"], [list(r.values()) for r in rows])
+
+
+@config_app.command("set")
+def config_set(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="Setting, e.g. delivery.timeout."),
+    value: str = typer.Argument(..., help="New value."),
+) -> None:
+    """Write one setting into the config file (created 0600 if missing).
+
+    \b
+    Examples:
+      csnotify config set cloudstack.url https://cloud.example/client/api
+      csnotify config set failures.disable_after 20
+    """
+    from csnotify import config
+
+    app_state = state(ctx)
+    path = app_state.config_path()
+    typed = config.set_value(path, key, value)
+    shown = config.mask_setting(key, typed) if config.SETTINGS[key].secret else typed
+    app_state.say(f"{key} = {shown!r} in {path}")
+
+
+@config_app.command("import-cmk")
+def config_import_cmk(
+    ctx: typer.Context,
+    cmk_config: Path = typer.Option(
+        Path("~/.cmk/config"), "--cmk-config", help="CloudMonkey's config file."
+    ),
+    profile: str | None = typer.Option(None, "--profile", help="Profile (default: cmk's current)."),
+) -> None:
+    """Copy url, apikey and secretkey of a CloudMonkey (cmk) profile into our config.
+
+    \b
+    Examples:
+      csnotify config import-cmk
+      csnotify config import-cmk --cmk-config ~/.cmk/config --profile prod
+    """
+    from csnotify import config
+
+    app_state = state(ctx)
+    cmk = config.read_cmk(cmk_config.expanduser(), profile)
+    path = app_state.config_path()
+    config.import_cmk(path, cmk)
+    app_state.say(
+        f"imported url, api_key and secret_key of profile {cmk.profile!r} from {cmk.path}"
+        f" into {path}"
+    )
+
+
+def main() -> None:
+    app(prog_name="csnotify")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

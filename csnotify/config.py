@@ -1,0 +1,292 @@
+"""Settings: defaults < config file (TOML) < environment < command-line flags.
+
+The file lives at the XDG config path (``~/.config/csnotify/config.toml``) unless
+``--config`` or ``CSNOTIFY_CONFIG`` names another. It may hold API secrets, so it is
+written with mode 0600 in a 0700 directory.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from csnotify.errors import BadInput
+from csnotify.files import write_private
+
+APP_NAME = "csnotify"
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    type: type
+    default: Any
+    help: str
+    secret: bool = False
+    minimum: float | None = None
+
+
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in (
+        Setting(
+            "cloudstack.url",
+            str,
+            "http://localhost:8080/client/api",
+            "CloudStack API endpoint (listEvents)",
+        ),
+        Setting("cloudstack.api_key", str, "", "API key of the CloudStack user"),
+        Setting("cloudstack.secret_key", str, "", "secret key of the CloudStack user", secret=True),
+        Setting(
+            "amqp.url",
+            str,
+            "amqp://guest:guest@127.0.0.1:5672/",
+            "RabbitMQ URL of CloudStack's event bus",
+            secret=True,
+        ),
+        Setting(
+            "amqp.exchange", str, "cloudstack-events", "topic exchange CloudStack publishes to"
+        ),
+        Setting("amqp.queue", str, "csnotify", "durable queue shared by all listeners"),
+        Setting("amqp.prefetch", int, 100, "unacknowledged messages per listener", minimum=1),
+        Setting("delivery.timeout", float, 10.0, "seconds per delivery attempt", minimum=0.1),
+        Setting("delivery.retries", int, 3, "attempts per delivery", minimum=1),
+        Setting("delivery.concurrency", int, 64, "deliveries in flight at once", minimum=1),
+        Setting(
+            "failures.disable_after",
+            int,
+            10,
+            "consecutive failed deliveries before an endpoint is switched off (0: never)",
+            minimum=0,
+        ),
+        Setting("failures.notify", str, "", "endpoint URI told when an endpoint is switched off"),
+        Setting("log.max_per_endpoint", int, 100, "delivery log rows kept per endpoint", minimum=1),
+    )
+}
+
+
+def env_name(key: str) -> str:
+    """``delivery.timeout`` -> ``CSNOTIFY_DELIVERY_TIMEOUT``."""
+    return "CSNOTIFY_" + key.upper().replace(".", "_")
+
+
+def default_config_path() -> Path:
+    import platformdirs
+
+    return platformdirs.user_config_path(APP_NAME) / "config.toml"
+
+
+def config_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get("CSNOTIFY_CONFIG"):
+        return Path(environ["CSNOTIFY_CONFIG"]).expanduser()
+    return default_config_path()
+
+
+def lookup(key: str) -> Setting:
+    try:
+        return SETTINGS[key]
+    except KeyError:
+        hint = did_you_mean(key) or "; see 'csnotify config show'"
+        raise BadInput(f"unknown setting {key!r}{hint}") from None
+
+
+def did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, SETTINGS, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def coerce(setting: Setting, value: Any, origin: str) -> Any:
+    """Turn a string (from env or a flag) or a TOML value into the setting's type."""
+    expected = {int: "a whole number", float: "a number", str: "text"}[setting.type]
+    converted: Any
+    if isinstance(value, bool):
+        raise BadInput(f"{setting.key} expects {expected}, got {value!r} ({origin})")
+    try:
+        if setting.type is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            converted = int(value)
+        elif setting.type is float:
+            converted = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ValueError
+            converted = value
+    except (TypeError, ValueError):
+        raise BadInput(f"{setting.key} expects {expected}, got {value!r} ({origin})") from None
+    if setting.minimum is not None and converted < setting.minimum:
+        raise BadInput(
+            f"{setting.key} must be at least {setting.minimum:g}, got {value!r} ({origin})"
+        )
+    return converted
+
+
+@dataclass
+class Settings:
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def rows(self, reveal: bool = False) -> list[dict[str, Any]]:
+        out = []
+        for key, setting in SETTINGS.items():
+            value = self.values[key]
+            if setting.secret and not reveal:
+                value = mask_setting(key, value)
+            out.append({"key": key, "value": value, "source": self.sources[key]})
+        return out
+
+
+def mask_setting(key: str, value: Any) -> Any:
+    if not value:
+        return value
+    if key == "amqp.url":
+        from csnotify.redact import mask_uri
+
+        return mask_uri(value)
+    from csnotify.redact import MASK
+
+    return MASK
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The config file as a flat ``{"section.key": value}`` dict ({} if it does not exist)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise BadInput(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"config file {path} is not valid TOML ({exc}); fix or remove it") from None
+    flat: dict[str, Any] = {}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise BadInput(f"config file {path}: {section!r} must be a [section]; fix or remove it")
+        for name, value in table.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def load(
+    path: Path,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
+    """Effective settings with the origin of each value."""
+    file_values = read_file(path)
+    for key in file_values:
+        if key not in SETTINGS:
+            raise BadInput(f"config file {path}: unknown setting {key!r}{did_you_mean(key)}")
+    settings = Settings(path=path)
+    for key, setting in SETTINGS.items():
+        value, source = setting.default, "default"
+        if key in file_values:
+            value, source = coerce(setting, file_values[key], f"in {path}"), "file"
+        env = env_name(key)
+        if env in environ:
+            value, source = coerce(setting, environ[env], f"from ${env}"), "env"
+        if overrides and key in overrides:
+            value, source = coerce(setting, overrides[key], "from -c"), "flag"
+        settings.values[key] = value
+        settings.sources[key] = source
+    for key in overrides or {}:
+        lookup(key)
+    return settings
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``-c KEY=VALUE`` flags into a dict, refusing unknown keys."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BadInput(f"-c expects KEY=VALUE, got {pair!r}")
+        lookup(key.strip())
+        out[key.strip()] = value
+    return out
+
+
+def set_value(path: Path, key: str, raw: str) -> Any:
+    """Write one setting into the config file, keeping the others. Returns the typed value."""
+    setting = lookup(key)
+    value = coerce(setting, raw, "given to config set")
+    flat = read_file(path)
+    flat[key] = value
+    write(path, flat)
+    return value
+
+
+def write(path: Path, flat: Mapping[str, Any]) -> None:
+    import tomli_w
+
+    doc: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, _, name = key.partition(".")
+        doc.setdefault(section, {})[name] = value
+    write_private(path, tomli_w.dumps(doc).encode())
+
+
+@dataclass
+class CmkProfile:
+    path: Path
+    profile: str
+    url: str
+    api_key: str
+    secret_key: str
+
+
+def read_cmk(path: Path, profile: str | None = None) -> CmkProfile:
+    """Read url/apikey/secretkey of CloudMonkey's current (or named) profile."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except FileNotFoundError:
+        raise BadInput(
+            f"CloudMonkey config {path} not found; give its path with --cmk-config"
+        ) from None
+    except (OSError, configparser.Error) as exc:
+        raise BadInput(f"cannot read CloudMonkey config {path}: {exc}") from None
+    name = profile or parser.get("core", "profile", fallback=None)
+    if not name:
+        raise BadInput(f"{path} names no current profile ([core] profile); use --profile NAME")
+    if not parser.has_section(name):
+        have = ", ".join(s for s in parser.sections() if s != "core") or "none"
+        raise BadInput(f"{path} has no profile {name!r} (profiles: {have}); use --profile NAME")
+    section = parser[name]
+    missing = [k for k in ("url", "apikey", "secretkey") if not section.get(k, "").strip()]
+    if missing:
+        raise BadInput(
+            f"profile {name!r} in {path} has no {'/'.join(missing)}; set them with"
+            f" 'cmk -p {name} set {missing[0]} VALUE' or in the file"
+        )
+    return CmkProfile(
+        path=path,
+        profile=name,
+        url=section["url"].strip(),
+        api_key=section["apikey"].strip(),
+        secret_key=section["secretkey"].strip(),
+    )
+
+
+def import_cmk(config: Path, cmk: CmkProfile) -> None:
+    flat = read_file(config)
+    flat["cloudstack.url"] = cmk.url
+    flat["cloudstack.api_key"] = cmk.api_key
+    flat["cloudstack.secret_key"] = cmk.secret_key
+    write(config, flat)

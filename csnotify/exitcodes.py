@@ -1,0 +1,10 @@
+"""Exit statuses, the same for every command (documented in README and the man page)."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # an operation ran and failed, e.g. a test delivery
+    USAGE = 2  # bad input or usage; nothing was written (typer's convention)
+    UNREACHABLE = 3  # CloudStack API or broker unreachable, or credentials refused

@@ -1,0 +1,161 @@
+"""Subscriptions as files (JSON or TOML), for backup, review and copying to other listeners.
+
+Import is idempotent by name and all-or-nothing: every entry is validated before the
+store is touched, and the entries are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from csnotify.errors import BadInput
+from csnotify.redact import MASK
+from csnotify.subscriptions import Subscription, SubscriptionInput, build, check_name
+
+if TYPE_CHECKING:
+    from csnotify.store import Store
+
+FORMAT_VERSION = 1
+EXPORT_FORMATS = ("json", "toml")
+_ITEM_KEYS = {"name", "enabled", "patterns", "level", "where", "format", "key", "title", "body"}
+_ITEM_KEYS |= {"endpoints"}
+
+
+def to_item(sub: Subscription, with_secrets: bool) -> dict[str, Any]:
+    data = sub.as_json(reveal=with_secrets)
+    item = {k: data[k] for k in ("name", "enabled", "patterns", "level", "where", "format")}
+    for optional in ("key", "title", "body"):
+        if data[optional] is not None:
+            item[optional] = data[optional]
+    item["endpoints"] = [{"uri": ep["uri"], "enabled": ep["enabled"]} for ep in data["endpoints"]]
+    return item
+
+
+def export_text(subs: list[Subscription], fmt: str, with_secrets: bool) -> str:
+    doc = {
+        "csnotify_export": FORMAT_VERSION,
+        "subscriptions": [to_item(s, with_secrets) for s in subs],
+    }
+    if fmt == "json":
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "toml":
+        import tomli_w
+
+        return tomli_w.dumps(doc)
+    raise BadInput(f"unknown export format {fmt!r}; use json or toml")
+
+
+def parse_text(text: str, source: str) -> list[dict[str, Any]]:
+    """The entries of an export file; JSON or TOML, told apart by the first character."""
+    stripped = text.lstrip()
+    try:
+        doc = json.loads(text) if stripped.startswith(("{", "[")) else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BadInput(f"{source} is neither valid JSON nor valid TOML: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("subscriptions"), list):
+        entries = doc["subscriptions"]
+    elif isinstance(doc, list):
+        entries = doc
+    else:
+        raise BadInput(f"{source} has no 'subscriptions' list; is it a 'csnotify export' file?")
+    return entries
+
+
+def _text_list(entry: dict[str, Any], key: str, where: str) -> list[str]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadInput(f"{where}: '{key}' must be a list of strings")
+    return value
+
+
+def _checked_entry(entry: Any, where: str) -> Subscription:
+    if not isinstance(entry, dict):
+        raise BadInput(f"{where}: each subscription must be an object/table")
+    unknown = set(entry) - _ITEM_KEYS
+    if unknown:
+        raise BadInput(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    name = entry.get("name")
+    if not isinstance(name, str):
+        raise BadInput(f"{where}: 'name' is missing or not a string")
+    where = f"{where} ({name})"
+    endpoints = entry.get("endpoints")
+    if not isinstance(endpoints, list) or not endpoints:
+        raise BadInput(f"{where}: 'endpoints' must be a non-empty list")
+    uris, flags = [], []
+    for ep in endpoints:
+        if not isinstance(ep, dict) or not isinstance(ep.get("uri"), str):
+            raise BadInput(f"{where}: each endpoint needs a 'uri' string")
+        if MASK in ep["uri"]:
+            raise BadInput(
+                f"{where}: an endpoint URI was exported masked; export again with --with-secrets"
+            )
+        uris.append(ep["uri"])
+        flags.append(ep.get("enabled", True))
+    key = entry.get("key")
+    if key == MASK:
+        raise BadInput(f"{where}: the key was exported masked; export again with --with-secrets")
+    for opt in ("key", "title", "body", "level", "format"):
+        if opt in entry and not isinstance(entry[opt], str):
+            raise BadInput(f"{where}: '{opt}' must be a string")
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool) or not all(isinstance(f, bool) for f in flags):
+        raise BadInput(f"{where}: 'enabled' must be true or false")
+    spec = SubscriptionInput(
+        patterns=_text_list(entry, "patterns", where),
+        to=uris,
+        name=check_name(name),
+        key=key,
+        level=entry.get("level"),
+        where=_text_list(entry, "where", where),
+        format=entry.get("format"),
+        title=entry.get("title"),
+        body=entry.get("body"),
+    )
+    try:
+        sub, _ = build(spec, taken=set())
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc.message}") from None
+    sub.enabled = enabled
+    for ep, flag in zip(sub.endpoints, flags, strict=True):
+        ep.enabled = flag
+        ep.disabled_reason = None if flag else "disabled in imported file"
+    return sub
+
+
+@dataclass
+class ImportResult:
+    created: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # exist and differ; --replace to overwrite
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {k: getattr(self, k) for k in ("created", "replaced", "unchanged", "skipped")}
+
+
+def import_entries(
+    store: Store, entries: list[Any], source: str, replace: bool = False
+) -> ImportResult:
+    subs = [_checked_entry(e, f"{source}: subscription {i + 1}") for i, e in enumerate(entries)]
+    names = [s.name for s in subs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise BadInput(f"{source}: name(s) given more than once: {', '.join(dupes)}")
+    result = ImportResult()
+    with store.transaction():
+        for sub in subs:
+            current = store.subscription(sub.name)
+            if current is None:
+                store.insert(sub)
+                result.created.append(sub.name)
+            elif to_item(current, True) == to_item(sub, True):
+                result.unchanged.append(sub.name)
+            elif replace:
+                store.save(sub.name, sub, endpoint_flags=True)
+                result.replaced.append(sub.name)
+            else:
+                result.skipped.append(sub.name)
+    return result

@@ -1,0 +1,294 @@
+"""The SQLite store: subscriptions, endpoints with their counters, the bounded delivery
+log, source cursors and recently seen event ids.
+
+Writes go through sqlite-utils inside ``BEGIN IMMEDIATE`` transactions, so a writer waits
+for the lock (busy timeout) instead of failing half-way. Reads use the plain sqlite3
+connection: importing sqlite-utils costs about 50 ms, and ``csnotify list`` must start
+fast (see bench/startup.py). The file is created 0600 in a 0700 directory: it holds
+signing keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from csnotify.errors import BadInput, CsnotifyError
+from csnotify.files import create_private_file
+from csnotify.matching import parse_filter
+from csnotify.subscriptions import Endpoint, Subscription
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+APP_NAME = "csnotify"
+BUSY_TIMEOUT_S = 30.0
+
+
+def default_db_path() -> Path:
+    import platformdirs
+
+    return platformdirs.user_data_path(APP_NAME) / "csnotify.db"
+
+
+def db_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get("CSNOTIFY_DB"):
+        return Path(environ["CSNOTIFY_DB"]).expanduser()
+    return default_db_path()
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class StoreBusy(CsnotifyError):
+    pass
+
+
+class Store:
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        try:
+            create_private_file(path)
+            conn = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            store = cls(path, conn)
+            store.migrate()
+        except sqlite3.DatabaseError as exc:
+            raise BadInput(f"cannot use store {path}: {exc}; check --db or CSNOTIFY_DB") from None
+        except PermissionError as exc:
+            raise BadInput(f"cannot open store {path}: {exc.strerror}") from None
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @cached_property
+    def db(self) -> Database:
+        from sqlite_utils import Database
+
+        return Database(self.conn, execute_plugins=False)
+
+    # -- schema --------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> list[str]:
+        """Apply the steps this store lacks; returns their names."""
+        from csnotify.migrations import MIGRATIONS
+
+        if self.schema_version == len(MIGRATIONS):
+            return []
+        if self.schema_version > len(MIGRATIONS):
+            raise BadInput(
+                f"store {self.path} has schema version {self.schema_version}, newer than this"
+                f" csnotify knows ({len(MIGRATIONS)}); upgrade csnotify"
+            )
+        applied = []
+        with self.transaction():
+            version = self.schema_version  # another process may have migrated meanwhile
+            if not self.db["migrations"].exists():
+                self.db["migrations"].create({"name": str, "applied_at": str}, pk="name")
+            for name, step in MIGRATIONS[version:]:
+                step(self.db)
+                self.db["migrations"].insert({"name": name, "applied_at": utcnow()})
+                applied.append(name)
+            self.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        return applied
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction that takes the lock up front, waiting up to the busy
+        timeout; everything in it is committed together or not at all."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreBusy(
+                f"store {self.path} stayed locked by another process for"
+                f" {BUSY_TIMEOUT_S:g} s ({exc}); try again"
+            ) from None
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- subscriptions: reads --------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM subscriptions ORDER BY name")]
+
+    def subscriptions(self) -> list[Subscription]:
+        return self._load("", ())
+
+    def subscription(self, name: str) -> Subscription | None:
+        found = self._load("WHERE name = ?", (name,))
+        return found[0] if found else None
+
+    def _load(self, where: str, params: tuple[Any, ...]) -> list[Subscription]:
+        rows = self.conn.execute(
+            f"SELECT * FROM subscriptions {where} ORDER BY name",  # noqa: S608 - fixed clauses
+            params,
+        ).fetchall()
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        marks = ",".join("?" * len(ids))
+        endpoints: dict[int, list[Endpoint]] = {i: [] for i in ids}
+        for e in self.conn.execute(
+            f"SELECT * FROM endpoints WHERE subscription_id IN ({marks})"  # noqa: S608
+            " ORDER BY subscription_id, position",
+            ids,
+        ):
+            endpoints[e["subscription_id"]].append(_endpoint(e))
+        return [_subscription(r, endpoints[r["id"]]) for r in rows]
+
+    # -- subscriptions: writes (inside transaction()) --------------------------------
+
+    def insert(self, sub: Subscription) -> None:
+        now = utcnow()
+        table = self.db["subscriptions"]
+        table.insert(_subscription_row(sub, created=now, updated=now))
+        sub_id = table.last_pk
+        self._write_endpoints(sub_id, sub.endpoints, {})
+
+    def save(self, old_name: str, sub: Subscription, endpoint_flags: bool = False) -> None:
+        """Replace a subscription's settings and endpoint list, keeping the counters of
+        endpoints that stay. Their enabled flags are written only with ``endpoint_flags``
+        (import --replace), so an update never undoes an auto-disable made meanwhile."""
+        row = self.conn.execute("SELECT id, created FROM subscriptions WHERE name = ?", (old_name,))
+        sub_id, created = row.fetchone()
+        self.db["subscriptions"].update(
+            sub_id, _subscription_row(sub, created=created, updated=utcnow())
+        )
+        existing = {
+            e["uri"]: e["id"]
+            for e in self.conn.execute(
+                "SELECT id, uri FROM endpoints WHERE subscription_id = ?", (sub_id,)
+            )
+        }
+        keep = {ep.uri for ep in sub.endpoints}
+        for uri, ep_id in existing.items():
+            if uri not in keep:
+                self.conn.execute("DELETE FROM endpoints WHERE id = ?", (ep_id,))
+        self._write_endpoints(sub_id, sub.endpoints, existing, endpoint_flags)
+
+    def _write_endpoints(
+        self,
+        sub_id: int,
+        endpoints: list[Endpoint],
+        existing: dict[str, int],
+        endpoint_flags: bool = False,
+    ) -> None:
+        table = self.db["endpoints"]
+        for position, ep in enumerate(endpoints):
+            if ep.uri in existing:
+                values: dict[str, Any] = {"position": position}
+                if endpoint_flags:
+                    values |= {"enabled": int(ep.enabled), "disabled_reason": ep.disabled_reason}
+                table.update(existing[ep.uri], values)
+            else:
+                table.insert(
+                    {
+                        "subscription_id": sub_id,
+                        "position": position,
+                        "uri": ep.uri,
+                        "enabled": int(ep.enabled),
+                        "disabled_reason": ep.disabled_reason,
+                    }
+                )
+
+    def delete(self, name: str) -> None:
+        self.conn.execute(
+            "DELETE FROM endpoints WHERE subscription_id IN"
+            " (SELECT id FROM subscriptions WHERE name = ?)",
+            (name,),
+        )
+        self.conn.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+
+    def set_subscription_enabled(self, name: str, enabled: bool) -> None:
+        self.conn.execute(
+            "UPDATE subscriptions SET enabled = ?, updated = ? WHERE name = ?",
+            (int(enabled), utcnow(), name),
+        )
+
+    def set_endpoint_enabled(
+        self, ep: Endpoint, enabled: bool, reset: bool = False, reason: str | None = None
+    ) -> None:
+        values: dict[str, Any] = {"enabled": int(enabled), "disabled_reason": reason}
+        if reset:
+            values |= {"consecutive_failures": 0, "total_failures": 0, "total_successes": 0}
+            values |= {"last_error": None, "last_error_at": None}
+        self.db["endpoints"].update(ep.id, values)
+
+
+def _subscription_row(sub: Subscription, created: str, updated: str) -> dict[str, Any]:
+    return {
+        "name": sub.name,
+        "patterns": json.dumps(sub.patterns),
+        "level": sub.level,
+        "filters": json.dumps([str(f) for f in sub.filters]),
+        "format": sub.format,
+        "key": sub.key,
+        "title": sub.title,
+        "body": sub.body,
+        "enabled": int(sub.enabled),
+        "created": created,
+        "updated": updated,
+    }
+
+
+def _subscription(row: sqlite3.Row, endpoints: list[Endpoint]) -> Subscription:
+    return Subscription(
+        id=row["id"],
+        name=row["name"],
+        patterns=json.loads(row["patterns"]),
+        endpoints=endpoints,
+        level=row["level"],
+        filters=[parse_filter(f) for f in json.loads(row["filters"])],
+        format=row["format"],
+        key=row["key"],
+        title=row["title"],
+        body=row["body"],
+        enabled=bool(row["enabled"]),
+        created=row["created"],
+        updated=row["updated"],
+    )
+
+
+def _endpoint(row: sqlite3.Row) -> Endpoint:
+    return Endpoint(
+        id=row["id"],
+        uri=row["uri"],
+        enabled=bool(row["enabled"]),
+        consecutive_failures=row["consecutive_failures"],
+        total_failures=row["total_failures"],
+        total_successes=row["total_successes"],
+        last_error=row["last_error"],
+        last_error_at=row["last_error_at"],
+        last_success_at=row["last_success_at"],
+        disabled_reason=row["disabled_reason"],
+    )

@@ -1,0 +1,340 @@
+"""Subscriptions: what they hold, how they are checked, and the operations on them.
+
+Every operation validates all its input before it opens a write transaction, so bad
+input leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from csnotify import matching, templates
+from csnotify.channels import COMMAND, WEBHOOK, command_argv, endpoint_kind, validate_endpoint
+from csnotify.errors import BadInput, NotFound
+from csnotify.redact import mask_key, mask_uri
+from csnotify.signing import generate_key, validate_key, whsec_form
+
+if TYPE_CHECKING:
+    from csnotify.store import Store
+
+FORMATS = ("json", "cloudevents", "cloudstack")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+@dataclass
+class Endpoint:
+    uri: str
+    enabled: bool = True
+    consecutive_failures: int = 0
+    total_failures: int = 0
+    total_successes: int = 0
+    last_error: str | None = None
+    last_error_at: str | None = None
+    last_success_at: str | None = None
+    disabled_reason: str | None = None
+    id: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return endpoint_kind(self.uri)
+
+    def as_json(self, reveal: bool = False) -> dict[str, Any]:
+        return {
+            "uri": self.uri if reveal else mask_uri(self.uri),
+            "kind": self.kind,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "consecutive_failures": self.consecutive_failures,
+            "total_failures": self.total_failures,
+            "total_successes": self.total_successes,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "last_success_at": self.last_success_at,
+        }
+
+
+@dataclass
+class Subscription:
+    name: str
+    patterns: list[str]
+    endpoints: list[Endpoint]
+    level: str = "INFO"
+    filters: list[matching.Filter] = field(default_factory=list)
+    format: str = "json"
+    key: str | None = None
+    title: str | None = None
+    body: str | None = None
+    enabled: bool = True
+    created: str | None = None
+    updated: str | None = None
+    id: int | None = None
+
+    def endpoint(self, uri: str) -> Endpoint:
+        for ep in self.endpoints:
+            if ep.uri == uri:
+                return ep
+        for ep in self.endpoints:  # the user may type the masked form shown by list
+            if mask_uri(ep.uri) == uri:
+                return ep
+        have = ", ".join(mask_uri(ep.uri) for ep in self.endpoints)
+        raise NotFound(f"subscription {self.name!r} has no endpoint {mask_uri(uri)!r} ({have})")
+
+    def as_json(self, reveal: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "enabled": self.enabled,
+            "patterns": list(self.patterns),
+            "level": self.level,
+            "where": [str(f) for f in self.filters],
+            "format": self.format,
+            "key": self.key if reveal else mask_key(self.key),
+            "title": self.title,
+            "body": self.body,
+            "created": self.created,
+            "updated": self.updated,
+            "endpoints": [ep.as_json(reveal) for ep in self.endpoints],
+        }
+        if reveal and self.key:
+            out["key_whsec"] = whsec_form(self.key)
+        return out
+
+
+def suggest(name: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    if close:
+        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return "; see 'csnotify list'"
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise BadInput(
+            f"invalid name {name!r}: 1-64 letters, digits, '_', '-' or '.', starting with a"
+            " letter or digit"
+        )
+    return name
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def default_name(patterns: Sequence[str], uris: Sequence[str], taken: set[str]) -> str:
+    """A readable name from the first pattern and where it goes: ``vm-to-hooks-example``."""
+    what = _slug(patterns[0].replace("*", "all")) or "all"
+    target = uris[0]
+    kind = endpoint_kind(target)
+    if kind == WEBHOOK:
+        where = urlsplit(target).hostname or "webhook"
+        where = re.sub(r"^www\.", "", where).rsplit(".", 1)[0] if "." in where else where
+    elif kind == COMMAND:
+        where = command_argv(target)[0].rsplit("/", 1)[-1]
+    else:
+        where = target.split(":", 1)[0]
+    base = f"{what}-to-{_slug(where) or 'endpoint'}"[:56].strip("-")
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+@dataclass
+class SubscriptionInput:
+    """What a user may give to ``subscribe`` and ``update``; None means 'not given'."""
+
+    patterns: list[str] | None = None
+    to: list[str] | None = None
+    name: str | None = None
+    key: str | None = None  # a secret, or "generate"
+    level: str | None = None
+    where: list[str] | None = None
+    format: str | None = None
+    title: str | None = None
+    body: str | None = None
+
+
+def _checked_uris(uris: Sequence[str]) -> list[str]:
+    seen: list[str] = []
+    for uri in uris:
+        checked = validate_endpoint(uri)
+        if checked in seen:
+            raise BadInput(f"--to {mask_uri(checked)!r} is given twice")
+        seen.append(checked)
+    return seen
+
+
+def _checked_format(fmt: str) -> str:
+    value = fmt.strip().lower()
+    if value not in FORMATS:
+        raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return value
+
+
+def _resolve_key(key: str) -> tuple[str, bool]:
+    """Returns (secret, generated)."""
+    if key == "generate":
+        return generate_key(), True
+    return validate_key(key), False
+
+
+def build(spec: SubscriptionInput, taken: set[str]) -> tuple[Subscription, bool]:
+    """A new subscription from user input, fully validated. Returns it and whether the
+    key was generated (so the caller shows it once)."""
+    if not spec.patterns:
+        raise BadInput("no event-type pattern; give at least one, e.g. 'VM.*'")
+    if not spec.to:
+        raise BadInput("no endpoint; give at least one --to URI")
+    patterns = [matching.parse_pattern(p) for p in spec.patterns]
+    uris = _checked_uris(spec.to)
+    sub = Subscription(name="", patterns=patterns, endpoints=[Endpoint(u) for u in uris])
+    sub, generated = apply(sub, replace(spec, patterns=None, to=None, name=None))
+    if spec.name is not None:
+        sub.name = check_name(spec.name)
+        if sub.name in taken:
+            raise BadInput(
+                f"a subscription named {sub.name!r} exists; choose another --name or use"
+                f" 'csnotify update {sub.name}'"
+            )
+    else:
+        sub.name = default_name(patterns, uris, taken)
+    return sub, generated
+
+
+def apply(sub: Subscription, spec: SubscriptionInput) -> tuple[Subscription, bool]:
+    """``sub`` with the given fields of ``spec`` changed and validated; counters of
+    endpoints that stay are kept."""
+    new = replace(sub, endpoints=list(sub.endpoints), filters=list(sub.filters))
+    generated = False
+    if spec.patterns is not None:
+        if not spec.patterns:
+            raise BadInput("no event-type pattern; give at least one, e.g. 'VM.*'")
+        new.patterns = [matching.parse_pattern(p) for p in spec.patterns]
+    if spec.to is not None:
+        if not spec.to:
+            raise BadInput("no endpoint; give at least one --to URI")
+        old = {ep.uri: ep for ep in sub.endpoints}
+        new.endpoints = [old.get(u, Endpoint(u)) for u in _checked_uris(spec.to)]
+    if spec.level is not None:
+        new.level = matching.parse_level(spec.level)
+    if spec.where is not None:
+        new.filters = [matching.parse_filter(w) for w in spec.where]
+    if spec.format is not None:
+        new.format = _checked_format(spec.format)
+    if spec.title is not None:
+        new.title = templates.validate(spec.title, "--title") or None
+    if spec.body is not None:
+        new.body = templates.validate(spec.body, "--body") or None
+    if spec.key is not None:
+        new.key, generated = _resolve_key(spec.key)
+    if spec.name is not None and spec.name != sub.name:
+        new.name = check_name(spec.name)
+    return new, generated
+
+
+def find(store: Store, name: str) -> Subscription:
+    sub = store.subscription(name)
+    if sub is None:
+        raise NotFound(f"no subscription named {name!r}{suggest(name, store.names())}")
+    return sub
+
+
+@dataclass
+class Created:
+    subscription: Subscription
+    generated_key: str | None
+
+
+def subscribe(store: Store, spec: SubscriptionInput, enabled: bool = True) -> Created:
+    sub, generated = build(spec, set(store.names()))
+    sub.enabled = enabled
+    with store.transaction():
+        if store.subscription(sub.name) is not None:  # created by another process meanwhile
+            raise BadInput(f"a subscription named {sub.name!r} exists; choose another --name")
+        store.insert(sub)
+    saved = find(store, sub.name)
+    return Created(saved, sub.key if generated else None)
+
+
+def update(
+    store: Store,
+    name: str,
+    spec: SubscriptionInput,
+    add_to: Sequence[str] = (),
+    remove_to: Sequence[str] = (),
+    no_key: bool = False,
+    rotate_key: bool = False,
+) -> Created:
+    current = find(store, name)
+    if rotate_key and (spec.key is not None or no_key):
+        raise BadInput("--rotate-key cannot be combined with --key or --no-key")
+    if no_key and spec.key is not None:
+        raise BadInput("--no-key cannot be combined with --key")
+    if add_to or remove_to:
+        if spec.to is not None:
+            raise BadInput(
+                "--to replaces all endpoints; do not combine it with --add-to/--remove-to"
+            )
+        uris = [ep.uri for ep in current.endpoints]
+        for uri in remove_to:
+            uris.remove(current.endpoint(uri).uri)
+        uris += list(add_to)
+        spec = replace(spec, to=uris)
+    if rotate_key:
+        spec = replace(spec, key="generate")
+    new, generated = apply(current, spec)
+    if no_key:
+        new.key = None
+    if new.name != current.name and new.name in store.names():
+        raise BadInput(f"a subscription named {new.name!r} exists; choose another name")
+    with store.transaction():
+        store.save(current.name, new)
+    return Created(find(store, new.name), new.key if generated else None)
+
+
+def unsubscribe(store: Store, name: str) -> Subscription:
+    sub = find(store, name)
+    with store.transaction():
+        store.delete(sub.name)
+    return sub
+
+
+def set_enabled(
+    store: Store, name: str, enabled: bool, endpoint: str | None = None
+) -> Subscription:
+    """Switch a subscription (or one of its endpoints) on or off. Switching an endpoint on
+    resets its failure counters; switching a whole subscription on resets all of them."""
+    sub = find(store, name)
+    targets = [sub.endpoint(endpoint)] if endpoint is not None else []
+    with store.transaction():
+        if endpoint is None:
+            store.set_subscription_enabled(sub.name, enabled)
+            if enabled:
+                for ep in sub.endpoints:
+                    store.set_endpoint_enabled(ep, True, reset=True)
+        for ep in targets:
+            store.set_endpoint_enabled(
+                ep, enabled, reset=enabled, reason=None if enabled else "disabled by operator"
+            )
+    return find(store, sub.name)
+
+
+def summary(sub: Subscription) -> dict[str, Any]:
+    """One row of ``list``: what an operator scans for."""
+    failing = [ep for ep in sub.endpoints if ep.consecutive_failures]
+    last_success = max((ep.last_success_at or "" for ep in sub.endpoints), default="")
+    last_error = max((ep.last_error_at or "" for ep in sub.endpoints), default="")
+    return {
+        "name": sub.name,
+        "patterns": " ".join(sub.patterns),
+        "level": sub.level,
+        "endpoints": f"{sum(ep.enabled for ep in sub.endpoints)}/{len(sub.endpoints)}",
+        "state": "enabled" if sub.enabled else "disabled",
+        "failing": len(failing),
+        "last_success": last_success or "-",
+        "last_error": last_error or "-",
+    }

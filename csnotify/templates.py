@@ -1,0 +1,81 @@
+"""Title and body of messages for human channels (email, SMS, chat).
+
+Templates use ``{field}`` placeholders naming fields of the normalised event, with an
+optional format spec (``{description:.120}``). Nothing else: no attribute or index
+access, no positional fields, no conversions, so a template can never reach into Python
+objects. Every value is turned into text before it is formatted.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from csnotify.errors import BadInput
+
+FIELDS = (
+    "id",
+    "type",
+    "level",
+    "state",
+    "category",
+    "created",
+    "account",
+    "domain",
+    "username",
+    "resource_type",
+    "resource_id",
+    "resource_name",
+    "description",
+    "source",
+    "subscription",
+)
+
+DEFAULT_TITLE = "[CloudStack] {type} {state}: {resource_name}"
+DEFAULT_BODY = "{level} {type} {state} {resource_type} {resource_name}\n{description}\n{created}"
+
+_formatter = string.Formatter()
+
+
+def _parts(template: str, what: str) -> list[tuple[str, str | None, str]]:
+    try:
+        parsed = list(_formatter.parse(template))
+    except ValueError as exc:
+        raise BadInput(f"{what} template {template!r} is malformed: {exc}") from None
+    parts = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None:
+            if conversion or (spec and "{" in spec):
+                raise BadInput(
+                    f"{what} template {template!r}: only plain {{field}} or {{field:spec}}"
+                    " placeholders are allowed"
+                )
+            if name not in FIELDS:
+                raise BadInput(
+                    f"{what} template {template!r}: {{{name}}} is not an event field;"
+                    f" use {', '.join('{' + f + '}' for f in FIELDS)}"
+                )
+            try:
+                format("", spec or "")
+            except ValueError as exc:
+                raise BadInput(
+                    f"{what} template {template!r}: bad format {spec!r}: {exc}"
+                ) from None
+        parts.append((literal, name, spec or ""))
+    return parts
+
+
+def validate(template: str, what: str) -> str:
+    _parts(template, what)
+    return template
+
+
+def render(template: str, values: Mapping[str, Any], what: str = "message") -> str:
+    out = []
+    for literal, name, spec in _parts(template, what):
+        out.append(literal)
+        if name is not None:
+            value = values.get(name)
+            out.append(format("" if value is None else str(value), spec))
+    return "".join(out)
