@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -53,6 +52,8 @@ def _fail(ctx: typer.Context, message: str, code: int, exc: BaseException | None
     state = ctx.obj if isinstance(ctx.obj, AppState) else None
     terminal = state.terminal if state else Terminal()
     if exc is not None and state is not None and state.verbose:
+        import traceback
+
         terminal.err("".join(traceback.format_exception(exc)).rstrip())
     terminal.err(f"csnotify: error: {message}")
     raise Exit(int(code))
@@ -114,6 +115,11 @@ class AppState:
 
         return config.load(self.config_path(), os.environ, config.parse_overrides(self.overrides))
 
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def say(self, text: str) -> None:
         """A confirmation for people; silenced by -q."""
         if not self.quiet:
@@ -161,6 +167,7 @@ def main_options(
     ctx.obj = AppState(
         terminal=Terminal(), db=db, config=config, overrides=option, verbose=verbose, quiet=quiet
     )
+    ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand is None:
         ctx.obj.terminal.out(OVERVIEW.rstrip())
 

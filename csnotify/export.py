@@ -30,7 +30,12 @@ def to_item(sub: Subscription, with_secrets: bool) -> dict[str, Any]:
     for optional in ("key", "title", "body"):
         if data[optional] is not None:
             item[optional] = data[optional]
-    item["endpoints"] = [{"uri": ep["uri"], "enabled": ep["enabled"]} for ep in data["endpoints"]]
+    item["endpoints"] = []
+    for ep in data["endpoints"]:
+        entry = {"uri": ep["uri"], "enabled": ep["enabled"]}
+        if ep["disabled_reason"]:
+            entry["disabled_reason"] = ep["disabled_reason"]
+        item["endpoints"].append(entry)
     return item
 
 
@@ -84,7 +89,7 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
     endpoints = entry.get("endpoints")
     if not isinstance(endpoints, list) or not endpoints:
         raise BadInput(f"{where}: 'endpoints' must be a non-empty list")
-    uris, flags = [], []
+    uris, flags, reasons = [], [], []
     for ep in endpoints:
         if not isinstance(ep, dict) or not isinstance(ep.get("uri"), str):
             raise BadInput(f"{where}: each endpoint needs a 'uri' string")
@@ -94,6 +99,7 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
             )
         uris.append(ep["uri"])
         flags.append(ep.get("enabled", True))
+        reasons.append(ep.get("disabled_reason") or "disabled in imported file")
     key = entry.get("key")
     if key == MASK:
         raise BadInput(f"{where}: the key was exported masked; export again with --with-secrets")
@@ -119,9 +125,9 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
     except BadInput as exc:
         raise BadInput(f"{where}: {exc.message}") from None
     sub.enabled = enabled
-    for ep, flag in zip(sub.endpoints, flags, strict=True):
+    for ep, flag, reason in zip(sub.endpoints, flags, reasons, strict=True):
         ep.enabled = flag
-        ep.disabled_reason = None if flag else "disabled in imported file"
+        ep.disabled_reason = None if flag else str(reason)
     return sub
 
 

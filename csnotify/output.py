@@ -57,7 +57,10 @@ class Terminal:
         from rich.console import Console
         from rich.table import Table
 
-        console = Console(file=self.stdout, no_color=not self.color, highlight=False)
+        # color_system=None: no escape codes at all (not even bold) under NO_COLOR
+        console = Console(
+            file=self.stdout, color_system="auto" if self.color else None, highlight=False
+        )
         table = Table(title=title or None, show_lines=False, header_style="bold")
         for col in columns:
             table.add_column(col, overflow="fold")

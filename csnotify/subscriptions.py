@@ -6,18 +6,16 @@ input leaves the store exactly as it was.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from csnotify import matching, templates
+from csnotify import matching
 from csnotify.channels import COMMAND, WEBHOOK, command_argv, endpoint_kind, validate_endpoint
 from csnotify.errors import BadInput, NotFound
 from csnotify.redact import mask_key, mask_uri
-from csnotify.signing import generate_key, validate_key, whsec_form
 
 if TYPE_CHECKING:
     from csnotify.store import Store
@@ -100,11 +98,15 @@ class Subscription:
             "endpoints": [ep.as_json(reveal) for ep in self.endpoints],
         }
         if reveal and self.key:
+            from csnotify.signing import whsec_form
+
             out["key_whsec"] = whsec_form(self.key)
         return out
 
 
 def suggest(name: str, names: Sequence[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     if close:
         return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
@@ -177,6 +179,8 @@ def _checked_format(fmt: str) -> str:
 
 def _resolve_key(key: str) -> tuple[str, bool]:
     """Returns (secret, generated)."""
+    from csnotify.signing import generate_key, validate_key
+
     if key == "generate":
         return generate_key(), True
     return validate_key(key), False
@@ -208,6 +212,8 @@ def build(spec: SubscriptionInput, taken: set[str]) -> tuple[Subscription, bool]
 def apply(sub: Subscription, spec: SubscriptionInput) -> tuple[Subscription, bool]:
     """``sub`` with the given fields of ``spec`` changed and validated; counters of
     endpoints that stay are kept."""
+    from csnotify import templates
+
     new = replace(sub, endpoints=list(sub.endpoints), filters=list(sub.filters))
     generated = False
     if spec.patterns is not None:

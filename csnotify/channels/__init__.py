@@ -6,10 +6,8 @@ are imported by the commands that deliver, so that management commands start fas
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,6 +45,8 @@ def resolve_program(program: str) -> str | None:
     if "/" in program:
         path = Path(program).expanduser()
         return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    import shutil
+
     return shutil.which(program)
 
 
@@ -84,26 +84,26 @@ def _validate_http(uri: str) -> None:
         raise BadInput(f"--to {mask_uri(uri)!r}: port 0 is not a valid port")
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.WARNING:
-            self.messages.append(record.getMessage())
-
-
 def _validate_apprise(uri: str) -> None:
     if "://" not in uri:
         raise BadInput(
             f"--to {mask_uri(uri)!r}: not an URI; use https://..., cmd:/path/to/program,"
             " or an Apprise URI such as mailto://user:pass@smtp.example?to=ops@example"
         )
+    import logging
+
     import apprise
 
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
     logger = logging.getLogger("apprise")
-    collect = _Collect()
+    collect = Collect()
     saved = logger.propagate
     logger.addHandler(collect)
     logger.propagate = False  # keep Apprise's own warnings off our stderr

@@ -1,0 +1,162 @@
+"""config show / set / import-cmk, and the precedence flags > env > file > defaults."""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REQUIRED_KEYS = {
+    "cloudstack.url", "cloudstack.api_key", "cloudstack.secret_key", "amqp.url",
+    "amqp.exchange", "amqp.queue", "delivery.timeout", "delivery.retries",
+    "delivery.concurrency", "failures.disable_after", "failures.notify",
+    "log.max_per_endpoint",
+}  # fmt: skip
+
+
+def test_show_defaults(cli) -> None:
+    r = cli("config", "show", "--json")
+    assert r.exit_code == 0, r.stderr
+    values = r.json()
+    assert set(values) >= REQUIRED_KEYS
+    assert values["delivery.timeout"] == 10.0
+    assert values["delivery.retries"] == 3
+    assert values["failures.disable_after"] == 10
+    assert values["log.max_per_endpoint"] == 100
+    assert values["amqp.exchange"] == "cloudstack-events"
+    assert values["amqp.queue"] == "csnotify"
+
+
+def test_set_writes_private_toml(cli, config_file: Path) -> None:
+    assert not config_file.parent.exists()
+    r = cli("config", "set", "delivery.timeout", "2.5")
+    assert r.exit_code == 0, r.stderr
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config_file.parent.stat().st_mode) == 0o700
+    assert tomllib.loads(config_file.read_text()) == {"delivery": {"timeout": 2.5}}
+    cli("config", "set", "cloudstack.url", "https://cloud.example/client/api")
+    doc = tomllib.loads(config_file.read_text())
+    assert doc["delivery"]["timeout"] == 2.5  # earlier settings are kept
+    assert doc["cloudstack"]["url"] == "https://cloud.example/client/api"
+    assert cli("config", "show", "--json").json()["delivery.timeout"] == 2.5
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "delivery.timout",
+            "5",
+            "unknown setting 'delivery.timout'; did you mean delivery.timeout?",
+        ),
+        ("nothing", "5", "unknown setting 'nothing'"),
+        ("delivery.retries", "three", "delivery.retries expects a whole number"),
+        ("delivery.retries", "2.5", "delivery.retries expects a whole number"),
+        ("delivery.timeout", "fast", "delivery.timeout expects a number"),
+        ("delivery.concurrency", "0", "must be at least 1"),
+    ],
+)
+def test_set_refuses_unknown_keys_and_wrong_types(cli, config_file: Path, key, value, message):
+    cli("config", "set", "amqp.queue", "q1")
+    before = config_file.read_bytes()
+    r = cli("config", "set", key, value)
+    assert r.exit_code == 2
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert config_file.read_bytes() == before
+
+
+def test_precedence_flag_over_env_over_file_over_default(cli) -> None:
+    cli("config", "set", "delivery.retries", "5")
+    cli("config", "set", "delivery.timeout", "4")
+    cli("config", "set", "amqp.queue", "from-file")
+    env = {"CSNOTIFY_DELIVERY_TIMEOUT": "6", "CSNOTIFY_AMQP_QUEUE": "from-env"}
+    r = cli("-c", "amqp.queue=from-flag", "config", "show", "--json", env=env)
+    values = r.json()
+    assert values["delivery.concurrency"] == 64  # default
+    assert values["delivery.retries"] == 5  # file
+    assert values["delivery.timeout"] == 6.0  # env beats file
+    assert values["amqp.queue"] == "from-flag"  # flag beats env
+    text = cli("-c", "amqp.queue=from-flag", "config", "show", env=env).stdout
+    rows = {line.split()[0]: line.split()[-1] for line in text.splitlines()[1:]}
+    assert rows["delivery.concurrency"] == "default"
+    assert rows["delivery.retries"] == "file"
+    assert rows["delivery.timeout"] == "env"
+    assert rows["amqp.queue"] == "flag"
+
+
+def test_bad_env_value_is_one_line_error(cli) -> None:
+    r = cli("config", "show", env={"CSNOTIFY_DELIVERY_RETRIES": "lots"})
+    assert r.exit_code == 2
+    assert (
+        "delivery.retries expects a whole number, got 'lots' (from $CSNOTIFY_DELIVERY_RETRIES)"
+        in r.stderr
+    )
+
+
+def test_config_path_option(cli, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere.toml"
+    assert cli("--config", str(other), "config", "set", "amqp.queue", "x").exit_code == 0
+    assert tomllib.loads(other.read_text()) == {"amqp": {"queue": "x"}}
+
+
+def test_secret_settings_are_masked(cli) -> None:
+    cli("config", "set", "cloudstack.secret_key", "S3cretValue")
+    r = cli("config", "set", "amqp.url", "amqp://cs:brokerpw@127.0.0.1:5672/")
+    assert "brokerpw" not in r.stdout and "S3cretValue" not in r.stdout
+    for args in (("config", "show"), ("config", "show", "--json")):
+        out = cli(*args).stdout
+        assert "S3cretValue" not in out and "brokerpw" not in out
+        assert "amqp://cs:********@127.0.0.1:5672/" in out
+    revealed = cli("config", "show", "--json", "--reveal").json()
+    assert revealed["cloudstack.secret_key"] == "S3cretValue"
+
+
+CMK = """[core]
+prompt = cmk>
+asyncblock = true
+profile = prod
+
+[localcloud]
+url = http://localhost:8080/client/api
+apikey =
+secretkey =
+
+[prod]
+url = https://cloud.example.org/client/api
+username = admin
+apikey = AbCdEfGh123
+secretkey = SecretKeyXyz
+timeout = 1800
+"""
+
+
+def test_import_cmk_current_profile(cli, config_file: Path, tmp_path: Path) -> None:
+    cmk = Path.home() / ".cmk" / "config"
+    cmk.parent.mkdir()
+    cmk.write_text(CMK)
+    r = cli("config", "import-cmk")
+    assert r.exit_code == 0, r.stderr
+    assert "SecretKeyXyz" not in r.stdout
+    doc = tomllib.loads(config_file.read_text())
+    assert doc["cloudstack"] == {
+        "url": "https://cloud.example.org/client/api",
+        "api_key": "AbCdEfGh123",
+        "secret_key": "SecretKeyXyz",
+    }
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+
+
+def test_import_cmk_named_profile_without_keys_is_refused(cli, config_file: Path, tmp_path):
+    cmk = tmp_path / "cmkconfig"
+    cmk.write_text(CMK)
+    r = cli("config", "import-cmk", "--cmk-config", str(cmk), "--profile", "localcloud")
+    assert r.exit_code == 2
+    assert "has no apikey/secretkey" in r.stderr
+    assert not config_file.exists()
+    r = cli("config", "import-cmk", "--cmk-config", str(cmk), "--profile", "nope")
+    assert r.exit_code == 2 and "no profile 'nope'" in r.stderr
+    r = cli("config", "import-cmk", "--cmk-config", str(tmp_path / "missing"))
+    assert r.exit_code == 2 and "not found" in r.stderr

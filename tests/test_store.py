@@ -1,0 +1,151 @@
+"""The SQLite store: schema, migrations, WAL, file modes, default path, concurrent writers."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_process
+
+from csnotify.migrations import MIGRATIONS
+from csnotify.store import Store
+
+TABLES = {"subscriptions", "endpoints", "deliveries", "cursors", "seen_events", "migrations"}
+ENDPOINT_COUNTERS = {
+    "enabled", "consecutive_failures", "total_failures", "total_successes", "last_error",
+    "last_error_at", "last_success_at", "disabled_reason",
+}  # fmt: skip
+
+
+def test_new_store_has_schema_wal_and_version(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "s.db"
+    store = Store.open(path)
+    conn = store.conn
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables >= TABLES
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(endpoints)")}
+    assert columns >= ENDPOINT_COUNTERS
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 10000
+    assert store.schema_version == len(MIGRATIONS)
+    applied = [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY name")]
+    assert applied == [name for name, _ in MIGRATIONS]
+    store.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for d in (path.parent, path.parent.parent):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+def test_reopening_migrates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    Store.open(path).close()
+    store = Store.open(path)
+    assert store.migrate() == []
+    store.close()
+
+
+def test_migration_path_from_an_older_store(tmp_path: Path) -> None:
+    """A store left at version 0 (as an interrupted first run could leave it) is brought
+    up to date by the next command."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE unrelated (x)")
+    conn.commit()
+    conn.close()
+    store = Store.open(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.subscriptions() == []
+    store.close()
+
+
+def test_newer_store_is_refused(cli, tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    Store.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
+    conn.commit()
+    conn.close()
+    r = cli("--db", str(path), "list")
+    assert r.exit_code == 2
+    assert "newer than this csnotify knows" in r.stderr
+
+
+def test_not_a_database_is_one_line_error(cli, tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    r = cli("--db", str(path), "list")
+    assert r.exit_code == 2
+    assert r.stderr.startswith("csnotify: error: cannot use store")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_default_path_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CSNOTIFY_DB")
+    data_home = tmp_path / "xdg-data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(data_home))
+    r = run_process("subscribe", "VM.*", "--to", "https://h.example/x")
+    assert r.exit_code == 0, r.stderr
+    path = data_home / "csnotify" / "csnotify.db"
+    assert path.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+HOLD_LOCK = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("UPDATE subscriptions SET updated = updated")
+    print("locked", flush=True)
+    time.sleep(2)
+    conn.execute("COMMIT")
+    """
+)
+
+
+def test_concurrent_subscribes_wait_for_a_held_write_lock(db_file: Path) -> None:
+    assert (
+        run_process("subscribe", "X.*", "--to", "https://h.example/x", "--name", "first").exit_code
+        == 0
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(db_file)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "csnotify",
+                "subscribe",
+                "VM.*",
+                "--to",
+                f"https://h{i}.example/",
+                "--name",
+                f"sub{i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 2)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    holder.wait(timeout=10)
+    waited = time.monotonic() - started
+    for proc, (_out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err
+        assert "locked" not in err.lower()
+    assert waited >= 1.0  # they really had to wait for the holder
+    names = [s["name"] for s in run_process("list", "--json").json()]
+    assert names == ["first", "sub1", "sub2"]
