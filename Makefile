@@ -26,7 +26,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 demo: venv
-	$(BIN)/python -m csnotify demo
+	CSNOTIFY=$(BIN)/csnotify contrib/tour.sh
 
 bench: venv
 	$(BIN)/python bench/startup.py
