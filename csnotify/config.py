@@ -56,6 +56,16 @@ SETTINGS: dict[str, Setting] = {
         Setting("amqp.prefetch", int, 100, "unacknowledged messages per listener", minimum=1),
         Setting("delivery.timeout", float, 10.0, "seconds per delivery attempt", minimum=0.1),
         Setting("delivery.retries", int, 3, "attempts per delivery", minimum=1),
+        Setting(
+            "delivery.backoff", float, 1.0, "seconds before the first retry (doubles)", minimum=0
+        ),
+        Setting(
+            "delivery.backoff_max",
+            float,
+            60.0,
+            "longest wait between attempts, Retry-After included",
+            minimum=0,
+        ),
         Setting("delivery.concurrency", int, 64, "deliveries in flight at once", minimum=1),
         Setting(
             "failures.disable_after",

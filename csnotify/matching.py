@@ -7,8 +7,10 @@ exact match, ``FIELD~REGEX`` a regular-expression search.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from csnotify.errors import BadInput
 
@@ -33,6 +35,7 @@ FILTER_FIELDS = (
 
 _PATTERN = re.compile(r"^[A-Za-z0-9_\-*?]+(\.[A-Za-z0-9_\-*?]+)*$")
 MAX_PATTERN = 200
+S = TypeVar("S")
 
 
 def parse_pattern(text: str) -> str:
@@ -88,3 +91,88 @@ def parse_filter(text: str) -> Filter:
         except re.error as exc:
             raise BadInput(f"invalid regular expression in --where {text!r}: {exc}") from None
     return Filter(field, op, value)
+
+
+# -- the index ---------------------------------------------------------------------------
+
+
+def _compiled_filters(filters: list[Filter]) -> list[tuple[str, str, re.Pattern[str] | str]]:
+    return [(f.field, f.op, re.compile(f.value) if f.op == "~" else f.value) for f in filters]
+
+
+class Matcher(Generic[S]):
+    """Subscriptions indexed by pattern shape, so the cost per event does not grow with
+    the number of subscriptions that cannot match it:
+
+    - exact types (``VM.START``) in a dict;
+    - prefixes (``VM.*``, ``VM*``) in a dict probed with each prefix of the event type;
+    - suffixes (``*.CREATE``) likewise with each suffix;
+    - catch-alls (``*``) in a list;
+    - anything else (``V?.*``, ``*.SNAPSHOT.*``) as regular expressions, scanned.
+
+    ``S`` is anything with ``patterns``, ``level``, ``filters`` and ``enabled``.
+    """
+
+    def __init__(self, subscriptions: list[S]) -> None:
+        self.exact: dict[str, list[int]] = {}
+        self.prefix: dict[str, list[int]] = {}
+        self.suffix: dict[str, list[int]] = {}
+        self.catch_all: list[int] = []
+        self.globs: list[tuple[re.Pattern[str], int]] = []
+        self.subscriptions = [s for s in subscriptions if s.enabled]
+        self.rank = [LEVEL_RANK[s.level] for s in self.subscriptions]
+        self.filters = [_compiled_filters(s.filters) for s in self.subscriptions]
+        for i, sub in enumerate(self.subscriptions):
+            for pattern in {p.upper() for p in sub.patterns}:
+                self._add(pattern, i)
+        self.prefix_lengths = sorted({len(p) for p in self.prefix})
+        self.suffix_lengths = sorted({len(p) for p in self.suffix})
+
+    def _add(self, pattern: str, i: int) -> None:
+        wild = [c for c in pattern if c in "*?"]
+        if not wild:
+            self.exact.setdefault(pattern, []).append(i)
+        elif pattern == "*" or set(pattern) == {"*"}:
+            self.catch_all.append(i)
+        elif wild == ["*"] and pattern.endswith("*"):
+            self.prefix.setdefault(pattern[:-1], []).append(i)
+        elif wild == ["*"] and pattern.startswith("*"):
+            self.suffix.setdefault(pattern[1:], []).append(i)
+        else:
+            self.globs.append((re.compile(fnmatch.translate(pattern)), i))
+
+    def candidates(self, event_type: str) -> list[int]:
+        kind = event_type.upper()
+        found: list[int] = list(self.catch_all)
+        found += self.exact.get(kind, ())
+        size = len(kind)
+        for n in self.prefix_lengths:
+            if n > size:
+                break
+            found += self.prefix.get(kind[:n], ())
+        for n in self.suffix_lengths:
+            if n > size:
+                break
+            found += self.suffix.get(kind[size - n :], ())
+        found += [i for rx, i in self.globs if rx.match(kind)]
+        return sorted(set(found)) if len(found) > 1 else found
+
+    def match(self, event: Any) -> list[S]:
+        """Subscriptions the event reaches, in the order given (the store gives name order)."""
+        rank = LEVEL_RANK.get(event.level, 0)
+        out = []
+        for i in self.candidates(event.type):
+            if rank >= self.rank[i] and self._filters_pass(i, event):
+                out.append(self.subscriptions[i])
+        return out
+
+    def _filters_pass(self, i: int, event: Any) -> bool:
+        for field_name, op, want in self.filters[i]:
+            value = getattr(event, field_name, None)
+            text = "" if value is None else str(value)
+            if op == "=":
+                if text != want:
+                    return False
+            elif not want.search(text):  # type: ignore[union-attr]
+                return False
+        return True

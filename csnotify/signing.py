@@ -13,6 +13,8 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
+from dataclasses import dataclass
 
 from csnotify.errors import BadInput
 
@@ -67,3 +69,72 @@ def standard_signature(key: str, msg_id: str, timestamp: int, body: bytes) -> st
 def cloudstack_webhook_signature(key: str, body: bytes) -> str:
     """``X-CS-Signature`` as CloudStack 4.20 sends it: Base64(HMAC-SHA256(key, body))."""
     return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
+
+
+@dataclass
+class Verified:
+    scheme: str  # "standard-webhooks" | "cloudstack"
+    msg_id: str | None
+    timestamp: int | None
+
+
+def verify(
+    key: str,
+    headers: dict[str, str],
+    body: bytes,
+    tolerance: float = 300,
+    now: float | None = None,
+) -> Verified:
+    """Check a delivery's signature; raises ``SignatureMismatch`` saying why not."""
+    lower = {k.strip().lower(): v.strip() for k, v in headers.items()}
+    if "webhook-signature" in lower:
+        return _verify_standard(key, lower, body, tolerance, now)
+    if "x-cs-signature" in lower:
+        expected = cloudstack_webhook_signature(key, body)
+        if not hmac.compare_digest(expected, lower["x-cs-signature"]):
+            raise SignatureMismatch("X-CS-Signature does not match the body and key")
+        return Verified("cloudstack", lower.get("x-cs-event-id"), None)
+    raise SignatureMismatch("no webhook-signature or X-CS-Signature header")
+
+
+def _verify_standard(
+    key: str, headers: dict[str, str], body: bytes, tolerance: float, now: float | None
+) -> Verified:
+    msg_id = headers.get("webhook-id")
+    stamp = headers.get("webhook-timestamp")
+    if not msg_id or not stamp:
+        raise SignatureMismatch("webhook-id or webhook-timestamp header missing")
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise SignatureMismatch(f"webhook-timestamp {stamp!r} is not a number") from None
+    current = time.time() if now is None else now
+    if tolerance and abs(current - timestamp) > tolerance:
+        raise SignatureMismatch(
+            f"webhook-timestamp is {int(current - timestamp)} s off (tolerance {tolerance:g} s)"
+        )
+    try:
+        expected = standard_signature(key, msg_id, timestamp, body).split(",", 1)[1]
+    except (binascii.Error, ValueError):
+        raise SignatureMismatch("the key is not a valid whsec_ key") from None
+    for candidate in headers["webhook-signature"].split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value, expected):
+            return Verified("standard-webhooks", msg_id, timestamp)
+    raise SignatureMismatch("webhook-signature does not match the body and key")
+
+
+class SignatureMismatch(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_header_lines(text: str) -> dict[str, str]:
+    """``Name: value`` lines (an HTTP request head is fine: its first line is skipped)."""
+    headers = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() and " " not in name.strip():
+            headers[name.strip()] = value.strip()
+    return headers

@@ -15,6 +15,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,25 @@ def utcnow() -> str:
 
 class StoreBusy(CsnotifyError):
     pass
+
+
+@dataclass
+class DeliveryRecord:
+    """The outcome of one delivery (all its attempts) to one endpoint."""
+
+    endpoint_id: int
+    subscription: str
+    endpoint: str
+    event_id: str
+    event_type: str
+    status: str  # delivered | failed | skipped
+    attempts: int
+    at: str
+    http_status: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    webhook_id: str | None = None
+    payload: str | None = None
 
 
 class Store:
@@ -293,3 +313,87 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
         last_success_at=row["last_success_at"],
         disabled_reason=row["disabled_reason"],
     )
+
+
+class DeliveryLog:
+    """Writes of delivery outcomes, batched: counters per endpoint are folded into one
+    UPDATE per batch, and the log is trimmed to ``log_max`` rows per endpoint."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record(self, records: list[DeliveryRecord], log_max: int) -> None:
+        if not records:
+            return
+        conn = self.store.conn
+        with self.store.transaction():
+            conn.executemany(
+                "INSERT INTO deliveries (endpoint_id, subscription, endpoint, event_id,"
+                " event_type, at, attempts, status, http_status, latency_ms, error, webhook_id,"
+                " payload) VALUES (:endpoint_id, :subscription, :endpoint, :event_id, :event_type,"
+                " :at, :attempts, :status, :http_status, :latency_ms, :error, :webhook_id,"
+                " :payload)",
+                [asdict(r) for r in records],
+            )
+            by_endpoint: dict[int, list[DeliveryRecord]] = {}
+            for r in records:
+                if r.status in ("delivered", "failed"):
+                    by_endpoint.setdefault(r.endpoint_id, []).append(r)
+            for endpoint_id, rows in by_endpoint.items():
+                self._fold(endpoint_id, rows)
+            for endpoint_id in {r.endpoint_id for r in records}:
+                conn.execute(
+                    "DELETE FROM deliveries WHERE endpoint_id = ? AND id <= (SELECT id FROM"
+                    " deliveries WHERE endpoint_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (endpoint_id, endpoint_id, log_max),
+                )
+
+    def _fold(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
+        ok = [r for r in rows if r.status == "delivered"]
+        bad = [r for r in rows if r.status == "failed"]
+        last_ok = max((r.at for r in ok), default=None)
+        trailing = [r for r in bad if last_ok is None or r.at > last_ok]
+        consecutive = "0" if ok else "consecutive_failures"
+        last_bad = bad[-1] if bad else None
+        self.store.conn.execute(
+            f"UPDATE endpoints SET total_successes = total_successes + ?,"  # noqa: S608
+            f" total_failures = total_failures + ?,"
+            f" consecutive_failures = {consecutive} + ?,"
+            " last_success_at = COALESCE(?, last_success_at),"
+            " last_error = COALESCE(?, last_error), last_error_at = COALESCE(?, last_error_at)"
+            " WHERE id = ?",
+            (
+                len(ok),
+                len(bad),
+                len(trailing),
+                last_ok,
+                last_bad.error if last_bad else None,
+                last_bad.at if last_bad else None,
+                endpoint_id,
+            ),
+        )
+
+    def disable(self, endpoint_id: int, reason: str) -> None:
+        with self.store.transaction():
+            self.store.conn.execute(
+                "UPDATE endpoints SET enabled = 0, disabled_reason = ? WHERE id = ?",
+                (reason, endpoint_id),
+            )
+
+    def rows(
+        self, subscription: str | None = None, failed: bool = False, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        if subscription is not None:
+            clauses.append("subscription = ?")
+            params.append(subscription)
+        if failed:
+            clauses.append("status = 'failed'")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.store.conn.execute(
+            "SELECT at, subscription, endpoint, event_id, event_type, status, attempts,"  # noqa: S608
+            f" http_status, latency_ms, error, webhook_id FROM deliveries {where}"
+            " ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [dict(r) for r in rows]

@@ -1,0 +1,47 @@
+"""What every channel shares: the message to deliver, the outcome of one attempt."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from csnotify.events import Event
+    from csnotify.subscriptions import Subscription
+
+WEBHOOK_ID_NAMESPACE = uuid.UUID("0b3c4a52-2f1e-4a43-9d8c-5f2b7e9c1d07")
+ERROR_MAX = 500
+
+
+@dataclass
+class Message:
+    event: Event
+    subscription: Subscription
+    uri: str
+
+    @property
+    def webhook_id(self) -> str:
+        """Stable for this event and endpoint, the same on every retry and redelivery."""
+        seed = f"{self.event.id}|{self.subscription.name}|{self.uri}"
+        return "msg_" + uuid.uuid5(WEBHOOK_ID_NAMESPACE, seed).hex
+
+
+@dataclass
+class Attempt:
+    ok: bool
+    status: int | None = None
+    error: str | None = None
+    retryable: bool = True
+    retry_after: float | None = None
+    gone: bool = False  # the receiver said 410 Gone: switch the endpoint off now
+
+    @classmethod
+    def failed(cls, error: str, retryable: bool = True, status: int | None = None) -> Attempt:
+        return cls(ok=False, status=status, error=error[-ERROR_MAX:], retryable=retryable)
+
+
+class Channel(Protocol):
+    async def send(self, message: Message, timeout: float) -> Attempt: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,37 @@
+"""Title and body for people (email, SMS, chat), from the subscription's templates."""
+
+from __future__ import annotations
+
+from csnotify.channels.base import Message
+from csnotify.templates import DEFAULT_BODY, DEFAULT_TITLE, render
+
+SMS_LIMIT = 160
+# Apprise services that end up as a text message: short body, no separate title.
+SMS_SCHEMES = frozenset(
+    {
+        "smseagle", "smseagles", "signal", "signals", "twilio", "sns", "clickatell", "d7sms",
+        "kavenegar", "msg91", "plivo", "sinch", "smsmgr", "bulksms", "bulkvs", "burstsms",
+        "httpsms", "seven", "vonage", "nexmo", "messagebird", "africastalking", "freemobile",
+        "threema", "voipms", "smsc",
+    }
+)  # fmt: skip
+SMS_BODY = "{level} {type} {state} {resource_name}: {description}"
+
+
+def is_sms(uri: str) -> bool:
+    return uri.split("://", 1)[0].lower() in SMS_SCHEMES
+
+
+def render_message(message: Message) -> tuple[str, str]:
+    values = message.event.fields()
+    values["subscription"] = message.subscription.name
+    sub = message.subscription
+    if is_sms(message.uri):
+        text = render(sub.body or SMS_BODY, values, "--body")
+        text = " ".join(text.split())
+        if len(text) > SMS_LIMIT:
+            text = text[: SMS_LIMIT - 1] + "…"
+        return "", text
+    title = " ".join(render(sub.title or DEFAULT_TITLE, values, "--title").split())
+    body = render(sub.body or DEFAULT_BODY, values, "--body")
+    return title, body

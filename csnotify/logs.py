@@ -1,0 +1,55 @@
+"""Log lines on stderr: ``csnotify: warning: ...`` for people, one JSON object per line
+for log collectors (``--log-format json``). Messages mask URI secrets where they are made."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import IO
+
+FORMATS = ("text", "json")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        for key, value in getattr(record, "fields", {}).items():
+            doc[key] = value
+        if record.exc_info and record.exc_info[1] is not None:
+            doc["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        return json.dumps(doc, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, traceback: bool) -> None:
+        super().__init__()
+        self.traceback = traceback
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"csnotify: {record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            if self.traceback:
+                return line + "\n" + self.formatException(record.exc_info)
+            line += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        return line
+
+
+def setup(
+    verbose: int = 0, quiet: bool = False, fmt: str = "text", stream: IO[str] | None = None
+) -> None:
+    level = (
+        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(traceback=verbose > 0))
+    logger = logging.getLogger("csnotify")
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False

@@ -1,0 +1,494 @@
+"""dispatch / test / verify / deliveries through the real CLI against real local
+receivers: HTTP, SMTP (aiosmtpd), an SMSEagle stand-in and real programs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import FIXTURES, load_fixture
+from receivers import Answer, Receiver, SmsEagleGateway, SmtpSink, closed_port
+from test_signing import spec_verify
+
+from csnotify import __version__
+
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
+
+LIST_RESPONSE = FIXTURES / "api" / "listevents_response.json"
+EVENT = json.dumps(
+    {"id": "e1", "type": "VM.STOP", "created": "2026-11-25T10:00:00Z", "source": "stdin"}
+)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSNOTIFY_DELIVERY_BACKOFF", "0.05")
+    monkeypatch.setenv("CSNOTIFY_DELIVERY_TIMEOUT", "2")
+
+
+def subscribe(cli, *args: str) -> str:
+    r = cli("subscribe", *args, "--json")
+    assert r.exit_code == 0, r.stderr
+    data = r.json()
+    return data.get("generated_key") or data["name"]
+
+
+def events_file(tmp_path: Path, count: int, kind: str = "VM.START", level: str = "INFO") -> Path:
+    path = tmp_path / "events.jsonl"
+    lines = [
+        json.dumps({"id": f"ev-{i:04d}", "type": kind, "level": level, "created": "2026-11-25T10:00:00Z",
+                    "category": "ActionEvent", "resource_name": f"vm-{i}", "description": f"event {i}"})
+        for i in range(count)
+    ]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def endpoint_state(cli, name: str, index: int = 0) -> dict:
+    return cli("show", name, "--json").json()["endpoints"][index]
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+def test_signed_json_webhook(cli) -> None:
+    with Receiver() as rx:
+        key = subscribe(cli, "VM.*", "--to", rx.url + "/hook", "--key", "generate", "--name", "vm")
+        r = cli("dispatch", str(LIST_RESPONSE), "--json")
+        assert r.exit_code == 0, r.stderr
+        summary = r.json()
+    assert summary["read"] == 3 and summary["delivered"] == 3 and summary["failed"] == 0
+    assert len(rx.requests) == 3
+    source = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
+    for req, item in zip(rx.requests, source, strict=True):
+        body = req.json()
+        assert body["subscription"] == "vm"
+        assert body["event"]["id"] == item["id"] and body["event"]["raw"] == item
+        assert req.headers["Content-Type"] == "application/json"
+        assert req.headers["User-Agent"] == f"csnotify/{__version__}"
+        assert spec_verify(key, req.headers, req.body)
+        from standardwebhooks.webhooks import Webhook
+
+        Webhook(key).verify(req.body, req.headers)
+    assert len({r.headers["webhook-id"] for r in rx.requests}) == 3
+    ep = endpoint_state(cli, "vm")
+    assert ep["total_successes"] == 3 and ep["last_success_at"] is not None
+
+
+def test_plain_key_verifies_with_its_whsec_form(cli) -> None:
+    with Receiver() as rx:
+        subscribe(cli, "VM.*", "--to", rx.url, "--key", "correct horse battery", "--name", "p")
+        cli("dispatch", str(LIST_RESPONSE))
+    whsec = cli("show", "p", "--reveal", "--json").json()["key_whsec"]
+    from standardwebhooks.webhooks import Webhook
+
+    for req in rx.requests:
+        Webhook(whsec).verify(req.body, req.headers)
+        assert spec_verify(whsec, req.headers, req.body)
+
+
+def test_cloudevents_format(cli) -> None:
+    with Receiver() as rx:
+        subscribe(cli, "VM.START", "--to", rx.url, "--format", "cloudevents")
+        cli("dispatch", str(LIST_RESPONSE))
+    body = rx.requests[0].json()
+    assert rx.requests[0].headers["Content-Type"] == "application/cloudevents+json"
+    assert body["specversion"] == "1.0"
+    assert body["type"] == "org.apache.cloudstack.VM.START"
+    assert body["id"] == "9b2f6c1e-3d4a-4b5c-8d9e-0f1a2b3c4d5e"
+    assert body["time"] == "2024-05-14T10:22:31Z"
+    assert body["data"]["resource_name"] == "web-01"
+    assert "webhook-signature" not in rx.requests[0].headers  # no key, no signature
+
+
+def test_cloudstack_format_is_byte_compatible(cli) -> None:
+    """A receiver written for CloudStack 4.20's webhooks gets what CloudStack sends."""
+    sample = load_fixture("webhook/cloudstack_webhook_delivery.json")
+    capture = FIXTURES / "amqp" / "ActionEvent.json"  # the same event, off the bus
+    with Receiver() as rx:
+        subscribe(
+            cli,
+            "VM.*",
+            "--to",
+            rx.url,
+            "--format",
+            "cloudstack",
+            "--key",
+            sample["secret_key_used"],
+        )
+        r = cli("dispatch", str(capture))
+        assert r.exit_code == 0, r.stderr
+    (req,) = rx.requests
+    assert req.body.decode() == sample["body_raw"]
+    for name in ("X-CS-Event-ID", "X-CS-Event", "X-CS-Signature", "Content-Type", "Content-Length"):
+        if name == "X-CS-Event-ID":
+            continue  # bus messages carry no id; ours is derived from the message
+        assert req.headers[name] == sample["headers"][name], name
+    assert req.headers["User-Agent"].startswith(sample["headers"]["User-Agent"])
+    assert "webhook-signature" not in req.headers
+
+
+def test_retries_keep_the_webhook_id(cli) -> None:
+    answers = iter([Answer(500, b"boom"), Answer(503), Answer(200)])
+    with Receiver(lambda _r: next(answers)) as rx:
+        subscribe(cli, "*", "--to", rx.url, "--key", "k", "--name", "r")
+        r = cli("dispatch", "-", input=EVENT)
+        assert r.exit_code == 0, r.stderr
+    assert len(rx.requests) == 3
+    assert len({req.headers["webhook-id"] for req in rx.requests}) == 1
+    (row,) = cli("deliveries", "r", "--json").json()
+    assert row["status"] == "delivered" and row["attempts"] == 3 and row["http_status"] == 200
+    ep = endpoint_state(cli, "r")
+    assert ep["total_successes"] == 1 and ep["consecutive_failures"] == 0
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+def test_client_errors_are_not_retried(cli, status: int) -> None:
+    with Receiver(lambda _r: Answer(status, b"nope")) as rx:
+        subscribe(cli, "*", "--to", rx.url, "--name", "c")
+        cli("dispatch", "-", input=EVENT)
+    assert len(rx.requests) == 1
+    (row,) = cli("deliveries", "c", "--json").json()
+    assert row["status"] == "failed" and row["error"] == f"HTTP {status}: nope"
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502])
+def test_retryable_statuses_are_retried(cli, status: int) -> None:
+    with Receiver(lambda _r: Answer(status)) as rx:
+        subscribe(cli, "*", "--to", rx.url, "--name", "c")
+        cli("-c", "delivery.retries=3", "dispatch", "-", input=EVENT)
+    assert len(rx.requests) == 3
+
+
+def test_retry_after_is_honoured(cli) -> None:
+    answers = iter([Answer(429, headers={"Retry-After": "1"}), Answer(200)])
+    with Receiver(lambda _r: next(answers)) as rx:
+        subscribe(cli, "*", "--to", rx.url)
+        cli("dispatch", "-", input=EVENT)
+    assert len(rx.requests) == 2
+    assert rx.requests[1].at - rx.requests[0].at >= 0.95
+
+
+def test_gone_switches_the_endpoint_off_at_once(cli, tmp_path: Path) -> None:
+    with Receiver(lambda _r: Answer(410, b"unsubscribed")) as rx:
+        subscribe(cli, "*", "--to", rx.url, "--name", "g")
+        r = cli("dispatch", str(events_file(tmp_path, 3)))
+    assert len(rx.requests) == 1  # no retry, and the next events are not sent
+    ep = endpoint_state(cli, "g")
+    assert ep["enabled"] is False
+    assert "410 Gone" in ep["disabled_reason"]
+    assert "switched off" in r.stderr
+
+
+FAILURES = {
+    "timeout": (lambda url: url, Answer(200, delay=3), "timed out after 0.5 s"),
+    "refused": (lambda _url: f"http://127.0.0.1:{closed_port()}/", None, "cannot connect"),
+    "closed midway": (lambda url: url, Answer(200, body=b"x" * 1000, close_midway=True), "closed in the middle"),
+    "dropped": (lambda url: url, Answer(drop=True), "Server disconnected"),
+    "redirect": (lambda url: url, Answer(302, headers={"Location": "http://127.0.0.1:1/"}), "redirects are not followed"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", FAILURES, ids=FAILURES.keys())
+def test_transport_failures_are_counted(cli, case: str) -> None:
+    make_url, answer, message = FAILURES[case]
+    with Receiver(lambda _r: answer or Answer()) as rx:
+        subscribe(cli, "*", "--to", make_url(rx.url), "--name", "f")
+        r = cli(
+            "-c", "delivery.timeout=0.5", "-c", "delivery.retries=2", "dispatch", "-", input=EVENT
+        )
+        assert r.exit_code == 0
+    (row,) = cli("deliveries", "f", "--json").json()
+    assert row["status"] == "failed"
+    assert message in row["error"]
+    ep = endpoint_state(cli, "f")
+    assert ep["total_failures"] == 1 and ep["consecutive_failures"] == 1
+    assert ep["last_error"] == row["error"] and ep["last_error_at"]
+
+
+def test_huge_and_trickling_responses_do_not_hold_up_delivery(cli) -> None:
+    huge = Answer(200, body=b"y" * (20 * 1024 * 1024))
+    with Receiver(lambda _r: huge) as rx:
+        subscribe(cli, "*", "--to", rx.url, "--name", "h")
+        cli("dispatch", "-", input=EVENT)
+    assert endpoint_state(cli, "h")["total_successes"] == 1
+
+
+def test_auto_disable_after_consecutive_failures_and_admin_is_told(cli, tmp_path: Path) -> None:
+    with Receiver(lambda _r: Answer(500, b"down")) as bad, Receiver() as admin:
+        subscribe(cli, "*", "--to", bad.url, "--name", "flaky")
+        cli("config", "set", "failures.disable_after", "3")
+        cli("config", "set", "failures.notify", admin.url)
+        cli("config", "set", "delivery.retries", "1")
+        r = cli("dispatch", str(events_file(tmp_path, 5)), "--json")
+        summary = r.json()
+    assert len(bad.requests) == 3
+    assert summary["failed"] == 3 and summary["dropped"] == 2
+    assert summary["switched_off"] == [f"flaky -> {bad.url}"]
+    assert "switched off endpoint flaky" in r.stderr
+    ep = endpoint_state(cli, "flaky")
+    assert ep["enabled"] is False
+    assert ep["disabled_reason"] == "3 consecutive failed deliveries; last: HTTP 500: down"
+    assert ep["consecutive_failures"] == 3
+    (note,) = admin.bodies()
+    assert note["event"]["type"] == "CSNOTIFY.ENDPOINT.DISABLED"
+    assert (
+        "flaky" in note["event"]["description"] and "HTTP 500: down" in note["event"]["description"]
+    )
+    # enable brings it back with counters reset
+    assert cli("enable", "flaky").exit_code == 0
+    ep = endpoint_state(cli, "flaky")
+    assert ep["enabled"] is True and ep["consecutive_failures"] == 0 and ep["total_failures"] == 0
+
+
+def test_success_resets_the_consecutive_count(cli, tmp_path: Path) -> None:
+    answers = iter([Answer(500), Answer(500), Answer(200), Answer(500)])
+    with Receiver(lambda _r: next(answers)) as rx:
+        subscribe(cli, "*", "--to", rx.url, "--name", "s")
+        cli("-c", "delivery.retries=1", "dispatch", str(events_file(tmp_path, 4)))
+    ep = endpoint_state(cli, "s")
+    assert ep["consecutive_failures"] == 1
+    assert ep["total_failures"] == 3 and ep["total_successes"] == 1
+
+
+def test_delivery_log_is_bounded_per_endpoint(cli, tmp_path: Path, db_file: Path) -> None:
+    with Receiver() as rx:
+        subscribe(cli, "*", "--to", rx.url, "--to", rx.url + "/second", "--name", "b")
+        cli("config", "set", "log.max_per_endpoint", "5")
+        cli("dispatch", str(events_file(tmp_path, 12)))
+    conn = sqlite3.connect(db_file)
+    counts = conn.execute(
+        "SELECT endpoint_id, COUNT(*) FROM deliveries GROUP BY endpoint_id"
+    ).fetchall()
+    assert sorted(c for _, c in counts) == [5, 5]
+    newest = conn.execute("SELECT event_id FROM deliveries ORDER BY id DESC LIMIT 1").fetchone()[0]
+    assert newest == "ev-0011"
+    assert endpoint_state(cli, "b")["total_successes"] == 12  # counters are not bounded
+
+
+def test_each_endpoint_keeps_event_order(cli, tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(7)
+    with Receiver(lambda _r: Answer(200, delay=rng.random() * 0.01)) as a, Receiver() as b:
+        subscribe(cli, "*", "--to", a.url, "--to", b.url)
+        cli("dispatch", str(events_file(tmp_path, 40)))
+    expected = [f"ev-{i:04d}" for i in range(40)]
+    assert [x["event"]["id"] for x in a.bodies()] == expected
+    assert [x["event"]["id"] for x in b.bodies()] == expected
+
+
+def test_a_slow_endpoint_does_not_hold_up_the_others(cli, tmp_path: Path) -> None:
+    with Receiver(lambda _r: Answer(200, delay=1.0)) as slow, Receiver() as fast:
+        subscribe(cli, "*", "--to", slow.url, "--name", "slow")
+        subscribe(cli, "*", "--to", fast.url, "--name", "fast")
+        cli("-c", "delivery.timeout=5", "dispatch", str(events_file(tmp_path, 4)))
+    assert len(fast.requests) == 4 and len(slow.requests) == 4
+    # all four fast deliveries were made before the slow endpoint got its second event
+    assert fast.requests[-1].at < slow.requests[1].at
+
+
+# -- email, SMS, other Apprise services, commands -----------------------------------------
+
+
+def test_email_through_a_real_smtp_server(cli, tmp_path: Path) -> None:
+    # Apprise spaces messages from one email endpoint 5.5 s apart (its own throttle), so
+    # each endpoint gets one event here.
+    item = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"][0]
+    with SmtpSink() as smtp:
+        subscribe(cli, "VM.*", "--to", smtp.uri(), "--name", "mail")
+        subscribe(cli, "VM.START", "--to", smtp.uri("custom@example.com"), "--name", "custom",
+                  "--title", "{level}: {type} of {resource_name} by {account}", "--body", "{description}")  # fmt: skip
+        r = cli("dispatch", "-", input=json.dumps(item))
+        assert r.exit_code == 0, r.stderr
+    by_rcpt = {tuple(to): m for _f, to, m in smtp.messages}
+    default, custom = by_rcpt[("oncall@example.com",)], by_rcpt[("custom@example.com",)]
+    assert default["Subject"] == "[CloudStack] VM.START Completed: web-01"
+    assert (
+        default["From"].endswith("<cloudstack@example.com>")
+        or "cloudstack@example.com" in default["From"]
+    )
+    assert custom["Subject"] == "INFO: VM.START of web-01 by admin"
+    assert b"Successfully completed starting Vm. Vm Id: 42" in _text_of(default)
+    assert _text_of(custom).strip() == b"Successfully completed starting Vm. Vm Id: 42"
+    assert endpoint_state(cli, "mail")["total_successes"] == 1
+
+
+def _text_of(msg) -> bytes:
+    part = msg
+    while part.is_multipart():
+        part = part.get_payload()[0]
+    return part.get_payload(decode=True)
+
+
+def test_sms_through_an_smseagle_gateway(cli) -> None:
+    with SmsEagleGateway() as gw:
+        subscribe(cli, "ALERT.*", "--to", gw.uri(), "--name", "sms")
+        alert = FIXTURES / "amqp" / "AlertEvent.json"
+        r = cli("dispatch", str(alert))
+        assert r.exit_code == 0, r.stderr
+    (text,) = gw.texts()
+    assert text.startswith("WARN ALERT.MEMORY")
+    assert "Low Available Memory" in text
+    assert len(text) <= 160
+    assert gw.requests[0].json()["params"]["access_token"] == "tok123"
+    assert gw.requests[0].json()["params"]["to"] == "+15551230000"
+
+
+def test_other_apprise_services_work_unchanged(cli) -> None:
+    """Apprise's generic json:// service, pointed at a local receiver."""
+    with Receiver() as rx:
+        uri = rx.url.replace("http://", "json://") + "/notify"
+        subscribe(cli, "VM.START", "--to", uri, "--name", "jsonsvc")
+        cli("dispatch", str(LIST_RESPONSE))
+    assert len(rx.requests) == 3
+    body = rx.requests[0].json()
+    assert body["title"].startswith("[CloudStack] VM.START")
+    assert rx.requests[0].path == "/notify"
+
+
+HOOK_PROGRAM = """#!{python}
+import json, os, sys
+event = json.load(sys.stdin)
+with open({out!r}, "a") as fh:
+    fh.write(json.dumps({{"type": os.environ["CSNOTIFY_EVENT_TYPE"], "id": os.environ["CSNOTIFY_EVENT_ID"],
+                          "argv": sys.argv[1:], "event": event}}) + "\\n")
+if event["resource_name"] == "vm-2":
+    sys.stderr.write("dns update refused for vm-2\\n")
+    sys.exit(3)
+if event["resource_name"] == "vm-3":
+    import time; time.sleep(30)
+"""
+
+
+def test_command_endpoint(cli, tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    prog = tmp_path / "dns-update"
+    prog.write_text(HOOK_PROGRAM.format(python=sys.executable, out=str(out)))
+    prog.chmod(0o755)
+    canary = tmp_path / "canary"
+    subscribe(
+        cli, "VM.*", "--to", f"cmd:{prog} --zone 'example org' ; touch {canary}", "--name", "dns"
+    )
+    r = cli(
+        "-c",
+        "delivery.timeout=1",
+        "-c",
+        "delivery.retries=1",
+        "dispatch",
+        str(events_file(tmp_path, 4)),
+    )
+    assert r.exit_code == 0
+    calls = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [c["id"] for c in calls] == ["ev-0000", "ev-0001", "ev-0002", "ev-0003"]
+    assert calls[0]["type"] == "VM.START"
+    assert calls[0]["argv"] == ["--zone", "example org", ";", "touch", str(canary)]  # no shell
+    assert calls[0]["event"]["resource_name"] == "vm-0"
+    assert not canary.exists()
+    rows = {row["event_id"]: row for row in cli("deliveries", "dns", "--json").json()}
+    assert rows["ev-0002"]["status"] == "failed"
+    assert rows["ev-0002"]["error"] == f"{prog}: exit status 3: dns update refused for vm-2"
+    assert "timed out after 1 s" in rows["ev-0003"]["error"]
+    assert rows["ev-0000"]["status"] == "delivered"
+
+
+# -- dispatch input, test, verify, deliveries ---------------------------------------------
+
+
+def test_bad_lines_are_reported_and_the_rest_delivered(cli) -> None:
+    good = {"id": "g1", "type": "VM.START", "created": "2026-11-25T10:00:00Z", "source": "stdin"}
+    text = "\n".join([json.dumps(good), "{oops", json.dumps({**good, "id": "g2"}), "42", ""])
+    with Receiver() as rx:
+        subscribe(cli, "*", "--to", rx.url)
+        r = cli("dispatch", "-", input=text)
+    assert r.exit_code == 1
+    assert "csnotify: line 2: invalid JSON" in r.stderr
+    assert "csnotify: line 4: expected a JSON object, got int" in r.stderr
+    assert "read 4: 2 events, 2 matched; 2 delivered, 0 failed, 2 skipped" in r.stdout
+    assert [b["event"]["id"] for b in rx.bodies()] == ["g1", "g2"]
+
+
+def test_bus_bodies_with_a_routing_key(cli) -> None:
+    sample = load_fixture("amqp/UsageEvent.json")
+    with Receiver() as rx:
+        subscribe(cli, "VM.START", "--to", rx.url, "--where", "category=UsageEvent")
+        r = cli("dispatch", "-", "--routing-key", sample["routing_key"], input=sample["body_raw"])
+        assert r.exit_code == 0, r.stderr
+    (body,) = rx.bodies()
+    assert body["event"]["category"] == "UsageEvent"
+    assert body["event"]["resource_id"] == sample["body"]["id"]
+
+
+def test_test_command(cli) -> None:
+    with Receiver() as ok, Receiver(lambda _r: Answer(500, b"broken")) as bad:
+        subscribe(cli, "VM.*", "--to", ok.url, "--to", bad.url, "--key", "generate", "--name", "t")
+        r = cli("test", "t", "--json")
+        assert r.exit_code == 1
+        results = r.json()
+    assert [x["ok"] for x in results] == [True, False]
+    assert results[1]["error"] == "HTTP 500: broken" and results[1]["status"] == 500
+    assert ok.bodies()[0]["event"]["type"] == "VM.TEST"
+    assert len(bad.requests) == 1  # one attempt, now
+    assert endpoint_state(cli, "t", 1)["total_failures"] == 0  # not counted
+    with Receiver() as ok2:
+        subscribe(cli, "*", "--to", ok2.url, "--name", "t2")
+        r = cli("test", "t2")
+    assert r.exit_code == 0 and "ok" in r.stdout
+
+
+def test_verify_command(cli, tmp_path: Path) -> None:
+    with Receiver() as rx:
+        key = subscribe(cli, "VM.*", "--to", rx.url, "--key", "generate")
+        cli("dispatch", str(LIST_RESPONSE))
+    req = rx.requests[0]
+    headers = tmp_path / "headers.txt"
+    headers.write_text(
+        "POST /hook HTTP/1.1\n" + "\n".join(f"{k}: {v}" for k, v in req.headers.items())
+    )
+    body = tmp_path / "body.json"
+    body.write_bytes(req.body)
+    r = cli("verify", "--key", key, "--headers", str(headers), str(body))
+    assert r.exit_code == 0, r.stderr
+    assert "valid standard-webhooks signature" in r.stdout
+    body.write_bytes(req.body.replace(b"VM.START", b"VM.STOP"))
+    r = cli("verify", "--key", key, "--headers", str(headers), str(body))
+    assert r.exit_code == 1 and "does not match" in r.stderr
+    r = cli("verify", "--key", key, "-H", f"webhook-id: {req.headers['webhook-id']}",
+            "-H", "webhook-timestamp: 1000", "-H", f"webhook-signature: {req.headers['webhook-signature']}",
+            str(body))  # fmt: skip
+    assert r.exit_code == 1 and "off (tolerance" in r.stderr
+
+
+def test_verify_cloudstack_signature(cli, tmp_path: Path) -> None:
+    sample = load_fixture("webhook/cloudstack_webhook_delivery.json")
+    r = cli("verify", "--key", sample["secret_key_used"], "-H", f"X-CS-Signature: {sample['headers']['X-CS-Signature']}",
+            "-", input=sample["body_raw"])  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert "valid cloudstack signature" in r.stdout
+
+
+def test_deliveries_command(cli, tmp_path: Path) -> None:
+    answers = iter([Answer(200), Answer(400)])
+    lock = threading.Lock()
+
+    def script(_r):
+        with lock:
+            return next(answers)
+
+    with Receiver(script) as rx:
+        subscribe(cli, "*", "--to", rx.url, "--name", "d")
+        cli("dispatch", str(events_file(tmp_path, 2)))
+    rows = cli("deliveries", "--json").json()
+    assert [r["status"] for r in rows] == ["failed", "delivered"]  # newest first
+    assert set(rows[0]) >= {"at", "subscription", "endpoint", "event_id", "event_type", "status",
+                            "attempts", "http_status", "latency_ms", "error", "webhook_id"}  # fmt: skip
+    assert [r["event_id"] for r in cli("deliveries", "d", "--failed", "--json").json()] == [
+        "ev-0001"
+    ]
+    text = cli("deliveries").stdout
+    assert "HTTP 400" in text
+    assert cli("deliveries", "nope").exit_code == 2
