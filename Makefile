@@ -30,6 +30,8 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/matching.py
+	$(BIN)/python bench/throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

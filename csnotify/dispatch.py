@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -175,6 +174,7 @@ class Dispatcher:
         self._flusher: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stopping = asyncio.Event()
         self._running = 0
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -245,24 +245,30 @@ class Dispatcher:
             if item is None:
                 return
             event, pending = item
+            finished = True
             try:
-                await self._deliver(target, event)
+                finished = await self._deliver(target, event)
             except Exception:  # a bug must not stop this endpoint's queue
                 log.exception("delivery to %s failed unexpectedly", target.label)
             finally:
-                pending.one_done()
+                if finished:  # abandoned at shutdown: not done, so the source redelivers it
+                    pending.one_done()
                 self._room.release()
                 self._running -= 1
                 if self._running == 0:
                     self._idle.set()
 
-    async def _deliver(self, target: Target, event: Event) -> None:
+    async def _deliver(self, target: Target, event: Event) -> bool:
+        """Deliver (with retries) and record; False if abandoned because we are stopping."""
         if not target.enabled:
             self.stats.dropped += 1
-            return
+            return True
         message = Message(event, target.subscription, target.endpoint.uri)
         started = time.monotonic()
-        attempt, tries = await self._attempts(target, message)
+        result = await self._attempts(target, message)
+        if result is None:
+            return False
+        attempt, tries = result
         record = DeliveryRecord(
             endpoint_id=target.endpoint.id or 0,
             subscription=target.subscription.name,
@@ -276,7 +282,7 @@ class Dispatcher:
             latency_ms=round((time.monotonic() - started) * 1000, 2),
             error=attempt.error,
             webhook_id=message.webhook_id,
-            payload=json.dumps(event.as_json(), separators=(",", ":"), ensure_ascii=False),
+            payload=event.json_text(),
         )
         self._buffer.append(record)
         if self.on_outcome is not None:
@@ -284,7 +290,7 @@ class Dispatcher:
         if attempt.ok:
             self.stats.delivered += 1
             target.consecutive_failures = 0
-            return
+            return True
         self.stats.failed += 1
         target.consecutive_failures += 1
         log.warning(
@@ -298,11 +304,15 @@ class Dispatcher:
             await self.switch_off(
                 target, f"{count} consecutive failed deliveries; last: {attempt.error}"
             )
+        return True
 
-    async def _attempts(self, target: Target, message: Message) -> tuple[Attempt, int]:
+    async def _attempts(self, target: Target, message: Message) -> tuple[Attempt, int] | None:
+        """The final attempt and how many were made; None if we stop before it is decided."""
         s = self.settings
         tries = 0
         while True:
+            if self._stopping.is_set():
+                return None
             tries += 1
             async with self._slots:
                 attempt = await target.channel.send(message, s.timeout)
@@ -313,7 +323,11 @@ class Dispatcher:
             delay = s.backoff * 2 ** (tries - 1) * (0.5 + random.random())  # noqa: S311 - jitter
             if attempt.retry_after is not None:
                 delay = max(delay, attempt.retry_after)
-            await asyncio.sleep(min(delay, s.backoff_max))
+            try:  # a backoff ends early when we are told to stop
+                await asyncio.wait_for(self._stopping.wait(), min(delay, s.backoff_max))
+            except TimeoutError:
+                continue
+            return None
 
     async def switch_off(self, target: Target, reason: str) -> None:
         if not target.enabled:
@@ -376,8 +390,21 @@ class Dispatcher:
             except Exception:
                 log.exception("could not write delivery outcomes to the store")
 
-    async def close(self) -> None:
-        await self.drain()
+    async def close(self, drain: bool = True) -> None:
+        """Stop. With ``drain``, everything queued is delivered first. Without, queued
+        deliveries are dropped and retries cut short (their events are not reported done,
+        so a source that acknowledges on done redelivers them); attempts in flight finish."""
+        if drain:
+            await self.drain()
+        else:
+            self._stopping.set()
+            for target in self.targets.values():
+                while not target.queue.empty():
+                    if target.queue.get_nowait() is not None:
+                        self._room.release()
+                        self._running -= 1
+            if self._running <= 0:
+                self._idle.set()
         for target in self.targets.values():
             if target.worker is not None:
                 target.queue.put_nowait(None)

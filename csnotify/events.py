@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from csnotify.errors import BadInput
+from csnotify.fields import EVENT_FIELDS
 
 CATEGORIES = ("ActionEvent", "AlertEvent", "UsageEvent", "ResourceStateEvent", "AsyncJobEvent")
 CLOUDEVENTS_PREFIX = "org.apache.cloudstack."
@@ -30,10 +31,7 @@ CLOUDEVENTS_PREFIX = "org.apache.cloudstack."
 BUS_ID_NAMESPACE = uuid.UUID("6f1c1f0e-6a55-4b9e-9a57-3b0f7e0c5a11")
 MAX_TEXT = 64 * 1024
 
-FIELDS = (
-    "id", "type", "level", "state", "category", "created", "account", "domain", "username",
-    "resource_type", "resource_id", "resource_name", "description", "source",
-)  # fmt: skip
+FIELDS = EVENT_FIELDS
 
 
 @dataclass
@@ -55,11 +53,18 @@ class Event:
     raw: dict[str, Any] = field(default_factory=dict)
     # The bus body exactly as received, for byte-compatible --format cloudstack.
     raw_text: str | None = field(default=None, repr=False, compare=False)
+    _json: str | None = field(default=None, repr=False, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in FIELDS}
         out["raw"] = self.raw
         return out
+
+    def json_text(self) -> str:
+        """``as_json()`` serialised once, however many endpoints the event goes to."""
+        if self._json is None:
+            self._json = json.dumps(self.as_json(), separators=(",", ":"), ensure_ascii=False)
+        return self._json
 
     def fields(self) -> dict[str, Any]:
         """Template and filter values: the flat fields, no ``raw``."""

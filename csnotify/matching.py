@@ -13,25 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from csnotify.errors import BadInput
+from csnotify.fields import EVENT_FIELDS
 
 LEVELS = ("INFO", "WARN", "ERROR")
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 _LEVEL_ALIASES = {"WARNING": "WARN"}
 
 # Fields of the normalised event a --where filter may test.
-FILTER_FIELDS = (
-    "account",
-    "domain",
-    "username",
-    "resource_type",
-    "resource_id",
-    "resource_name",
-    "state",
-    "category",
-    "description",
-    "source",
-    "type",
-)
+FILTER_FIELDS = tuple(f for f in EVENT_FIELDS if f not in ("id", "level", "created"))
 
 _PATTERN = re.compile(r"^[A-Za-z0-9_\-*?]+(\.[A-Za-z0-9_\-*?]+)*$")
 MAX_PATTERN = 200

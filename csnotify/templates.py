@@ -13,24 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from csnotify.errors import BadInput
+from csnotify.fields import EVENT_FIELDS
 
-FIELDS = (
-    "id",
-    "type",
-    "level",
-    "state",
-    "category",
-    "created",
-    "account",
-    "domain",
-    "username",
-    "resource_type",
-    "resource_id",
-    "resource_name",
-    "description",
-    "source",
-    "subscription",
-)
+FIELDS = (*EVENT_FIELDS, "subscription")
 
 DEFAULT_TITLE = "[CloudStack] {type} {state}: {resource_name}"
 DEFAULT_BODY = "{level} {type} {state} {resource_type} {resource_name}\n{description}\n{created}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ class Message:
     subscription: Subscription
     uri: str
 
-    @property
+    @cached_property
     def webhook_id(self) -> str:
         """Stable for this event and endpoint, the same on every retry and redelivery."""
         seed = f"{self.event.id}|{self.subscription.name}|{self.uri}"
