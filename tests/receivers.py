@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -118,9 +121,10 @@ def closed_port() -> int:
 
 
 class SmtpSink:
-    """A real SMTP server (aiosmtpd) keeping every message it receives."""
+    """A real SMTP server (aiosmtpd) keeping every message it receives. With ``tls_dir``,
+    it requires STARTTLS with a self-signed certificate made there by openssl."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls_dir: Path | None = None) -> None:
         from aiosmtpd.controller import Controller
 
         self.messages: list[Any] = []
@@ -137,7 +141,19 @@ class SmtpSink:
                 return "250 OK"
 
         self.port = closed_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.tls = tls_dir is not None
+        extra: dict[str, Any] = {}
+        if tls_dir is not None:
+            key, cert = tls_dir / "key.pem", tls_dir / "cert.pem"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                 "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(cert), str(key))
+            extra = {"tls_context": context, "require_starttls": True}
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **extra)
 
     def __enter__(self) -> SmtpSink:
         self.controller.start()
@@ -147,6 +163,11 @@ class SmtpSink:
         self.controller.stop()
 
     def uri(self, to: str = "oncall@example.com") -> str:
+        if self.tls:  # self-signed: verify=no
+            return (
+                f"mailtos://127.0.0.1:{self.port}?from=cloudstack@example.com&to={to}"
+                "&mode=starttls&verify=no"
+            )
         return f"mailto://127.0.0.1:{self.port}?from=cloudstack@example.com&to={to}"
 
 

@@ -4,6 +4,7 @@ receivers: HTTP, SMTP (aiosmtpd), an SMSEagle stand-in and real programs."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import sys
 import threading
@@ -173,6 +174,24 @@ def test_retry_after_is_honoured(cli) -> None:
     assert rx.requests[1].at - rx.requests[0].at >= 0.95
 
 
+def test_retry_after_is_capped_by_backoff_max(cli) -> None:
+    answers = iter([Answer(503, headers={"Retry-After": "3600"}), Answer(200)])
+    with Receiver(lambda _r: next(answers)) as rx:
+        subscribe(cli, "*", "--to", rx.url)
+        cli("-c", "delivery.backoff_max=0.2", "dispatch", "-", input=EVENT)
+    assert len(rx.requests) == 2
+    assert rx.requests[1].at - rx.requests[0].at < 2
+
+
+def test_dispatch_a_json_array(cli) -> None:
+    items = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
+    with Receiver() as rx:
+        subscribe(cli, "*", "--to", rx.url)
+        r = cli("dispatch", "-", "--json", input=json.dumps(items))
+    assert r.json()["delivered"] == 3
+    assert [b["event"]["id"] for b in rx.bodies()] == [i["id"] for i in items]
+
+
 def test_gone_switches_the_endpoint_off_at_once(cli, tmp_path: Path) -> None:
     with Receiver(lambda _r: Answer(410, b"unsubscribed")) as rx:
         subscribe(cli, "*", "--to", rx.url, "--name", "g")
@@ -316,6 +335,20 @@ def test_email_through_a_real_smtp_server(cli, tmp_path: Path) -> None:
     assert b"Successfully completed starting Vm. Vm Id: 42" in _text_of(default)
     assert _text_of(custom).strip() == b"Successfully completed starting Vm. Vm Id: 42"
     assert endpoint_state(cli, "mail")["total_successes"] == 1
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl is needed for a test certificate"
+)
+def test_email_over_starttls(cli, tmp_path: Path) -> None:
+    item = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"][0]
+    with SmtpSink(tls_dir=tmp_path) as smtp:
+        subscribe(cli, "VM.*", "--to", smtp.uri(), "--name", "tls")
+        r = cli("dispatch", "-", input=json.dumps(item))
+        assert r.exit_code == 0, r.stderr
+    ((_sender, rcpt, msg),) = smtp.messages
+    assert rcpt == ["oncall@example.com"]
+    assert msg["Subject"] == "[CloudStack] VM.START Completed: web-01"
 
 
 def _text_of(msg) -> bytes:
