@@ -175,6 +175,7 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = asyncio.Event()
+        self._closed = False
         self._running = 0
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -393,7 +394,11 @@ class Dispatcher:
     async def close(self, drain: bool = True) -> None:
         """Stop. With ``drain``, everything queued is delivered first. Without, queued
         deliveries are dropped and retries cut short (their events are not reported done,
-        so a source that acknowledges on done redelivers them); attempts in flight finish."""
+        so a source that acknowledges on done redelivers them); attempts in flight finish.
+        Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
         if drain:
             await self.drain()
         else:

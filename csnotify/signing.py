@@ -138,3 +138,32 @@ def parse_header_lines(text: str) -> dict[str, str]:
         if sep and name.strip() and " " not in name.strip():
             headers[name.strip()] = value.strip()
     return headers
+
+
+# -- CloudStack API requests (ApiServer.verifyRequest) --------------------------------------
+
+# Java's URLEncoder keeps A-Z a-z 0-9 . - * _ and turns space into '+', which CloudStack's
+# clients then write as %20; '~' is encoded.
+_JAVA_SAFE = "-_.*"
+
+
+def java_urlencode(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe=_JAVA_SAFE).replace("~", "%7E")
+
+
+def api_query(params: dict[str, str]) -> str:
+    """``name=value`` pairs sorted by name (case-sensitively), values encoded as Java does."""
+    return "&".join(f"{name}={java_urlencode(params[name])}" for name in sorted(params))
+
+
+def api_signature(params: dict[str, str], secret_key: str) -> str:
+    """Base64 HMAC-SHA1 of the sorted, lower-cased query, as CloudStack verifies it."""
+    to_sign = api_query({k: v for k, v in params.items() if k != "signature"}).lower()
+    digest = hmac.new(secret_key.encode(), to_sign.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def signed_api_query(params: dict[str, str], secret_key: str) -> str:
+    return api_query(params) + "&signature=" + java_urlencode(api_signature(params, secret_key))

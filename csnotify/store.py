@@ -397,3 +397,64 @@ class DeliveryLog:
             (*params, limit),
         )
         return [dict(r) for r in rows]
+
+
+class SourceState:
+    """What sources keep between runs: cursors (api) and recently seen event ids (amqp
+    redeliveries), the latter bounded to ``max_seen`` rows."""
+
+    def __init__(self, store: Store, max_seen: int = 100_000) -> None:
+        self.store = store
+        self.max_seen = max_seen
+        self._data_version: int | None = None
+
+    def cursor(self, source: str) -> dict[str, Any] | None:
+        row = self.store.conn.execute(
+            "SELECT position FROM cursors WHERE source = ?", (source,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save_cursor(self, source: str, position: dict[str, Any]) -> None:
+        with self.store.transaction():
+            self.store.conn.execute(
+                "INSERT INTO cursors (source, position, updated) VALUES (?, ?, ?)"
+                " ON CONFLICT(source) DO UPDATE SET position = excluded.position,"
+                " updated = excluded.updated",
+                (source, json.dumps(position), utcnow()),
+            )
+
+    def cursors(self) -> dict[str, dict[str, Any]]:
+        return {
+            r["source"]: {"position": json.loads(r["position"]), "updated": r["updated"]}
+            for r in self.store.conn.execute("SELECT source, position, updated FROM cursors")
+        }
+
+    def seen(self, event_ids: list[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        marks = ",".join("?" * len(event_ids))
+        rows = self.store.conn.execute(
+            f"SELECT event_id FROM seen_events WHERE event_id IN ({marks})",  # noqa: S608
+            event_ids,
+        )
+        return {r[0] for r in rows}
+
+    def remember(self, event_ids: list[str]) -> None:
+        if not event_ids:
+            return
+        now = utcnow()
+        with self.store.transaction():
+            self.store.conn.executemany(
+                "INSERT OR IGNORE INTO seen_events (event_id, seen_at) VALUES (?, ?)",
+                [(i, now) for i in event_ids],
+            )
+            self.store.conn.execute(
+                "DELETE FROM seen_events WHERE rowid <= (SELECT MAX(rowid) FROM seen_events) - ?",
+                (self.max_seen,),
+            )
+
+    def changed(self) -> bool:
+        """True when another process committed to the store since the last call."""
+        version = int(self.store.conn.execute("PRAGMA data_version").fetchone()[0])
+        last, self._data_version = self._data_version, version
+        return last is not None and version != last

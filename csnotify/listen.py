@@ -1,0 +1,174 @@
+"""``csnotify listen``: a source feeding the dispatcher until told to stop.
+
+The listener owns what every source shares: the dispatcher (or, with --dry-run, a matcher
+that only shows), --print, subscription reloads when another process changes the store,
+remembering handled event ids, and a clean stop on SIGTERM/SIGINT: no new events, attempts
+in flight finish and are acknowledged, the rest is left for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from csnotify.dispatch import DeliverySettings, Dispatcher
+from csnotify.events import Event
+from csnotify.matching import Matcher
+from csnotify.redact import mask_uri
+from csnotify.store import SourceState
+
+if TYPE_CHECKING:
+    from csnotify.store import Store
+    from csnotify.subscriptions import Subscription
+
+log = logging.getLogger("csnotify")
+RELOAD_EVERY_S = 1.0
+REMEMBER_EVERY_S = 0.5
+
+
+class Source(Protocol):
+    name: str
+
+    async def run(self, listener: Listener) -> None: ...
+
+    async def subscriptions_changed(self, subscriptions: list[Subscription]) -> None: ...
+
+
+@dataclass
+class ListenOptions:
+    once: bool = False
+    dry_run: bool = False
+    print_events: bool = False
+    duration: float | None = None  # stop by itself after this many seconds
+
+
+@dataclass
+class Listener:
+    store: Store
+    settings: DeliverySettings
+    options: ListenOptions
+    out: Callable[[str], None]
+    on_outcome: Callable[[Any], None] | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    state: SourceState = field(init=False)
+    dispatcher: Dispatcher = field(init=False)
+    rejected: int = 0
+    events: int = 0
+    _seen: list[str] = field(default_factory=list)
+    _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.state = SourceState(self.store)
+        self.dispatcher = Dispatcher(self.store, self.settings, self.on_outcome)
+        self.matcher: Matcher[Subscription] = Matcher([])
+
+    # -- what sources call --------------------------------------------------------------
+
+    async def handle(self, event: Event, on_done: Callable[[], Any] | None = None) -> None:
+        """Deliver one event; ``on_done`` runs once all its deliveries are finished."""
+        self.events += 1
+        if self.options.print_events:
+            self.out(event.json_text())
+        if self.options.dry_run:
+            self._show(event)
+            return  # nothing sent, nothing acknowledged
+        await self.dispatcher.submit(event, on_done)
+
+    def reject(self, where: str, reason: str) -> None:
+        self.rejected += 1
+        log.warning("rejected %s: %s", where, reason)
+
+    def remember(self, event_id: str) -> None:
+        self._seen.append(event_id)
+
+    async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a store call off the event loop, one at a time with the dispatcher's writes."""
+        async with self.dispatcher._db_lock:
+            return await asyncio.to_thread(fn, *args)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Wait, or less if told to stop; True if we should stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
+        return self.stop.is_set()
+
+    # -- running -------------------------------------------------------------------------
+
+    def _show(self, event: Event) -> None:
+        subs = self.matcher.match(event)
+        targets = [
+            f"{s.name} -> {mask_uri(ep.uri)}" for s in subs for ep in s.endpoints if ep.enabled
+        ]
+        self.out(
+            f"{event.type} {event.id}: " + ("; ".join(targets) if targets else "no subscription")
+        )
+
+    async def _load(self) -> list[Subscription]:
+        subs: list[Subscription] = await self.db(self.store.subscriptions)
+        self.matcher = Matcher(subs)
+        self.dispatcher.load(subs)
+        return subs
+
+    async def _watch(self, source: Source) -> None:
+        while not await self.sleep(RELOAD_EVERY_S):
+            if await self.db(self.state.changed):
+                subs = await self._load()
+                log.info("subscriptions changed; %d loaded", len(subs))
+                await source.subscriptions_changed(subs)
+
+    async def _remember_loop(self) -> None:
+        while not await self.sleep(REMEMBER_EVERY_S):
+            await self.flush_seen()
+
+    async def flush_seen(self) -> None:
+        if self._seen:
+            batch, self._seen = self._seen, []
+            await self.db(self.state.remember, batch)
+
+    async def run(self, source: Source) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        await self.dispatcher.__aenter__()
+        subs = await self._load()
+        await self.db(self.state.changed)
+        await source.subscriptions_changed(subs)
+        helpers = [
+            asyncio.create_task(self._watch(source)),
+            asyncio.create_task(self._remember_loop()),
+        ]
+        if self.options.duration is not None:
+            helpers.append(asyncio.create_task(self._stop_after(self.options.duration)))
+        try:
+            await source.run(self)
+        finally:
+            await self.finish()
+            self.stop.set()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self.flush_seen()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    async def finish(self) -> None:
+        """End delivery: after a signal (or --duration), only what is in flight; after
+        --once or end of input, everything queued. Sources call this before they close
+        their connection, so acknowledgements can still go out."""
+        await self.dispatcher.close(drain=not self.stop.is_set())
+
+    async def _stop_after(self, seconds: float) -> None:
+        await self.sleep(seconds)
+        self.stop.set()
+
+    def _on_signal(self, sig: int) -> None:
+        if not self.stop.is_set():
+            log.info("%s: finishing deliveries in flight, then stopping", signal.Signals(sig).name)
+        self.stop.set()

@@ -1,0 +1,189 @@
+"""CloudStack's RabbitMQ event bus.
+
+A durable queue (shared by every listener: competing consumers) bound to CloudStack's
+topic exchange with keys derived from the subscriptions. Each message is acknowledged
+only after all its deliveries are finished (delivered or given up): at-least-once. A
+message the broker redelivers is skipped if its event id was already handled. Messages
+that are not CloudStack events are logged and acknowledged, never redelivered forever.
+When the broker goes away, the listener reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from csnotify.errors import BadInput, Unreachable
+from csnotify.events import parse_bus_body
+from csnotify.redact import mask_uri
+from csnotify.sources import Outage
+
+if TYPE_CHECKING:
+    from csnotify.listen import Listener
+    from csnotify.subscriptions import Subscription
+
+log = logging.getLogger("csnotify")
+MAX_KEY = 255
+
+
+def binding_keys(subscriptions: list[Subscription]) -> set[str]:
+    """Routing-key bindings for the enabled subscriptions' patterns.
+
+    The event type is one word of the routing key (dots replaced by dashes), so only exact
+    types can be bound narrowly (``*.*.VM-START.*.*``); any wildcard pattern, or no
+    subscription at all, needs ``#``. Types are bound as written and upper-cased, since
+    bindings are case-sensitive and CloudStack's types are mostly upper case."""
+    keys: set[str] = set()
+    for sub in subscriptions:
+        if not sub.enabled:
+            continue
+        for pattern in sub.patterns:
+            if "*" in pattern or "?" in pattern:
+                return {"#"}
+            for form in {pattern, pattern.upper()}:
+                keys.add(f"*.*.{form.replace('.', '-')}.*.*")
+    return keys or {"#"}
+
+
+class AmqpSource:
+    name = "amqp"
+
+    def __init__(
+        self, url: str, exchange: str, queue: str, prefetch: int, once: bool = False
+    ) -> None:
+        self.url = url
+        self.exchange_name = exchange
+        self.queue_name = queue
+        self.prefetch = prefetch
+        self.once = once
+        self.outage = Outage(f"RabbitMQ at {mask_uri(url)}")
+        self.wanted: set[str] = {"#"}
+        self.bound: set[str] = set()
+        self._queue: Any = None
+        self._exchange: Any = None
+        self._acks: set[asyncio.Task[None]] = set()
+        self.received = 0
+
+    async def subscriptions_changed(self, subscriptions: list[Subscription]) -> None:
+        self.wanted = binding_keys(subscriptions)
+        if self._queue is not None:
+            await self._bind()
+
+    async def _bind(self) -> None:
+        """Add bindings that are wanted and missing; never remove (other listeners on the
+        queue may need them, and an event no subscription wants is simply acknowledged)."""
+        for key in sorted(self.wanted - self.bound):
+            await self._queue.bind(self._exchange, routing_key=key)
+            self.bound.add(key)
+            log.info("bound queue %s to %s with %s", self.queue_name, self.exchange_name, key)
+
+    async def run(self, listener: Listener) -> None:
+        import aio_pika
+
+        while not listener.stop.is_set():
+            try:
+                connection = await aio_pika.connect(self.url, timeout=10)
+            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+                reason = _reason(exc)
+                if self.once or "ACCESS_REFUSED" in reason:
+                    raise Unreachable(
+                        f"cannot connect to RabbitMQ at {mask_uri(self.url)}: {reason}"
+                    ) from None
+                if await listener.sleep(self.outage.failed(reason)):
+                    return
+                continue
+            self.outage.ok()
+            try:
+                await self._session(listener, connection)
+            except (OSError, aio_pika.exceptions.AMQPError, asyncio.IncompleteReadError) as exc:
+                if listener.stop.is_set():
+                    return
+                if await listener.sleep(self.outage.failed(_reason(exc))):
+                    return
+            finally:
+                self._queue = None
+                self.bound.clear()
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            if self.once:
+                return
+
+    async def _session(self, listener: Listener, connection: Any) -> None:
+        import aio_pika
+
+        lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_args: lost.set())
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        self._exchange = await channel.declare_exchange(
+            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self._queue = await channel.declare_queue(self.queue_name, durable=True)
+        self.bound.clear()
+        await self._bind()
+        if self.once:
+            await self._drain(listener)
+            return
+        tag = await self._queue.consume(lambda m: self._on_message(listener, m))
+        stop = asyncio.create_task(listener.stop.wait())
+        gone = asyncio.create_task(lost.wait())
+        await asyncio.wait({stop, gone}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        gone.cancel()
+        if lost.is_set() and not listener.stop.is_set():
+            raise ConnectionError("connection to the broker lost")
+        with contextlib.suppress(Exception):
+            await self._queue.cancel(tag)
+        await listener.finish()
+        await self._settle()
+
+    async def _drain(self, listener: Listener) -> None:
+        """--once: everything queued now, then stop."""
+        while not listener.stop.is_set():
+            message = await self._queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            await self._on_message(listener, message)
+        await listener.finish()
+        await self._settle()
+
+    async def _settle(self) -> None:
+        if self._acks:
+            await asyncio.gather(*self._acks, return_exceptions=True)
+
+    async def _on_message(self, listener: Listener, message: Any) -> None:
+        self.received += 1
+        key = message.routing_key or ""
+        try:
+            event = parse_bus_body(message.body, key)
+        except BadInput as exc:
+            listener.reject(f"message {key[:MAX_KEY]!r}", exc.message)
+            await self._ack(message)
+            return
+        if message.redelivered and await listener.db(listener.state.seen, [event.id]):
+            log.info("skipping redelivered event %s %s (already handled)", event.type, event.id)
+            await self._ack(message)
+            return
+
+        def done() -> None:
+            listener.remember(event.id)
+            task = asyncio.ensure_future(self._ack(message))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+        await listener.handle(event, done)
+
+    async def _ack(self, message: Any) -> None:
+        try:
+            await message.ack()
+        except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
+            log.info(
+                "could not acknowledge message (%s); the broker will redeliver it", _reason(exc)
+            )
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:300]
