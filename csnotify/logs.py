@@ -53,3 +53,10 @@ def setup(
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    # Libraries (aio-pika, aiormq, asyncio) log through the root logger: their lines show
+    # only with -vv, in our format; otherwise Python's last-resort handler would print them.
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler if verbose >= 2 else logging.NullHandler())
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)

@@ -125,7 +125,7 @@ class Api:
     api_key: str
     secret_key: str
     log: EventLog
-    requests: int = 0
+    requests: dict[str, int] = field(default_factory=dict)
 
     def verify(self, params: dict[str, str]) -> bool:
         if params.get("apiKey") != self.api_key or "signature" not in params:
@@ -143,8 +143,8 @@ class Api:
         return True
 
     def answer(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        self.requests += 1
         command = params.get("command", "")
+        self.requests[command] = self.requests.get(command, 0) + 1
         if not self.verify(params):
             return 401, error(command or "api", 401, AUTH_ERROR)
         if command == "listEvents":
@@ -165,10 +165,17 @@ class Api:
         status, doc = self.answer(dict(request.query))
         return web.json_response(doc, status=status)
 
+    async def stats(self, _request: web.Request) -> web.Response:
+        """Not CloudStack's: how many requests of each command, for tests and the demo."""
+        from aiohttp import web
+
+        return web.json_response({"requests": self.requests, "events": len(self.log.rows)})
+
     def app(self) -> web.Application:
         from aiohttp import web
 
         app = web.Application()
         app.router.add_get("/client/api", self.handle)
         app.router.add_post("/client/api", self.handle)
+        app.router.add_get("/simulator/stats", self.stats)
         return app

@@ -1,0 +1,359 @@
+"""`csnotify listen` end to end, with real parts only: `csnotify simulate` as CloudStack,
+the real RabbitMQ on 127.0.0.1:5672, listen as a separate process, a local webhook
+receiver counting what arrives."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import FIXTURES, load_fixture, run_process
+from receivers import Answer, Receiver
+from services import bus, simulator, wait_for  # noqa: F401 - fixtures
+
+from csnotify.events import parse_bus_body
+
+KEYS = {
+    "CSNOTIFY_CLOUDSTACK_API_KEY": "test-api-key",
+    "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key",
+}
+
+
+def start_listen(
+    *args: str, env: dict[str, str] | None = None, db: Path | None = None
+) -> subprocess.Popen[str]:
+    full_env = {**os.environ, **(env or {})}
+    if db is not None:
+        full_env["CSNOTIFY_DB"] = str(db)
+    return subprocess.Popen(
+        [sys.executable, "-m", "csnotify", "listen", *args],
+        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 15) -> tuple[int, str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def subscribe(*args: str, db: Path | None = None) -> None:
+    env = {**os.environ, **({"CSNOTIFY_DB": str(db)} if db else {})}
+    r = run_process("subscribe", *args, env=env)
+    assert r.exit_code == 0, r.stderr
+
+
+def received_ids(rx: Receiver) -> list[str]:
+    return [b["event"]["id"] for b in rx.bodies()]
+
+
+def bus_ids(sim) -> list[str]:
+    return [
+        parse_bus_body(r["body_raw"].encode(), r["routing_key"]).id
+        for r in sim.recorded()
+        if r["routing_key"]
+    ]
+
+
+def api_ids(sim) -> list[str]:
+    return [r["list_item"]["id"] for r in sim.recorded() if r["list_item"]]
+
+
+def queue_exists(bus) -> bool:  # noqa: F811
+    try:
+        bus.queued()
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+# -- amqp ---------------------------------------------------------------------------------
+
+
+def test_amqp_end_to_end_every_event_exactly_once(tmp_path: Path, bus) -> None:  # noqa: F811
+    with Receiver() as rx:
+        subscribe("*", "--to", rx.url)
+        listen = start_listen("--source", "amqp", env=bus.env())
+        try:
+            assert wait_for(lambda: queue_exists(bus), 20), "listen did not declare its queue"
+            with simulator(tmp_path, "--amqp", bus.url, "--exchange", bus.exchange, "--count", "300",
+                           "--rate", "0") as sim:  # fmt: skip
+                assert sim.wait_generated() == 300
+                expected = bus_ids(sim)
+                assert wait_for(lambda: len(rx.requests) >= len(expected), 60)
+                time.sleep(0.5)  # nothing more may arrive
+        finally:
+            rc, _out, err = stop(listen)
+    assert rc == 0, err
+    got = received_ids(rx)
+    assert len(got) == len(expected) == 300
+    assert sorted(got) == sorted(expected)
+    assert bus.queued() == 0
+
+
+def test_amqp_restart_mid_stream_loses_nothing(tmp_path: Path, bus) -> None:  # noqa: F811
+    with Receiver() as rx:
+        subscribe("*", "--to", rx.url)
+        listen = start_listen("--source", "amqp", env=bus.env())
+        assert wait_for(lambda: queue_exists(bus), 20)
+        with simulator(tmp_path, "--amqp", bus.url, "--exchange", bus.exchange, "--count", "600",
+                       "--rate", "300/s") as sim:  # fmt: skip
+            assert wait_for(lambda: len(rx.requests) >= 100, 30)
+            rc, _, err = stop(listen)
+            assert rc == 0, err
+            stopped_at = len(rx.requests)
+            listen = start_listen("--source", "amqp", env=bus.env())
+            try:
+                sim.wait_generated()
+                expected = bus_ids(sim)
+                assert wait_for(lambda: len(set(received_ids(rx))) >= len(expected), 60)
+                time.sleep(0.5)
+            finally:
+                rc, _, err = stop(listen)
+    assert rc == 0, err
+    got = received_ids(rx)
+    assert 100 <= stopped_at < 600
+    assert set(got) == set(expected)
+    duplicates = len(got) - len(set(got))
+    assert duplicates == 0  # a clean stop acknowledges what it delivered
+
+
+def test_two_listeners_share_the_queue(tmp_path: Path, bus) -> None:  # noqa: F811
+    db_a, db_b = tmp_path / "a.db", tmp_path / "b.db"
+    with Receiver() as rx:
+        subscribe("*", "--to", rx.url + "/a", db=db_a)
+        subscribe("*", "--to", rx.url + "/b", db=db_b)
+        a = start_listen("--source", "amqp", env=bus.env(), db=db_a)
+        b = start_listen("--source", "amqp", env=bus.env(), db=db_b)
+        try:
+            assert wait_for(lambda: queue_exists(bus), 20)
+            time.sleep(1.0)  # both consumers attached
+            with simulator(tmp_path, "--amqp", bus.url, "--exchange", bus.exchange, "--count", "400",
+                           "--rate", "400/s") as sim:  # fmt: skip
+                sim.wait_generated()
+                expected = bus_ids(sim)
+                assert wait_for(lambda: len(rx.requests) >= len(expected), 60)
+                time.sleep(0.5)
+        finally:
+            for proc in (a, b):
+                assert stop(proc)[0] == 0
+    paths = collections.Counter(r.path for r in rx.requests)
+    assert paths["/a"] > 0 and paths["/b"] > 0
+    got = received_ids(rx)
+    assert sorted(got) == sorted(expected)  # every event once, by one listener or the other
+
+
+def test_new_subscriptions_and_disable_take_effect_without_restart(tmp_path: Path, bus) -> None:  # noqa: F811
+    alert = load_fixture("amqp/AlertEvent.json")
+    action = load_fixture("amqp/ActionEvent.json")
+    with Receiver() as rx:
+        subscribe("VM.START", "--to", rx.url + "/vm", "--name", "vm")
+        listen = start_listen("--source", "amqp", env=bus.env())
+        try:
+            assert wait_for(lambda: queue_exists(bus), 20)
+            bus.publish(alert["routing_key"], alert["body_raw"].encode())  # not bound yet: dropped
+            bus.publish(action["routing_key"], action["body_raw"].encode())
+            assert wait_for(lambda: len(rx.requests) == 1, 20)
+            subscribe("ALERT.*", "--to", rx.url + "/alerts", "--name", "alerts")
+            time.sleep(3)  # picked up within a few seconds
+            bus.publish(
+                alert["routing_key"], alert["body_raw"].encode().replace(b"10:22:31", b"10:22:32")
+            )
+            assert wait_for(lambda: any(r.path == "/alerts" for r in rx.requests), 20)
+            assert run_process("disable", "vm").exit_code == 0
+            time.sleep(3)
+            bus.publish(
+                action["routing_key"], action["body_raw"].encode().replace(b"10:22:31", b"10:22:33")
+            )
+            time.sleep(2)
+        finally:
+            rc, _, err = stop(listen)
+    assert rc == 0, err
+    assert [r.path for r in rx.requests] == ["/vm", "/alerts"]
+
+
+def test_malformed_messages_are_acknowledged_and_logged(tmp_path: Path, bus) -> None:  # noqa: F811
+    with Receiver() as rx:
+        subscribe("*", "--to", rx.url)
+        assert (
+            run_process(
+                "listen", "--source", "amqp", "--once", env={**os.environ, **bus.env()}
+            ).exit_code
+            == 0
+        )
+        bus.publish("not.a.cloudstack.key", b'{"event": "VM.START"}')
+        bus.publish("management-server.ActionEvent.VM-START.VirtualMachine.x", b"\xff\xfe not json")
+        bus.publish("management-server.ActionEvent.VM-START.VirtualMachine.x", b"[1, 2, 3]")
+        good = load_fixture("amqp/ActionEvent.json")
+        bus.publish(good["routing_key"], good["body_raw"].encode())
+        r = run_process("listen", "--source", "amqp", "--once", env={**os.environ, **bus.env()})
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.count("rejected message") == 3
+    assert "malformed routing key" in r.stderr and "not UTF-8" in r.stderr
+    assert len(rx.requests) == 1
+    assert bus.queued() == 0
+
+
+def test_dry_run_and_print_send_and_acknowledge_nothing(tmp_path: Path, bus) -> None:  # noqa: F811
+    good = load_fixture("amqp/ActionEvent.json")
+    with Receiver() as rx:
+        subscribe("VM.*", "--to", rx.url, "--name", "vm")
+        env = {**os.environ, **bus.env()}
+        assert run_process("listen", "--source", "amqp", "--once", env=env).exit_code == 0
+        for _ in range(3):
+            bus.publish(good["routing_key"], good["body_raw"].encode())
+        r = run_process("listen", "--source", "amqp", "--once", "--dry-run", "--print", env=env)
+        assert r.exit_code == 0, r.stderr
+        lines = r.stdout.splitlines()
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        shown = [line for line in lines if not line.startswith("{")]
+        assert len(events) == 3 and events[0]["type"] == "VM.START"
+        assert shown[0].startswith("VM.START ") and shown[0].endswith(f"vm -> {rx.url}")
+        assert rx.requests == []
+        assert bus.queued() == 3
+        r = run_process("listen", "--source", "amqp", "--once", "--print", env=env)
+        assert len(r.stdout.splitlines()) == 3 and len(rx.requests) == 3
+        assert bus.queued() == 0
+
+
+def test_sigterm_finishes_in_flight_within_the_timeout(tmp_path: Path, bus) -> None:  # noqa: F811
+    good = load_fixture("amqp/ActionEvent.json")
+    with Receiver(lambda _r: Answer(200, delay=1.0)) as rx:
+        subscribe("*", "--to", rx.url)
+        env = {**bus.env(), "CSNOTIFY_DELIVERY_TIMEOUT": "2"}
+        listen = start_listen("--source", "amqp", env=env)
+        assert wait_for(lambda: queue_exists(bus), 20)
+        for i in range(5):
+            bus.publish(
+                good["routing_key"],
+                good["body_raw"].encode().replace(b"10:22:31", f"10:22:4{i}".encode()),
+            )
+        assert wait_for(lambda: len(rx.requests) >= 1, 10)
+        started = time.monotonic()
+        rc, _, err = stop(listen)
+        took = time.monotonic() - started
+    assert rc == 0, err
+    assert took < 2 + 1 + 1.5  # delivery.timeout + 1 s, and the interpreter's own exit
+    delivered = len(rx.requests)
+    assert bus.queued() == 5 - delivered  # the rest waits, unacknowledged, for the next listener
+
+
+def test_unreachable_broker_with_once_is_exit_3(tmp_path: Path) -> None:
+    from receivers import closed_port
+
+    env = {**os.environ, "CSNOTIFY_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{closed_port()}/"}
+    r = run_process("listen", "--source", "amqp", "--once", env=env)
+    assert r.exit_code == 3
+    assert r.stderr.startswith("csnotify: error: cannot connect to RabbitMQ")
+    assert "guest:guest" not in r.stderr
+
+
+# -- api ----------------------------------------------------------------------------------
+
+
+def api_env(sim, secret: str = "test-secret-key") -> dict[str, str]:
+    return {**KEYS, "CSNOTIFY_CLOUDSTACK_URL": sim.url, "CSNOTIFY_CLOUDSTACK_SECRET_KEY": secret}
+
+
+def test_api_end_to_end_every_event_exactly_once(tmp_path: Path) -> None:
+    with Receiver() as rx, simulator(tmp_path, "--count", "400", "--rate", "400/s") as sim:
+        subscribe("*", "--to", rx.url)
+        listen = start_listen(
+            "--source", "api", "--interval", "0.3", "--since", "10m", env=api_env(sim)
+        )
+        try:
+            sim.wait_generated()
+            expected = api_ids(sim)
+            assert wait_for(lambda: len(rx.requests) >= len(expected), 60)
+            time.sleep(1)
+        finally:
+            rc, _, err = stop(listen)
+    assert rc == 0, err
+    got = received_ids(rx)
+    assert len(got) == len(expected) > 100
+    assert set(got) == set(expected)
+
+
+def test_api_restart_neither_loses_nor_repeats(tmp_path: Path) -> None:
+    with Receiver() as rx, simulator(tmp_path, "--count", "600", "--rate", "200/s") as sim:
+        subscribe("*", "--to", rx.url)
+        env = api_env(sim)
+        listen = start_listen("--source", "api", "--interval", "0.2", "--since", "10m", env=env)
+        assert wait_for(lambda: len(rx.requests) >= 60, 30)
+        assert stop(listen)[0] == 0
+        # the next run starts from the cursor in the store, not from --since or now
+        listen = start_listen("--source", "api", "--interval", "0.2", env=env)
+        try:
+            sim.wait_generated()
+            expected = api_ids(sim)
+            assert wait_for(lambda: len(rx.requests) >= len(expected), 60)
+            time.sleep(1)
+        finally:
+            rc, _, err = stop(listen)
+    assert rc == 0, err
+    got = received_ids(rx)
+    assert sorted(got) == sorted(expected)
+
+
+def test_api_once_and_an_idle_poll_costs_one_request(tmp_path: Path) -> None:
+    with Receiver() as rx, simulator(tmp_path, "--count", "50", "--rate", "0") as sim:
+        sim.wait_generated()
+        subscribe("*", "--to", rx.url)
+        env = {**os.environ, **api_env(sim)}
+        r = run_process("listen", "--source", "api", "--once", "--since", "1h", env=env)
+        assert r.exit_code == 0, r.stderr
+        assert len(rx.requests) == len(api_ids(sim))
+        before = sim.stats()["requests"]["listEvents"]
+        r = run_process("listen", "--source", "api", "--once", env=env)
+        assert r.exit_code == 0
+        assert sim.stats()["requests"]["listEvents"] == before + 1
+        assert len(rx.requests) == len(api_ids(sim))  # nothing repeated
+
+
+def test_api_first_run_starts_from_now(tmp_path: Path) -> None:
+    with Receiver() as rx, simulator(tmp_path, "--count", "30", "--rate", "0") as sim:
+        sim.wait_generated()
+        time.sleep(1.1)
+        subscribe("*", "--to", rx.url)
+        r = run_process("listen", "--source", "api", "--once", env={**os.environ, **api_env(sim)})
+        assert r.exit_code == 0, r.stderr
+    assert rx.requests == []
+
+
+def test_api_wrong_secret_is_exit_3(tmp_path: Path) -> None:
+    with simulator(tmp_path, "--count", "0") as sim:
+        subscribe("*", "--to", "https://hooks.example.com/x")
+        env = {**os.environ, **api_env(sim, secret="not-the-secret")}
+        r = run_process("listen", "--source", "api", env=env, timeout=30)
+    assert r.exit_code == 3
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("csnotify: error: CloudStack refused the API key or signature (401")
+    assert "check cloudstack.api_key and cloudstack.secret_key" in lines[-1]
+    assert "not-the-secret" not in r.stderr
+
+
+# -- stdin ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="fixtures not found")
+def test_stdin_source(tmp_path: Path) -> None:
+    items = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
+    text = "\n".join([json.dumps(items[0]), "{broken", json.dumps(items[1])]) + "\n"
+    with Receiver() as rx:
+        subscribe("*", "--to", rx.url)
+        r = run_process("listen", "--source", "stdin", "--print", input=text)
+    assert r.exit_code == 1
+    assert "rejected line 2: invalid JSON" in r.stderr
+    assert [b["event"]["id"] for b in rx.bodies()] == [items[0]["id"], items[1]["id"]]
+    assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == [
+        items[0]["id"],
+        items[1]["id"],
+    ]

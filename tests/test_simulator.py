@@ -1,0 +1,191 @@
+"""`csnotify simulate` as CloudStack: request signing, listEvents as CloudStack applies its
+filters, and event-bus publishing exactly as RabbitMQEventBus does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import FIXTURES, load_fixture
+from services import bus, simulator  # noqa: F401 - fixtures
+
+from csnotify.events import CATEGORIES, parse_bus_body
+from csnotify.signing import api_signature
+from csnotify.simulator.server import Api, EventLog, list_events
+
+ROWS = (
+    load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
+    if FIXTURES.is_dir()
+    else []
+)
+
+
+def signed(params: dict[str, str], secret: str = "SecretKeyXyz") -> dict[str, str]:
+    return {**params, "signature": api_signature(params, secret)}
+
+
+def api() -> Api:
+    log = EventLog()
+    for row in reversed(ROWS):  # oldest first, as they were made
+        log.add(row)
+    return Api("AbCdEfGh123", "SecretKeyXyz", log)
+
+
+def base_params(**extra: str) -> dict[str, str]:
+    return {"command": "listEvents", "response": "json", "apiKey": "AbCdEfGh123",
+            "signatureVersion": "3", "expires": "2999-01-01T00:00:00+0000", **extra}  # fmt: skip
+
+
+def test_signature_is_verified_as_cloudstack_does() -> None:
+    sample = load_fixture("api/signed_request_example.json")
+    a = api()
+    params = {**sample["params"], "signature": sample["signature"]}
+    status, doc = a.answer(params)
+    assert status == 401  # the fixture's expires (2024) has passed
+    params = signed({**sample["params"], "expires": "2999-01-01T00:00:00+0000"})
+    assert a.answer(params)[0] == 200
+    status, doc = a.answer({**params, "signature": "AAAA" + params["signature"][4:]})
+    assert status == 401
+    assert doc == load_fixture("api/error_401_bad_signature.json")
+    assert a.answer(signed({**params, "apiKey": "other"}))[0] == 401
+    unsigned_v3 = {k: v for k, v in sample["params"].items() if k != "expires"}
+    assert a.answer(signed(unsigned_v3))[0] == 401  # signatureVersion 3 needs expires
+
+
+def test_list_events_order_and_paging() -> None:
+    a = api()
+    status, doc = a.answer(signed(base_params()))
+    assert status == 200
+    assert [e["id"] for e in doc["listeventsresponse"]["event"]] == [r["id"] for r in ROWS]
+    _, page2 = a.answer(signed(base_params(page="2", pagesize="2")))
+    assert page2["listeventsresponse"]["count"] == 3
+    assert [e["id"] for e in page2["listeventsresponse"]["event"]] == [ROWS[2]["id"]]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"startdate": "2024-05-14 10:22:20"}, [0]),
+        ({"startdate": "2024-05-14 10:22:18"}, [0, 1, 2]),
+        ({"enddate": "2024-05-14 10:22:18"}, [1, 2]),
+        ({"enddate": "2024-05-14"}, [0, 1, 2]),
+        ({"startdate": "2024-05-15"}, []),
+        ({"type": "VM.START"}, [0, 1, 2]),
+        ({"type": "VM.STOP"}, []),
+        ({"level": "ERROR"}, []),
+        ({"keyword": "successfully"}, [0]),
+        ({"account": "admin", "listall": "true"}, [0, 1, 2]),
+    ],
+)
+def test_list_events_filters(params: dict[str, str], expected: list[int]) -> None:
+    log = EventLog()
+    for row in reversed(ROWS):
+        log.add(row)
+    status, doc = list_events(log, params)
+    assert status == 200
+    assert [e["id"] for e in doc["listeventsresponse"].get("event", [])] == [
+        ROWS[i]["id"] for i in expected
+    ]
+    if not expected:
+        assert doc == {"listeventsresponse": {}}
+
+
+def test_other_commands() -> None:
+    a = api()
+    status, doc = a.answer(signed(base_params(command="listCapabilities")))
+    assert status == 200 and doc["listcapabilitiesresponse"]["capability"][
+        "cloudstackversion"
+    ].startswith("4.20")
+    status, doc = a.answer(signed(base_params(command="listApis")))
+    assert status == 200 and "listEvents" in [x["name"] for x in doc["listapisresponse"]["api"]]
+    status, doc = a.answer(signed(base_params(command="deployVirtualMachine")))
+    assert status == 432 and doc["deployvirtualmachineresponse"]["errorcode"] == 432
+    status, _ = a.answer(signed(base_params(page="zero")))
+    assert status == 431
+
+
+def test_events_command_through_the_simulator(cli, tmp_path: Path) -> None:
+    replay = tmp_path / "replay.json"
+    replay.write_text((FIXTURES / "api" / "listevents_response.json").read_text())
+    with simulator(tmp_path, "--replay", str(replay), "--rate", "0") as sim:
+        sim.wait_generated()
+        env = {"CSNOTIFY_CLOUDSTACK_URL": sim.url, "CSNOTIFY_CLOUDSTACK_API_KEY": "test-api-key",
+               "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key"}  # fmt: skip
+        r = cli("events", "--json", env=env)
+        assert r.exit_code == 0, r.stderr
+        lines = [json.loads(line) for line in r.stdout.splitlines()]
+        assert [e["id"] for e in lines] == [row["id"] for row in ROWS]
+        assert lines[0]["created"] == "2024-05-14T10:22:31Z"
+        r = cli("events", "--since", "2024-05-14T10:22:20Z", "--json", env=env)
+        assert len(r.stdout.splitlines()) == 1
+        assert cli("events", "--level", "ERROR", env=env).stderr.strip() == "no events"
+        table = cli("events", "--type", "VM.START", "--limit", "2", env=env).stdout
+        assert table.splitlines()[0].split()[:3] == ["CREATED", "TYPE", "LEVEL"]
+        assert len(table.splitlines()) == 3
+        r = cli("events", env={**env, "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "wrong"})
+        assert r.exit_code == 3
+        assert r.stderr.strip().startswith(
+            "csnotify: error: CloudStack refused the API key or signature (401"
+        )
+        assert sim.stats()["requests"]["listEvents"] >= 5
+
+
+def test_missing_keys_and_unreachable_api(cli) -> None:
+    r = cli("events")
+    assert r.exit_code == 2 and "no CloudStack API key" in r.stderr
+    env = {"CSNOTIFY_CLOUDSTACK_URL": "http://127.0.0.1:9/client/api", "CSNOTIFY_CLOUDSTACK_API_KEY": "k",
+           "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "s"}  # fmt: skip
+    r = cli("events", env=env)
+    assert r.exit_code == 3 and "cannot reach the CloudStack API" in r.stderr
+
+
+def test_bus_publishing_is_cloudstacks(tmp_path: Path, bus) -> None:  # noqa: F811
+    import aio_pika
+
+    async def bind_and_collect(ready: asyncio.Event, out: list) -> None:
+        conn = await aio_pika.connect(bus.url)
+        async with conn:
+            channel = await conn.channel()
+            exchange = await channel.declare_exchange(
+                bus.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(bus.queue, durable=True)
+            await queue.bind(exchange, "#")
+            ready.set()
+            while len(out) < 200:
+                message = await queue.get(fail=False, no_ack=True)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                out.append(message)
+
+    async def main() -> list:
+        ready, out = asyncio.Event(), []
+        task = asyncio.create_task(bind_and_collect(ready, out))
+        await ready.wait()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "csnotify", "simulate", "--listen", "127.0.0.1:0", "--json", "--amqp", bus.url,
+            "--exchange", bus.exchange, "--count", "200", "--rate", "0", "--seed", "3",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await asyncio.wait_for(task, 30)
+        proc.terminate()
+        await proc.wait()
+        return out
+
+    messages = asyncio.run(main())
+    categories = set()
+    for m in messages:
+        parts = m.routing_key.split(".")
+        assert len(parts) == 5 and parts[0] == "management-server"
+        assert parts[1] in CATEGORIES
+        assert all(p and "." not in p for p in parts)
+        assert m.content_type == "text/plain"
+        assert m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert not m.headers
+        event = parse_bus_body(m.body, m.routing_key)
+        categories.add(event.category)
+    assert categories >= {"ActionEvent", "UsageEvent", "ResourceStateEvent", "AsyncJobEvent"}
