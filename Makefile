@@ -32,6 +32,7 @@ bench: venv
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

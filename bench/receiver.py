@@ -1,24 +1,31 @@
 """A loopback webhook receiver for the benchmarks (aiohttp, its own process).
 
-POST /<anything> answers 200 and counts per path; /slow/<anything> sleeps 5 s first.
-GET /stats returns the counts as JSON. The port is printed on stdout.
+POST /<anything> answers 200 and counts per path; /slow/<anything> sleeps 5 s first;
+/timed/<anything> also notes when each event id arrived (wall clock, comparable across
+processes on one machine). GET /stats returns the counts, GET /times the arrival times.
+The port is printed on stdout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import sys
+import time
 
 from aiohttp import web
 
 counts: collections.Counter[str] = collections.Counter()
+arrivals: dict[str, float] = {}
 
 
 async def receive(request: web.Request) -> web.Response:
-    await request.read()
+    body = await request.read()
     if request.path.startswith("/slow"):
         await asyncio.sleep(5)
+    elif request.path.startswith("/timed"):
+        arrivals[json.loads(body)["event"]["id"]] = time.time()
     counts[request.path] += 1
     return web.Response(text="ok")
 
@@ -27,9 +34,14 @@ async def stats(_request: web.Request) -> web.Response:
     return web.json_response(dict(counts))
 
 
+async def times(_request: web.Request) -> web.Response:
+    return web.json_response(arrivals)
+
+
 async def main() -> None:
     app = web.Application()
     app.router.add_get("/stats", stats)
+    app.router.add_get("/times", times)
     app.router.add_post("/{tail:.*}", receive)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

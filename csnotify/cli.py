@@ -633,8 +633,7 @@ def dispatch(
       csnotify dispatch body.json --routing-key \\
           management-server.ActionEvent.VM-START.VirtualMachine.c3b1f2e4-6a7d-4e89-9b0a-1f2e3d4c5b6a
     """
-    import asyncio
-
+    from csnotify import aio
     from csnotify.dispatch import dispatch_stream
     from csnotify.events import parse_stream
 
@@ -642,7 +641,7 @@ def dispatch(
     settings = _delivery_settings(app_state)
     text = _read_input(app_state, file)
     store = app_state.store()
-    result = asyncio.run(
+    result = aio.run(
         dispatch_stream(
             store,
             settings,
@@ -679,15 +678,14 @@ def test_(
     Example:
       csnotify test vm-to-hooks
     """
-    import asyncio
-
+    from csnotify import aio
     from csnotify.dispatch import test_endpoints
     from csnotify.subscriptions import find
 
     app_state = state(ctx)
     settings = _delivery_settings(app_state)
     sub = find(app_state.store(), name)
-    results = asyncio.run(test_endpoints(sub, settings))
+    results = aio.run(test_endpoints(sub, settings))
     if as_json:
         app_state.terminal.json([r.as_json() for r in results])
     else:
@@ -853,9 +851,7 @@ def listen(
       csnotify listen --source api --once --since 1h     # from cron
       csnotify listen --source amqp --print --dry-run | jq .type
     """
-    import asyncio
-
-    from csnotify import logs
+    from csnotify import aio, logs
     from csnotify.dispatch import DeliverySettings
     from csnotify.listen import Listener, ListenOptions
 
@@ -888,7 +884,7 @@ def listen(
                 await close()
         return listener.rejected
 
-    rejected = asyncio.run(run())
+    rejected = aio.run(run())
     if rejected and source == "stdin":
         raise Exit(int(ExitCode.FAILED))
 
@@ -937,8 +933,7 @@ def events(
       csnotify events --type VM.CREATE --level ERROR --limit 10
       csnotify events --json --since 1d | csnotify dispatch -
     """
-    import asyncio
-
+    from csnotify import aio
     from csnotify.cloudstack import CloudStackClient, Credentials, api_date
     from csnotify.events import from_list_item
     from csnotify.matching import parse_level
@@ -958,7 +953,7 @@ def events(
         async with CloudStackClient(creds) as client:
             return await client.list_events(limit=limit, **{k: v for k, v in filters.items() if v})
 
-    rows = asyncio.run(query())
+    rows = aio.run(query())
     found = [from_list_item(r) for r in rows if isinstance(r.get("id"), str) and r.get("type")]
     if as_json:
         for event in found:
@@ -1027,6 +1022,7 @@ def simulate(
     import json
     import signal
 
+    from csnotify import aio
     from csnotify.simulator.run import SimulatorOptions
     from csnotify.simulator.run import simulate as run_simulator
 
@@ -1069,7 +1065,7 @@ def simulate(
                 loop.add_signal_handler(sig, stop.set)
         await run_simulator(options, ready, done, stop)
 
-    asyncio.run(run())
+    aio.run(run())
 
 
 def _masked(uri: str | None) -> str:
