@@ -246,6 +246,59 @@ def test_sigterm_finishes_in_flight_within_the_timeout(tmp_path: Path, bus) -> N
     assert bus.queued() == 5 - delivered  # the rest waits, unacknowledged, for the next listener
 
 
+def test_broker_outage_reconnects_logs_once_and_loses_nothing(tmp_path: Path, bus) -> None:  # noqa: F811
+    from services import TcpProxy
+
+    action = load_fixture("amqp/ActionEvent.json")
+
+    def publish(n: int) -> None:
+        bus.publish(
+            action["routing_key"],
+            action["body_raw"].encode().replace(b"10:22:31", f"10:22:{n:02d}".encode()),
+        )
+
+    proxy = TcpProxy(5672)
+    try:
+        with Receiver() as rx:
+            subscribe("*", "--to", rx.url)
+            env = {**bus.env(), "CSNOTIFY_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/"}
+            listen = start_listen("--source", "amqp", env=env)
+            try:
+                assert wait_for(lambda: queue_exists(bus), 20)
+                publish(1)
+                assert wait_for(lambda: len(rx.requests) == 1, 20)
+                proxy.cut()
+                for n in range(
+                    2, 12
+                ):  # published while the listener is cut off: they wait in the queue
+                    publish(n)
+                time.sleep(4)
+                proxy.restore()
+                assert wait_for(lambda: len(rx.requests) == 11, 40)
+            finally:
+                rc, _out, err = stop(listen)
+    finally:
+        proxy.close()
+    assert rc == 0, err
+    assert err.count("unreachable") == 1, err  # logged once per outage, not per retry
+    assert err.count("reachable again") == 1
+    assert len(set(received_ids(rx))) == 11
+
+
+def test_api_outage_backs_off_and_logs_once(tmp_path: Path) -> None:
+    from receivers import closed_port
+
+    env = {
+        **os.environ,
+        **KEYS,
+        "CSNOTIFY_CLOUDSTACK_URL": f"http://127.0.0.1:{closed_port()}/client/api",
+    }
+    r = run_process("listen", "--source", "api", "--interval", "0.1", "--duration", "4", env=env)
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.count("unreachable") == 1
+    assert "retrying with backoff" in r.stderr
+
+
 def test_unreachable_broker_with_once_is_exit_3(tmp_path: Path) -> None:
     from receivers import closed_port
 
@@ -352,6 +405,9 @@ def test_stdin_source(tmp_path: Path) -> None:
         r = run_process("listen", "--source", "stdin", "--print", input=text)
     assert r.exit_code == 1
     assert "rejected line 2: invalid JSON" in r.stderr
+    r = run_process("listen", "--source", "stdin", "--log-format", "json", input="{broken\n")
+    (log_line,) = [json.loads(line) for line in r.stderr.splitlines()]
+    assert log_line["level"] == "warning" and log_line["message"].startswith("rejected line 1")
     assert [b["event"]["id"] for b in rx.bodies()] == [items[0]["id"], items[1]["id"]]
     assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == [
         items[0]["id"],

@@ -85,7 +85,7 @@ class AmqpSource:
         while not listener.stop.is_set():
             try:
                 connection = await aio_pika.connect(self.url, timeout=10)
-            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+            except Exception as exc:  # noqa: BLE001 - aiormq raises many kinds; all mean "not now"
                 reason = _reason(exc)
                 if self.once or "ACCESS_REFUSED" in reason:
                     raise Unreachable(
@@ -97,7 +97,7 @@ class AmqpSource:
             self.outage.ok()
             try:
                 await self._session(listener, connection)
-            except (OSError, aio_pika.exceptions.AMQPError, asyncio.IncompleteReadError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a lost connection shows as many kinds
                 if listener.stop.is_set():
                     return
                 if await listener.sleep(self.outage.failed(_reason(exc))):
