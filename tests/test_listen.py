@@ -405,8 +405,8 @@ def test_stdin_source(tmp_path: Path) -> None:
         r = run_process("listen", "--source", "stdin", "--print", input=text)
     assert r.exit_code == 1
     assert "rejected line 2: invalid JSON" in r.stderr
-    r = run_process("listen", "--source", "stdin", "--log-format", "json", input="{broken\n")
-    (log_line,) = [json.loads(line) for line in r.stderr.splitlines()]
+    logged = run_process("listen", "--source", "stdin", "--log-format", "json", input="{broken\n")
+    (log_line,) = [json.loads(line) for line in logged.stderr.splitlines()]
     assert log_line["level"] == "warning" and log_line["message"].startswith("rejected line 1")
     assert [b["event"]["id"] for b in rx.bodies()] == [items[0]["id"], items[1]["id"]]
     assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == [
