@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint format test demo bench completions man clean
+.PHONY: venv lint format test demo bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "csnotify needs Python 3.11+")'
@@ -36,3 +36,10 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info
+
+# Generated files that are checked in (tests fail when they are stale).
+docs: venv
+	$(BIN)/python -m csnotify.manpage > man/csnotify.1
+	$(BIN)/csnotify completion bash > completions/csnotify.bash
+	$(BIN)/csnotify completion zsh > completions/_csnotify
+	$(BIN)/csnotify completion fish > completions/csnotify.fish

@@ -1074,6 +1074,30 @@ def _masked(uri: str | None) -> str:
     return mask_uri(uri or "")
 
 
+# -- the tool itself ------------------------------------------------------------------
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+@app.command()
+def completion(
+    shell: str = typer.Argument(..., metavar="bash|zsh|fish", help="Your shell."),
+) -> None:
+    """Print the shell completion script (commands, options, subscription names).
+
+    \b
+    Examples:
+      csnotify completion bash > ~/.local/share/bash-completion/completions/csnotify
+      csnotify completion zsh > "${fpath[1]}/_csnotify"
+      csnotify completion fish > ~/.config/fish/completions/csnotify.fish
+    """
+    from typer._completion_shared import get_completion_script
+
+    if shell not in SHELLS:
+        raise BadInput(f"unknown shell {shell!r}; use one of {', '.join(SHELLS)}")
+    typer.echo(get_completion_script(prog_name="csnotify", complete_var=COMPLETE_VAR, shell=shell))
+
+
 # -- config --------------------------------------------------------------------------
 
 
@@ -1151,7 +1175,14 @@ def config_import_cmk(
     )
 
 
+COMPLETE_VAR = "_CSNOTIFY_COMPLETE"
+
+
 def main() -> None:
+    if COMPLETE_VAR in os.environ:  # a shell asking for completions (see 'csnotify completion')
+        from typer._completion_classes import completion_init
+
+        completion_init()
     app(prog_name="csnotify")
 
 

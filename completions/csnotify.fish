@@ -1,0 +1,1 @@
+complete --command csnotify --no-files --arguments "(env _CSNOTIFY_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) csnotify)" --condition "env _CSNOTIFY_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) csnotify"

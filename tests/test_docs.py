@@ -1,0 +1,98 @@
+"""The man page and the completion scripts are generated from the CLI, checked in, and kept
+in step with it; the man page renders cleanly; names complete from the store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO, run_process
+
+from csnotify.manpage import render
+
+SECTIONS = ["NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "ENDPOINTS", "SIGNING", "FILES",
+            "ENVIRONMENT", "EXIT STATUS", "EXAMPLES", "SEE ALSO"]  # fmt: skip
+
+
+def test_man_page_is_current() -> None:
+    checked_in = (REPO / "man" / "csnotify.1").read_text()
+    assert checked_in == render(), "man/csnotify.1 is stale: run 'make docs'"
+
+
+def test_man_page_has_the_sections_and_every_command() -> None:
+    text = render()
+    headings = [line[4:].strip('"') for line in text.splitlines() if line.startswith(".SH ")]
+    assert headings == SECTIONS
+    from test_cli_meta import all_commands
+
+    for command in all_commands():
+        assert f'.SS "{command.replace("-", chr(92) + "-")}"' in text, command
+
+
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff not installed")
+def test_man_page_renders_without_warnings() -> None:
+    out = subprocess.run(
+        ["groff", "-ww", "-z", "-man", str(REPO / "man" / "csnotify.1")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
+@pytest.mark.parametrize(
+    ("shell", "name"), [("bash", "csnotify.bash"), ("zsh", "_csnotify"), ("fish", "csnotify.fish")]
+)
+def test_completion_scripts_are_current(shell: str, name: str) -> None:
+    r = run_process("completion", shell)
+    assert r.exit_code == 0
+    assert (REPO / "completions" / name).read_text() == r.stdout, (
+        f"completions/{name} is stale: run 'make docs'"
+    )
+
+
+def test_unknown_shell() -> None:
+    r = run_process("completion", "tcsh")
+    assert r.exit_code == 2 and "unknown shell" in r.stderr
+
+
+def complete(words: str, cword: int) -> list[str]:
+    env = {
+        **os.environ,
+        "_CSNOTIFY_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(cword),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "csnotify"], env=env, capture_output=True, text=True, check=False
+    )
+    return out.stdout.split()
+
+
+def test_names_and_commands_complete(db_file) -> None:
+    for name in ("vm-hooks", "vm-mail", "alerts"):
+        assert (
+            run_process(
+                "subscribe", "VM.*", "--to", "https://h.example/x", "--name", name
+            ).exit_code
+            == 0
+        )
+    assert complete("csnotify show vm", 2) == ["vm-hooks", "vm-mail"]
+    assert complete("csnotify enable a", 2) == ["alerts"]
+    assert "subscribe" in complete("csnotify sub", 1)
+    assert "--format" in complete("csnotify subscribe --for", 2)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+def test_bash_completion_script_loads(tmp_path) -> None:
+    script = REPO / "completions" / "csnotify.bash"
+    out = subprocess.run(
+        ["bash", "-c", f"source {script} && complete -p csnotify"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "-F _csnotify_completion csnotify" in out.stdout
