@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from csnotify.dispatch import DeliverySettings, Dispatcher
-from csnotify.events import Event
+from csnotify.events import Event, now_iso
 from csnotify.matching import Matcher
 from csnotify.redact import mask_uri
 from csnotify.store import SourceState
@@ -59,7 +60,9 @@ class Listener:
     dispatcher: Dispatcher = field(init=False)
     rejected: int = 0
     events: int = 0
+    started: str = ""
     _seen: list[str] = field(default_factory=list)
+    _last_stats: dict[str, Any] = field(default_factory=dict)
     _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -121,9 +124,28 @@ class Listener:
                 log.info("subscriptions changed; %d loaded", len(subs))
                 await source.subscriptions_changed(subs)
 
-    async def _remember_loop(self) -> None:
+    async def _remember_loop(self, source: Source) -> None:
         while not await self.sleep(REMEMBER_EVERY_S):
             await self.flush_seen()
+            await self.save_stats(source)
+
+    async def save_stats(self, source: Source) -> None:
+        """What ``csnotify status`` shows about this listener (nothing under --dry-run)."""
+        if self.options.dry_run:
+            return
+        stats = self.dispatcher.stats
+        doc = {
+            "events": self.events,
+            "rejected": self.rejected,
+            "delivered": stats.delivered,
+            "failed": stats.failed,
+            "started": self.started,
+            "pid": os.getpid(),
+            "running": not self.stop.is_set(),
+        }
+        if doc != self._last_stats:
+            self._last_stats = doc
+            await self.db(self.state.save_cursor, f"listen:{source.name}", doc)
 
     async def flush_seen(self) -> None:
         if self._seen:
@@ -139,9 +161,10 @@ class Listener:
         subs = await self._load()
         await self.db(self.state.changed)
         await source.subscriptions_changed(subs)
+        self.started = now_iso()
         helpers = [
             asyncio.create_task(self._watch(source)),
-            asyncio.create_task(self._remember_loop()),
+            asyncio.create_task(self._remember_loop(source)),
         ]
         if self.options.duration is not None:
             helpers.append(asyncio.create_task(self._stop_after(self.options.duration)))
@@ -154,6 +177,7 @@ class Listener:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self.flush_seen()
+            await self.save_stats(source)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)

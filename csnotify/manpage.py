@@ -73,7 +73,7 @@ EXAMPLES = [
     ("Page the on-call by email when something fails:",
      "csnotify subscribe '*' --level ERROR --to 'mailto://u:p@smtp.example.com?to=oncall@example.com'"),
     ("Update DNS when VMs of one account start or stop:",
-     "csnotify subscribe VM.START VM.STOP --where account=web --to 'cmd:/usr/local/bin/dns-update'"),
+     "csnotify subscribe VM.START VM.STOP --where account=web --to cmd:/usr/local/bin/dns-up"),
     ("Run the pipeline from CloudStack's RabbitMQ event bus:", "csnotify listen --source amqp"),
     ("Poll the API once (from cron):", "csnotify listen --source api --once"),
 ]  # fmt: skip

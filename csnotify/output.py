@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,8 +34,32 @@ class Terminal:
         return bool(isatty and isatty())
 
     @property
+    def stderr_is_tty(self) -> bool:
+        isatty = getattr(self.stderr, "isatty", None)
+        return bool(isatty and isatty())
+
+    def progress(self, items: Iterable[T], total: int | None, what: str) -> Iterator[T]:
+        """``items`` unchanged, with a progress bar on stderr when it is a terminal."""
+        if not self.stderr_is_tty:
+            yield from items
+            return
+        from rich.progress import Progress
+
+        with Progress(console=self.console(stderr=True), transient=True) as bar:
+            task = bar.add_task(what, total=total)
+            for item in items:
+                yield item
+                bar.advance(task)
+
+    @property
     def color(self) -> bool:
         return self.is_tty and not self.environ.get("NO_COLOR")
+
+    @property
+    def live(self) -> bool:
+        """Redrawn displays (cursor movement) only where colour is welcome too: NO_COLOR
+        means no escape codes of any kind."""
+        return self.color
 
     def out(self, text: str = "") -> None:
         self.stdout.write(text + "\n")
@@ -51,16 +77,23 @@ class Terminal:
         else:
             self.stdout.write(plain_table(columns, rows))
 
+    def console(self, stderr: bool = False) -> Any:
+        """A rich console for this terminal; color_system=None means no escape codes at all
+        (not even bold) under NO_COLOR."""
+        from rich.console import Console
+
+        return Console(
+            file=self.stderr if stderr else self.stdout,
+            color_system="auto" if self.color else None,
+            highlight=False,
+        )
+
     def _rich_table(
         self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str
     ) -> None:
-        from rich.console import Console
         from rich.table import Table
 
-        # color_system=None: no escape codes at all (not even bold) under NO_COLOR
-        console = Console(
-            file=self.stdout, color_system="auto" if self.color else None, highlight=False
-        )
+        console = self.console()
         table = Table(title=title or None, show_lines=False, header_style="bold")
         for col in columns:
             table.add_column(col, overflow="fold")

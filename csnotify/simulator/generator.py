@@ -238,6 +238,7 @@ class Generator:
 
     def _alert(self, moment: datetime) -> Generated:
         kind, subject, text = self.rng.choice(ALERTS)
+        text = f"{text} (check {self.rng.randrange(1, 10**6)})"
         body = {
             "eventDateTime": _bus_time(moment),
             "subject": subject,

@@ -30,6 +30,7 @@ class SimulatorOptions:
     secret_key: str | None = None
     seed: int | None = None
     record: Path | None = None
+    alert_rate: float = 0.02  # chance of an alert before each operation
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -156,7 +157,11 @@ async def simulate(
                 "exchange": options.exchange,
             }
         )
-        stream = replayed(options.replay) if options.replay else Generator(options.seed).events()
+        stream = (
+            replayed(options.replay)
+            if options.replay
+            else Generator(options.seed, alert_rate=options.alert_rate).events()
+        )
         started = time.monotonic()
         for item in stream:
             if stop.is_set() or (options.count is not None and made >= options.count):

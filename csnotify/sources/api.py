@@ -9,8 +9,8 @@ request.
 
 from __future__ import annotations
 
-import asyncio
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,23 +41,25 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 class Cursor:
     created: str  # UTC ISO 8601, whole seconds
     ids: list[str] = field(default_factory=list)
+    _known: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._known = set(self.ids)
 
     def as_json(self) -> dict[str, Any]:
         return {"created": self.created, "ids": self.ids}
 
     def is_new(self, event: Event) -> bool:
         return event.created > self.created or (
-            event.created == self.created and event.id not in self.ids
+            event.created == self.created and event.id not in self._known
         )
 
-    def advanced(self, events: list[Event]) -> Cursor:
-        """Past ``events`` (oldest first, all handled)."""
-        cursor = Cursor(self.created, list(self.ids))
-        for event in events:
-            if event.created > cursor.created:
-                cursor = Cursor(event.created, [])
-            cursor.ids.append(event.id)
-        return cursor
+    def add(self, event: Event) -> None:
+        """Move past ``event`` (events come oldest first)."""
+        if event.created > self.created:
+            self.created, self.ids, self._known = event.created, [], set()
+        self.ids.append(event.id)
+        self._known.add(event.id)
 
 
 class ApiSource:
@@ -90,66 +92,92 @@ class ApiSource:
         return Cursor(utc_iso(datetime.now(UTC)))
 
     async def run(self, listener: Listener) -> None:
-        cursor = await self._start(listener)
-        while not listener.stop.is_set():
-            try:
-                rows = await self.client.list_events(startdate=api_date(parse_time(cursor.created)))
-            except ApiUnavailable as exc:
+        saved = await self._start(listener)
+        poller = _Frontier(saved)
+        try:
+            while not listener.stop.is_set():
+                try:
+                    rows = await self.client.list_events(
+                        startdate=api_date(parse_time(poller.fetched.created))
+                    )
+                except ApiUnavailable as exc:
+                    if self.once:
+                        raise
+                    if await listener.sleep(self.outage.failed(exc.message)):
+                        return
+                    continue
+                self.outage.ok()
+                self.polls += 1
+                await self._submit(listener, poller, rows)
                 if self.once:
-                    raise
-                if await listener.sleep(self.outage.failed(exc.message)):
+                    await listener.finish()  # --once: everything delivered before we stop
                     return
-                continue
-            self.outage.ok()
-            self.polls += 1
-            cursor = await self._handle(listener, cursor, rows)
-            if self.once or await listener.sleep(self.interval):
-                return
+                await self._save(listener, poller)
+                if await listener.sleep(self.interval):
+                    return
+        finally:
+            if not listener.options.dry_run:
+                await listener.finish()  # after a signal: in-flight deliveries end first
+                await self._save(listener, poller)
 
-    async def _handle(
-        self, listener: Listener, cursor: Cursor, rows: list[dict[str, Any]]
-    ) -> Cursor:
-        events = []
+    async def _submit(
+        self, listener: Listener, poller: _Frontier, rows: list[dict[str, Any]]
+    ) -> None:
         for row in reversed(rows):  # the API gives newest first
             try:
                 event = from_list_item(row)
             except BadInput as exc:
                 listener.reject(f"listEvents item {str(row.get('id'))[:40]}", exc.message)
                 continue
-            if cursor.is_new(event):
-                events.append(event)
-        if not events:
-            return cursor
-        done = [False] * len(events)
-        left = asyncio.Event()
-        remaining = [len(events)]
+            if not poller.fetched.is_new(event) or listener.stop.is_set():
+                continue
+            poller.fetched.add(event)
+            if listener.options.dry_run:
+                await listener.handle(event)
+                continue
+            entry = poller.add(event)
+            await listener.handle(event, entry.finish)
 
-        def finished(i: int) -> None:
-            done[i] = True
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                left.set()
+    async def _save(self, listener: Listener, poller: _Frontier) -> None:
+        """Persist the cursor over the unbroken run of finished events (dry runs move nothing)."""
+        if listener.options.dry_run:
+            return
+        moved = poller.collect()
+        for event in moved:
+            poller.saved.add(event)
+        if moved:
+            await listener.db(listener.state.save_cursor, self.key, poller.saved.as_json())
 
-        for i, event in enumerate(events):
-            if listener.stop.is_set():
-                break
-            await listener.handle(event, lambda i=i: finished(i))
-        if not listener.options.dry_run:
-            stop_wait = asyncio.create_task(listener.stop.wait())
-            all_done = asyncio.create_task(left.wait())
-            await asyncio.wait({stop_wait, all_done}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            all_done.cancel()
-            if listener.stop.is_set():
-                await listener.finish()  # in-flight deliveries end; their events count as done
-        else:
-            return cursor  # --dry-run moves nothing
-        handled = []
-        for event, ok in zip(events, done, strict=True):
-            if not ok:
-                break  # the cursor only moves over an unbroken run of finished events
-            handled.append(event)
-        new = cursor.advanced(handled)
-        if handled:
-            await listener.db(listener.state.save_cursor, self.key, new.as_json())
-        return new
+
+@dataclass
+class _Entry:
+    event: Event
+    done: bool = False
+
+    def finish(self) -> None:
+        self.done = True
+
+
+@dataclass
+class _Frontier:
+    """Two cursors: ``fetched`` moves as events are handed to the dispatcher (so the next
+    poll does not hand them over again), ``saved`` only over events whose deliveries are
+    all finished, oldest first. A slow endpoint delays the saved cursor, never the polls."""
+
+    saved: Cursor
+    fetched: Cursor = field(init=False)
+    pending: deque[_Entry] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.fetched = Cursor(self.saved.created, list(self.saved.ids))
+
+    def add(self, event: Event) -> _Entry:
+        entry = _Entry(event)
+        self.pending.append(entry)
+        return entry
+
+    def collect(self) -> list[Event]:
+        done = []
+        while self.pending and self.pending[0].done:
+            done.append(self.pending.popleft().event)
+        return done
