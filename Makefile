@@ -26,7 +26,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 demo: venv
-	CSNOTIFY=$(BIN)/csnotify contrib/tour.sh
+	$(BIN)/csnotify demo
 
 bench: venv
 	$(BIN)/python bench/startup.py

@@ -20,7 +20,7 @@ from typer.exceptions import Abort, Exit, TyperException
 from csnotify import __version__
 from csnotify.errors import BadInput, CsnotifyError
 from csnotify.exitcodes import ExitCode
-from csnotify.output import Terminal, cell_text
+from csnotify.output import Terminal
 
 if TYPE_CHECKING:
     from csnotify.config import Settings
@@ -313,7 +313,7 @@ def list_(
         "LAST OK",
         "LAST ERROR",
     ]
-    app_state.terminal.table(columns, rows)
+    app_state.terminal.table(columns, rows, optional=["PATTERNS", "LAST OK", "LAST ERROR"])
 
 
 def _render_subscription(terminal: Terminal, sub: Subscription, reveal: bool) -> None:
@@ -356,7 +356,7 @@ def _render_subscription(terminal: Terminal, sub: Subscription, reveal: bool) ->
                 last_error,
             ]
         )
-    terminal.table(columns, rows)
+    terminal.table(columns, rows, optional=["KIND", "CONSEC", "LAST OK"])
 
 
 @app.command()
@@ -816,7 +816,7 @@ def deliveries(
         "LATENCY",
         "ERROR",
     ]
-    app_state.terminal.table(columns, table)
+    app_state.terminal.table(columns, table, optional=["SUBSCRIPTION", "LATENCY", "HTTP", "TRIES"])
 
 
 # -- sources -------------------------------------------------------------------------
@@ -1000,9 +1000,8 @@ def events(
         ]
         for e in found
     ]
-    app_state.terminal.table(
-        ["CREATED", "TYPE", "LEVEL", "STATE", "ACCOUNT", "RESOURCE", "DESCRIPTION"], table
-    )
+    columns = ["CREATED", "TYPE", "LEVEL", "STATE", "ACCOUNT", "RESOURCE", "DESCRIPTION"]
+    app_state.terminal.table(columns, table, optional=["ACCOUNT", "STATE"])
 
 
 @app.command()
@@ -1179,7 +1178,7 @@ def status(
 
         with Live(console=app_state.terminal.console(), auto_refresh=False) as live:
             while True:
-                live.update(_status_renderable(snapshot()), refresh=True)
+                live.update(_status_renderable(app_state.terminal, snapshot()), refresh=True)
                 time.sleep(interval)
     except KeyboardInterrupt:
         return
@@ -1238,20 +1237,15 @@ def _render_status(terminal: Terminal, report: dict[str, Any]) -> None:
     columns, rows = _status_rows(report)
     if rows:
         terminal.out()
-        terminal.table(columns, rows)
+        terminal.table(columns, rows, optional=["CONSEC"])
 
 
-def _status_renderable(report: dict[str, Any]) -> Any:
+def _status_renderable(terminal: Terminal, report: dict[str, Any]) -> Any:
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
     columns, rows = _status_rows(report)
-    table = Table(header_style="bold")
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*(cell_text(v) for v in row))
+    table = terminal.rich_table(columns, rows, optional=["CONSEC"])
     return Group(Text("\n".join(_status_lines(report))), table)
 
 

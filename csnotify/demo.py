@@ -271,8 +271,10 @@ async def run_demo(
         if bus:
             await prepare_bus(bus, exchange, queue)
         stop_sim = asyncio.Event()
+        # more alerts and failures than real life, and a seed whose first events include both,
+        # so that every subscriber gets something early
         options = SimulatorOptions(listen="127.0.0.1:0", amqp=bus, exchange=exchange, rate=rate,
-                                   alert_rate=0.3)  # fmt: skip
+                                   alert_rate=0.3, failure_rate=0.25, seed=9)  # fmt: skip
         sim_task, ready = await _start_simulator(options, stop_sim)
         listener = Listener(store, DeliverySettings.from_settings(settings),
                             ListenOptions(duration=duration), lambda _line: None,

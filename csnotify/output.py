@@ -71,12 +71,6 @@ class Terminal:
     def json(self, data: Any) -> None:
         self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
-    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> None:
-        if self.is_tty:
-            self._rich_table(columns, rows, title)
-        else:
-            self.stdout.write(plain_table(columns, rows))
-
     def console(self, stderr: bool = False) -> Any:
         """A rich console for this terminal; color_system=None means no escape codes at all
         (not even bold) under NO_COLOR."""
@@ -88,24 +82,52 @@ class Terminal:
             highlight=False,
         )
 
-    def _rich_table(
-        self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        title: str = "",
+        optional: Sequence[str] = (),
     ) -> None:
+        """A table: plain aligned text when piped, a rich table on a terminal."""
+        if not self.is_tty:
+            self.stdout.write(plain_table(columns, rows))
+            return
+        self.console().print(self.rich_table(columns, rows, title, optional))
+
+    def rich_table(
+        self,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        title: str = "",
+        optional: Sequence[str] = (),
+    ) -> Any:
+        """The ``optional`` columns (last first) are left out while the table would be wider
+        than the terminal; headers are never split."""
         from rich.table import Table
 
-        console = self.console()
+        width = self.console().width
+        keep = list(range(len(columns)))
+        droppable = [columns.index(c) for c in optional if c in columns]
+        while droppable and _natural_width(columns, rows, keep) > width:
+            keep.remove(droppable.pop())
         table = Table(title=title or None, show_lines=False, header_style="bold")
-        for col in columns:
-            table.add_column(col, overflow="fold")
+        for i in keep:
+            table.add_column(columns[i], overflow="fold", min_width=len(columns[i]))
         for row in rows:
-            table.add_row(*(cell_text(v) for v in row))
-        console.print(table)
+            table.add_row(*(cell_text(row[i]) for i in keep))
+        return table
 
     def fields(self, pairs: Sequence[tuple[str, Any]]) -> None:
         """``key: value`` lines, keys aligned."""
         width = max((len(k) for k, _ in pairs), default=0)
         for key, value in pairs:
             self.out(f"{key + ':':<{width + 1}} {cell_text(value)}")
+
+
+def _natural_width(columns: Sequence[str], rows: Sequence[Sequence[Any]], keep: list[int]) -> int:
+    widths = [max([len(columns[i])] + [len(cell_text(r[i])) for r in rows]) for i in keep]
+    return sum(widths) + 3 * len(keep) + 1
 
 
 def cell_text(value: Any) -> str:

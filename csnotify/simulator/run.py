@@ -31,6 +31,7 @@ class SimulatorOptions:
     seed: int | None = None
     record: Path | None = None
     alert_rate: float = 0.02  # chance of an alert before each operation
+    failure_rate: float = 0.05  # chance that an operation fails (ERROR level)
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -160,7 +161,9 @@ async def simulate(
         stream = (
             replayed(options.replay)
             if options.replay
-            else Generator(options.seed, alert_rate=options.alert_rate).events()
+            else Generator(
+                options.seed, failure_rate=options.failure_rate, alert_rate=options.alert_rate
+            ).events()
         )
         started = time.monotonic()
         for item in stream:

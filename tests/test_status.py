@@ -1,0 +1,82 @@
+"""`csnotify status`: listeners, cursors, queue depth, endpoints; --json and --watch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from helpers import FIXTURES, load_fixture, run_process
+from receivers import Receiver
+from services import bus, simulator  # noqa: F401 - fixtures
+
+
+def test_status_of_a_fresh_store(cli) -> None:
+    r = cli("status")
+    assert r.exit_code == 0
+    assert "no listener has run with this store yet" in r.stdout
+    assert "subscriptions: 0 enabled of 0" in r.stdout
+    report = cli("status", "--json").json()
+    assert set(report) == {"store", "listeners", "cursors", "queue", "subscriptions", "endpoints"}
+
+
+def test_status_after_listening(tmp_path) -> None:
+    items = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
+    with Receiver() as rx:
+        assert run_process("subscribe", "*", "--to", rx.url, "--name", "all").exit_code == 0
+        assert run_process("subscribe", "*", "--to", "http://127.0.0.1:9/", "--name", "dead",
+                           "--disabled").exit_code == 0  # fmt: skip
+        text = "\n".join(json.dumps(i) for i in items) + "\n"
+        assert run_process("listen", "--source", "stdin", input=text).exit_code == 0
+    report = run_process("status", "--json").json()
+    (listener,) = report["listeners"]
+    assert listener["source"] == "stdin"
+    assert (listener["events"], listener["delivered"], listener["failed"]) == (3, 3, 0)
+    assert listener["running"] is False
+    eps = {e["subscription"]: e for e in report["endpoints"]}
+    assert eps["all"]["total_successes"] == 3 and eps["dead"]["subscription_enabled"] is False
+    text = run_process("status").stdout
+    assert "listener stdin: stopped, 3 events, 3 delivered, 0 failed" in text
+    assert "sub. disabled" in text
+
+
+def test_status_shows_the_api_cursor(tmp_path) -> None:
+    with simulator(tmp_path, "--count", "20", "--rate", "0") as sim:
+        sim.wait_generated()
+        env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": sim.url, "CSNOTIFY_CLOUDSTACK_API_KEY": "test-api-key",
+               "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key", "CSNOTIFY_DELIVERY_RETRIES": "1"}  # fmt: skip
+        run_process("subscribe", "*", "--to", "http://127.0.0.1:9/")
+        assert (
+            run_process("listen", "--source", "api", "--once", "--since", "1h", env=env).exit_code
+            == 0
+        )
+    (cursor,) = run_process("status", "--json").json()["cursors"]
+    assert cursor["source"] == f"api:{sim.url}"
+    assert cursor["created"].endswith("Z") and cursor["ids_at_created"] >= 1
+
+
+def test_status_shows_the_queue_depth(bus) -> None:  # noqa: F811
+    env = {**os.environ, **bus.env()}
+    run_process("subscribe", "*", "--to", "http://127.0.0.1:9/")
+    assert run_process("listen", "--source", "amqp", "--once", env=env).exit_code == 0
+    sample = load_fixture("amqp/ActionEvent.json") if FIXTURES.is_dir() else None
+    assert sample is not None
+    for _ in range(3):
+        bus.publish(sample["routing_key"], sample["body_raw"].encode())
+    report = run_process("status", "--json", env=env).json()
+    assert report["queue"]["name"] == bus.queue and report["queue"]["depth"] == 3
+    assert "waiting" in run_process("status", env=env).stdout
+
+
+def test_status_watch_keeps_reporting() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "csnotify", "status", "--watch", "--json", "--interval", "0.3"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    reports = [json.loads(line) for line in out.splitlines()]
+    assert len(reports) >= 3
+    assert proc.returncode == 0

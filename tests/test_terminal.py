@@ -1,0 +1,106 @@
+"""The tool as a person sees it: list, status and the demo in a real terminal (tmux) of 80
+columns: tables fit and are whole; with NO_COLOR, no escape codes at all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from helpers import run_process
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="tmux is needed for the terminal check"
+)
+BOX = set("┏┓┗┛┃━┡┩└┘│─┌┐├┤┬┴┼╇╈┳┻╋")
+
+
+def screen(command: list[str], wait: float, env: dict[str, str] | None = None) -> list[str]:
+    """Run ``command`` in a fresh 80x50 tmux window and return the screen's lines."""
+    sock = f"csnotify-test-{uuid.uuid4().hex[:8]}"
+    full_env = {**os.environ, "TERM": "xterm-256color", **(env or {})}
+    full_env.pop("TMUX", None)
+    quoted = " ".join(f"'{c}'" for c in command)
+    subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "80", "-y", "50",
+                    f"{quoted}; echo __done__; sleep 30"], env=full_env, check=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["tmux", "-L", sock, "capture-pane", "-p"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            if "__done__" in out.stdout:
+                break
+            time.sleep(0.2)
+        return out.stdout.rstrip("\n").splitlines()
+    finally:
+        subprocess.run(["tmux", "-L", sock, "kill-server"], check=False)
+
+
+def assert_tables_whole(lines: list[str]) -> None:
+    table = [ln for ln in lines if ln and ln[0] in BOX]
+    assert table, "no table on the screen:\n" + "\n".join(lines)
+    widths = {len(ln.rstrip()) for ln in table}
+    assert len(widths) == 1, "table rows of different widths (garbled):\n" + "\n".join(table)
+    assert widths.pop() <= 80
+    for ln in table:
+        assert ln.rstrip()[-1] in BOX, f"a table row does not end with its border: {ln!r}"
+
+
+@pytest.fixture
+def populated(db_file) -> None:
+    for i, (pattern, uri) in enumerate([
+        ("VM.*", "https://hooks.example.com/cloudstack/events/with/a/rather/long/path"),
+        ("*", "mailto://alerts:secret@smtp.example.com:587?to=oncall@example.com&from=cs@example.com"),
+        ("ALERT.*", "smseagle://token@sms.example.com/+15551234567"),
+    ]):  # fmt: skip
+        assert (
+            run_process(
+                "subscribe", pattern, "--to", uri, "--name", f"sub-{i}-with-a-long-name"
+            ).exit_code
+            == 0
+        )
+
+
+def test_list_fits_80_columns(populated) -> None:
+    lines = screen([sys.executable, "-m", "csnotify", "list"], 20)
+    assert all(len(ln) <= 80 for ln in lines)
+    assert_tables_whole(lines)
+    assert any(
+        "sub-0-with-a-long-name" in ln.replace(" ", "") or "sub-0-with" in ln for ln in lines
+    )
+
+
+def test_status_fits_80_columns(populated) -> None:
+    lines = screen([sys.executable, "-m", "csnotify", "status"], 20)
+    assert all(len(ln) <= 80 for ln in lines)
+    assert_tables_whole(lines)
+    assert "subscriptions: 3 enabled of 3" in "\n".join(lines)
+
+
+def test_demo_fits_80_columns() -> None:
+    lines = screen([sys.executable, "-m", "csnotify", "demo", "--duration", "5"], 60)
+    text = "\n".join(lines)
+    assert "demo done (api source" in text, text
+    assert_tables_whole(lines)
+    assert "vm-webhook" in text and "switched off" in text
+
+
+@pytest.mark.parametrize("command", [["list"], ["status"], ["demo", "--duration", "5"]])
+def test_no_color_means_no_escape_codes(populated, command: list[str]) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "xterm-256color"}
+    child = pexpect.spawn(
+        sys.executable, ["-m", "csnotify", *command], env=env, dimensions=(50, 80), timeout=60
+    )
+    child.expect(pexpect.EOF)
+    raw = child.before.decode()
+    assert "\x1b" not in raw
+    assert any(ch in raw for ch in BOX)  # still a table, just without colour
