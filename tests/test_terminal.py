@@ -104,3 +104,25 @@ def test_no_color_means_no_escape_codes(populated, command: list[str]) -> None:
     raw = child.before.decode()
     assert "\x1b" not in raw
     assert any(ch in raw for ch in BOX)  # still a table, just without colour
+
+
+def test_dispatch_shows_progress_on_a_terminal_and_not_when_piped(tmp_path) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    import json as _json
+
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(_json.dumps({"id": f"e{i}", "type": "X.Y", "created": "2026-11-25T10:00:00Z",
+                                             "source": "stdin"}) for i in range(3000)) + "\n")  # fmt: skip
+    env = {**os.environ, "TERM": "xterm-256color"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "csnotify", "dispatch", str(events)],
+        env=env,
+        dimensions=(24, 80),
+        timeout=60,
+    )
+    child.expect(pexpect.EOF)
+    assert "dispatching" in child.before.decode()
+    piped = run_process("dispatch", str(events))
+    assert "dispatching" not in piped.stdout + piped.stderr
+    assert "read 3000: 3000 events, 0 matched" in piped.stdout
