@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from csnotify.errors import BadInput
-from csnotify.files import write_private
+from csnotify.files import chosen_path, write_private
 
 APP_NAME = "csnotify"
 
@@ -92,11 +92,7 @@ def default_config_path() -> Path:
 
 
 def config_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
-    if explicit:
-        return Path(explicit).expanduser()
-    if environ.get("CSNOTIFY_CONFIG"):
-        return Path(environ["CSNOTIFY_CONFIG"]).expanduser()
-    return default_config_path()
+    return chosen_path(explicit, environ, "CSNOTIFY_CONFIG", default_config_path)
 
 
 def lookup(key: str) -> Setting:

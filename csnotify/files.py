@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
+
+
+def chosen_path(
+    explicit: str | os.PathLike[str] | None,
+    environ: Mapping[str, str],
+    variable: str,
+    default: Callable[[], Path],
+) -> Path:
+    """A file's path: the command-line flag, else the environment variable, else the XDG
+    default."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get(variable):
+        return Path(environ[variable]).expanduser()
+    return default()
 
 
 def ensure_private_dir(directory: Path) -> None:

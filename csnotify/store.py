@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput, CsnotifyError
-from csnotify.files import create_private_file
+from csnotify.files import chosen_path, create_private_file
 from csnotify.matching import parse_filter
 from csnotify.subscriptions import Endpoint, Subscription
 
@@ -39,11 +39,7 @@ def default_db_path() -> Path:
 
 
 def db_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
-    if explicit:
-        return Path(explicit).expanduser()
-    if environ.get("CSNOTIFY_DB"):
-        return Path(environ["CSNOTIFY_DB"]).expanduser()
-    return default_db_path()
+    return chosen_path(explicit, environ, "CSNOTIFY_DB", default_db_path)
 
 
 def utcnow() -> str:
