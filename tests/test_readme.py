@@ -37,6 +37,7 @@ def test_makefile_targets_create_the_venv() -> None:
 
 
 # -- every command shown in the README runs ---------------------------------------------
+# (The opening `make demo` / `make test` are what CI and tests/test_demo.py run.)
 
 
 def console_blocks() -> list[list[str]]:
@@ -51,6 +52,9 @@ def adapt(line: str, sandbox: Path, ports: dict[str, int], tag: str) -> str:
     line = line.replace("127.0.0.1:8080", f"127.0.0.1:{ports['simulator']}")
     line = line.replace("/tmp/", f"{sandbox}/")
     line = line.replace("/usr/local/bin/dns-update", f"{sandbox}/dns-update")
+    line = line.replace("~/.local/csnotify", f"{sandbox}/venv").replace(
+        "pip install .", f"pip install -q {REPO}"
+    )
     line = line.replace("--exchange cloudstack-events", f"--exchange readme-{tag}")
     if (
         re.search(r"\bcsnotify listen\b", line)
