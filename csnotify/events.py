@@ -397,6 +397,8 @@ def loads(text: str) -> Any:
         raise BadInput(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise BadInput("JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. a number of more than 4,300 digits
+        raise BadInput(f"invalid JSON ({str(exc).split(';')[0]})") from None
 
 
 @dataclass
@@ -418,7 +420,7 @@ def parse_stream(text: str, routing_key: str | None = None) -> Iterator[Event | 
     if stripped[0] in "[{":
         try:
             whole = json.loads(stripped)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # not one document: JSON lines, or bad
             whole = None
     if isinstance(whole, list):
         for n, item in enumerate(whole, 1):

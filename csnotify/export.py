@@ -58,8 +58,9 @@ def parse_text(text: str, source: str) -> list[dict[str, Any]]:
     stripped = text.lstrip()
     try:
         doc = json.loads(text) if stripped.startswith(("{", "[")) else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise BadInput(f"{source} is neither valid JSON nor valid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSON and TOML decode errors are ValueErrors
+        reason = str(exc).splitlines()[0] if str(exc) else "nested too deeply"
+        raise BadInput(f"{source} is neither valid JSON nor valid TOML: {reason}") from None
     if isinstance(doc, dict) and isinstance(doc.get("subscriptions"), list):
         entries = doc["subscriptions"]
     elif isinstance(doc, list):

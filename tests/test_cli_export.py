@@ -133,3 +133,15 @@ def test_masked_export_cannot_be_imported(cli, tmp_path: Path) -> None:
     r = cli("--db", str(tmp_path / "b.db"), "import", str(path))
     assert r.exit_code == 2
     assert "--with-secrets" in r.stderr
+
+
+def test_hostile_files_are_one_line_errors(cli, tmp_path: Path, db_file: Path) -> None:
+    cli("subscribe", "VM.*", "--to", HOOK, "--name", "existing")
+    before = file_digest(db_file)
+    for content in ("[" * 50_000, '{"subscriptions": [' + "9" * 5000 + "]}", "\x00\x01binary"):
+        path = tmp_path / "hostile"
+        path.write_text(content)
+        r = cli("import", str(path))
+        assert r.exit_code == 2
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert file_digest(db_file) == before
