@@ -191,6 +191,21 @@ def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
     return [r[0] for r in rows if r[0].startswith(incomplete)]
 
 
+def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None:
+    """``-`` reads a secret from stdin (a hidden prompt on a terminal), so that it stays out
+    of shell history and ps."""
+    if value != "-":
+        return value
+    if terminal.stdin_is_tty:
+        import getpass
+
+        return getpass.getpass(f"{what}: ")
+    text = terminal.stdin.readline().rstrip("\r\n")
+    if not text:
+        raise BadInput(f"{what}: nothing on stdin")
+    return text
+
+
 NAME_ARG = typer.Argument(
     ..., metavar="NAME", help="Subscription name.", autocompletion=complete_names
 )
@@ -218,8 +233,8 @@ def subscribe(
     key: str | None = typer.Option(
         None,
         "--key",
-        metavar="SECRET|generate",
-        help="Sign webhooks; 'generate' makes a whsec_ key.",
+        metavar="SECRET|generate|-",
+        help="Sign webhooks; 'generate' makes a whsec_ key; - reads it from stdin.",
     ),
     level: str = typer.Option("INFO", "--level", metavar="INFO|WARN|ERROR", help="Minimum level."),
     where: list[str] = typer.Option(
@@ -251,6 +266,7 @@ def subscribe(
     from csnotify import subscriptions
 
     app_state = state(ctx)
+    key = secret_value(key, app_state.terminal, "signing key")
     spec = subscriptions.SubscriptionInput(
         patterns=patterns,
         to=to,
@@ -397,7 +413,7 @@ def update(
     ),
     rename: str | None = typer.Option(None, "--rename", metavar="NEW", help="Rename it."),
     key: str | None = typer.Option(
-        None, "--key", metavar="SECRET|generate", help="Set the signing key."
+        None, "--key", metavar="SECRET|generate|-", help="Set the signing key (- reads stdin)."
     ),
     no_key: bool = typer.Option(False, "--no-key", help="Stop signing."),
     rotate_key: bool = typer.Option(False, "--rotate-key", help="Make a new key; shown once."),
@@ -425,6 +441,7 @@ def update(
     if where and no_where:
         raise BadInput("--where and --no-where cannot be combined")
     app_state = state(ctx)
+    key = secret_value(key, app_state.terminal, "signing key")
     spec = subscriptions.SubscriptionInput(
         patterns=pattern or None,
         to=to or None,
@@ -1429,7 +1446,7 @@ def config_show(
 def config_set(
     ctx: typer.Context,
     key: str = typer.Argument(..., help="Setting, e.g. delivery.timeout."),
-    value: str = typer.Argument(..., help="New value."),
+    value: str = typer.Argument(..., help="New value; - reads it from stdin (for secrets)."),
 ) -> None:
     """Write one setting into the config file (created 0600 if missing).
 
@@ -1437,12 +1454,13 @@ def config_set(
     Examples:
       csnotify config set cloudstack.url https://cloud.example/client/api
       csnotify config set failures.disable_after 20
+      csnotify config set cloudstack.secret_key - < /root/cloudstack-secret.txt
     """
     from csnotify import config
 
     app_state = state(ctx)
     path = app_state.config_path()
-    typed = config.set_value(path, key, value)
+    typed = config.set_value(path, key, secret_value(value, app_state.terminal, key) or "")
     shown = config.mask_setting(key, typed) if config.SETTINGS[key].secret else typed
     app_state.say(f"{key} = {shown!r} in {path}")
 

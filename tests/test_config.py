@@ -160,3 +160,24 @@ def test_import_cmk_named_profile_without_keys_is_refused(cli, config_file: Path
     assert r.exit_code == 2 and "no profile 'nope'" in r.stderr
     r = cli("config", "import-cmk", "--cmk-config", str(tmp_path / "missing"))
     assert r.exit_code == 2 and "not found" in r.stderr
+
+
+def test_secrets_can_come_from_stdin_not_the_command_line(cli, config_file: Path) -> None:
+    r = cli("config", "set", "cloudstack.secret_key", "-", input="FromStdinSecret\n")
+    assert r.exit_code == 0, r.stderr
+    assert "FromStdinSecret" not in r.stdout
+    assert tomllib.loads(config_file.read_text())["cloudstack"]["secret_key"] == "FromStdinSecret"
+    r = cli(
+        "subscribe",
+        "VM.*",
+        "--to",
+        "https://h.example/x",
+        "--name",
+        "k",
+        "--key",
+        "-",
+        input="stdin-key\n",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert cli("show", "k", "--json", "--reveal").json()["key"] == "stdin-key"
+    assert cli("config", "set", "cloudstack.secret_key", "-", input="").exit_code == 2
