@@ -94,6 +94,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.handle_error = lambda *_args: None  # type: ignore[method-assign]  # clients that vanish are expected
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
