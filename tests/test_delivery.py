@@ -525,3 +525,45 @@ def test_deliveries_command(cli, tmp_path: Path) -> None:
     text = cli("deliveries").stdout
     assert "HTTP 400" in text
     assert cli("deliveries", "nope").exit_code == 2
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl is needed for a test certificate"
+)
+def test_tls_errors_are_counted(cli, tmp_path: Path) -> None:
+    import ssl
+    import subprocess as sp
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    sp.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+            "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)  # fmt: skip
+    with Receiver() as rx:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+        rx.server.socket = context.wrap_socket(rx.server.socket, server_side=True)
+        url = rx.url.replace("http://", "https://")
+        subscribe(cli, "*", "--to", url, "--name", "tls")
+        cli("-c", "delivery.retries=1", "dispatch", "-", input=EVENT)
+    (row,) = cli("deliveries", "tls", "--json").json()
+    assert row["status"] == "failed"
+    assert "certificate" in row["error"].lower()  # self-signed: refused, never sent in clear
+    assert rx.requests == []
+
+
+def test_trickling_response_times_out_and_others_go_on(cli, tmp_path: Path) -> None:
+    slow = Answer(200, body=b"x" * 40, trickle=0.1)  # 4 s to send a 40-byte body
+    with Receiver(lambda _r: slow) as trickle, Receiver() as fast:
+        subscribe(cli, "*", "--to", trickle.url, "--name", "trickle")
+        subscribe(cli, "*", "--to", fast.url, "--name", "fast")
+        cli(
+            "-c",
+            "delivery.timeout=1",
+            "-c",
+            "delivery.retries=1",
+            "dispatch",
+            str(events_file(tmp_path, 3)),
+        )
+    rows = cli("deliveries", "trickle", "--json").json()
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert all("timed out" in r["error"] for r in rows)
+    assert len(fast.requests) == 3 and endpoint_state(cli, "fast")["total_successes"] == 3

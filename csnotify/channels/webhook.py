@@ -140,7 +140,7 @@ class WebhookChannel:
 async def _excerpt(response: aiohttp.ClientResponse, complete: bool) -> str:
     """A short, single-line piece of the response body for the error log; never more than
     BODY_CAP bytes are read, however much the receiver sends. With ``complete`` (a 2xx), a
-    response cut short raises ClientPayloadError: the delivery is not known to have landed."""
+    response cut short or too slow raises: the delivery is not known to have landed."""
     import aiohttp
 
     try:
@@ -149,7 +149,11 @@ async def _excerpt(response: aiohttp.ClientResponse, complete: bool) -> str:
         if complete:
             raise
         return ""
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        if complete:  # a 2xx whose body never finishes is not known to have landed
+            raise TimeoutError from None
+        return ""
+    except aiohttp.ClientError:
         return ""
     text = data[:200].decode("utf-8", "replace")
     return " ".join(text.split())
