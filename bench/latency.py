@@ -225,10 +225,10 @@ async def main(events: int) -> str:
                 await rig.publish(i)
             t0 = time.perf_counter()
             listen.send_signal(signal.SIGCONT)
+            mid_count = await rig.wait_received(10_000, 60)
+            rss_mid = rss_mb(listen.pid)  # at about 10,000 events
             got = await rig.wait_received(before + burst, 120)
             throughput = (got - before) / (time.perf_counter() - t0)
-            rss_mid = rss_mb(listen.pid)
-            mid_count = got
             # memory after N events in all
             i = 100_000
             while got < events:

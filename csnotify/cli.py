@@ -588,7 +588,7 @@ def import_(
 
     app_state = state(ctx)
     if file == "-":
-        text, source = app_state.terminal.stdin.read(), "stdin"
+        text, source = app_state.terminal.text_input().read(), "stdin"
     else:
         try:
             text, source = Path(file).read_text(encoding="utf-8"), file
@@ -613,7 +613,7 @@ def import_(
 
 def _read_input(app_state: AppState, file: str) -> str:
     if file == "-":
-        return app_state.terminal.stdin.read()
+        return app_state.terminal.text_input().read()
     try:
         return Path(file).read_text(encoding="utf-8")
     except OSError as exc:
@@ -932,7 +932,7 @@ def _make_source(
     if name == "stdin":
         from csnotify.sources.stdin import StdinSource
 
-        return StdinSource(terminal.stdin)
+        return StdinSource(terminal.text_input())
     if name == "amqp":
         from csnotify.sources.amqp import AmqpSource
 

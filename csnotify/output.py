@@ -28,6 +28,16 @@ class Terminal:
         isatty = getattr(self.stdout, "isatty", None)
         return bool(isatty and isatty())
 
+    def text_input(self) -> IO[str]:
+        """stdin as text, invalid UTF-8 replaced rather than fatal (bad bytes then show as
+        a bad line, not a crash)."""
+        buffer = getattr(self.stdin, "buffer", None)
+        if buffer is None:
+            return self.stdin
+        import io
+
+        return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")
+
     @property
     def stdin_is_tty(self) -> bool:
         isatty = getattr(self.stdin, "isatty", None)

@@ -44,7 +44,7 @@ def cli() -> Callable[..., Run]:
     """The real CLI in-process through typer's CliRunner, stdout and stderr apart."""
     runner = CliRunner()
 
-    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Run:
+    def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Run:
         result = runner.invoke(app, list(args), input=input, env=env, prog_name="csnotify")
         if result.exception and not isinstance(result.exception, SystemExit):
             raise result.exception

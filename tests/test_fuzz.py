@@ -91,3 +91,39 @@ def test_deep_nesting_and_huge_values() -> None:
                             "description": "x" * 10_000_000})  # fmt: skip
     (event,) = [e for e in parse_stream(huge_text) if isinstance(e, Event)]
     assert len(event.description or "") <= 64 * 1024
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.lists(SHAPED, max_size=4).map(lambda d: "\n".join(map(json.dumps, d)).encode()),
+    )
+)
+def test_dispatch_command_never_shows_a_traceback(cli, db_file, payload: bytes) -> None:
+    from helpers import file_digest
+
+    if not db_file.exists():
+        assert (
+            cli(
+                "subscribe", "NEVER.MATCHES", "--to", "https://h.example/x", "--name", "n"
+            ).exit_code
+            == 0
+        )
+    before = file_digest(db_file)
+    r = cli(
+        "dispatch",
+        "-",
+        input=payload.decode("utf-8", "surrogateescape")
+        .encode("utf-8", "surrogateescape")
+        .decode("latin-1"),
+    )
+    assert r.exit_code in (0, 1), r.stderr
+    assert "Traceback" not in r.stderr
+    for line in r.stderr.splitlines():
+        assert line.startswith(("csnotify: line ", "csnotify: item ")), line
+    assert file_digest(db_file) == before  # nothing matched, nothing written

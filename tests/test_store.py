@@ -149,3 +149,27 @@ def test_concurrent_subscribes_wait_for_a_held_write_lock(db_file: Path) -> None
     assert waited >= 1.0  # they really had to wait for the holder
     names = [s["name"] for s in run_process("list", "--json").json()]
     assert names == ["first", "sub1", "sub2"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["list"], ["status"], ["deliveries"], ["export"], ["dispatch", "-"], ["listen", "--source", "stdin"],
+     ["subscribe", "VM.*", "--to", "https://h.example/x"], ["import", "-"]],
+    ids=lambda a: " ".join(a[:2]),
+)  # fmt: skip
+def test_every_command_that_creates_the_store_makes_it_private(
+    tmp_path: Path, args: list[str]
+) -> None:
+    import os
+
+    store = tmp_path / "new" / "dir" / "csnotify.db"
+    stdin = '{"subscriptions": []}' if args[0] == "import" else ""
+    r = run_process(*args, input=stdin, env={**os.environ, "CSNOTIFY_DB": str(store)})
+    assert r.exit_code in (0, 1), r.stderr
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.parent.parent.stat().st_mode) == 0o700
+    for extra in ("-wal", "-shm"):
+        side = store.with_name(store.name + extra)
+        if side.exists():
+            assert stat.S_IMODE(side.stat().st_mode) == 0o600
