@@ -170,7 +170,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._room = asyncio.Semaphore(MAX_QUEUED)
         self._buffer: list[DeliveryRecord] = []
-        self._db_lock = asyncio.Lock()
+        self.db_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -337,7 +337,7 @@ class Dispatcher:
         self.stats.switched_off.append(target.label)
         await self.flush()
         if target.endpoint.id is not None:
-            async with self._db_lock:
+            async with self.db_lock:
                 await asyncio.to_thread(self._deliveries.disable, target.endpoint.id, reason)
         log.error("switched off endpoint %s: %s", target.label, reason)
         if self.settings.notify:
@@ -380,7 +380,7 @@ class Dispatcher:
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
-        async with self._db_lock:
+        async with self.db_lock:
             await asyncio.to_thread(self._deliveries.record, batch, self.settings.log_max)
 
     async def _flush_loop(self) -> None:

@@ -63,7 +63,6 @@ class Listener:
     started: str = ""
     _seen: list[str] = field(default_factory=list)
     _last_stats: dict[str, Any] = field(default_factory=dict)
-    _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.state = SourceState(self.store)
@@ -91,7 +90,7 @@ class Listener:
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a store call off the event loop, one at a time with the dispatcher's writes."""
-        async with self.dispatcher._db_lock:
+        async with self.dispatcher.db_lock:  # one lock for the one store connection
             return await asyncio.to_thread(fn, *args)
 
     async def sleep(self, seconds: float) -> bool:

@@ -49,6 +49,19 @@ def kill_and_restart(
     return proc
 
 
+def finish(rx: Receiver, proc: subprocess.Popen[bytes], name: str, expected: list[str]) -> int:
+    """Let the last listen deliver everything, stop it, and count; returns the duplicates."""
+    try:
+        assert wait_for(
+            lambda: len({b["event"]["id"] for b in rx.bodies()}) >= len(set(expected)), 180
+        )
+        time.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return report(name, [b["event"]["id"] for b in rx.bodies()], expected)
+
+
 def report(name: str, got: list[str], expected: list[str]) -> int:
     counts = Counter(got)
     missing = set(expected) - set(counts)
@@ -86,15 +99,7 @@ def test_amqp_sigkill_loses_nothing(tmp_path: Path, bus) -> None:  # noqa: F811
                 parse_bus_body(r["body_raw"].encode(), r["routing_key"]).id for r in sim.recorded()
             ]
         proc = kill_and_restart(rx, env, ("--source", "amqp"), len(expected))
-        try:
-            assert wait_for(
-                lambda: len({b["event"]["id"] for b in rx.bodies()}) >= len(set(expected)), 180
-            )
-            time.sleep(1)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-        duplicates = report("amqp", [b["event"]["id"] for b in rx.bodies()], expected)
+        duplicates = finish(rx, proc, "amqp", expected)
     # only what was in flight at each kill comes again: at most the prefetch window
     assert duplicates <= KILLS * 100
 
@@ -113,14 +118,6 @@ def test_api_sigkill_loses_nothing(tmp_path: Path) -> None:
         # the first run starts at the beginning of the simulated history; restarts resume the cursor
         args = ("--source", "api", "--interval", "0.2")
         proc = kill_and_restart(rx, env, args, len(expected), first=("--since", "1h"))
-        try:
-            assert wait_for(
-                lambda: len({b["event"]["id"] for b in rx.bodies()}) >= len(set(expected)), 180
-            )
-            time.sleep(1)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-        duplicates = report("api", [b["event"]["id"] for b in rx.bodies()], expected)
+        duplicates = finish(rx, proc, "api", expected)
     # only what was delivered after the last saved cursor comes again
     assert duplicates <= KILLS * 1000
