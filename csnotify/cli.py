@@ -836,6 +836,90 @@ def deliveries(
     app_state.terminal.table(columns, table, optional=["SUBSCRIPTION", "LATENCY", "HTTP", "TRIES"])
 
 
+@app.command()
+def match(
+    ctx: typer.Context,
+    event_type: str | None = typer.Argument(
+        None, metavar="[TYPE]", help="Event type, e.g. VM.START."
+    ),
+    level: str = typer.Option(
+        "INFO", "--level", metavar="INFO|WARN|ERROR", help="The event's level."
+    ),
+    where: list[str] = typer.Option(
+        [], "--where", metavar="FIELD=VALUE", help="Set a field of the event (repeatable)."
+    ),
+    event_file: Path | None = typer.Option(
+        None, "--event", metavar="FILE", help="Take the event from a file (any accepted shape)."
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Show which subscriptions and endpoints an event would reach, and why the others
+    would not (pattern, level, filter, disabled). Nothing is sent.
+
+    \b
+    Examples:
+      csnotify match VM.START --where account=admin
+      csnotify match VM.CREATE --level ERROR --json
+      csnotify match --event captured-bus-message.json
+    """
+    from csnotify.events import Event, now_iso, parse_stream
+    from csnotify.matching import FILTER_FIELDS, explain, parse_level
+    from csnotify.redact import mask_uri
+
+    app_state = state(ctx)
+    if event_file is not None:
+        if event_type is not None:
+            raise BadInput("give TYPE or --event FILE, not both")
+        text = _read_input(app_state, str(event_file))
+        first = next(iter(parse_stream(text)), None)
+        if not isinstance(first, Event):
+            raise BadInput(
+                f"{event_file}: {first if first is not None else 'no event in the file'}"
+            )
+        event = first
+    else:
+        if not event_type:
+            raise BadInput("give an event TYPE (e.g. VM.START) or --event FILE")
+        fields: dict[str, str] = {}
+        for item in where:
+            name, sep, value = item.partition("=")
+            if not sep or name not in FILTER_FIELDS:
+                raise BadInput(
+                    f"--where {item!r}: use FIELD=VALUE with one of {', '.join(FILTER_FIELDS)}"
+                )
+            fields[name] = value
+        event = Event(
+            id="csnotify-match",
+            type=event_type,
+            level=parse_level(level),
+            created=now_iso(),
+            source="match",
+            **fields,  # type: ignore[arg-type]
+        )
+    subs = app_state.store().subscriptions()
+    verdicts = []
+    for sub in subs:
+        verdict = explain(sub, event).as_json()
+        verdict["endpoints"] = (
+            [{"uri": mask_uri(ep.uri), "enabled": ep.enabled} for ep in sub.endpoints]
+            if verdict["matched"]
+            else []
+        )
+        verdicts.append(verdict)
+    if as_json:
+        app_state.terminal.json({"event": event.fields(), "subscriptions": verdicts})
+        return
+    if not subs:
+        app_state.terminal.err("no subscriptions yet; create one with 'csnotify subscribe'")
+        return
+    for v in verdicts:
+        mark = "reaches" if v["matched"] else "skips  "
+        app_state.terminal.out(f"{mark} {v['subscription']}: {v['reason']}")
+        for ep in v["endpoints"]:
+            state_word = "" if ep["enabled"] else " (endpoint switched off: not sent)"
+            app_state.terminal.out(f"          -> {ep['uri']}{state_word}")
+
+
 # -- sources -------------------------------------------------------------------------
 
 SOURCES = ("api", "amqp", "stdin")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from csnotify.dispatch import DeliverySettings, Dispatcher
 from csnotify.events import Event, now_iso
-from csnotify.matching import Matcher
+from csnotify.matching import Matcher, explain
 from csnotify.redact import mask_uri
 from csnotify.store import SourceState
 
@@ -68,6 +68,7 @@ class Listener:
         self.state = SourceState(self.store)
         self.dispatcher = Dispatcher(self.store, self.settings, self.on_outcome)
         self.matcher: Matcher[Subscription] = Matcher([])
+        self.subscriptions: list[Subscription] = []
 
     # -- what sources call --------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class Listener:
     # -- running -------------------------------------------------------------------------
 
     def _show(self, event: Event) -> None:
+        """--dry-run: where the event would go, and why each other subscription skips it."""
         subs = self.matcher.match(event)
         targets = [
             f"{s.name} -> {mask_uri(ep.uri)}" for s in subs for ep in s.endpoints if ep.enabled
@@ -109,9 +111,14 @@ class Listener:
         self.out(
             f"{event.type} {event.id}: " + ("; ".join(targets) if targets else "no subscription")
         )
+        taken = {s.name for s in subs}
+        for sub in self.subscriptions:
+            if sub.name not in taken:
+                self.out(f"  skips {sub.name}: {explain(sub, event).reason}")
 
     async def _load(self) -> list[Subscription]:
         subs: list[Subscription] = await self.db(self.store.subscriptions)
+        self.subscriptions = subs
         self.matcher = Matcher(subs)
         self.dispatcher.load(subs)
         return subs

@@ -165,3 +165,49 @@ class Matcher(Generic[S]):
             elif not want.search(text):  # type: ignore[union-attr]
                 return False
         return True
+
+
+# -- explaining ----------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    """Whether one subscription takes an event, and why (or why not)."""
+
+    subscription: str
+    matched: bool
+    reason: str
+    pattern: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"subscription": self.subscription, "matched": self.matched,
+                "pattern": self.pattern, "reason": self.reason}  # fmt: skip
+
+
+def explain(subscription: Any, event: Any) -> Verdict:
+    """The same decision as ``Matcher.match``, spelled out for people."""
+    name = subscription.name
+    if not subscription.enabled:
+        return Verdict(name, False, "the subscription is disabled")
+    kind = event.type.upper()
+    pattern = next((p for p in subscription.patterns if fnmatch.fnmatchcase(kind, p.upper())), None)
+    if pattern is None:
+        return Verdict(
+            name, False, f"no pattern matches {event.type} ({', '.join(subscription.patterns)})"
+        )
+    if LEVEL_RANK.get(event.level, 0) < LEVEL_RANK[subscription.level]:
+        return Verdict(
+            name, False, f"level {event.level} is below its minimum {subscription.level}", pattern
+        )
+    for f in subscription.filters:
+        value = getattr(event, f.field, None)
+        text = "" if value is None else str(value)
+        ok = text == f.value if f.op == "=" else bool(f.regex.search(text))
+        if not ok:
+            return Verdict(name, False, f"filter {f} failed ({f.field} is {text!r})", pattern)
+    extra = (
+        f", filters {' and '.join(str(f) for f in subscription.filters)} passed"
+        if subscription.filters
+        else ""
+    )
+    return Verdict(name, True, f"pattern {pattern} matches {event.type}{extra}", pattern)
