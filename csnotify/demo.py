@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from csnotify import config
-from csnotify.channels.base import ERROR_MAX
 from csnotify.dispatch import DeliverySettings
 from csnotify.listen import Listener, ListenOptions
 from csnotify.redact import mask_uri
@@ -49,7 +48,6 @@ class EndpointTally:
     failed: int = 0
     latencies: list[float] = field(default_factory=list)
     switched_off: bool = False
-    last_error: str | None = None
 
     @property
     def p50(self) -> float | None:
@@ -86,7 +84,6 @@ class DemoState:
             tally.latencies.append(record.latency_ms or 0.0)
         else:
             tally.failed += 1
-            tally.last_error = (record.error or "")[:ERROR_MAX]
 
     @property
     def elapsed(self) -> float:

@@ -90,30 +90,20 @@ def _validate_apprise(uri: str) -> None:
             f"--to {mask_uri(uri)!r}: not an URI; use https://..., cmd:/path/to/program,"
             " or an Apprise URI such as mailto://user:pass@smtp.example?to=ops@example"
         )
-    import logging
-
     import apprise
 
-    class Collect(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.WARNING)
-            self.messages: list[str] = []
+    from csnotify.channels.apprise import AppriseWarnings
 
-        def emit(self, record: logging.LogRecord) -> None:
-            self.messages.append(record.getMessage())
-
-    logger = logging.getLogger("apprise")
-    collect = Collect()
-    saved = logger.propagate
-    logger.addHandler(collect)
-    logger.propagate = False  # keep Apprise's own warnings off our stderr
+    warnings = AppriseWarnings()
+    warnings.attach()
+    warnings.start()
     try:
         plugin = apprise.Apprise.instantiate(uri, suppress_exceptions=True)
     finally:
-        logger.removeHandler(collect)
-        logger.propagate = saved
+        messages = warnings.take()
+        warnings.detach()
     if plugin is None:
-        reason = collect.messages[-1] if collect.messages else "unsupported or malformed"
+        reason = messages[-1] if messages else "unsupported or malformed"
         reason = reason.replace(uri, mask_uri(uri))
         raise BadInput(
             f"--to {mask_uri(uri)!r}: Apprise cannot use this URI ({reason.splitlines()[0]});"

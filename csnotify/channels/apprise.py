@@ -18,12 +18,25 @@ from csnotify.channels.human import render_message
 from csnotify.redact import mask_uri
 
 
-class _ThreadLog(logging.Handler):
-    """Keeps Apprise's warnings for the thread that logged them."""
+class AppriseWarnings(logging.Handler):
+    """Keeps Apprise's warnings for the thread that logged them (between ``start`` and
+    ``take``), and off our stderr while attached."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.local = threading.local()
+        self._propagate = True
+
+    def attach(self) -> None:
+        logger = logging.getLogger("apprise")
+        self._propagate = logger.propagate
+        logger.addHandler(self)
+        logger.propagate = False
+
+    def detach(self) -> None:
+        logger = logging.getLogger("apprise")
+        logger.removeHandler(self)
+        logger.propagate = self._propagate
 
     def start(self) -> None:
         self.local.messages = []
@@ -47,10 +60,8 @@ class AppriseChannel:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apprise")
         self._objects: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._log = _ThreadLog()
-        logger = logging.getLogger("apprise")
-        logger.addHandler(self._log)
-        logger.propagate = False  # Apprise's own log lines stay out of ours; errors are recorded
+        self._log = AppriseWarnings()
+        self._log.attach()  # Apprise's own log lines stay out of ours; errors are recorded
 
     def _object(self, uri: str) -> Any:
         with self._lock:
@@ -89,4 +100,4 @@ class AppriseChannel:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        logging.getLogger("apprise").removeHandler(self._log)
+        self._log.detach()
