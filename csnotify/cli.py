@@ -210,6 +210,18 @@ NAME_ARG = typer.Argument(
     ..., metavar="NAME", help="Subscription name.", autocompletion=complete_names
 )
 JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout and nothing else.")
+MAX_PER_MINUTE_OPT = typer.Option(
+    None,
+    "--max-per-minute",
+    metavar="N|default",
+    help="Rate limit per endpoint; the excess goes out as one digest (0: none).",
+)
+GROUP_WAIT_OPT = typer.Option(
+    None,
+    "--group-wait",
+    metavar="DURATION",
+    help="Collect events this long (e.g. 30s) into one message to human endpoints (0: off).",
+)
 
 
 # -- subscriptions -------------------------------------------------------------------
@@ -245,6 +257,8 @@ def subscribe(
     ),
     title: str | None = typer.Option(None, "--title", help="Title template for human channels."),
     body: str | None = typer.Option(None, "--body", help="Body template for human channels."),
+    max_per_minute: str | None = MAX_PER_MINUTE_OPT,
+    group_wait: str | None = GROUP_WAIT_OPT,
     disabled: bool = typer.Option(False, "--disabled", help="Create it switched off."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -255,10 +269,16 @@ def subscribe(
     smseagle://, ntfy://, slack://, ...). Templates use {type} {level} {state}
     {resource_type} {resource_name} {description} {account} and other event fields.
 
+    Email, SMS and chat endpoints get at most delivery.human_max_per_minute messages a
+    minute (default 10); what goes over is sent as one digest when the minute is up.
+    --max-per-minute sets the limit for the endpoints given (0: none; webhooks and
+    commands have none unless set). --group-wait collects the events of a burst for that
+    long and sends them to human endpoints as one message.
+
     \b
     Examples:
       csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
-      csnotify subscribe '*' --level ERROR --name oncall \\
+      csnotify subscribe '*' --level ERROR --name oncall --group-wait 30s \\
           --to 'mailto://user:pass@smtp.example?to=oncall@example'
       csnotify subscribe VM.START VM.STOP --to 'cmd:/usr/local/bin/dns-update' \\
           --where account=admin --where 'resource_name~^web-'
@@ -277,6 +297,8 @@ def subscribe(
         format=fmt,
         title=title,
         body=body,
+        max_per_minute=max_per_minute,
+        group_wait=group_wait,
     )
     created = subscriptions.subscribe(app_state.store(), spec, enabled=not disabled)
     sub = created.subscription
@@ -332,7 +354,14 @@ def list_(
     app_state.terminal.table(columns, rows, optional=["PATTERNS", "LAST OK", "LAST ERROR"])
 
 
-def _render_subscription(terminal: Terminal, sub: Subscription, reveal: bool) -> None:
+def _limit_text(limit: int, own: int | None) -> str:
+    text = f"{limit}/min" if limit else "none"
+    return text if own is not None else f"{text} (default)"
+
+
+def _render_subscription(
+    terminal: Terminal, sub: Subscription, reveal: bool, human_default: int
+) -> None:
     from csnotify.templates import DEFAULT_TITLE
 
     data = sub.as_json(reveal)
@@ -350,14 +379,16 @@ def _render_subscription(terminal: Terminal, sub: Subscription, reveal: bool) ->
     pairs += [
         ("title", sub.title or f"{DEFAULT_TITLE} (default)"),
         ("body", sub.body or "(default)"),
+        ("group wait", f"{sub.group_wait:g} s (human endpoints)" if sub.group_wait else "off"),
         ("created", sub.created),
         ("updated", sub.updated),
     ]
     terminal.fields(pairs)
     terminal.out()
-    columns = ["ENDPOINT", "KIND", "STATE", "CONSEC", "FAILED", "OK", "LAST OK", "LAST ERROR"]
+    columns = ["ENDPOINT", "KIND", "STATE", "LIMIT", "CONSEC", "FAILED", "OK", "MUTED", "FOLDED"]
+    columns += ["LAST OK", "LAST ERROR"]
     rows = []
-    for ep in data["endpoints"]:
+    for ep, ep_obj in zip(data["endpoints"], sub.endpoints, strict=True):
         ep_state = "enabled" if ep["enabled"] else f"disabled: {ep['disabled_reason'] or '-'}"
         last_error = f"{ep['last_error_at']} {ep['last_error']}" if ep["last_error"] else None
         rows.append(
@@ -365,14 +396,18 @@ def _render_subscription(terminal: Terminal, sub: Subscription, reveal: bool) ->
                 ep["uri"],
                 ep["kind"],
                 ep_state,
+                _limit_text(ep_obj.limit(human_default), ep_obj.max_per_minute),
                 ep["consecutive_failures"],
                 ep["total_failures"],
                 ep["total_successes"],
+                ep["total_muted"],
+                ep["total_folded"],
                 ep["last_success_at"],
                 last_error,
             ]
         )
-    terminal.table(columns, rows, optional=["KIND", "CONSEC", "LAST OK"])
+    optional = ["KIND", "CONSEC", "LAST OK", "MUTED", "FOLDED", "LIMIT"]
+    terminal.table(columns, rows, optional=optional)
 
 
 @app.command()
@@ -396,7 +431,8 @@ def show(
     if as_json:
         app_state.terminal.json(sub.as_json(reveal))
     else:
-        _render_subscription(app_state.terminal, sub, reveal)
+        human_default = app_state.settings()["delivery.human_max_per_minute"]
+        _render_subscription(app_state.terminal, sub, reveal, human_default)
 
 
 @app.command()
@@ -425,6 +461,11 @@ def update(
     fmt: str | None = typer.Option(None, "--format", metavar="json|cloudevents|cloudstack"),
     title: str | None = typer.Option(None, "--title", help="Title template ('' for the default)."),
     body: str | None = typer.Option(None, "--body", help="Body template ('' for the default)."),
+    max_per_minute: str | None = MAX_PER_MINUTE_OPT,
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", metavar="URI", help="With --max-per-minute: only this endpoint."
+    ),
+    group_wait: str | None = GROUP_WAIT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Change a subscription. Options not given stay as they are; endpoints that stay keep
@@ -435,6 +476,7 @@ def update(
       csnotify update vm-to-hooks --pattern 'VM.*' --pattern 'VOLUME.*'
       csnotify update vm-to-hooks --add-to https://backup.example/cs
       csnotify update vm-to-hooks --rotate-key
+      csnotify update oncall --max-per-minute 5 --group-wait 1m
     """
     from csnotify import subscriptions
 
@@ -452,6 +494,8 @@ def update(
         format=fmt,
         title=title,
         body=body,
+        max_per_minute=max_per_minute,
+        group_wait=group_wait,
     )
     result = subscriptions.update(
         app_state.store(),
@@ -461,6 +505,7 @@ def update(
         remove_to=remove_to,
         no_key=no_key,
         rotate_key=rotate_key,
+        limit_endpoint=endpoint,
     )
     if as_json:
         data = result.subscription.as_json()
@@ -644,6 +689,8 @@ def dispatch(
     Accepts JSON lines, a JSON array, a listEvents response (listeventsresponse), our own
     or CloudEvents JSON, and CloudStack event-bus message bodies. A bad line is reported
     as 'line N: reason' and skipped; the others are delivered, and the exit status is 1.
+    Events held back by a rate limit or --group-wait go out (as one message) before it
+    exits, which can take up to a minute.
 
     \b
     Examples:
@@ -680,7 +727,7 @@ def dispatch(
             f"read {summary['read']}: {summary['events']} events, {summary['matched']} matched;"
             f" {summary['delivered']} delivered, {summary['failed']} failed,"
             f" {summary['skipped']} skipped"
-            + (f", {summary['dropped']} dropped" if summary["dropped"] else "")
+            + "".join(f", {summary[k]} {k}" for k in ("muted", "folded", "dropped") if summary[k])
         )
         for label in summary["switched_off"]:
             app_state.terminal.err(f"csnotify: switched off {label} (see 'csnotify show')")
@@ -817,7 +864,7 @@ def deliveries(
             r["status"],
             r["attempts"],
             r["http_status"],
-            f"{r['latency_ms']:.0f} ms",
+            f"{r['latency_ms']:.0f} ms" if r["latency_ms"] is not None else None,
             r["error"],
         ]
         for r in rows
@@ -864,6 +911,7 @@ def match(
     """
     from csnotify.events import Event, now_iso, parse_stream
     from csnotify.matching import FILTER_FIELDS, explain, parse_level
+    from csnotify.mutes import MuteSet
     from csnotify.redact import mask_uri
 
     app_state = state(ctx)
@@ -896,15 +944,19 @@ def match(
             source="match",
             **fields,  # type: ignore[arg-type]
         )
-    subs = app_state.store().subscriptions()
+    store = app_state.store()
+    subs = store.subscriptions()
+    mutes = MuteSet(store.mutes())
     verdicts = []
     for sub in subs:
         verdict = explain(sub, event).as_json()
-        verdict["endpoints"] = (
-            [{"uri": mask_uri(ep.uri), "enabled": ep.enabled} for ep in sub.endpoints]
-            if verdict["matched"]
-            else []
-        )
+        verdict["endpoints"] = []
+        for ep in sub.endpoints if verdict["matched"] else []:
+            mute = mutes.find(sub.name, ep.uri, event.type)
+            muted = f"mute {mute.id} until {mute.until}: {mute.reason}" if mute else None
+            verdict["endpoints"].append(
+                {"uri": mask_uri(ep.uri), "enabled": ep.enabled, "muted": muted}
+            )
         verdicts.append(verdict)
     if as_json:
         app_state.terminal.json({"event": event.fields(), "subscriptions": verdicts})
@@ -917,7 +969,204 @@ def match(
         app_state.terminal.out(f"{mark} {v['subscription']}: {v['reason']}")
         for ep in v["endpoints"]:
             state_word = "" if ep["enabled"] else " (endpoint switched off: not sent)"
+            if ep["enabled"] and ep["muted"]:
+                state_word = f" (muted, not sent: {ep['muted']})"
             app_state.terminal.out(f"          -> {ep['uri']}{state_word}")
+
+
+# -- operator control: mutes and redeliver -------------------------------------------
+
+
+def _mute_scope(m: dict[str, Any]) -> str:
+    who = m["subscription"] or "all subscriptions"
+    parts = [who, m["endpoint"] or "all endpoints", m["pattern"] or "all event types"]
+    return ", ".join(parts)
+
+
+def _left(seconds: int) -> str:
+    if seconds <= 0:
+        return "ended"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+@app.command()
+def mute(
+    ctx: typer.Context,
+    name: str | None = typer.Argument(
+        None, metavar="[NAME]", help="Subscription to mute.", autocompletion=complete_names
+    ),
+    every: bool = typer.Option(False, "--all", help="Mute every subscription."),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", metavar="URI", help="Only this endpoint."
+    ),
+    pattern: str | None = typer.Option(
+        None, "--pattern", metavar="GLOB", help="Only event types matching this, e.g. 'VM.*'."
+    ),
+    duration: str | None = typer.Option(
+        None, "--for", metavar="DURATION", help="How long: 90s, 30m, 2h, 1d."
+    ),
+    until: str | None = typer.Option(
+        None, "--until", metavar="TIME", help="Until this UTC time, e.g. 2026-11-25T22:00Z."
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="Why (shown in mutes and logs)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Silence a subscription (or all, or one endpoint, or some event types) for a while:
+    a maintenance window. Muted events are not sent; they are recorded as 'muted' in
+    deliveries and counted in status, never as failures. The mute ends by itself.
+
+    \b
+    Examples:
+      csnotify mute oncall --for 2h --reason 'host upgrades, CHG-1234'
+      csnotify mute --all --pattern 'VM.*' --until 2026-11-26T06:00Z --reason 'zone rebuild'
+      csnotify mute vm-to-hooks --endpoint https://hooks.example/cs --for 30m --reason 'deploy'
+    """
+    from csnotify.mutes import MuteInput
+    from csnotify.mutes import mute as make
+
+    app_state = state(ctx)
+    spec = MuteInput(name, every, endpoint, pattern, duration, until, reason)
+    made = make(app_state.store(), spec).as_json()
+    if as_json:
+        app_state.terminal.json(made)
+        return
+    app_state.say(
+        f"mute {made['id']}: {_mute_scope(made)} muted until {made['until']}"
+        f" ({_left(made['seconds_left'])}); end it early with 'csnotify unmute {made['id']}'"
+    )
+
+
+@app.command()
+def mutes(
+    ctx: typer.Context,
+    ended: bool = typer.Option(False, "--all", help="Also mutes that ended (in the last day)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List mutes in force (with --all, also those that ended in the last day).
+
+    \b
+    Examples:
+      csnotify mutes
+      csnotify mutes --json | jq '.[].id'
+    """
+    from csnotify.mutes import active
+
+    app_state = state(ctx)
+    store = app_state.store()
+    found = store.mutes() if ended else active(store)
+    rows = [m.as_json() for m in found]
+    if as_json:
+        app_state.terminal.json(rows)
+        return
+    if not rows:
+        app_state.terminal.err("no mutes in force; create one with 'csnotify mute'")
+        return
+    table = [
+        [
+            m["id"],
+            m["subscription"] or "(all)",
+            m["endpoint"] or "(all)",
+            m["pattern"] or "*",
+            m["until"],
+            _left(m["seconds_left"]),
+            m["reason"],
+        ]
+        for m in rows
+    ]
+    columns = ["ID", "SUBSCRIPTION", "ENDPOINT", "PATTERN", "UNTIL", "LEFT", "REASON"]
+    app_state.terminal.table(columns, table, optional=["PATTERN", "UNTIL"])
+
+
+@app.command()
+def unmute(
+    ctx: typer.Context,
+    ids: list[int] = typer.Argument(..., metavar="ID...", help="Mute ids (see 'csnotify mutes')."),
+) -> None:
+    """End mutes now.
+
+    \b
+    Example:
+      csnotify unmute 3
+    """
+    from csnotify.mutes import unmute as end
+
+    app_state = state(ctx)
+    for m in end(app_state.store(), ids):
+        app_state.say(f"unmuted {m.id}: {_mute_scope(m.as_json())}")
+
+
+@app.command()
+def redeliver(
+    ctx: typer.Context,
+    name: str = NAME_ARG,
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", metavar="URI", help="Only this endpoint."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", metavar="TIME", help="From this time (ISO, or 30m, 2h, 1d ago)."
+    ),
+    until: str | None = typer.Option(
+        None, "--until", metavar="TIME", help="Up to this time (ISO, or 30m, 2h, 1d ago)."
+    ),
+    failed: bool = typer.Option(False, "--failed", help="Only deliveries that failed."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Send again what the delivery log holds for a subscription in a window, oldest first,
+    each with the webhook-id it had (receivers can de-duplicate). Use it after re-enabling
+    an endpoint to fill the gap. Reports how many were sent and how many deliveries of the
+    window the log no longer holds (it keeps log.max_per_endpoint per endpoint). Exit
+    status 1 if any failed.
+
+    \b
+    Examples:
+      csnotify enable vm-to-hooks --endpoint https://hooks.example/cs
+      csnotify redeliver vm-to-hooks --since 2h --failed
+      csnotify redeliver oncall --since 2026-11-25T08:00Z --until 2026-11-25T09:00Z
+    """
+    from csnotify import aio
+    from csnotify.dispatch import redeliver as resend
+    from csnotify.events import parse_since
+    from csnotify.subscriptions import find
+
+    app_state = state(ctx)
+    settings = _delivery_settings(app_state)
+    store = app_state.store()
+    sub = find(store, name)
+    if not sub.enabled:
+        raise BadInput(f"subscription {sub.name} is disabled; run 'csnotify enable {sub.name}'")
+    endpoints = sub.endpoints
+    if endpoint is not None:
+        ep = sub.endpoint(endpoint)
+        if not ep.enabled:
+            raise BadInput(
+                f"endpoint {_masked(ep.uri)} is switched off; run 'csnotify enable {sub.name}"
+                f" --endpoint {_masked(ep.uri)}' first"
+            )
+        endpoints = [ep]
+    stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
+    start = parse_since(since).strftime(stamp) if since else None
+    end = parse_since(until).strftime(stamp) if until else None
+    if start and end and start > end:
+        raise BadInput("--since is after --until; swap them")
+    result = aio.run(resend(store, settings, sub, endpoints, start, end, failed)).as_json()
+    if as_json:
+        app_state.terminal.json(result)
+    else:
+        held = (
+            f" ({result['muted']} muted, {result['folded']} folded)"
+            if (result["muted"] or result["folded"])
+            else ""
+        )
+        app_state.say(
+            f"redelivered {result['in_log']} logged deliveries of {sub.name}:"
+            f" {result['delivered']} delivered, {result['failed']} failed{held};"
+            f" {result['not_in_log']} of the window no longer in the log"
+        )
+        for uri in result["skipped_switched_off"]:
+            app_state.terminal.err(f"csnotify: left out {uri}: switched off")
+    if result["failed"]:
+        raise Exit(int(ExitCode.FAILED))
 
 
 # -- sources -------------------------------------------------------------------------
@@ -1028,7 +1277,8 @@ def _make_source(
             once=once,
         )
     from csnotify.cloudstack import CloudStackClient, Credentials
-    from csnotify.sources.api import ApiSource, parse_since
+    from csnotify.events import parse_since
+    from csnotify.sources.api import ApiSource
 
     start = parse_since(since) if since else None
     client = CloudStackClient(
@@ -1062,9 +1312,8 @@ def events(
     """
     from csnotify import aio
     from csnotify.cloudstack import CloudStackClient, Credentials, api_date
-    from csnotify.events import from_list_item
+    from csnotify.events import from_list_item, parse_since
     from csnotify.matching import parse_level
-    from csnotify.sources.api import parse_since
 
     app_state = state(ctx)
     creds = Credentials.from_settings(app_state.settings())
@@ -1292,6 +1541,7 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"listener {lst['source']}: {state_word}, {lst.get('events', 0)} events,"
             f" {lst.get('delivered', 0)} delivered, {lst.get('failed', 0)} failed,"
+            f" {lst.get('muted', 0)} muted, {lst.get('folded', 0)} folded,"
             f" {lst.get('rejected', 0)} rejected (updated {lst['updated'][:19]})"
         )
     for cur in report["cursors"]:
@@ -1307,11 +1557,17 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
         lines.append("no listener has run with this store yet")
     subs = report["subscriptions"]
     lines.append(f"subscriptions: {subs['enabled']} enabled of {subs['total']}")
+    for m in report["mutes"]:
+        lines.append(
+            f"mute {m['id']}: {_mute_scope(m)} until {m['until']}"
+            f" ({_left(m['seconds_left'])} left): {m['reason']}"
+        )
     return lines
 
 
 def _status_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    columns = ["SUBSCRIPTION", "ENDPOINT", "STATE", "OK", "FAILED", "CONSEC", "LAST ERROR"]
+    columns = ["SUBSCRIPTION", "ENDPOINT", "STATE", "OK", "FAILED", "MUTED", "FOLDED", "CONSEC"]
+    columns.append("LAST ERROR")
     rows = []
     for ep in report["endpoints"]:
         if not ep["subscription_enabled"]:
@@ -1325,11 +1581,16 @@ def _status_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                 word,
                 ep["total_successes"],
                 ep["total_failures"],
+                ep["total_muted"],
+                ep["total_folded"],
                 ep["consecutive_failures"],
                 ep["last_error"],
             ]
         )
     return columns, rows
+
+
+STATUS_OPTIONAL = ["CONSEC", "FOLDED", "MUTED"]
 
 
 def _render_status(terminal: Terminal, report: dict[str, Any]) -> None:
@@ -1338,7 +1599,7 @@ def _render_status(terminal: Terminal, report: dict[str, Any]) -> None:
     columns, rows = _status_rows(report)
     if rows:
         terminal.out()
-        terminal.table(columns, rows, optional=["CONSEC"])
+        terminal.table(columns, rows, optional=STATUS_OPTIONAL)
 
 
 def _status_renderable(terminal: Terminal, report: dict[str, Any]) -> Any:
@@ -1346,7 +1607,7 @@ def _status_renderable(terminal: Terminal, report: dict[str, Any]) -> Any:
     from rich.text import Text
 
     columns, rows = _status_rows(report)
-    table = terminal.rich_table(columns, rows, optional=["CONSEC"])
+    table = terminal.rich_table(columns, rows, optional=STATUS_OPTIONAL)
     return Group(Text("\n".join(_status_lines(report))), table)
 
 

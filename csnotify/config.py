@@ -68,6 +68,14 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("delivery.concurrency", int, 64, "deliveries in flight at once", minimum=1),
         Setting(
+            "delivery.human_max_per_minute",
+            int,
+            10,
+            "messages per minute to an email/SMS/chat endpoint without --max-per-minute;"
+            " the rest go out as one digest (0: no limit)",
+            minimum=0,
+        ),
+        Setting(
             "failures.disable_after",
             int,
             10,

@@ -9,11 +9,18 @@
 - Outcomes are written to the store in batches (counters and the bounded delivery log);
   after ``failures.disable_after`` consecutive failed deliveries the endpoint is switched
   off, the reason recorded and logged, and ``failures.notify`` told.
+- Before each send: an active mute covering it makes the delivery ``muted`` (recorded,
+  not sent, not a failure). An endpoint over its rate limit folds the event into a digest
+  sent when the window reopens; after a digest, events keep folding until a minute has
+  passed since it. A subscription with ``group_wait`` collects events for its human
+  endpoints that long and sends them as one message. Pending batches are written to the
+  store, so a restart sends them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -22,10 +29,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from csnotify.aio import locked_thread
 from csnotify.channels import APPRISE, COMMAND, endpoint_kind
 from csnotify.channels.base import Attempt, Channel, Message
 from csnotify.events import Event, Rejected, now_iso
 from csnotify.matching import Matcher
+from csnotify.mutes import Mute, MuteSet
+from csnotify.pacing import DIGEST, GROUP, WINDOW_S, Batch, Window
 from csnotify.redact import mask_uri
 from csnotify.store import DeliveryLog, DeliveryRecord, utcnow
 from csnotify.subscriptions import Endpoint, Subscription
@@ -37,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("csnotify")
 FLUSH_EVERY_S = 0.2
 MAX_QUEUED = 20_000
+DUE = "due"  # queue item: the endpoint's pending batch is due
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class DeliverySettings:
     log_max: int = 100
     backoff: float = 1.0
     backoff_max: float = 60.0
+    human_max_per_minute: int = 10
 
     @classmethod
     def from_settings(cls, s: Settings) -> DeliverySettings:
@@ -61,6 +73,7 @@ class DeliverySettings:
             log_max=s["log.max_per_endpoint"],
             backoff=s["delivery.backoff"],
             backoff_max=s["delivery.backoff_max"],
+            human_max_per_minute=s["delivery.human_max_per_minute"],
         )
 
 
@@ -71,6 +84,8 @@ class Stats:
     delivered: int = 0
     failed: int = 0
     dropped: int = 0  # deliveries not made because the endpoint was switched off meanwhile
+    muted: int = 0
+    folded: int = 0  # events folded into a digest or group message
     switched_off: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -80,6 +95,8 @@ class Stats:
             "delivered": self.delivered,
             "failed": self.failed,
             "dropped": self.dropped,
+            "muted": self.muted,
+            "folded": self.folded,
             "switched_off": list(self.switched_off),
         }
 
@@ -135,7 +152,7 @@ class _Pending:
             self.callback()
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity
 class Target:
     """One endpoint of one subscription, as the dispatcher runs it."""
 
@@ -144,8 +161,15 @@ class Target:
     channel: Channel
     consecutive_failures: int = 0
     enabled: bool = True
-    queue: asyncio.Queue[tuple[Event, _Pending] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[Event, _Pending, str | None] | str | None] = field(
+        default_factory=asyncio.Queue
+    )
     worker: asyncio.Task[None] | None = None
+    window: Window | None = None  # the rate limit, if any
+    group_wait: float = 0.0
+    batch: Batch | None = None  # events waiting to go out as one message
+    timer: asyncio.TimerHandle | None = None
+    last_digest: float = 0.0  # unix time
 
     @property
     def label(self) -> str:
@@ -158,8 +182,11 @@ class Dispatcher:
         store: Store,
         settings: DeliverySettings,
         on_outcome: Callable[[DeliveryRecord], None] | None = None,
+        restore: bool = False,
     ) -> None:
+        """With ``restore`` (listen), batches an earlier run held back are sent."""
         self.store = store
+        self.restore = restore
         self.settings = settings
         self.stats = Stats()
         self.on_outcome = on_outcome
@@ -178,19 +205,27 @@ class Dispatcher:
         self._closed = False
         self._running = 0
         self._background: set[asyncio.Task[Any]] = set()
+        self.mutes = MuteSet([])
+        self._held: set[Target] = set()  # targets with a pending batch
+        self._dirty: dict[int, Batch | None] = {}  # batches to write (None: delete)
+        self._stored: dict[int, tuple[str, float, str]] = {}
 
     # -- set-up --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Dispatcher:
+        if self.restore:
+            self._stored = await asyncio.to_thread(self._deliveries.batches)
         self._flusher = asyncio.create_task(self._flush_loop())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def load(self, subscriptions: list[Subscription]) -> None:
-        """Take a (new) set of subscriptions; endpoints that stay keep their queue."""
+    def load(self, subscriptions: list[Subscription], mutes: list[Mute] | None = None) -> None:
+        """Take a (new) set of subscriptions and mutes; endpoints that stay keep their queue,
+        their rate-limit window and their pending batch."""
         self.matcher = Matcher(subscriptions)
+        self.mutes = MuteSet(mutes or [])
         seen = set()
         for sub in subscriptions:
             for ep in sub.endpoints:
@@ -200,12 +235,26 @@ class Dispatcher:
                 if target is None:
                     target = Target(sub, ep, self.channels.get(ep.uri))
                     self.targets[key] = target
+                    stored = self._stored.pop(ep.id, None) if ep.id is not None else None
+                    if stored is not None:  # held back by an earlier run: send it
+                        self._hold(target, Batch.from_doc(*stored))
                 target.subscription, target.endpoint = sub, ep
                 target.enabled = ep.enabled
                 target.consecutive_failures = ep.consecutive_failures
+                target.group_wait = sub.group_wait if ep.kind == APPRISE else 0.0
+                limit = ep.limit(self.settings.human_max_per_minute)
+                if limit <= 0:
+                    target.window = None
+                elif target.window is None or target.window.per_minute != limit:
+                    window = Window(limit)
+                    if target.window is not None:
+                        window.sent = target.window.sent
+                    target.window = window
         for key in set(self.targets) - seen:
             target = self.targets.pop(key)
             target.enabled = False
+            if target.batch is not None:
+                self._release(target, forget=True)
             target.queue.put_nowait(None)
 
     # -- the work ------------------------------------------------------------------------
@@ -230,10 +279,30 @@ class Dispatcher:
             await self._room.acquire()
             self._running += 1
             self._idle.clear()
-            if target.worker is None:
-                target.worker = asyncio.create_task(self._work(target))
-            target.queue.put_nowait((event, pending))
+            self._start(target)
+            target.queue.put_nowait((event, pending, None))
         return len(targets)
+
+    async def resend(
+        self, subscription: Subscription, endpoint: Endpoint, event: Event, webhook_id: str
+    ) -> None:
+        """Queue one event for one endpoint again (redeliver), with its recorded webhook-id;
+        mutes and rate limits apply as to any delivery."""
+        target = self.targets[(subscription.name, endpoint.uri)]
+        self.stats.events += 1
+        await self._room.acquire()
+        self._running += 1
+        self._idle.clear()
+        self._start(target)
+        target.queue.put_nowait((event, _Pending(1, None), webhook_id))
+
+    def _start(self, target: Target) -> None:
+        if target.worker is None:
+            target.worker = asyncio.create_task(self._work(target))
+
+    def _check_idle(self) -> None:
+        if self._running <= 0 and not self._held:
+            self._idle.set()
 
     async def drain(self) -> None:
         """Wait until every queued delivery is finished and its outcome written."""
@@ -245,10 +314,16 @@ class Dispatcher:
             item = await target.queue.get()
             if item is None:
                 return
-            event, pending = item
+            if item == DUE:
+                try:
+                    await self._send_batch(target)
+                except Exception:
+                    log.exception("sending the batch to %s failed unexpectedly", target.label)
+                continue
+            event, pending, webhook_id = item  # type: ignore[misc]
             finished = True
             try:
-                finished = await self._deliver(target, event)
+                finished = await self._deliver(target, event, webhook_id)
             except Exception:  # a bug must not stop this endpoint's queue
                 log.exception("delivery to %s failed unexpectedly", target.label)
             finally:
@@ -256,38 +331,166 @@ class Dispatcher:
                     pending.one_done()
                 self._room.release()
                 self._running -= 1
-                if self._running == 0:
-                    self._idle.set()
+                self._check_idle()
 
-    async def _deliver(self, target: Target, event: Event) -> bool:
-        """Deliver (with retries) and record; False if abandoned because we are stopping."""
+    async def _deliver(self, target: Target, event: Event, webhook_id: str | None = None) -> bool:
+        """Deliver (with retries) and record, or mute, or fold into a batch; False if
+        abandoned because we are stopping."""
         if not target.enabled:
             self.stats.dropped += 1
             return True
+        now = time.time()
+        mute = self.mutes.find(target.subscription.name, target.endpoint.uri, event.type)
+        if mute is not None:
+            self.stats.muted += 1
+            self._note(target, event, "muted", f"muted until {mute.until}: {mute.reason}")
+            return True
+        if target.batch is not None:
+            self._fold(target, target.batch, event)
+            return True
+        window = target.window
+        batch = None
+        if target.group_wait > 0:
+            batch = Batch(GROUP, now + target.group_wait)
+        elif window is not None and (not window.allows(now) or now - target.last_digest < WINDOW_S):
+            batch = Batch(DIGEST, self._digest_due(target, window, now))
+        if batch is not None:
+            if batch.kind == DIGEST:
+                log.info(
+                    "%s is at its limit of %d a minute; events go into a digest",
+                    target.label,
+                    window.per_minute if window else 0,
+                )
+            self._hold(target, batch)
+            self._fold(target, batch, event)
+            return True
+        if window is not None:
+            window.note(now)
+        return await self._send(target, event, webhook_id)
+
+    # -- batches: groups and digests --------------------------------------------------
+
+    @staticmethod
+    def _digest_due(target: Target, window: Window, now: float) -> float:
+        return max(window.reopens(now), target.last_digest + WINDOW_S)
+
+    def _fold(self, target: Target, batch: Batch, event: Event) -> None:
+        batch.add(event)
+        self.stats.folded += 1
+        if target.endpoint.id is not None:
+            self._dirty[target.endpoint.id] = batch
+        when = time.strftime("%H:%M:%S", time.gmtime(batch.due))
+        why = "over the rate limit" if batch.kind == DIGEST else "grouped"
+        self._note(target, event, "folded", f"{why}: in the message due at {when}Z")
+
+    def _note(self, target: Target, event: Event, status: str, error: str) -> None:
+        """Record an outcome that sent nothing (muted, folded)."""
         message = Message(event, target.subscription, target.endpoint.uri)
+        self._record(target, message, status, 0, error=error)
+
+    def _record(
+        self,
+        target: Target,
+        message: Message,
+        status: str,
+        attempts: int,
+        error: str | None = None,
+        http_status: int | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        record = DeliveryRecord(
+            endpoint_id=target.endpoint.id or 0,
+            subscription=target.subscription.name,
+            endpoint=mask_uri(target.endpoint.uri),
+            event_id=message.event.id,
+            event_type=message.event.type,
+            status=status,
+            attempts=attempts,
+            at=utcnow(),
+            http_status=http_status,
+            latency_ms=latency_ms,
+            error=error,
+            webhook_id=message.webhook_id,
+            payload=message.event.json_text(),
+        )
+        self._buffer.append(record)
+        if self.on_outcome is not None:
+            self.on_outcome(record)
+
+    def _hold(self, target: Target, batch: Batch) -> None:
+        target.batch = batch
+        self._held.add(target)
+        self._idle.clear()
+        if target.endpoint.id is not None:
+            self._dirty[target.endpoint.id] = batch
+        self._arm(target, batch)
+
+    def _arm(self, target: Target, batch: Batch) -> None:
+        if target.timer is not None:
+            target.timer.cancel()
+        delay = max(0.0, batch.due - time.time())
+        loop = asyncio.get_running_loop()
+        target.timer = loop.call_later(delay, target.queue.put_nowait, DUE)
+        self._start(target)
+
+    def _release(self, target: Target, forget: bool = False) -> None:
+        """The batch is sent (or, with ``forget``, its endpoint is gone)."""
+        target.batch = None
+        if target.timer is not None:
+            target.timer.cancel()
+            target.timer = None
+        self._held.discard(target)
+        if target.endpoint.id is not None:
+            self._dirty[target.endpoint.id] = None
+        if forget:
+            self._check_idle()
+
+    async def _send_batch(self, target: Target) -> None:
+        batch = target.batch
+        if batch is None or self._stopping.is_set():
+            return
+        now = time.time()
+        if batch.due > now + 0.01:  # an early or stale timer
+            self._arm(target, batch)
+            return
+        window = target.window
+        if window is not None:
+            if not window.allows(now) or (
+                batch.kind == DIGEST and now - target.last_digest < WINDOW_S
+            ):
+                batch.kind = DIGEST
+                batch.due = self._digest_due(target, window, now)
+                if target.endpoint.id is not None:
+                    self._dirty[target.endpoint.id] = batch
+                self._arm(target, batch)
+                return
+            window.note(now)
+            if batch.kind == DIGEST:
+                target.last_digest = now
+        event = batch.message_event(f"{target.subscription.name}|{target.endpoint.uri}")
+        log.info("sending %s to %s", batch.summary(), target.label)
+        self._running += 1  # the message itself is a delivery drain waits for
+        try:
+            if await self._send(target, event) or not self._stopping.is_set():
+                self._release(target)
+        finally:
+            self._running -= 1
+            self._check_idle()
+
+    async def _send(self, target: Target, event: Event, webhook_id: str | None = None) -> bool:
+        """Send now (with retries) and record; False if abandoned because we are stopping."""
+        if not target.enabled:
+            self.stats.dropped += 1
+            return True
+        message = Message(event, target.subscription, target.endpoint.uri, webhook_id)
         started = time.monotonic()
         result = await self._attempts(target, message)
         if result is None:
             return False
         attempt, tries = result
-        record = DeliveryRecord(
-            endpoint_id=target.endpoint.id or 0,
-            subscription=target.subscription.name,
-            endpoint=mask_uri(target.endpoint.uri),
-            event_id=event.id,
-            event_type=event.type,
-            status="delivered" if attempt.ok else "failed",
-            attempts=tries,
-            at=utcnow(),
-            http_status=attempt.status,
-            latency_ms=round((time.monotonic() - started) * 1000, 2),
-            error=attempt.error,
-            webhook_id=message.webhook_id,
-            payload=event.json_text(),
-        )
-        self._buffer.append(record)
-        if self.on_outcome is not None:
-            self.on_outcome(record)
+        status = "delivered" if attempt.ok else "failed"
+        latency = round((time.monotonic() - started) * 1000, 2)
+        self._record(target, message, status, tries, attempt.error, attempt.status, latency)
         if attempt.ok:
             self.stats.delivered += 1
             target.consecutive_failures = 0
@@ -337,8 +540,7 @@ class Dispatcher:
         self.stats.switched_off.append(target.label)
         await self.flush()
         if target.endpoint.id is not None:
-            async with self.db_lock:
-                await asyncio.to_thread(self._deliveries.disable, target.endpoint.id, reason)
+            await locked_thread(self.db_lock, self._deliveries.disable, target.endpoint.id, reason)
         log.error("switched off endpoint %s: %s", target.label, reason)
         if self.settings.notify:
             task = asyncio.create_task(self._tell_admin(target, reason))
@@ -377,11 +579,17 @@ class Dispatcher:
     # -- the store -----------------------------------------------------------------------
 
     async def flush(self) -> None:
-        if not self._buffer:
+        if not self._buffer and not self._dirty:
             return
-        batch, self._buffer = self._buffer, []
-        async with self.db_lock:
-            await asyncio.to_thread(self._deliveries.record, batch, self.settings.log_max)
+        records, self._buffer = self._buffer, []
+        pending = [
+            (endpoint_id, None if b is None else (b.kind, b.due, b.to_doc()))
+            for endpoint_id, b in self._dirty.items()
+        ]
+        self._dirty = {}
+        await locked_thread(
+            self.db_lock, self._deliveries.record, records, self.settings.log_max, pending
+        )
 
     async def _flush_loop(self) -> None:
         while True:
@@ -404,12 +612,15 @@ class Dispatcher:
         else:
             self._stopping.set()
             for target in self.targets.values():
+                if target.timer is not None:  # pending batches stay in the store
+                    target.timer.cancel()
                 while not target.queue.empty():
-                    if target.queue.get_nowait() is not None:
+                    item = target.queue.get_nowait()
+                    if item is not None and item != DUE:
                         self._room.release()
                         self._running -= 1
-            if self._running <= 0:
-                self._idle.set()
+            self._held.clear()
+            self._check_idle()
         for target in self.targets.values():
             if target.worker is not None:
                 target.queue.put_nowait(None)
@@ -441,6 +652,8 @@ class DispatchResult:
             "failed": s.failed,
             "skipped": len(self.rejected),
             "dropped": s.dropped,
+            "muted": s.muted,
+            "folded": s.folded,
             "switched_off": list(s.switched_off),
             "rejected": [str(r) for r in self.rejected],
         }
@@ -455,7 +668,7 @@ async def dispatch_stream(
 ) -> DispatchResult:
     rejected: list[Rejected] = []
     async with Dispatcher(store, settings, on_outcome) as dispatcher:
-        dispatcher.load(store.subscriptions())
+        dispatcher.load(store.subscriptions(), store.mutes())
         for item in items:
             if isinstance(item, Rejected):
                 rejected.append(item)
@@ -465,6 +678,69 @@ async def dispatch_stream(
             await dispatcher.submit(item)
         await dispatcher.drain()
     return DispatchResult(dispatcher.stats, rejected)
+
+
+@dataclass
+class RedeliverResult:
+    subscription: str
+    since: str | None
+    until: str | None
+    failed_only: bool
+    in_log: int  # deliveries of the window the log still holds (one per event and endpoint)
+    not_in_log: int  # deliveries of the window trimmed from the log (counted by the minute)
+    stats: Stats
+    switched_off: list[str]  # endpoints left out because they are switched off
+
+    def as_json(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "subscription": self.subscription,
+            "since": self.since,
+            "until": self.until,
+            "failed_only": self.failed_only,
+            "in_log": self.in_log,
+            "not_in_log": self.not_in_log,
+            "delivered": s.delivered,
+            "failed": s.failed,
+            "muted": s.muted,
+            "folded": s.folded,
+            "skipped_switched_off": list(self.switched_off),
+        }
+
+
+async def redeliver(
+    store: Store,
+    settings: DeliverySettings,
+    subscription: Subscription,
+    endpoints: list[Endpoint],
+    since: str | None,
+    until: str | None,
+    failed: bool,
+    on_outcome: Callable[[DeliveryRecord], None] | None = None,
+) -> RedeliverResult:
+    """Send again, oldest first, the messages the delivery log holds for these endpoints in
+    the window (each once per endpoint), with the webhook-id they had. Muted events and
+    events folded into a digest are not sent one by one: the digest is a message."""
+    from csnotify.events import from_normalised
+
+    deliveries = DeliveryLog(store)
+    live = [ep for ep in endpoints if ep.enabled and ep.id is not None]
+    off = [mask_uri(ep.uri) for ep in endpoints if not ep.enabled]
+    ids = [ep.id for ep in live if ep.id is not None]
+    rows = deliveries.window(ids, since, until, failed) if ids else []
+    missing = deliveries.trimmed(ids, since, until, failed) if ids else 0
+    by_id = {ep.id: ep for ep in live}
+    async with Dispatcher(store, settings, on_outcome) as dispatcher:
+        dispatcher.load([subscription], store.mutes())
+        for row in rows:
+            event = from_normalised(json.loads(row["payload"]))
+            await dispatcher.resend(
+                subscription, by_id[row["endpoint_id"]], event, row["webhook_id"]
+            )
+        await dispatcher.drain()
+    return RedeliverResult(
+        subscription.name, since, until, failed, len(rows), missing, dispatcher.stats, off
+    )
 
 
 @dataclass

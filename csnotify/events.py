@@ -16,10 +16,11 @@ Times become UTC ISO 8601 (``2024-05-14T10:22:31Z``); the original stays under `
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from csnotify.errors import BadInput
@@ -97,6 +98,26 @@ def parse_time(text: str) -> datetime:
             continue
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     raise BadInput(f"unrecognised time {text!r}; use e.g. 2024-05-14T10:22:31Z")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, what: str) -> timedelta:
+    """``90``, ``90s``, ``30m``, ``2h``, ``1d``."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or len(text) > 20:
+        raise BadInput(f"{what} {text!r}: use a duration such as 90s, 30m, 2h or 1d")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``2026-11-25T10:00:00Z``, ``2026-11-25 10:00:00`` or relative: ``30m``, ``2h``, ``1d``
+    ago."""
+    if _DURATION.match(text.strip().lower()) and text.strip()[-1:].isalpha():
+        return (now or datetime.now(UTC)) - parse_duration(text, "time")
+    return parse_time(text)
 
 
 def now_iso() -> str:

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput
 from csnotify.redact import MASK
-from csnotify.subscriptions import Subscription, SubscriptionInput, build, check_name
+from csnotify.subscriptions import (
+    MAX_GROUP_WAIT_S,
+    MAX_RATE,
+    Subscription,
+    SubscriptionInput,
+    build,
+    check_name,
+)
 
 if TYPE_CHECKING:
     from csnotify.store import Store
@@ -21,7 +28,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 EXPORT_FORMATS = ("json", "toml")
 _ITEM_KEYS = {"name", "enabled", "patterns", "level", "where", "format", "key", "title", "body"}
-_ITEM_KEYS |= {"endpoints"}
+_ITEM_KEYS |= {"endpoints", "group_wait"}
 
 
 def to_item(sub: Subscription, with_secrets: bool) -> dict[str, Any]:
@@ -30,11 +37,15 @@ def to_item(sub: Subscription, with_secrets: bool) -> dict[str, Any]:
     for optional in ("key", "title", "body"):
         if data[optional] is not None:
             item[optional] = data[optional]
+    if sub.group_wait:
+        item["group_wait"] = sub.group_wait
     item["endpoints"] = []
     for ep in data["endpoints"]:
         entry = {"uri": ep["uri"], "enabled": ep["enabled"]}
         if ep["disabled_reason"]:
             entry["disabled_reason"] = ep["disabled_reason"]
+        if ep["max_per_minute"] is not None:
+            entry["max_per_minute"] = ep["max_per_minute"]
         item["endpoints"].append(entry)
     return item
 
@@ -90,7 +101,7 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
     endpoints = entry.get("endpoints")
     if not isinstance(endpoints, list) or not endpoints:
         raise BadInput(f"{where}: 'endpoints' must be a non-empty list")
-    uris, flags, reasons = [], [], []
+    uris, flags, reasons, rates = [], [], [], []
     for ep in endpoints:
         if not isinstance(ep, dict) or not isinstance(ep.get("uri"), str):
             raise BadInput(f"{where}: each endpoint needs a 'uri' string")
@@ -101,6 +112,13 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
         uris.append(ep["uri"])
         flags.append(ep.get("enabled", True))
         reasons.append(ep.get("disabled_reason") or "disabled in imported file")
+        rate = ep.get("max_per_minute")
+        if rate is not None and (type(rate) is not int or not 0 <= rate <= MAX_RATE):
+            raise BadInput(f"{where}: 'max_per_minute' must be a whole number from 0 to {MAX_RATE}")
+        rates.append(rate)
+    group_wait = entry.get("group_wait", 0)
+    if type(group_wait) not in (int, float) or not 0 <= group_wait <= MAX_GROUP_WAIT_S:
+        raise BadInput(f"{where}: 'group_wait' must be seconds from 0 to {MAX_GROUP_WAIT_S:g}")
     key = entry.get("key")
     if key == MASK:
         raise BadInput(f"{where}: the key was exported masked; export again with --with-secrets")
@@ -126,9 +144,11 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
     except BadInput as exc:
         raise BadInput(f"{where}: {exc.message}") from None
     sub.enabled = enabled
-    for ep, flag, reason in zip(sub.endpoints, flags, reasons, strict=True):
+    sub.group_wait = float(group_wait)
+    for ep, flag, reason, rate in zip(sub.endpoints, flags, reasons, rates, strict=True):
         ep.enabled = flag
         ep.disabled_reason = None if flag else str(reason)
+        ep.max_per_minute = rate
     return sub
 
 

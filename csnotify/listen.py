@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from csnotify.aio import locked_thread
 from csnotify.dispatch import DeliverySettings, Dispatcher
 from csnotify.events import Event, now_iso
 from csnotify.matching import Matcher, explain
@@ -66,7 +67,7 @@ class Listener:
 
     def __post_init__(self) -> None:
         self.state = SourceState(self.store)
-        self.dispatcher = Dispatcher(self.store, self.settings, self.on_outcome)
+        self.dispatcher = Dispatcher(self.store, self.settings, self.on_outcome, restore=True)
         self.matcher: Matcher[Subscription] = Matcher([])
         self.subscriptions: list[Subscription] = []
 
@@ -91,8 +92,7 @@ class Listener:
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a store call off the event loop, one at a time with the dispatcher's writes."""
-        async with self.dispatcher.db_lock:  # one lock for the one store connection
-            return await asyncio.to_thread(fn, *args)
+        return await locked_thread(self.dispatcher.db_lock, fn, *args)
 
     async def sleep(self, seconds: float) -> bool:
         """Wait, or less if told to stop; True if we should stop."""
@@ -105,9 +105,14 @@ class Listener:
     def _show(self, event: Event) -> None:
         """--dry-run: where the event would go, and why each other subscription skips it."""
         subs = self.matcher.match(event)
-        targets = [
-            f"{s.name} -> {mask_uri(ep.uri)}" for s in subs for ep in s.endpoints if ep.enabled
-        ]
+        mutes = self.dispatcher.mutes
+        targets = []
+        for s in subs:
+            for ep in s.endpoints:
+                if ep.enabled:
+                    mute = mutes.find(s.name, ep.uri, event.type)
+                    muted = f" (muted by mute {mute.id})" if mute else ""
+                    targets.append(f"{s.name} -> {mask_uri(ep.uri)}{muted}")
         self.out(
             f"{event.type} {event.id}: " + ("; ".join(targets) if targets else "no subscription")
         )
@@ -118,9 +123,10 @@ class Listener:
 
     async def _load(self) -> list[Subscription]:
         subs: list[Subscription] = await self.db(self.store.subscriptions)
+        mutes = await self.db(self.store.mutes)
         self.subscriptions = subs
         self.matcher = Matcher(subs)
-        self.dispatcher.load(subs)
+        self.dispatcher.load(subs, mutes)
         return subs
 
     async def _watch(self, source: Source) -> None:
@@ -145,6 +151,8 @@ class Listener:
             "rejected": self.rejected,
             "delivered": stats.delivered,
             "failed": stats.failed,
+            "muted": stats.muted,
+            "folded": stats.folded,
             "started": self.started,
             "pid": os.getpid(),
             "running": not self.stop.is_set(),

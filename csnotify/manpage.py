@@ -40,7 +40,10 @@ ENDPOINTS = [
      "success; otherwise the tail of its stderr is recorded. Killed after delivery.timeout."),
     ("mailto://, mailtos://, smseagle://, signal://, ntfy://, slack://, ...",
      "Anything else is handed to Apprise unchanged. People get a title and body from the "
-     "--title and --body templates; SMS services get one line of at most 160 characters."),
+     "--title and --body templates; SMS services get one line of at most 160 characters. "
+     "At most delivery.human_max_per_minute messages a minute (10) unless --max-per-minute "
+     "says otherwise; the events over it go out as one digest when the minute is up "
+     "(\"990 more events: 594 VM.STOP, ...\"). --group-wait sends a burst as one message."),
 ]  # fmt: skip
 
 SIGNING = """\
@@ -54,7 +57,8 @@ delivery. With --format cloudstack, X-CS-Signature is the base64 HMAC-SHA256 of 
 FILES = [
     ("~/.local/share/csnotify/csnotify.db",
      "The store (SQLite, WAL): subscriptions, endpoints and their counters, the delivery log, "
-     "source cursors. Mode 0600 in a 0700 directory. Override with --db or CSNOTIFY_DB."),
+     "mutes, pending digests, source cursors. Mode 0600 in a 0700 directory. Override with "
+     "--db or CSNOTIFY_DB."),
     ("~/.config/csnotify/config.toml",
      "Settings (TOML), mode 0600. Override with --config or CSNOTIFY_CONFIG."),
     ("~/.cmk/config", "CloudMonkey's configuration, read by config import-cmk."),
@@ -76,6 +80,10 @@ EXAMPLES = [
      "csnotify subscribe VM.START VM.STOP --where account=web --to cmd:/usr/local/bin/dns-up"),
     ("Run the pipeline from CloudStack's RabbitMQ event bus:", "csnotify listen --source amqp"),
     ("Poll the API once (from cron):", "csnotify listen --source api --once"),
+    ("Silence the on-call during a maintenance window:",
+     "csnotify mute oncall --for 2h --reason 'host upgrades'"),
+    ("After re-enabling an endpoint, send again what failed in the last two hours:",
+     "csnotify redeliver vm-hooks --since 2h --failed"),
 ]  # fmt: skip
 
 SEE_ALSO = "cmk(1), systemd.service(5), https://www.standardwebhooks.com/, https://github.com/caronc/apprise/wiki"

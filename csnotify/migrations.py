@@ -84,6 +84,40 @@ def m001_initial(db: Database) -> None:
     db["seen_events"].create_index(["seen_at"])
 
 
+def m002_operator_control(db: Database) -> None:
+    """Mutes, per-endpoint rate limits, grouping, pending digests, and what the trimmed
+    delivery log no longer holds (for redeliver's report)."""
+    db["subscriptions"].add_column("group_wait", float, not_null_default=0.0)
+    db["endpoints"].add_column("max_per_minute", int)  # NULL: the default for its kind
+    db["endpoints"].add_column("total_muted", int, not_null_default=0)
+    db["endpoints"].add_column("total_folded", int, not_null_default=0)
+    # AUTOINCREMENT: the id of an ended mute is never given to a new one.
+    db.execute(
+        "CREATE TABLE mutes ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " subscription TEXT,"  # NULL: every subscription
+        " endpoint TEXT,"  # NULL: every endpoint of the subscription(s)
+        " pattern TEXT,"  # NULL: every event type
+        " reason TEXT NOT NULL,"
+        " created TEXT NOT NULL,"
+        " until TEXT NOT NULL)"  # UTC ISO 8601; the mute ends by itself then
+    )
+    db["batches"].create(
+        {
+            "endpoint_id": int,
+            "kind": str,  # group | digest
+            "due": float,  # unix time it is sent at (or after)
+            "doc": str,  # JSON: counts by type, the events listed
+        },
+        pk="endpoint_id",
+    )
+    db["trimmed"].create(
+        {"endpoint_id": int, "minute": str, "status": str, "count": int},
+        pk=("endpoint_id", "minute", "status"),
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("m001_initial", m001_initial),
+    ("m002_operator_control", m002_operator_control),
 ]

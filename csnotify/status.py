@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from csnotify.mutes import active
 from csnotify.redact import mask_uri
 from csnotify.store import SourceState
 
@@ -44,6 +45,7 @@ def collect(store: Store) -> dict[str, Any]:
         "cursors": cursors,
         "queue": None,
         "subscriptions": {"total": len(subs), "enabled": sum(s.enabled for s in subs)},
+        "mutes": [m.as_json() for m in active(store)],
         "endpoints": endpoints,
     }
 

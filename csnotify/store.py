@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -27,6 +27,8 @@ from csnotify.subscriptions import Endpoint, Subscription
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
+
+    from csnotify.mutes import Mute
 
 APP_NAME = "csnotify"
 BUSY_TIMEOUT_S = 30.0
@@ -198,6 +200,10 @@ class Store:
         (import --replace), so an update never undoes an auto-disable made meanwhile."""
         row = self.conn.execute("SELECT id, created FROM subscriptions WHERE name = ?", (old_name,))
         sub_id, created = row.fetchone()
+        if sub.name != old_name:  # mutes follow a renamed subscription
+            self.conn.execute(
+                "UPDATE mutes SET subscription = ? WHERE subscription = ?", (sub.name, old_name)
+            )
         self.db["subscriptions"].update(
             sub_id, _subscription_row(sub, created=created, updated=utcnow())
         )
@@ -211,6 +217,7 @@ class Store:
         for uri, ep_id in existing.items():
             if uri not in keep:
                 self.conn.execute("DELETE FROM endpoints WHERE id = ?", (ep_id,))
+        self._forget_batches()
         self._write_endpoints(sub_id, sub.endpoints, existing, endpoint_flags)
 
     def _write_endpoints(
@@ -224,6 +231,7 @@ class Store:
         for position, ep in enumerate(endpoints):
             if ep.uri in existing:
                 values: dict[str, Any] = {"position": position}
+                values["max_per_minute"] = ep.max_per_minute
                 if endpoint_flags:
                     values |= {"enabled": int(ep.enabled), "disabled_reason": ep.disabled_reason}
                 table.update(existing[ep.uri], values)
@@ -235,6 +243,7 @@ class Store:
                         "uri": ep.uri,
                         "enabled": int(ep.enabled),
                         "disabled_reason": ep.disabled_reason,
+                        "max_per_minute": ep.max_per_minute,
                     }
                 )
 
@@ -245,6 +254,12 @@ class Store:
             (name,),
         )
         self.conn.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+        self.conn.execute("DELETE FROM mutes WHERE subscription = ?", (name,))
+        self._forget_batches()
+
+    def _forget_batches(self) -> None:
+        """Pending batches of endpoints that no longer exist."""
+        self.conn.execute("DELETE FROM batches WHERE endpoint_id NOT IN (SELECT id FROM endpoints)")
 
     def set_subscription_enabled(self, name: str, enabled: bool) -> None:
         self.conn.execute(
@@ -261,6 +276,31 @@ class Store:
             values |= {"last_error": None, "last_error_at": None}
         self.db["endpoints"].update(ep.id, values)
 
+    # -- mutes ---------------------------------------------------------------------
+
+    def mutes(self) -> list[Mute]:
+        from csnotify.mutes import Mute
+
+        rows = self.conn.execute("SELECT * FROM mutes ORDER BY id").fetchall()
+        fields = ("subscription", "endpoint", "pattern", "reason", "created", "until")
+        return [Mute(*(r[f] for f in fields), id=r["id"]) for r in rows]
+
+    def insert_mute(self, mute: Mute) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO mutes (subscription, endpoint, pattern, reason, created, until)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (mute.subscription, mute.endpoint, mute.pattern, mute.reason, mute.created,
+             mute.until),
+        )  # fmt: skip
+        return int(cursor.lastrowid or 0)
+
+    def delete_mutes(self, ids: list[int]) -> None:
+        self.conn.executemany("DELETE FROM mutes WHERE id = ?", [(i,) for i in ids])
+
+    def delete_expired_mutes(self, before: str) -> None:
+        """Mutes that ended before ``before`` (kept a while so 'mutes --all' shows them)."""
+        self.conn.execute("DELETE FROM mutes WHERE until < ?", (before,))
+
 
 def _subscription_row(sub: Subscription, created: str, updated: str) -> dict[str, Any]:
     return {
@@ -273,6 +313,7 @@ def _subscription_row(sub: Subscription, created: str, updated: str) -> dict[str
         "title": sub.title,
         "body": sub.body,
         "enabled": int(sub.enabled),
+        "group_wait": sub.group_wait,
         "created": created,
         "updated": updated,
     }
@@ -291,6 +332,7 @@ def _subscription(row: sqlite3.Row, endpoints: list[Endpoint]) -> Subscription:
         title=row["title"],
         body=row["body"],
         enabled=bool(row["enabled"]),
+        group_wait=row["group_wait"],
         created=row["created"],
         updated=row["updated"],
     )
@@ -308,7 +350,19 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
         last_error_at=row["last_error_at"],
         last_success_at=row["last_success_at"],
         disabled_reason=row["disabled_reason"],
+        max_per_minute=row["max_per_minute"],
+        total_muted=row["total_muted"],
+        total_folded=row["total_folded"],
     )
+
+
+TRIMMED_KEPT_MINUTES = 31 * 24 * 60
+
+
+def _minutes_ago(minutes: int) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M")
 
 
 class DeliveryLog:
@@ -318,11 +372,26 @@ class DeliveryLog:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def record(self, records: list[DeliveryRecord], log_max: int) -> None:
-        if not records:
+    def record(
+        self,
+        records: list[DeliveryRecord],
+        log_max: int,
+        batches: Sequence[tuple[int, tuple[str, float, str] | None]] = (),
+    ) -> None:
+        """Outcomes, and the pending batches that changed (None: sent, so deleted)."""
+        if not records and not batches:
             return
         conn = self.store.conn
         with self.store.transaction():
+            for endpoint_id, pending in batches:
+                if pending is None:
+                    conn.execute("DELETE FROM batches WHERE endpoint_id = ?", (endpoint_id,))
+                else:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO batches (endpoint_id, kind, due, doc)"
+                        " VALUES (?, ?, ?, ?)",
+                        (endpoint_id, *pending),
+                    )
             conn.executemany(
                 "INSERT INTO deliveries (endpoint_id, subscription, endpoint, event_id,"
                 " event_type, at, attempts, status, http_status, latency_ms, error, webhook_id,"
@@ -332,17 +401,54 @@ class DeliveryLog:
                 [asdict(r) for r in records],
             )
             by_endpoint: dict[int, list[DeliveryRecord]] = {}
+            held: dict[int, list[int]] = {}  # muted, folded
             for r in records:
                 if r.status in ("delivered", "failed"):
                     by_endpoint.setdefault(r.endpoint_id, []).append(r)
+                elif r.status in ("muted", "folded"):
+                    counts = held.setdefault(r.endpoint_id, [0, 0])
+                    counts[r.status == "folded"] += 1
             for endpoint_id, rows in by_endpoint.items():
                 self._fold(endpoint_id, rows)
-            for endpoint_id in {r.endpoint_id for r in records}:
+            for endpoint_id, (muted, folded) in held.items():
                 conn.execute(
-                    "DELETE FROM deliveries WHERE endpoint_id = ? AND id <= (SELECT id FROM"
-                    " deliveries WHERE endpoint_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                    (endpoint_id, endpoint_id, log_max),
+                    "UPDATE endpoints SET total_muted = total_muted + ?,"
+                    " total_folded = total_folded + ? WHERE id = ?",
+                    (muted, folded, endpoint_id),
                 )
+            for endpoint_id in {r.endpoint_id for r in records}:
+                self._trim(endpoint_id, log_max)
+
+    def batches(self) -> dict[int, tuple[str, float, str]]:
+        """Batches an earlier run held back, by endpoint id."""
+        rows = self.store.conn.execute("SELECT endpoint_id, kind, due, doc FROM batches")
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def _trim(self, endpoint_id: int, log_max: int) -> None:
+        """Keep the newest ``log_max`` rows; count what goes, by minute and status, so that
+        redeliver can say how much of a window the log no longer holds."""
+        conn = self.store.conn
+        row = conn.execute(
+            "SELECT id FROM deliveries WHERE endpoint_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (endpoint_id, log_max),
+        ).fetchone()
+        if row is None:
+            return
+        conn.execute(
+            "INSERT INTO trimmed (endpoint_id, minute, status, count)"
+            " SELECT endpoint_id, substr(at, 1, 16), status, count(*) FROM deliveries"
+            " WHERE endpoint_id = ? AND id <= ? GROUP BY 1, 2, 3"
+            " ON CONFLICT (endpoint_id, minute, status) DO UPDATE"
+            " SET count = count + excluded.count",
+            (endpoint_id, row[0]),
+        )
+        conn.execute(
+            "DELETE FROM deliveries WHERE endpoint_id = ? AND id <= ?", (endpoint_id, row[0])
+        )
+        conn.execute(
+            "DELETE FROM trimmed WHERE endpoint_id = ? AND minute < ?",
+            (endpoint_id, _minutes_ago(TRIMMED_KEPT_MINUTES)),
+        )
 
     def _fold(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
         ok = [r for r in rows if r.status == "delivered"]
@@ -393,6 +499,68 @@ class DeliveryLog:
             (*params, limit),
         )
         return [dict(r) for r in rows]
+
+    def window(
+        self,
+        endpoint_ids: list[int],
+        since: str | None,
+        until: str | None,
+        failed: bool,
+    ) -> list[sqlite3.Row]:
+        """Messages sent to these endpoints between ``since`` and ``until`` (ISO, UTC),
+        oldest first, one per event and endpoint (its latest outcome), with their payload;
+        with ``failed`` only those whose latest outcome is a failure."""
+        clauses, params = _window_clauses("at", since, until)
+        marks = ",".join("?" * len(endpoint_ids))
+        latest = self.store.conn.execute(
+            f"SELECT MAX(id) AS id FROM deliveries WHERE endpoint_id IN ({marks})"  # noqa: S608
+            f"{clauses} GROUP BY endpoint_id, event_id",
+            (*endpoint_ids, *params),
+        ).fetchall()
+        ids = sorted(r["id"] for r in latest)
+        rows: list[sqlite3.Row] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows += self.store.conn.execute(
+                f"SELECT * FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})"  # noqa: S608
+                " ORDER BY id",
+                chunk,
+            ).fetchall()
+        wanted = ("failed",) if failed else ("delivered", "failed")
+        return [r for r in rows if r["status"] in wanted]
+
+    def trimmed(
+        self, endpoint_ids: list[int], since: str | None, until: str | None, failed: bool
+    ) -> int:
+        """How many deliveries in the window were trimmed from the log (counted by the
+        minute, for the last 31 days)."""
+        statuses = ("failed",) if failed else ("delivered", "failed")
+        clauses, params = _window_clauses(
+            "minute", since and since[:16], until and until[:16], statuses
+        )
+        marks = ",".join("?" * len(endpoint_ids))
+        row = self.store.conn.execute(
+            f"SELECT COALESCE(SUM(count), 0) FROM trimmed WHERE endpoint_id IN ({marks})"  # noqa: S608
+            f"{clauses}",
+            (*endpoint_ids, *params),
+        ).fetchone()
+        return int(row[0])
+
+
+def _window_clauses(
+    column: str, since: str | None, until: str | None, statuses: tuple[str, ...] = ()
+) -> tuple[str, list[Any]]:
+    clauses, params = "", []
+    if since is not None:
+        clauses += f" AND {column} >= ?"
+        params.append(since)
+    if until is not None:
+        clauses += f" AND {column} <= ?"
+        params.append(until)
+    if statuses:
+        clauses += f" AND status IN ({','.join('?' * len(statuses))})"
+        params += statuses
+    return clauses, params
 
 
 class SourceState:

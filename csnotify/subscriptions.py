@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from csnotify import matching
-from csnotify.channels import COMMAND, WEBHOOK, command_argv, endpoint_kind, validate_endpoint
+from csnotify.channels import (
+    APPRISE,
+    COMMAND,
+    WEBHOOK,
+    command_argv,
+    endpoint_kind,
+    validate_endpoint,
+)
 from csnotify.errors import BadInput, NotFound
 from csnotify.redact import mask_key, mask_uri
 
@@ -35,11 +42,21 @@ class Endpoint:
     last_error_at: str | None = None
     last_success_at: str | None = None
     disabled_reason: str | None = None
+    max_per_minute: int | None = None  # None: the default for its kind (see limit())
+    total_muted: int = 0
+    total_folded: int = 0
     id: int | None = None
 
     @property
     def kind(self) -> str:
         return endpoint_kind(self.uri)
+
+    def limit(self, human_default: int) -> int:
+        """Messages allowed per minute; 0 means no limit. Human channels (Apprise) default
+        to ``human_default`` (delivery.human_max_per_minute); webhooks and commands to none."""
+        if self.max_per_minute is not None:
+            return self.max_per_minute
+        return human_default if self.kind == APPRISE else 0
 
     def as_json(self, reveal: bool = False) -> dict[str, Any]:
         return {
@@ -53,6 +70,9 @@ class Endpoint:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "last_success_at": self.last_success_at,
+            "max_per_minute": self.max_per_minute,
+            "total_muted": self.total_muted,
+            "total_folded": self.total_folded,
         }
 
 
@@ -68,6 +88,7 @@ class Subscription:
     title: str | None = None
     body: str | None = None
     enabled: bool = True
+    group_wait: float = 0.0  # seconds; human channels collect events this long, send one
     created: str | None = None
     updated: str | None = None
     id: int | None = None
@@ -93,6 +114,7 @@ class Subscription:
             "key": self.key if reveal else mask_key(self.key),
             "title": self.title,
             "body": self.body,
+            "group_wait": self.group_wait,
             "created": self.created,
             "updated": self.updated,
             "endpoints": [ep.as_json(reveal) for ep in self.endpoints],
@@ -158,6 +180,34 @@ class SubscriptionInput:
     format: str | None = None
     title: str | None = None
     body: str | None = None
+    max_per_minute: str | None = None  # a number, or "default"
+    group_wait: str | None = None  # a duration such as 30s; 0 switches grouping off
+
+
+MAX_GROUP_WAIT_S = 3600.0
+MAX_RATE = 100_000
+
+
+def parse_rate(text: str) -> int | None:
+    """``--max-per-minute``: a whole number (0: no limit), or ``default`` (None)."""
+    value = text.strip().lower()
+    if value == "default":
+        return None
+    if not value.isdigit() or len(value) > 6 or int(value) > MAX_RATE:
+        raise BadInput(
+            f"--max-per-minute {text!r}: use a whole number from 0 (no limit) to {MAX_RATE},"
+            " or 'default'"
+        )
+    return int(value)
+
+
+def parse_group_wait(text: str) -> float:
+    from csnotify.events import parse_duration
+
+    seconds = parse_duration(text, "--group-wait").total_seconds()
+    if seconds > MAX_GROUP_WAIT_S:
+        raise BadInput(f"--group-wait {text!r} is longer than 1h; use at most 1h")
+    return seconds
 
 
 def _checked_uris(uris: Sequence[str]) -> list[str]:
@@ -237,6 +287,11 @@ def apply(sub: Subscription, spec: SubscriptionInput) -> tuple[Subscription, boo
         new.body = templates.validate(spec.body, "--body") or None
     if spec.key is not None:
         new.key, generated = _resolve_key(spec.key)
+    if spec.group_wait is not None:
+        new.group_wait = parse_group_wait(spec.group_wait)
+    if spec.max_per_minute is not None:
+        rate = parse_rate(spec.max_per_minute)
+        new.endpoints = [replace(ep, max_per_minute=rate) for ep in new.endpoints]
     if spec.name is not None and spec.name != sub.name:
         new.name = check_name(spec.name)
     return new, generated
@@ -274,8 +329,14 @@ def update(
     remove_to: Sequence[str] = (),
     no_key: bool = False,
     rotate_key: bool = False,
+    limit_endpoint: str | None = None,
 ) -> Created:
     current = find(store, name)
+    only: str | None = None
+    if limit_endpoint is not None:
+        if spec.max_per_minute is None:
+            raise BadInput("--endpoint goes with --max-per-minute (it says which endpoint)")
+        only = current.endpoint(limit_endpoint).uri
     if rotate_key and (spec.key is not None or no_key):
         raise BadInput("--rotate-key cannot be combined with --key or --no-key")
     if no_key and spec.key is not None:
@@ -293,6 +354,11 @@ def update(
     if rotate_key:
         spec = replace(spec, key="generate")
     new, generated = apply(current, spec)
+    if only is not None:  # the new limit for that endpoint only; the others keep theirs
+        before = {ep.uri: ep.max_per_minute for ep in current.endpoints}
+        for ep in new.endpoints:
+            if ep.uri != only:
+                ep.max_per_minute = before.get(ep.uri)
     if no_key:
         new.key = None
     if new.name != current.name and new.name in store.names():

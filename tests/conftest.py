@@ -51,3 +51,10 @@ def cli() -> Callable[..., Run]:
         return Run(result.exit_code, result.stdout, result.stderr)
 
     return run
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries 50 ms apart and a 2 s timeout, so that failing deliveries finish quickly."""
+    monkeypatch.setenv("CSNOTIFY_DELIVERY_BACKOFF", "0.05")
+    monkeypatch.setenv("CSNOTIFY_DELIVERY_TIMEOUT", "2")

@@ -40,11 +40,12 @@ def test_json_keys_are_stable(cli) -> None:
     sub = cli("show", "a", "--json").json()
     assert list(sub) == [
         "name", "enabled", "patterns", "level", "where", "format", "key", "title", "body",
-        "created", "updated", "endpoints",
+        "group_wait", "created", "updated", "endpoints",
     ]  # fmt: skip
     assert list(sub["endpoints"][0]) == [
         "uri", "kind", "enabled", "disabled_reason", "consecutive_failures", "total_failures",
-        "total_successes", "last_error", "last_error_at", "last_success_at",
+        "total_successes", "last_error", "last_error_at", "last_success_at", "max_per_minute",
+        "total_muted", "total_folded",
     ]  # fmt: skip
 
 

@@ -17,18 +17,15 @@ from test_signing import spec_verify
 
 from csnotify import __version__
 
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
+pytestmark = [
+    pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}"),
+    pytest.mark.usefixtures("fast_retries"),
+]
 
 LIST_RESPONSE = FIXTURES / "api" / "listevents_response.json"
 EVENT = json.dumps(
     {"id": "e1", "type": "VM.STOP", "created": "2026-11-25T10:00:00Z", "source": "stdin"}
 )
-
-
-@pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CSNOTIFY_DELIVERY_BACKOFF", "0.05")
-    monkeypatch.setenv("CSNOTIFY_DELIVERY_TIMEOUT", "2")
 
 
 def subscribe(cli, *args: str) -> str:

@@ -46,7 +46,7 @@ def test_match_json(cli, subscribed) -> None:
     assert {n for n, v in verdicts.items() if v["matched"]} == {"vm", "errors", "admins"}
     assert verdicts["admins"]["pattern"] == "VM.START"
     assert verdicts["errors"]["endpoints"] == [
-        {"uri": "https://hooks.example.com/err", "enabled": True}
+        {"uri": "https://hooks.example.com/err", "enabled": True, "muted": None}
     ]
     assert verdicts["volumes"]["matched"] is False and verdicts["volumes"]["endpoints"] == []
     assert report["event"]["account"] == "admin" and report["event"]["level"] == "ERROR"
@@ -60,6 +60,19 @@ def test_match_an_event_file(cli, subscribed, tmp_path) -> None:
     verdicts = {v["subscription"]: v["matched"] for v in r.json()["subscriptions"]}
     assert verdicts == {"admins": False, "errors": False, "vm": False, "volumes": False}
     assert r.json()["event"]["type"] == "ALERT.MEMORY"
+
+
+def test_match_and_dry_run_show_muted_endpoints(cli, subscribed) -> None:
+    r = cli("mute", "vm", "--pattern", "VM.START", "--for", "1h", "--reason", "deploy", "--json")
+    mute_id = r.json()["id"]
+    lines = cli("match", "VM.START").stdout.splitlines()
+    assert "reaches vm: pattern VM.* matches VM.START" in lines
+    muted = f"          -> https://hooks.example.com/vm (muted, not sent: mute {mute_id} until"
+    assert any(line.startswith(muted) and line.endswith(": deploy)") for line in lines)
+    assert "muted" not in cli("match", "VM.STOP").stdout
+    event = {"id": "e1", "type": "VM.START", "source": "stdin"}
+    r = run_process("listen", "--source", "stdin", "--dry-run", input=json.dumps(event) + "\n")
+    assert f"vm -> https://hooks.example.com/vm (muted by mute {mute_id})" in r.stdout
 
 
 def test_match_bad_input(cli, subscribed) -> None:

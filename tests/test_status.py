@@ -20,7 +20,15 @@ def test_status_of_a_fresh_store(cli) -> None:
     assert "no listener has run with this store yet" in r.stdout
     assert "subscriptions: 0 enabled of 0" in r.stdout
     report = cli("status", "--json").json()
-    assert set(report) == {"store", "listeners", "cursors", "queue", "subscriptions", "endpoints"}
+    assert set(report) == {
+        "store",
+        "listeners",
+        "cursors",
+        "queue",
+        "subscriptions",
+        "mutes",
+        "endpoints",
+    }
 
 
 def test_status_after_listening(tmp_path) -> None:

@@ -64,6 +64,36 @@ def test_migration_path_from_an_older_store(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_version_1_store_keeps_its_data_through_m002(cli, tmp_path: Path) -> None:
+    """A store written by the release before mutes and rate limits (schema version 1)."""
+    from sqlite_utils import Database
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    name, step = MIGRATIONS[0]
+    step(Database(conn))
+    Database(conn)["migrations"].insert({"name": name, "applied_at": "2026-11-01T00:00:00Z"})
+    conn.execute(
+        "INSERT INTO subscriptions (id, name, patterns, level, filters, format, enabled)"
+        " VALUES (1, 'old', '[\"VM.*\"]', 'INFO', '[]', 'json', 1)"
+    )
+    conn.execute(
+        "INSERT INTO endpoints (subscription_id, position, uri, enabled, total_successes)"
+        " VALUES (1, 0, 'https://hooks.example/cs', 1, 41)"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    r = cli("--db", str(path), "show", "old", "--json")
+    assert r.exit_code == 0, r.stderr
+    sub = r.json()
+    assert sub["group_wait"] == 0 and sub["patterns"] == ["VM.*"]
+    (ep,) = sub["endpoints"]
+    assert (ep["total_successes"], ep["max_per_minute"], ep["total_muted"]) == (41, None, 0)
+    assert Store.open(path).schema_version == len(MIGRATIONS) == 2
+    assert cli("--db", str(path), "mute", "old", "--for", "1h", "--reason", "x").exit_code == 0
+
+
 def test_newer_store_is_refused(cli, tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     Store.open(path).close()

@@ -20,10 +20,13 @@ class Message:
     event: Event
     subscription: Subscription
     uri: str
+    fixed_id: str | None = None  # redeliver: the webhook-id recorded in the delivery log
 
     @cached_property
     def webhook_id(self) -> str:
         """Stable for this event and endpoint, the same on every retry and redelivery."""
+        if self.fixed_id:
+            return self.fixed_id
         seed = f"{self.event.id}|{self.subscription.name}|{self.uri}"
         return "msg_" + uuid.uuid5(WEBHOOK_ID_NAMESPACE, seed).hex
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from csnotify.channels.base import Message
+from csnotify.pacing import DIGEST_TYPE, digest_text
 from csnotify.templates import DEFAULT_BODY, DEFAULT_TITLE, render
 
 SMS_LIMIT = 160
@@ -22,16 +23,22 @@ def is_sms(uri: str) -> bool:
     return uri.split("://", 1)[0].lower() in SMS_SCHEMES
 
 
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text[: SMS_LIMIT - 1] + "…" if len(text) > SMS_LIMIT else text
+
+
 def render_message(message: Message) -> tuple[str, str]:
+    if message.event.type == DIGEST_TYPE and message.event.category == "csnotify":
+        title, body = digest_text(message.event)
+        return (
+            ("", _short(message.event.description or "")) if is_sms(message.uri) else (title, body)
+        )
     values = message.event.fields()
     values["subscription"] = message.subscription.name
     sub = message.subscription
     if is_sms(message.uri):
-        text = render(sub.body or SMS_BODY, values, "--body")
-        text = " ".join(text.split())
-        if len(text) > SMS_LIMIT:
-            text = text[: SMS_LIMIT - 1] + "…"
-        return "", text
+        return "", _short(render(sub.body or SMS_BODY, values, "--body"))
     title = " ".join(render(sub.title or DEFAULT_TITLE, values, "--title").split())
     body = render(sub.body or DEFAULT_BODY, values, "--body")
     return title, body

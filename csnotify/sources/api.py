@@ -9,10 +9,9 @@ request.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from csnotify.cloudstack import ApiUnavailable, CloudStackClient, api_date
@@ -23,18 +22,6 @@ from csnotify.sources import Outage
 if TYPE_CHECKING:
     from csnotify.listen import Listener
     from csnotify.subscriptions import Subscription
-
-_RELATIVE = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``2026-11-25T10:00:00Z``, ``2026-11-25 10:00:00`` or relative: ``30m``, ``2h``, ``1d``."""
-    match = _RELATIVE.match(text.strip())
-    if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (now or datetime.now(UTC)) - delta
-    return parse_time(text)
 
 
 @dataclass
