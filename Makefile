@@ -33,6 +33,7 @@ bench: venv
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/pacing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info
