@@ -254,7 +254,7 @@ class Dispatcher:
             target = self.targets.pop(key)
             target.enabled = False
             if target.batch is not None:
-                self._release(target, forget=True)
+                self._release(target)
             target.queue.put_nowait(None)
 
     # -- the work ------------------------------------------------------------------------
@@ -276,11 +276,7 @@ class Dispatcher:
         self.stats.matched += 1
         pending = _Pending(len(targets), on_done)
         for target in targets:
-            await self._room.acquire()
-            self._running += 1
-            self._idle.clear()
-            self._start(target)
-            target.queue.put_nowait((event, pending, None))
+            await self._enqueue(target, (event, pending, None))
         return len(targets)
 
     async def resend(
@@ -290,11 +286,14 @@ class Dispatcher:
         mutes and rate limits apply as to any delivery."""
         target = self.targets[(subscription.name, endpoint.uri)]
         self.stats.events += 1
+        await self._enqueue(target, (event, _Pending(1, None), webhook_id))
+
+    async def _enqueue(self, target: Target, item: tuple[Event, _Pending, str | None]) -> None:
         await self._room.acquire()
         self._running += 1
         self._idle.clear()
         self._start(target)
-        target.queue.put_nowait((event, _Pending(1, None), webhook_id))
+        target.queue.put_nowait(item)
 
     def _start(self, target: Target) -> None:
         if target.worker is None:
@@ -433,8 +432,8 @@ class Dispatcher:
         target.timer = loop.call_later(delay, target.queue.put_nowait, DUE)
         self._start(target)
 
-    def _release(self, target: Target, forget: bool = False) -> None:
-        """The batch is sent (or, with ``forget``, its endpoint is gone)."""
+    def _release(self, target: Target) -> None:
+        """The batch is sent, or its endpoint is gone."""
         target.batch = None
         if target.timer is not None:
             target.timer.cancel()
@@ -442,8 +441,7 @@ class Dispatcher:
         self._held.discard(target)
         if target.endpoint.id is not None:
             self._dirty[target.endpoint.id] = None
-        if forget:
-            self._check_idle()
+        self._check_idle()
 
     async def _send_batch(self, target: Target) -> None:
         batch = target.batch
