@@ -1009,7 +1009,9 @@ def mute(
     until: str | None = typer.Option(
         None, "--until", metavar="TIME", help="Until this UTC time, e.g. 2026-11-25T22:00Z."
     ),
-    reason: str | None = typer.Option(None, "--reason", help="Why (shown in mutes and logs)."),
+    reason: str | None = typer.Option(
+        None, "--reason", metavar="TEXT", help="Why (shown by mutes and in deliveries)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Silence a subscription (or all, or one endpoint, or some event types) for a while:

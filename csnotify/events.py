@@ -80,6 +80,10 @@ _TIME_FORMATS = (
     "%Y-%m-%dT%H:%M:%S.%f%z",
     "%Y-%m-%d %H:%M:%S",
     "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M%z",  # typed by people: 2026-11-26T06:00Z
+    "%Y-%m-%d %H:%M%z",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
 )
 
 
