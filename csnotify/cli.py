@@ -302,6 +302,7 @@ def subscribe(
     )
     created = subscriptions.subscribe(app_state.store(), spec, enabled=not disabled)
     sub = created.subscription
+    _warn_group_wait(app_state, sub)
     if as_json:
         data = sub.as_json()
         if created.generated_key:
@@ -315,6 +316,16 @@ def subscribe(
     )
     if created.generated_key:
         app_state.terminal.out(f"signing key (shown once, keep it): {created.generated_key}")
+
+
+def _warn_group_wait(app_state: AppState, sub: Subscription) -> None:
+    from csnotify.channels import APPRISE
+
+    if sub.group_wait and not any(ep.kind == APPRISE for ep in sub.endpoints):
+        app_state.terminal.err(
+            f"csnotify: note: --group-wait applies to email, SMS and chat endpoints;"
+            f" {sub.name} has none, so its events are sent one by one"
+        )
 
 
 @app.command("list")
@@ -507,6 +518,8 @@ def update(
         rotate_key=rotate_key,
         limit_endpoint=endpoint,
     )
+    if group_wait is not None:
+        _warn_group_wait(app_state, result.subscription)
     if as_json:
         data = result.subscription.as_json()
         if result.generated_key:

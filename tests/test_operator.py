@@ -328,6 +328,8 @@ def test_group_wait_sends_a_burst_as_one_message_to_human_endpoints(cli) -> None
         r = cli("dispatch", "-", input=lines([event(9)]))
         assert r.exit_code == 0
         assert smtp.messages[-1][2]["Subject"] == "[CloudStack] VM.START Completed: vm-9"
+    r = cli("subscribe", "VM.*", "--to", "https://hooks.example/cs", "--group-wait", "30s")
+    assert r.exit_code == 0 and "--group-wait applies to email, SMS and chat endpoints" in r.stderr
     (mail_ep, hook_ep) = endpoints(cli, "grouped")
     assert (mail_ep["total_folded"], mail_ep["total_successes"]) == (6, 2)
     assert (hook_ep["total_folded"], hook_ep["total_successes"]) == (0, 6)
