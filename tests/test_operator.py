@@ -148,30 +148,42 @@ def test_muted_events_are_recorded_not_sent_and_not_failures(cli) -> None:
 def test_a_mute_ends_by_itself_in_the_middle_of_a_run(cli) -> None:
     with Receiver() as rx:
         subscribe(cli, "VM.*", "--to", rx.url, "--name", "hooks")
-        r = cli("mute", "--all", "--for", "3s", "--reason", "short window", "--json")
+        r = cli("mute", "--all", "--for", "5s", "--reason", "short window", "--json")
         assert r.exit_code == 0
         ends = datetime.fromisoformat(r.json()["until"]).timestamp()
-        assert time.time() + 3 <= ends <= time.time() + 4
+        assert time.time() + 5 <= ends <= time.time() + 6
         proc = start_listen("--source", "stdin")
         assert proc.stdin is not None
-        sent_at = {}
-        for i in range(10):  # one event every 0.6 s: about half before the end
-            proc.stdin.write(json.dumps(event(i)) + "\n")
+
+        def send(item: dict) -> float:
+            proc.stdin.write(json.dumps(item) + "\n")
             proc.stdin.flush()
-            sent_at[f"ev-{i:04d}"] = time.time()
-            time.sleep(0.6)
+            return time.time()
+
+        send(event(999))  # the listener is running once this one is recorded
+
+        def statuses() -> dict[str, str]:
+            return {r["event_id"]: r["status"] for r in cli("deliveries", "--json").json()}
+
+        assert wait_for(lambda: "ev-0999" in statuses(), timeout=4), "listen did not start in time"
+        sent_at = {}
+        i = 0
+        while time.time() < ends + 2:  # one event every 0.4 s, until 2 s after the end
+            sent_at[f"ev-{i:04d}"] = send(event(i))
+            i += 1
+            time.sleep(0.4)
         proc.stdin.close()
         assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
     got = {b["event"]["id"] for b in rx.bodies()}
-    rows = {r["event_id"]: r["status"] for r in cli("deliveries", "hooks", "--json").json()}
+    rows = statuses()
     margin = 0.3  # the listener reads the line a moment after it is written
     for ev_id, at in sent_at.items():
         if at < ends - margin:
             assert rows[ev_id] == "muted" and ev_id not in got, ev_id
         elif at > ends + margin:
             assert rows[ev_id] == "delivered" and ev_id in got, ev_id
-    statuses = collections.Counter(rows.values())
-    assert statuses["muted"] >= 3 and statuses["delivered"] >= 2, statuses
+    counts = collections.Counter(rows.values())
+    assert counts["muted"] >= 2 and counts["delivered"] >= 3, counts
     assert cli("mutes", "--json").json() == []
     assert cli("mutes", "--all", "--json").json()[0]["seconds_left"] == 0
 
@@ -285,9 +297,10 @@ def test_storm_to_limited_email_sms_and_webhooks_gives_a_handful_of_messages(cli
 
 
 def test_pending_batch_is_sent_after_a_restart(cli) -> None:
-    """A group held when listen stops (SIGTERM) is kept in the store; the next run sends it."""
+    """A group held when listen stops (SIGTERM) is kept in the store; the next run sends it
+    (the group was due while no listen ran)."""
     with SmsEagleGateway() as sms:
-        subscribe(cli, "VM.*", "--to", sms.uri(), "--group-wait", "3s", "--name", "sms")
+        subscribe(cli, "VM.*", "--to", sms.uri(), "--group-wait", "5s", "--name", "sms")
         proc = start_listen("--source", "stdin")
         assert proc.stdin is not None
         proc.stdin.write(lines([event(1, "VM.STOP"), event(2, "VM.STOP"), event(3)]))
@@ -298,7 +311,7 @@ def test_pending_batch_is_sent_after_a_restart(cli) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         proc.stdin.close()
-        time.sleep(3.2)
+        time.sleep(5.2)
         assert sms.texts() == []  # the first run stopped before the group was due
         r = run_process("listen", "--source", "stdin", input="")
         assert r.exit_code == 0, r.stderr
