@@ -511,32 +511,22 @@ class DeliveryLog:
         oldest first, one per event and endpoint (its latest outcome), with their payload;
         with ``failed`` only those whose latest outcome is a failure."""
         clauses, params = _window_clauses("at", since, until)
+        statuses = _message_statuses(failed)
         marks = ",".join("?" * len(endpoint_ids))
-        latest = self.store.conn.execute(
-            f"SELECT MAX(id) AS id FROM deliveries WHERE endpoint_id IN ({marks})"  # noqa: S608
-            f"{clauses} GROUP BY endpoint_id, event_id",
-            (*endpoint_ids, *params),
+        return self.store.conn.execute(
+            "SELECT * FROM deliveries WHERE id IN (SELECT MAX(id) FROM deliveries"  # noqa: S608
+            f" WHERE endpoint_id IN ({marks}){clauses} GROUP BY endpoint_id, event_id)"
+            f" AND status IN ({','.join('?' * len(statuses))}) ORDER BY id",
+            (*endpoint_ids, *params, *statuses),
         ).fetchall()
-        ids = sorted(r["id"] for r in latest)
-        rows: list[sqlite3.Row] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows += self.store.conn.execute(
-                f"SELECT * FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})"  # noqa: S608
-                " ORDER BY id",
-                chunk,
-            ).fetchall()
-        wanted = ("failed",) if failed else ("delivered", "failed")
-        return [r for r in rows if r["status"] in wanted]
 
     def trimmed(
         self, endpoint_ids: list[int], since: str | None, until: str | None, failed: bool
     ) -> int:
         """How many deliveries in the window were trimmed from the log (counted by the
         minute, for the last 31 days)."""
-        statuses = ("failed",) if failed else ("delivered", "failed")
         clauses, params = _window_clauses(
-            "minute", since and since[:16], until and until[:16], statuses
+            "minute", since and since[:16], until and until[:16], _message_statuses(failed)
         )
         marks = ",".join("?" * len(endpoint_ids))
         row = self.store.conn.execute(
@@ -545,6 +535,11 @@ class DeliveryLog:
             (*endpoint_ids, *params),
         ).fetchone()
         return int(row[0])
+
+
+def _message_statuses(failed: bool) -> tuple[str, ...]:
+    """Outcomes of messages actually sent (muted and folded events were not)."""
+    return ("failed",) if failed else ("delivered", "failed")
 
 
 def _window_clauses(
