@@ -1142,6 +1142,7 @@ def redeliver(
     from csnotify import aio
     from csnotify.dispatch import redeliver as resend
     from csnotify.events import parse_since
+    from csnotify.store import log_time
     from csnotify.subscriptions import find
 
     app_state = state(ctx)
@@ -1159,9 +1160,8 @@ def redeliver(
                 f" --endpoint {_masked(ep.uri)}' first"
             )
         endpoints = [ep]
-    stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
-    start = parse_since(since).strftime(stamp) if since else None
-    end = parse_since(until).strftime(stamp) if until else None
+    start = log_time(parse_since(since)) if since else None
+    end = log_time(parse_since(until)) if until else None
     if start and end and start > end:
         raise BadInput("--since is after --until; swap them")
     result = aio.run(resend(store, settings, sub, endpoints, start, end, failed)).as_json()

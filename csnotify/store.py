@@ -26,6 +26,8 @@ from csnotify.matching import parse_filter
 from csnotify.subscriptions import Endpoint, Subscription
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlite_utils import Database
 
     from csnotify.mutes import Mute
@@ -44,10 +46,17 @@ def db_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str])
     return chosen_path(explicit, environ, "CSNOTIFY_DB", default_db_path)
 
 
+def log_time(moment: datetime) -> str:
+    """A moment as the store writes times (UTC, microseconds), so they compare as text."""
+    from datetime import UTC
+
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def utcnow() -> str:
     from datetime import UTC, datetime
 
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return log_time(datetime.now(UTC))
 
 
 class StoreBusy(CsnotifyError):
@@ -362,7 +371,7 @@ TRIMMED_KEPT_MINUTES = 31 * 24 * 60
 def _minutes_ago(minutes: int) -> str:
     from datetime import UTC, datetime, timedelta
 
-    return (datetime.now(UTC) - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M")
+    return log_time(datetime.now(UTC) - timedelta(minutes=minutes))[:16]
 
 
 class DeliveryLog:

@@ -399,6 +399,10 @@ def test_redeliver_says_how_much_of_the_window_the_log_no_longer_holds(cli) -> N
         report = r.json()
         assert (report["in_log"], report["not_in_log"], report["delivered"]) == (5, 7, 5)
         assert [q.headers["webhook-id"] for q in rx.requests[12:]] == first[7:]
+        # a time with an offset means that moment (10 minutes ago, written in UTC+01:00)
+        ten_ago = time.strftime("%Y-%m-%dT%H:%M:%S+01:00", time.gmtime(time.time() - 600 + 3600))
+        r = cli("redeliver", "hooks", "--since", ten_ago, "--json")
+        assert r.json()["in_log"] == 5, r.stdout
         r = cli("redeliver", "hooks", "--since", "2099-01-01T00:00:00Z", "--json")
         assert (r.json()["in_log"], r.json()["not_in_log"]) == (0, 0)
         r = cli("redeliver", "hooks", "--since", "1m", "--until", "2h")
