@@ -7,6 +7,7 @@ and to event types matching a pattern.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 import time
@@ -125,9 +126,8 @@ def _endpoint(store: Store, spec: MuteInput) -> str | None:
     if spec.name is not None:
         return find(store, spec.name).endpoint(spec.endpoint).uri
     for sub in store.subscriptions():
-        for ep in sub.endpoints:
-            if spec.endpoint in (ep.uri, mask_uri(ep.uri)):
-                return ep.uri
+        with contextlib.suppress(NotFound):
+            return sub.endpoint(spec.endpoint).uri
     raise NotFound(f"no subscription has endpoint {mask_uri(spec.endpoint)!r}; see 'csnotify list'")
 
 

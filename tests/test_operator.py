@@ -73,6 +73,8 @@ def test_mute_refuses_bad_input_and_stores_nothing(cli, db_file: Path) -> None:
         (["hooks", "--for", "2h", "--pattern", "VM START", "--reason", "x"], "pattern"),
         (["hooks", "--endpoint", "https://other.example", "--for", "2h", "--reason", "x"],
          "no endpoint"),
+        (["--all", "--endpoint", "https://other.example", "--for", "2h", "--reason", "x"],
+         "no subscription has endpoint"),
     ]  # fmt: skip
     for args, words in bad:
         r = cli("mute", *args)
@@ -111,6 +113,12 @@ def test_mute_list_and_unmute(cli) -> None:
     status = cli("status", "--json").json()
     assert [m["id"] for m in status["mutes"]] == [2, 3]
     assert "mute 2: all subscriptions" in cli("status").stdout
+    # --all with an endpoint, typed in the masked form that list shows
+    masked = first["endpoint"]
+    assert cli("mute", "--all", "--endpoint", masked, "--for", "1m", "--reason", "z").exit_code == 0
+    assert cli("mutes", "--json").json()[-1]["endpoint"] == masked
+    assert cli("unmute", "2", "3").exit_code == 0  # so that only mute 4 covers VM.START
+    assert "(muted, not sent: mute 4 until" in cli("match", "VM.START").stdout
 
 
 def test_muted_events_are_recorded_not_sent_and_not_failures(cli) -> None:
