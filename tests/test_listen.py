@@ -55,6 +55,16 @@ def received_ids(rx: Receiver) -> list[str]:
     return [b["event"]["id"] for b in rx.bodies()]
 
 
+def all_arrived(sim, rx: Receiver, ids_of, settle: float) -> list[str]:
+    """Once the simulator has generated everything, wait until the receiver has as many
+    requests, then ``settle`` seconds more (nothing more may arrive); the generated ids."""
+    sim.wait_generated()
+    expected = ids_of(sim)
+    assert wait_for(lambda: len(rx.requests) >= len(expected), 60)
+    time.sleep(settle)
+    return expected
+
+
 def bus_ids(sim) -> list[str]:
     return [
         parse_bus_body(r["body_raw"].encode(), r["routing_key"]).id
@@ -138,10 +148,7 @@ def test_two_listeners_share_the_queue(tmp_path: Path, bus) -> None:  # noqa: F8
             time.sleep(1.0)  # both consumers attached
             with simulator(tmp_path, "--amqp", bus.url, "--exchange", bus.exchange, "--count", "400",
                            "--rate", "400/s") as sim:  # fmt: skip
-                sim.wait_generated()
-                expected = bus_ids(sim)
-                assert wait_for(lambda: len(rx.requests) >= len(expected), 60)
-                time.sleep(0.5)
+                expected = all_arrived(sim, rx, bus_ids, settle=0.5)
         finally:
             for proc in (a, b):
                 assert stop(proc)[0] == 0
@@ -323,10 +330,7 @@ def test_api_end_to_end_every_event_exactly_once(tmp_path: Path) -> None:
             "--source", "api", "--interval", "0.3", "--since", "10m", env=api_env(sim)
         )
         try:
-            sim.wait_generated()
-            expected = api_ids(sim)
-            assert wait_for(lambda: len(rx.requests) >= len(expected), 60)
-            time.sleep(1)
+            expected = all_arrived(sim, rx, api_ids, settle=1)
         finally:
             rc, _, err = stop(listen)
     assert rc == 0, err
@@ -345,10 +349,7 @@ def test_api_restart_neither_loses_nor_repeats(tmp_path: Path) -> None:
         # the next run starts from the cursor in the store, not from --since or now
         listen = start_listen("--source", "api", "--interval", "0.2", env=env)
         try:
-            sim.wait_generated()
-            expected = api_ids(sim)
-            assert wait_for(lambda: len(rx.requests) >= len(expected), 60)
-            time.sleep(1)
+            expected = all_arrived(sim, rx, api_ids, settle=1)
         finally:
             rc, _, err = stop(listen)
     assert rc == 0, err
