@@ -23,7 +23,7 @@ from csnotify.matching import Matcher, parse_filter
 from csnotify.subscriptions import Endpoint, Subscription
 
 HERE = Path(__file__).resolve().parent
-TYPES_FILE = HERE.parent.parent / "shared" / "fixtures" / "event_types.txt"
+TYPES_FILE = HERE.parent / "tests" / "fixtures" / "event_types.txt"
 
 
 def event_types() -> list[str]:

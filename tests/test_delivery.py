@@ -18,7 +18,6 @@ from test_signing import spec_verify
 from csnotify import __version__
 
 pytestmark = [
-    pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}"),
     pytest.mark.usefixtures("fast_retries"),
 ]
 

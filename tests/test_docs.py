@@ -96,3 +96,19 @@ def test_bash_completion_script_loads(tmp_path) -> None:
         check=False,
     )
     assert "-F _csnotify_completion csnotify" in out.stdout
+
+
+def test_nothing_reads_outside_the_repository() -> None:
+    """A fresh clone has nothing beside it: no code, test or bench may reach into ../shared
+    (samples live in tests/fixtures, the design in docs/)."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    offenders = [
+        name
+        for name in tracked
+        if name.endswith((".py", "Makefile", ".ci/run", ".toml"))
+        and name != "tests/test_docs.py"
+        and ("../shared" in (text := (REPO / name).read_text()) or '"shared" /' in text)
+    ]
+    assert offenders == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import FIXTURES, load_fixture
+from helpers import load_fixture
 
 from csnotify.errors import BadInput
 from csnotify.events import (
@@ -16,10 +16,6 @@ from csnotify.events import (
     normalise,
     parse_bus_body,
     parse_stream,
-)
-
-pytestmark = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"CloudStack fixtures not found at {FIXTURES}"
 )
 
 UUID_VM = "c3b1f2e4-6a7d-4e89-9b0a-1f2e3d4c5b6a"

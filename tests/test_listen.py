@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from helpers import FIXTURES, load_fixture, run_process
+from helpers import load_fixture, run_process
 from receivers import Answer, Receiver
 from services import bus, simulator, wait_for  # noqa: F401 - fixtures
 
@@ -397,7 +396,6 @@ def test_api_wrong_secret_is_exit_3(tmp_path: Path) -> None:
 # -- stdin ------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="fixtures not found")
 def test_stdin_source(tmp_path: Path) -> None:
     items = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
     text = "\n".join([json.dumps(items[0]), "{broken", json.dumps(items[1])]) + "\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import FIXTURES, load_fixture, run_process
+from helpers import load_fixture, run_process
 
 
 @pytest.fixture
@@ -52,7 +52,6 @@ def test_match_json(cli, subscribed) -> None:
     assert report["event"]["account"] == "admin" and report["event"]["level"] == "ERROR"
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="fixtures not found")
 def test_match_an_event_file(cli, subscribed, tmp_path) -> None:
     path = tmp_path / "alert.json"
     path.write_text(json.dumps(load_fixture("amqp/AlertEvent.json")))
@@ -82,7 +81,6 @@ def test_match_bad_input(cli, subscribed) -> None:
     assert cli("match", "VM.START", "--level", "LOUD").exit_code == 2
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="fixtures not found")
 def test_dry_run_says_why_the_others_skip(subscribed) -> None:
     item = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"][0]
     r = run_process("listen", "--source", "stdin", "--dry-run", input=json.dumps(item) + "\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-import pytest
 from helpers import FIXTURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,7 +89,6 @@ def test_index_agrees_with_brute_force(pattern_lists: list[list[str]], kind: str
     assert names(Matcher(subs), ev(kind)) == expected
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures not found")
 def test_every_cloudstack_event_type_matches_its_own_pattern() -> None:
     types = (FIXTURES / "event_types.txt").read_text().split()
     m = Matcher([Sub(t, [t]) for t in types])
