@@ -114,7 +114,10 @@ class AppState:
     def settings(self) -> Settings:
         from csnotify import config
 
-        return config.load(self.config_path(), os.environ, config.parse_overrides(self.overrides))
+        loaded = config.load(self.config_path(), os.environ, config.parse_overrides(self.overrides))
+        for warning in loaded.warnings:
+            self.terminal.err(f"csnotify: warning: {warning}")
+        return loaded
 
     def close(self) -> None:
         if self._store is not None:
@@ -216,6 +219,13 @@ MAX_PER_MINUTE_OPT = typer.Option(
     metavar="N|default",
     help="Rate limit per endpoint; the excess goes out as one digest (0: none).",
 )
+STRICT_ORDER_OPT = typer.Option(
+    None,
+    "--strict-order/--per-resource-order",
+    help="One delivery at a time, in the order events were accepted (default: events of"
+    " one resource in order, different resources in parallel).",
+    show_default=False,
+)
 GROUP_WAIT_OPT = typer.Option(
     None,
     "--group-wait",
@@ -259,6 +269,7 @@ def subscribe(
     body: str | None = typer.Option(None, "--body", help="Body template for human channels."),
     max_per_minute: str | None = MAX_PER_MINUTE_OPT,
     group_wait: str | None = GROUP_WAIT_OPT,
+    strict_order: bool | None = STRICT_ORDER_OPT,
     disabled: bool = typer.Option(False, "--disabled", help="Create it switched off."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -274,6 +285,10 @@ def subscribe(
     --max-per-minute sets the limit for the endpoints given (0: none; webhooks and
     commands have none unless set). --group-wait collects the events of a burst for that
     long and sends them to human endpoints as one message.
+
+    Events of one resource reach an endpoint in the order they were accepted; events of
+    different resources go out in parallel (delivery.per_endpoint at once).
+    --strict-order sends one at a time, in acceptance order, for receivers that need it.
 
     \b
     Examples:
@@ -299,6 +314,7 @@ def subscribe(
         body=body,
         max_per_minute=max_per_minute,
         group_wait=group_wait,
+        strict_order=strict_order,
     )
     created = subscriptions.subscribe(app_state.store(), spec, enabled=not disabled)
     sub = created.subscription
@@ -371,11 +387,10 @@ def _limit_text(limit: int, own: int | None) -> str:
 
 
 def _render_subscription(
-    terminal: Terminal, sub: Subscription, reveal: bool, human_default: int
+    terminal: Terminal, sub: Subscription, data: dict[str, Any], human_default: int
 ) -> None:
     from csnotify.templates import DEFAULT_TITLE
 
-    data = sub.as_json(reveal)
     pairs: list[tuple[str, Any]] = [
         ("name", sub.name),
         ("state", "enabled" if sub.enabled else "disabled"),
@@ -397,10 +412,12 @@ def _render_subscription(
     terminal.fields(pairs)
     terminal.out()
     columns = ["ENDPOINT", "KIND", "STATE", "LIMIT", "CONSEC", "FAILED", "OK", "MUTED", "FOLDED"]
-    columns += ["LAST OK", "LAST ERROR"]
+    columns += ["BACKLOG", "NEXT TRY", "LAST OK", "LAST ERROR"]
     rows = []
     for ep, ep_obj in zip(data["endpoints"], sub.endpoints, strict=True):
         ep_state = "enabled" if ep["enabled"] else f"disabled: {ep['disabled_reason'] or '-'}"
+        if ep["strict_order"]:
+            ep_state += ", strict order"
         last_error = f"{ep['last_error_at']} {ep['last_error']}" if ep["last_error"] else None
         rows.append(
             [
@@ -413,11 +430,13 @@ def _render_subscription(
                 ep["total_successes"],
                 ep["total_muted"],
                 ep["total_folded"],
+                ep["backlog"],
+                _clock(ep["next_attempt"]),
                 ep["last_success_at"],
                 last_error,
             ]
         )
-    optional = ["KIND", "CONSEC", "LAST OK", "MUTED", "FOLDED", "LIMIT"]
+    optional = ["KIND", "CONSEC", "LAST OK", "MUTED", "FOLDED", "LIMIT", "NEXT TRY", "BACKLOG"]
     terminal.table(columns, rows, optional=optional)
 
 
@@ -435,15 +454,18 @@ def show(
       csnotify show vm-to-hooks
       csnotify show vm-to-hooks --reveal --json | jq -r .key_whsec
     """
+    from csnotify.status import subscription_doc
     from csnotify.subscriptions import find
 
     app_state = state(ctx)
-    sub = find(app_state.store(), name)
+    store = app_state.store()
+    sub = find(store, name)
+    data = subscription_doc(store, sub, reveal)
     if as_json:
-        app_state.terminal.json(sub.as_json(reveal))
+        app_state.terminal.json(data)
     else:
         human_default = app_state.settings()["delivery.human_max_per_minute"]
-        _render_subscription(app_state.terminal, sub, reveal, human_default)
+        _render_subscription(app_state.terminal, sub, data, human_default)
 
 
 @app.command()
@@ -473,8 +495,12 @@ def update(
     title: str | None = typer.Option(None, "--title", help="Title template ('' for the default)."),
     body: str | None = typer.Option(None, "--body", help="Body template ('' for the default)."),
     max_per_minute: str | None = MAX_PER_MINUTE_OPT,
+    strict_order: bool | None = STRICT_ORDER_OPT,
     endpoint: str | None = typer.Option(
-        None, "--endpoint", metavar="URI", help="With --max-per-minute: only this endpoint."
+        None,
+        "--endpoint",
+        metavar="URI",
+        help="With --max-per-minute or --strict-order: only this endpoint.",
     ),
     group_wait: str | None = GROUP_WAIT_OPT,
     as_json: bool = JSON_OPT,
@@ -488,6 +514,7 @@ def update(
       csnotify update vm-to-hooks --add-to https://backup.example/cs
       csnotify update vm-to-hooks --rotate-key
       csnotify update oncall --max-per-minute 5 --group-wait 1m
+      csnotify update vm-to-hooks --strict-order --endpoint https://hooks.example/cs
     """
     from csnotify import subscriptions
 
@@ -507,6 +534,7 @@ def update(
         body=body,
         max_per_minute=max_per_minute,
         group_wait=group_wait,
+        strict_order=strict_order,
     )
     result = subscriptions.update(
         app_state.store(),
@@ -682,7 +710,7 @@ def _read_input(app_state: AppState, file: str) -> str:
 
 def _delivery_settings(app_state: AppState) -> Any:
     from csnotify import logs
-    from csnotify.dispatch import DeliverySettings
+    from csnotify.delivery.settings import DeliverySettings
 
     logs.setup(app_state.verbose, app_state.quiet)
     return DeliverySettings.from_settings(app_state.settings())
@@ -703,7 +731,9 @@ def dispatch(
     or CloudEvents JSON, and CloudStack event-bus message bodies. A bad line is reported
     as 'line N: reason' and skipped; the others are delivered, and the exit status is 1.
     Events held back by a rate limit or --group-wait go out (as one message) before it
-    exits, which can take up to a minute.
+    exits, which can take up to a minute. A delivery whose next retry is more than 10 s
+    away stays in the store ('waiting'); the next listen or dispatch makes it. The exit
+    status is 1 if a line was skipped or a delivery failed.
 
     \b
     Examples:
@@ -740,11 +770,15 @@ def dispatch(
             f"read {summary['read']}: {summary['events']} events, {summary['matched']} matched;"
             f" {summary['delivered']} delivered, {summary['failed']} failed,"
             f" {summary['skipped']} skipped"
-            + "".join(f", {summary[k]} {k}" for k in ("muted", "folded", "dropped") if summary[k])
+            + "".join(
+                f", {summary[k]} {k}"
+                for k in ("muted", "folded", "dropped", "waiting")
+                if summary[k]
+            )
         )
         for label in summary["switched_off"]:
             app_state.terminal.err(f"csnotify: switched off {label} (see 'csnotify show')")
-    if result.rejected:
+    if result.rejected or summary["failed"]:
         raise Exit(int(ExitCode.FAILED))
 
 
@@ -1232,7 +1266,7 @@ def listen(
       csnotify listen --source amqp --print --dry-run | jq .type
     """
     from csnotify import aio, logs
-    from csnotify.dispatch import DeliverySettings
+    from csnotify.delivery.settings import DeliverySettings
     from csnotify.listen import Listener, ListenOptions
 
     if source not in SOURCES:
@@ -1582,7 +1616,7 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
 
 def _status_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     columns = ["SUBSCRIPTION", "ENDPOINT", "STATE", "OK", "FAILED", "MUTED", "FOLDED", "CONSEC"]
-    columns.append("LAST ERROR")
+    columns += ["BACKLOG", "NEXT TRY", "LAST ERROR"]
     rows = []
     for ep in report["endpoints"]:
         if not ep["subscription_enabled"]:
@@ -1599,13 +1633,20 @@ def _status_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                 ep["total_muted"],
                 ep["total_folded"],
                 ep["consecutive_failures"],
-                ep["last_error"],
+                ep["backlog"],
+                _clock(ep["next_attempt"]),
+                ep["pending_error"] or ep["last_error"],
             ]
         )
     return columns, rows
 
 
-STATUS_OPTIONAL = ["CONSEC", "FOLDED", "MUTED"]
+def _clock(iso: str | None) -> str | None:
+    """``2026-11-26T10:00:05Z`` -> ``10:00:05Z`` (today's times are what one watches)."""
+    return iso[11:] if iso else None
+
+
+STATUS_OPTIONAL = ["CONSEC", "FOLDED", "MUTED", "NEXT TRY", "BACKLOG"]
 
 
 def _render_status(terminal: Terminal, report: dict[str, Any]) -> None:

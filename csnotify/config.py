@@ -29,6 +29,7 @@ class Setting:
     help: str
     secret: bool = False
     minimum: float | None = None
+    check: str | None = None  # "duration" or "schedule": text checked by that parser
 
 
 SETTINGS: dict[str, Setting] = {
@@ -55,16 +56,34 @@ SETTINGS: dict[str, Setting] = {
         Setting("amqp.queue", str, "csnotify", "durable queue shared by all listeners"),
         Setting("amqp.prefetch", int, 100, "unacknowledged messages per listener", minimum=1),
         Setting("delivery.timeout", float, 10.0, "seconds per delivery attempt", minimum=0.1),
-        Setting("delivery.retries", int, 3, "attempts per delivery", minimum=1),
         Setting(
-            "delivery.backoff", float, 1.0, "seconds before the first retry (doubles)", minimum=0
+            "delivery.retry_schedule",
+            str,
+            "0s,5s,30s,2m,10m,1h",
+            "wait before each attempt of a delivery (the first is usually 0s); kept in the store,"
+            " so retries survive a restart. Retry-After is honoured up to the last step",
+            check="schedule",
         ),
         Setting(
-            "delivery.backoff_max",
-            float,
-            60.0,
-            "longest wait between attempts, Retry-After included",
-            minimum=0,
+            "delivery.max_age",
+            str,
+            "24h",
+            "a delivery still pending this long after its event was accepted is given up",
+            check="duration",
+        ),
+        Setting(
+            "delivery.per_endpoint",
+            int,
+            16,
+            "deliveries in flight to one endpoint (events of one resource always go in order)",
+            minimum=1,
+        ),
+        Setting(
+            "delivery.max_backlog",
+            int,
+            100_000,
+            "pending deliveries kept per endpoint; past it the oldest are given up and counted",
+            minimum=1,
         ),
         Setting("delivery.concurrency", int, 64, "deliveries in flight at once", minimum=1),
         Setting(
@@ -107,6 +126,8 @@ def lookup(key: str) -> Setting:
     try:
         return SETTINGS[key]
     except KeyError:
+        if key in RETIRED:
+            raise BadInput(f"setting {key!r} is gone; use {RETIRED[key]} instead") from None
         hint = did_you_mean(key) or "; see 'csnotify config show'"
         raise BadInput(f"unknown setting {key!r}{hint}") from None
 
@@ -137,6 +158,8 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
             converted = value
     except (TypeError, ValueError):
         raise BadInput(f"{setting.key} expects {expected}, got {value!r} ({origin})") from None
+    if setting.check is not None:
+        _check_text(setting, converted, origin)
     if setting.minimum is not None and converted < setting.minimum:
         raise BadInput(
             f"{setting.key} must be at least {setting.minimum:g}, got {value!r} ({origin})"
@@ -144,11 +167,33 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
     return converted
 
 
+def _check_text(setting: Setting, value: str, origin: str) -> None:
+    from csnotify.events import parse_duration, parse_schedule
+
+    try:
+        if setting.check == "schedule":
+            parse_schedule(value, setting.key)
+        else:
+            parse_duration(value, setting.key)
+    except BadInput as exc:
+        raise BadInput(f"{exc.message} ({origin})") from None
+
+
+# Settings an earlier version had. A config file that still holds one keeps working (the
+# value is ignored, with a warning); naming one anywhere else says what replaced it.
+RETIRED = {
+    "delivery.retries": "delivery.retry_schedule",
+    "delivery.backoff": "delivery.retry_schedule",
+    "delivery.backoff_max": "delivery.retry_schedule",
+}
+
+
 @dataclass
 class Settings:
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    warnings: list[str] = field(default_factory=list)  # said once by the CLI
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -203,10 +248,15 @@ def load(
 ) -> Settings:
     """Effective settings with the origin of each value."""
     file_values = read_file(path)
-    for key in file_values:
-        if key not in SETTINGS:
-            raise BadInput(f"config file {path}: unknown setting {key!r}{did_you_mean(key)}")
     settings = Settings(path=path)
+    for key in list(file_values):
+        if key in RETIRED:
+            del file_values[key]
+            settings.warnings.append(
+                f"config file {path}: {key} is no longer used; see {RETIRED[key]}"
+            )
+        elif key not in SETTINGS:
+            raise BadInput(f"config file {path}: unknown setting {key!r}{did_you_mean(key)}")
     for key, setting in SETTINGS.items():
         value, source = setting.default, "default"
         if key in file_values:

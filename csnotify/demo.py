@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from csnotify import config
-from csnotify.dispatch import DeliverySettings
+from csnotify.delivery.settings import DeliverySettings
 from csnotify.listen import Listener, ListenOptions
 from csnotify.redact import mask_uri
 from csnotify.signing import SignatureMismatch, verify
@@ -33,8 +33,7 @@ from csnotify.subscriptions import SubscriptionInput, subscribe
 # Demo pacing: quick retries, and the failing endpoint switched off after a few seconds.
 DEMO_SETTINGS = {
     "delivery.timeout": "2",
-    "delivery.retries": "2",
-    "delivery.backoff": "0.2",
+    "delivery.retry_schedule": "0s,0.2s",
     "failures.disable_after": "8",
 }
 

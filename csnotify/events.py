@@ -116,6 +116,14 @@ def parse_duration(text: str, what: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
+def parse_schedule(text: str, what: str) -> list[float]:
+    """``0s,5s,30s,2m``: the wait before each attempt, in seconds (at least one step)."""
+    steps = text.split(",")
+    if not text.strip() or len(steps) > 50:
+        raise BadInput(f"{what} {text!r}: give 1 to 50 waits such as 0s,5s,30s,2m,10m,1h")
+    return [parse_duration(step, what).total_seconds() for step in steps]
+
+
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """``2026-11-25T10:00:00Z``, ``2026-11-25 10:00:00`` or relative: ``30m``, ``2h``, ``1d``
     ago."""

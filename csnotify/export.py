@@ -46,6 +46,8 @@ def to_item(sub: Subscription, with_secrets: bool) -> dict[str, Any]:
             entry["disabled_reason"] = ep["disabled_reason"]
         if ep["max_per_minute"] is not None:
             entry["max_per_minute"] = ep["max_per_minute"]
+        if ep["strict_order"]:
+            entry["strict_order"] = True
         item["endpoints"].append(entry)
     return item
 
@@ -101,7 +103,7 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
     endpoints = entry.get("endpoints")
     if not isinstance(endpoints, list) or not endpoints:
         raise BadInput(f"{where}: 'endpoints' must be a non-empty list")
-    uris, flags, reasons, rates = [], [], [], []
+    uris, flags, reasons, rates, orders = [], [], [], [], []
     for ep in endpoints:
         if not isinstance(ep, dict) or not isinstance(ep.get("uri"), str):
             raise BadInput(f"{where}: each endpoint needs a 'uri' string")
@@ -116,6 +118,10 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
         if rate is not None and (type(rate) is not int or not 0 <= rate <= MAX_RATE):
             raise BadInput(f"{where}: 'max_per_minute' must be a whole number from 0 to {MAX_RATE}")
         rates.append(rate)
+        strict = ep.get("strict_order", False)
+        if not isinstance(strict, bool):
+            raise BadInput(f"{where}: 'strict_order' must be true or false")
+        orders.append(strict)
     group_wait = entry.get("group_wait", 0)
     if type(group_wait) not in (int, float) or not 0 <= group_wait <= MAX_GROUP_WAIT_S:
         raise BadInput(f"{where}: 'group_wait' must be seconds from 0 to {MAX_GROUP_WAIT_S:g}")
@@ -145,10 +151,13 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
         raise BadInput(f"{where}: {exc.message}") from None
     sub.enabled = enabled
     sub.group_wait = float(group_wait)
-    for ep, flag, reason, rate in zip(sub.endpoints, flags, reasons, rates, strict=True):
+    for ep, flag, reason, rate, strict in zip(
+        sub.endpoints, flags, reasons, rates, orders, strict=True
+    ):
         ep.enabled = flag
         ep.disabled_reason = None if flag else str(reason)
         ep.max_per_minute = rate
+        ep.strict_order = strict
     return sub
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from csnotify.aio import locked_thread
-from csnotify.dispatch import DeliverySettings, Dispatcher
+from csnotify.delivery.pipeline import Pipeline
+from csnotify.delivery.settings import DeliverySettings
 from csnotify.events import Event, now_iso
 from csnotify.matching import Matcher, explain
 from csnotify.redact import mask_uri
@@ -58,7 +59,7 @@ class Listener:
     on_outcome: Callable[[Any], None] | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     state: SourceState = field(init=False)
-    dispatcher: Dispatcher = field(init=False)
+    dispatcher: Pipeline = field(init=False)
     rejected: int = 0
     events: int = 0
     started: str = ""
@@ -67,7 +68,7 @@ class Listener:
 
     def __post_init__(self) -> None:
         self.state = SourceState(self.store)
-        self.dispatcher = Dispatcher(self.store, self.settings, self.on_outcome, restore=True)
+        self.dispatcher = Pipeline(self.store, self.settings, self.on_outcome, restore=True)
         self.matcher: Matcher[Subscription] = Matcher([])
         self.subscriptions: list[Subscription] = []
 

@@ -117,7 +117,35 @@ def m002_operator_control(db: Database) -> None:
     )
 
 
+def m003_outbox(db: Database) -> None:
+    """Pending deliveries: an event is accepted once its deliveries are written here, and
+    each endpoint's worker sends from this table, so nothing accepted is lost in a crash and
+    retries survive a restart. Endpoints get a strict-order switch and a count of the
+    deliveries given up because their backlog was full."""
+    db.execute(
+        "CREATE TABLE pending ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"  # acceptance order; never reused
+        " endpoint_id INTEGER NOT NULL,"
+        " event_id TEXT NOT NULL,"
+        " event_type TEXT NOT NULL,"
+        " resource TEXT NOT NULL,"  # events of one resource go to an endpoint in id order
+        " payload TEXT NOT NULL,"  # the normalised event (JSON)
+        " raw_text TEXT,"  # the bus body as received, for --format cloudstack
+        " webhook_id TEXT,"  # redeliver: the recorded id; NULL: derived as usual
+        " accepted REAL NOT NULL,"  # unix time
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_at REAL NOT NULL,"  # unix time of the next attempt
+        " last_error TEXT,"
+        " owner TEXT,"  # the process working on it (host:pid:nonce), or NULL
+        " lease REAL)"  # the owner's claim ends then unless renewed
+    )
+    db.execute("CREATE INDEX pending_endpoint ON pending (endpoint_id, id)")
+    db["endpoints"].add_column("strict_order", int, not_null_default=0)
+    db["endpoints"].add_column("total_dropped", int, not_null_default=0)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_operator_control", m002_operator_control),
+    ("m003_outbox", m003_outbox),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from csnotify.delivery.outbox import NO_BACKLOG, backlog
 from csnotify.mutes import active
 from csnotify.redact import mask_uri
 from csnotify.store import SourceState
@@ -12,6 +13,7 @@ from csnotify.store import SourceState
 if TYPE_CHECKING:
     from csnotify.config import Settings
     from csnotify.store import Store
+    from csnotify.subscriptions import Subscription
 
 
 def collect(store: Store) -> dict[str, Any]:
@@ -32,10 +34,11 @@ def collect(store: Store) -> dict[str, Any]:
                 }
             )
     subs = store.subscriptions()
+    backlogs = backlog(store)
     endpoints = []
     for sub in subs:
         for ep in sub.endpoints:
-            data = ep.as_json()
+            data = ep.as_json() | backlogs.get(ep.id or 0, NO_BACKLOG)
             endpoints.append(
                 {"subscription": sub.name, "subscription_enabled": sub.enabled, **data}
             )
@@ -48,6 +51,15 @@ def collect(store: Store) -> dict[str, Any]:
         "mutes": [m.as_json() for m in active(store)],
         "endpoints": endpoints,
     }
+
+
+def subscription_doc(store: Store, sub: Subscription, reveal: bool = False) -> dict[str, Any]:
+    """``show``: the subscription with each endpoint's backlog of pending deliveries."""
+    data = sub.as_json(reveal)
+    backlogs = backlog(store)
+    for doc, ep in zip(data["endpoints"], sub.endpoints, strict=True):
+        doc.update(backlogs.get(ep.id or 0, NO_BACKLOG))
+    return data
 
 
 async def queue_depth(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:

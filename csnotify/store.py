@@ -72,7 +72,7 @@ class DeliveryRecord:
     endpoint: str
     event_id: str
     event_type: str
-    status: str  # delivered | failed | skipped
+    status: str  # delivered | failed | muted | folded | dropped
     attempts: int
     at: str
     http_status: int | None = None
@@ -241,6 +241,7 @@ class Store:
             if ep.uri in existing:
                 values: dict[str, Any] = {"position": position}
                 values["max_per_minute"] = ep.max_per_minute
+                values["strict_order"] = int(ep.strict_order)
                 if endpoint_flags:
                     values |= {"enabled": int(ep.enabled), "disabled_reason": ep.disabled_reason}
                 table.update(existing[ep.uri], values)
@@ -253,6 +254,7 @@ class Store:
                         "enabled": int(ep.enabled),
                         "disabled_reason": ep.disabled_reason,
                         "max_per_minute": ep.max_per_minute,
+                        "strict_order": int(ep.strict_order),
                     }
                 )
 
@@ -267,8 +269,11 @@ class Store:
         self._forget_batches()
 
     def _forget_batches(self) -> None:
-        """Pending batches of endpoints that no longer exist."""
-        self.conn.execute("DELETE FROM batches WHERE endpoint_id NOT IN (SELECT id FROM endpoints)")
+        """Pending batches and deliveries of endpoints that no longer exist."""
+        for table in ("batches", "pending"):
+            self.conn.execute(
+                f"DELETE FROM {table} WHERE endpoint_id NOT IN (SELECT id FROM endpoints)"  # noqa: S608
+            )
 
     def set_subscription_enabled(self, name: str, enabled: bool) -> None:
         self.conn.execute(
@@ -362,6 +367,8 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
         max_per_minute=row["max_per_minute"],
         total_muted=row["total_muted"],
         total_folded=row["total_folded"],
+        strict_order=bool(row["strict_order"]),
+        total_dropped=row["total_dropped"],
     )
 
 
@@ -372,6 +379,9 @@ def _minutes_ago(minutes: int) -> str:
     from datetime import UTC, datetime, timedelta
 
     return log_time(datetime.now(UTC) - timedelta(minutes=minutes))[:16]
+
+
+HELD = ("muted", "folded", "dropped")  # outcomes that sent nothing and are not failures
 
 
 class DeliveryLog:
@@ -390,43 +400,52 @@ class DeliveryLog:
         """Outcomes, and the pending batches that changed (None: sent, so deleted)."""
         if not records and not batches:
             return
-        conn = self.store.conn
         with self.store.transaction():
-            for endpoint_id, pending in batches:
-                if pending is None:
-                    conn.execute("DELETE FROM batches WHERE endpoint_id = ?", (endpoint_id,))
-                else:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO batches (endpoint_id, kind, due, doc)"
-                        " VALUES (?, ?, ?, ?)",
-                        (endpoint_id, *pending),
-                    )
-            conn.executemany(
-                "INSERT INTO deliveries (endpoint_id, subscription, endpoint, event_id,"
-                " event_type, at, attempts, status, http_status, latency_ms, error, webhook_id,"
-                " payload) VALUES (:endpoint_id, :subscription, :endpoint, :event_id, :event_type,"
-                " :at, :attempts, :status, :http_status, :latency_ms, :error, :webhook_id,"
-                " :payload)",
-                [asdict(r) for r in records],
-            )
-            by_endpoint: dict[int, list[DeliveryRecord]] = {}
-            held: dict[int, list[int]] = {}  # muted, folded
-            for r in records:
-                if r.status in ("delivered", "failed"):
-                    by_endpoint.setdefault(r.endpoint_id, []).append(r)
-                elif r.status in ("muted", "folded"):
-                    counts = held.setdefault(r.endpoint_id, [0, 0])
-                    counts[r.status == "folded"] += 1
-            for endpoint_id, rows in by_endpoint.items():
-                self._fold(endpoint_id, rows)
-            for endpoint_id, (muted, folded) in held.items():
+            self.write(records, log_max, batches)
+
+    def write(
+        self,
+        records: list[DeliveryRecord],
+        log_max: int,
+        batches: Sequence[tuple[int, tuple[str, float, str] | None]] = (),
+    ) -> None:
+        """``record`` inside a transaction the caller holds."""
+        conn = self.store.conn
+        for endpoint_id, pending in batches:
+            if pending is None:
+                conn.execute("DELETE FROM batches WHERE endpoint_id = ?", (endpoint_id,))
+            else:
                 conn.execute(
-                    "UPDATE endpoints SET total_muted = total_muted + ?,"
-                    " total_folded = total_folded + ? WHERE id = ?",
-                    (muted, folded, endpoint_id),
+                    "INSERT OR REPLACE INTO batches (endpoint_id, kind, due, doc)"
+                    " VALUES (?, ?, ?, ?)",
+                    (endpoint_id, *pending),
                 )
-            for endpoint_id in {r.endpoint_id for r in records}:
-                self._trim(endpoint_id, log_max)
+        conn.executemany(
+            "INSERT INTO deliveries (endpoint_id, subscription, endpoint, event_id,"
+            " event_type, at, attempts, status, http_status, latency_ms, error, webhook_id,"
+            " payload) VALUES (:endpoint_id, :subscription, :endpoint, :event_id, :event_type,"
+            " :at, :attempts, :status, :http_status, :latency_ms, :error, :webhook_id,"
+            " :payload)",
+            [asdict(r) for r in records],
+        )
+        by_endpoint: dict[int, list[DeliveryRecord]] = {}
+        held: dict[int, list[int]] = {}  # muted, folded, dropped
+        for r in records:
+            if r.status in ("delivered", "failed"):
+                by_endpoint.setdefault(r.endpoint_id, []).append(r)
+            elif r.status in HELD:
+                held.setdefault(r.endpoint_id, [0, 0, 0])[HELD.index(r.status)] += 1
+        for endpoint_id, rows in by_endpoint.items():
+            self._fold(endpoint_id, rows)
+        for endpoint_id, (muted, folded, dropped) in held.items():
+            conn.execute(
+                "UPDATE endpoints SET total_muted = total_muted + ?,"
+                " total_folded = total_folded + ?, total_dropped = total_dropped + ?"
+                " WHERE id = ?",
+                (muted, folded, dropped, endpoint_id),
+            )
+        for endpoint_id in {r.endpoint_id for r in records}:
+            self._trim(endpoint_id, log_max)
 
     def batches(self) -> dict[int, tuple[str, float, str]]:
         """Batches an earlier run held back, by endpoint id."""
@@ -486,10 +505,13 @@ class DeliveryLog:
 
     def disable(self, endpoint_id: int, reason: str) -> None:
         with self.store.transaction():
-            self.store.conn.execute(
-                "UPDATE endpoints SET enabled = 0, disabled_reason = ? WHERE id = ?",
-                (reason, endpoint_id),
-            )
+            self.write_disable(endpoint_id, reason)
+
+    def write_disable(self, endpoint_id: int, reason: str) -> None:
+        self.store.conn.execute(
+            "UPDATE endpoints SET enabled = 0, disabled_reason = ? WHERE id = ?",
+            (reason, endpoint_id),
+        )
 
     def rows(
         self, subscription: str | None = None, failed: bool = False, limit: int = 50

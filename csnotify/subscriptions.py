@@ -45,6 +45,8 @@ class Endpoint:
     max_per_minute: int | None = None  # None: the default for its kind (see limit())
     total_muted: int = 0
     total_folded: int = 0
+    strict_order: bool = False  # one delivery at a time, in acceptance order
+    total_dropped: int = 0  # given up because the backlog was full
     id: int | None = None
 
     @property
@@ -73,6 +75,8 @@ class Endpoint:
             "max_per_minute": self.max_per_minute,
             "total_muted": self.total_muted,
             "total_folded": self.total_folded,
+            "strict_order": self.strict_order,
+            "total_dropped": self.total_dropped,
         }
 
 
@@ -182,6 +186,7 @@ class SubscriptionInput:
     body: str | None = None
     max_per_minute: str | None = None  # a number, or "default"
     group_wait: str | None = None  # a duration such as 30s; 0 switches grouping off
+    strict_order: bool | None = None  # per endpoint: total order instead of per resource
 
 
 MAX_GROUP_WAIT_S = 3600.0
@@ -292,6 +297,8 @@ def apply(sub: Subscription, spec: SubscriptionInput) -> tuple[Subscription, boo
     if spec.max_per_minute is not None:
         rate = parse_rate(spec.max_per_minute)
         new.endpoints = [replace(ep, max_per_minute=rate) for ep in new.endpoints]
+    if spec.strict_order is not None:
+        new.endpoints = [replace(ep, strict_order=spec.strict_order) for ep in new.endpoints]
     if spec.name is not None and spec.name != sub.name:
         new.name = check_name(spec.name)
     return new, generated
@@ -334,8 +341,10 @@ def update(
     current = find(store, name)
     only: str | None = None
     if limit_endpoint is not None:
-        if spec.max_per_minute is None:
-            raise BadInput("--endpoint goes with --max-per-minute (it says which endpoint)")
+        if spec.max_per_minute is None and spec.strict_order is None:
+            raise BadInput(
+                "--endpoint goes with --max-per-minute or --strict-order (it says which endpoint)"
+            )
         only = current.endpoint(limit_endpoint).uri
     if rotate_key and (spec.key is not None or no_key):
         raise BadInput("--rotate-key cannot be combined with --key or --no-key")
@@ -354,11 +363,12 @@ def update(
     if rotate_key:
         spec = replace(spec, key="generate")
     new, generated = apply(current, spec)
-    if only is not None:  # the new limit for that endpoint only; the others keep theirs
-        before = {ep.uri: ep.max_per_minute for ep in current.endpoints}
+    if only is not None:  # the new values for that endpoint only; the others keep theirs
+        before = {ep.uri: ep for ep in current.endpoints}
         for ep in new.endpoints:
-            if ep.uri != only:
-                ep.max_per_minute = before.get(ep.uri)
+            if ep.uri != only and ep.uri in before:
+                ep.max_per_minute = before[ep.uri].max_per_minute
+                ep.strict_order = before[ep.uri].strict_order
     if no_key:
         new.key = None
     if new.name != current.name and new.name in store.names():

@@ -55,6 +55,7 @@ def cli() -> Callable[..., Run]:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries 50 ms apart and a 2 s timeout, so that failing deliveries finish quickly."""
-    monkeypatch.setenv("CSNOTIFY_DELIVERY_BACKOFF", "0.05")
+    """Three attempts 50 ms apart and a 2 s timeout, so that failing deliveries finish
+    quickly."""
+    monkeypatch.setenv("CSNOTIFY_DELIVERY_RETRY_SCHEDULE", "0s,0.05s,0.05s")
     monkeypatch.setenv("CSNOTIFY_DELIVERY_TIMEOUT", "2")

@@ -40,6 +40,13 @@ class Answer:
     trickle: float = 0.0  # seconds between body bytes
 
 
+class _Server(ThreadingHTTPServer):
+    # The standard library's listen backlog of 5 drops connections when a sender opens
+    # many at once (csnotify sends up to delivery.per_endpoint in parallel); real web
+    # servers accept hundreds.
+    request_queue_size = 256
+
+
 class Receiver:
     """An HTTP receiver whose answer to each request comes from ``script(request)``."""
 
@@ -92,7 +99,7 @@ class Receiver:
                     return
                 self.wfile.write(answer.body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.server.handle_error = lambda *_args: None  # type: ignore[method-assign]  # clients that vanish are expected
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -80,6 +80,34 @@ class Bus:
 
         asyncio.run(send())
 
+    def publish_many(
+        self, messages: list[tuple[str, bytes]], rate: float = 0.0
+    ) -> list[float]:
+        """Publish over one connection, ``rate`` a second (0: as fast as possible);
+        returns when each was published (unix time)."""
+
+        async def send() -> list[float]:
+            import aio_pika
+
+            times = []
+            conn = await aio_pika.connect(self.url)
+            async with conn:
+                channel = await conn.channel()
+                exchange = await channel.declare_exchange(
+                    self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+                start = time.monotonic()
+                for i, (key, body) in enumerate(messages):
+                    if rate:
+                        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+                    times.append(time.time())
+                    await exchange.publish(
+                        aio_pika.Message(body, content_type="text/plain", delivery_mode=2), key
+                    )
+            return times
+
+        return asyncio.run(send())
+
     def cleanup(self) -> None:
         async def remove() -> None:
             import aio_pika

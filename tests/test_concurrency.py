@@ -31,7 +31,7 @@ for k in range(rounds):
 def test_concurrent_changes_while_listening(tmp_path: Path) -> None:
     with Receiver() as rx, simulator(tmp_path, "--rate", "100/s") as sim:
         env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": sim.url, "CSNOTIFY_CLOUDSTACK_API_KEY": "test-api-key",
-               "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key", "CSNOTIFY_DELIVERY_RETRIES": "1"}  # fmt: skip
+               "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key", "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s"}  # fmt: skip
         assert (
             run_process("subscribe", "*", "--to", rx.url + "/all", "--name", "all").exit_code == 0
         )

@@ -10,7 +10,8 @@ import pytest
 
 REQUIRED_KEYS = {
     "cloudstack.url", "cloudstack.api_key", "cloudstack.secret_key", "amqp.url",
-    "amqp.exchange", "amqp.queue", "delivery.timeout", "delivery.retries",
+    "amqp.exchange", "amqp.queue", "delivery.timeout", "delivery.retry_schedule",
+    "delivery.max_age", "delivery.per_endpoint", "delivery.max_backlog",
     "delivery.concurrency", "failures.disable_after", "failures.notify",
     "log.max_per_endpoint",
 }  # fmt: skip
@@ -22,7 +23,8 @@ def test_show_defaults(cli) -> None:
     values = r.json()
     assert set(values) >= REQUIRED_KEYS
     assert values["delivery.timeout"] == 10.0
-    assert values["delivery.retries"] == 3
+    assert values["delivery.retry_schedule"] == "0s,5s,30s,2m,10m,1h"
+    assert values["delivery.per_endpoint"] == 16
     assert values["failures.disable_after"] == 10
     assert values["log.max_per_endpoint"] == 100
     assert values["amqp.exchange"] == "cloudstack-events"
@@ -52,8 +54,8 @@ def test_set_writes_private_toml(cli, config_file: Path) -> None:
             "unknown setting 'delivery.timout'; did you mean delivery.timeout?",
         ),
         ("nothing", "5", "unknown setting 'nothing'"),
-        ("delivery.retries", "three", "delivery.retries expects a whole number"),
-        ("delivery.retries", "2.5", "delivery.retries expects a whole number"),
+        ("delivery.per_endpoint", "three", "delivery.per_endpoint expects a whole number"),
+        ("delivery.per_endpoint", "2.5", "delivery.per_endpoint expects a whole number"),
         ("delivery.timeout", "fast", "delivery.timeout expects a number"),
         ("delivery.concurrency", "0", "must be at least 1"),
     ],
@@ -69,30 +71,30 @@ def test_set_refuses_unknown_keys_and_wrong_types(cli, config_file: Path, key, v
 
 
 def test_precedence_flag_over_env_over_file_over_default(cli) -> None:
-    cli("config", "set", "delivery.retries", "5")
+    cli("config", "set", "delivery.per_endpoint", "5")
     cli("config", "set", "delivery.timeout", "4")
     cli("config", "set", "amqp.queue", "from-file")
     env = {"CSNOTIFY_DELIVERY_TIMEOUT": "6", "CSNOTIFY_AMQP_QUEUE": "from-env"}
     r = cli("-c", "amqp.queue=from-flag", "config", "show", "--json", env=env)
     values = r.json()
     assert values["delivery.concurrency"] == 64  # default
-    assert values["delivery.retries"] == 5  # file
+    assert values["delivery.per_endpoint"] == 5  # file
     assert values["delivery.timeout"] == 6.0  # env beats file
     assert values["amqp.queue"] == "from-flag"  # flag beats env
     text = cli("-c", "amqp.queue=from-flag", "config", "show", env=env).stdout
     rows = {line.split()[0]: line.split()[-1] for line in text.splitlines()[1:]}
     assert rows["delivery.concurrency"] == "default"
-    assert rows["delivery.retries"] == "file"
+    assert rows["delivery.per_endpoint"] == "file"
     assert rows["delivery.timeout"] == "env"
     assert rows["amqp.queue"] == "flag"
 
 
 def test_bad_env_value_is_one_line_error(cli) -> None:
-    r = cli("config", "show", env={"CSNOTIFY_DELIVERY_RETRIES": "lots"})
+    r = cli("config", "show", env={"CSNOTIFY_DELIVERY_PER_ENDPOINT": "lots"})
     assert r.exit_code == 2
     assert (
-        "delivery.retries expects a whole number, got 'lots' (from $CSNOTIFY_DELIVERY_RETRIES)"
-        in r.stderr
+        "delivery.per_endpoint expects a whole number, got 'lots'"
+        " (from $CSNOTIFY_DELIVERY_PER_ENDPOINT)" in r.stderr
     )
 
 

@@ -157,7 +157,7 @@ def test_client_errors_are_not_retried(cli, status: int) -> None:
 def test_retryable_statuses_are_retried(cli, status: int) -> None:
     with Receiver(lambda _r: Answer(status)) as rx:
         subscribe(cli, "*", "--to", rx.url, "--name", "c")
-        cli("-c", "delivery.retries=3", "dispatch", "-", input=EVENT)
+        cli("dispatch", "-", input=EVENT)
     assert len(rx.requests) == 3
 
 
@@ -165,16 +165,16 @@ def test_retry_after_is_honoured(cli) -> None:
     answers = iter([Answer(429, headers={"Retry-After": "1"}), Answer(200)])
     with Receiver(lambda _r: next(answers)) as rx:
         subscribe(cli, "*", "--to", rx.url)
-        cli("dispatch", "-", input=EVENT)
+        cli("-c", "delivery.retry_schedule=0s,0.05s,5s", "dispatch", "-", input=EVENT)
     assert len(rx.requests) == 2
     assert rx.requests[1].at - rx.requests[0].at >= 0.95
 
 
-def test_retry_after_is_capped_by_backoff_max(cli) -> None:
+def test_retry_after_is_capped_by_the_last_step_of_the_schedule(cli) -> None:
     answers = iter([Answer(503, headers={"Retry-After": "3600"}), Answer(200)])
     with Receiver(lambda _r: next(answers)) as rx:
         subscribe(cli, "*", "--to", rx.url)
-        cli("-c", "delivery.backoff_max=0.2", "dispatch", "-", input=EVENT)
+        cli("-c", "delivery.retry_schedule=0s,0.2s", "dispatch", "-", input=EVENT)
     assert len(rx.requests) == 2
     assert rx.requests[1].at - rx.requests[0].at < 2
 
@@ -214,7 +214,7 @@ def test_transport_failures_are_counted(cli, case: str) -> None:
     with Receiver(lambda _r: answer or Answer()) as rx:
         subscribe(cli, "*", "--to", make_url(rx.url), "--name", "f")
         r = cli(
-            "-c", "delivery.timeout=0.5", "-c", "delivery.retries=2", "dispatch", "-", input=EVENT
+            "-c", "delivery.timeout=0.5", "-c", "delivery.retry_schedule=0s,0.05s", "dispatch", "-", input=EVENT
         )
         assert r.exit_code == 0
     (row,) = cli("deliveries", "f", "--json").json()
@@ -238,11 +238,13 @@ def test_auto_disable_after_consecutive_failures_and_admin_is_told(cli, tmp_path
         subscribe(cli, "*", "--to", bad.url, "--name", "flaky")
         cli("config", "set", "failures.disable_after", "3")
         cli("config", "set", "failures.notify", admin.url)
-        cli("config", "set", "delivery.retries", "1")
-        r = cli("dispatch", str(events_file(tmp_path, 5)), "--json")
+        r = cli(
+            "-c", "delivery.retry_schedule=0s", "dispatch", str(events_file(tmp_path, 5)), "--json"
+        )
         summary = r.json()
     assert len(bad.requests) == 3
-    assert summary["failed"] == 3 and summary["dropped"] == 2
+    # the other two wait in the store for the endpoint to be enabled again
+    assert summary["failed"] == 3 and summary["waiting"] == 2 and summary["dropped"] == 0
     assert summary["switched_off"] == [f"flaky -> {bad.url}"]
     assert "switched off endpoint flaky" in r.stderr
     ep = endpoint_state(cli, "flaky")
@@ -254,17 +256,21 @@ def test_auto_disable_after_consecutive_failures_and_admin_is_told(cli, tmp_path
     assert (
         "flaky" in note["event"]["description"] and "HTTP 500: down" in note["event"]["description"]
     )
-    # enable brings it back with counters reset
+    # enable brings it back with counters reset, and the next run sends what waited
     assert cli("enable", "flaky").exit_code == 0
     ep = endpoint_state(cli, "flaky")
     assert ep["enabled"] is True and ep["consecutive_failures"] == 0 and ep["total_failures"] == 0
+    with Receiver() as good:
+        cli("update", "flaky", "--to", good.url)
+        assert cli("dispatch", "-", input="").exit_code == 0
+    assert good.requests == []  # a replaced endpoint takes its pending deliveries with it
 
 
 def test_success_resets_the_consecutive_count(cli, tmp_path: Path) -> None:
     answers = iter([Answer(500), Answer(500), Answer(200), Answer(500)])
     with Receiver(lambda _r: next(answers)) as rx:
         subscribe(cli, "*", "--to", rx.url, "--name", "s")
-        cli("-c", "delivery.retries=1", "dispatch", str(events_file(tmp_path, 4)))
+        cli("-c", "delivery.retry_schedule=0s", "dispatch", str(events_file(tmp_path, 4)))
     ep = endpoint_state(cli, "s")
     assert ep["consecutive_failures"] == 1
     assert ep["total_failures"] == 3 and ep["total_successes"] == 1
@@ -407,7 +413,7 @@ def test_command_endpoint(cli, tmp_path: Path) -> None:
         "-c",
         "delivery.timeout=1",
         "-c",
-        "delivery.retries=1",
+        "delivery.retry_schedule=0s",
         "dispatch",
         str(events_file(tmp_path, 4)),
     )
@@ -539,7 +545,7 @@ def test_tls_errors_are_counted(cli, tmp_path: Path) -> None:
         rx.server.socket = context.wrap_socket(rx.server.socket, server_side=True)
         url = rx.url.replace("http://", "https://")
         subscribe(cli, "*", "--to", url, "--name", "tls")
-        cli("-c", "delivery.retries=1", "dispatch", "-", input=EVENT)
+        cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT)
     (row,) = cli("deliveries", "tls", "--json").json()
     assert row["status"] == "failed"
     assert "certificate" in row["error"].lower()  # self-signed: refused, never sent in clear
@@ -555,7 +561,7 @@ def test_trickling_response_times_out_and_others_go_on(cli, tmp_path: Path) -> N
             "-c",
             "delivery.timeout=1",
             "-c",
-            "delivery.retries=1",
+            "delivery.retry_schedule=0s",
             "dispatch",
             str(events_file(tmp_path, 3)),
         )

@@ -101,7 +101,7 @@ def test_readme_console_block_runs(
         ports = {"simulator": s.getsockname()[1]}
     tag = uuid.uuid4().hex[:8]
     env = {**os.environ, "CSNOTIFY_AMQP_URL": AMQP_URL, "CSNOTIFY_AMQP_EXCHANGE": f"readme-{tag}",
-           "CSNOTIFY_AMQP_QUEUE": f"readme-{tag}", "CSNOTIFY_DELIVERY_RETRIES": "1"}  # fmt: skip
+           "CSNOTIFY_AMQP_QUEUE": f"readme-{tag}", "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s"}  # fmt: skip
     bindir = sandbox / "bin"  # `csnotify` as users have it: a program on PATH
     bindir.mkdir()
     (bindir / "csnotify").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m csnotify "$@"\n')

@@ -27,7 +27,7 @@ def assert_clean(text: str) -> None:
 def test_no_secret_in_any_output(verbosity: list[str], tmp_path) -> None:
     env = {**os.environ, "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "cs-secret-key-42",
            "CSNOTIFY_AMQP_URL": f"amqp://guest:brokerpw@127.0.0.1:{closed_port()}/",
-           "CSNOTIFY_DELIVERY_RETRIES": "1"}  # fmt: skip
+           "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s"}  # fmt: skip
     with Receiver(lambda _r: Answer(500, b"nope")) as rx:
         failing = rx.url.replace("http://", "http://user:hunter2pass@") + "/hook"
         dead = f"http://user:hunter2pass@127.0.0.1:{closed_port()}/x"

@@ -55,7 +55,7 @@ def test_status_shows_the_api_cursor(tmp_path) -> None:
     with simulator(tmp_path, "--count", "20", "--rate", "0") as sim:
         sim.wait_generated()
         env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": sim.url, "CSNOTIFY_CLOUDSTACK_API_KEY": "test-api-key",
-               "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key", "CSNOTIFY_DELIVERY_RETRIES": "1"}  # fmt: skip
+               "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key", "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s"}  # fmt: skip
         run_process("subscribe", "*", "--to", "http://127.0.0.1:9/")
         assert (
             run_process("listen", "--source", "api", "--once", "--since", "1h", env=env).exit_code

@@ -90,8 +90,50 @@ def test_a_version_1_store_keeps_its_data_through_m002(cli, tmp_path: Path) -> N
     assert sub["group_wait"] == 0 and sub["patterns"] == ["VM.*"]
     (ep,) = sub["endpoints"]
     assert (ep["total_successes"], ep["max_per_minute"], ep["total_muted"]) == (41, None, 0)
-    assert Store.open(path).schema_version == len(MIGRATIONS) == 2
+    assert Store.open(path).schema_version == len(MIGRATIONS) == 3
     assert cli("--db", str(path), "mute", "old", "--for", "1h", "--reason", "x").exit_code == 0
+
+
+def test_a_version_2_store_keeps_its_data_through_m003(cli, tmp_path: Path) -> None:
+    """A store written by the release before the outbox (schema version 2), with a pending
+    digest, a mute and counters: all kept; the endpoint gets a backlog of 0."""
+    from sqlite_utils import Database
+
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    for name, step in MIGRATIONS[:2]:
+        step(Database(conn))
+        Database(conn)["migrations"].insert({"name": name, "applied_at": "2026-11-20T00:00:00Z"})
+    conn.execute(
+        "INSERT INTO subscriptions (id, name, patterns, level, filters, format, enabled,"
+        " group_wait) VALUES (1, 'old', '[\"VM.*\"]', 'INFO', '[]', 'json', 1, 30)"
+    )
+    conn.execute(
+        "INSERT INTO endpoints (id, subscription_id, position, uri, enabled, total_successes,"
+        " max_per_minute, total_folded) VALUES (7, 1, 0, 'https://hooks.example/cs', 1, 41, 5, 3)"
+    )
+    conn.execute(
+        "INSERT INTO mutes (subscription, reason, created, until)"
+        " VALUES ('old', 'deploy', '2026-11-20T00:00:00Z', '2099-01-01T00:00:00Z')"
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    r = cli("--db", str(path), "show", "old", "--json")
+    assert r.exit_code == 0, r.stderr
+    sub = r.json()
+    assert sub["group_wait"] == 30
+    (ep,) = sub["endpoints"]
+    assert (ep["total_successes"], ep["max_per_minute"], ep["total_folded"]) == (41, 5, 3)
+    assert (ep["backlog"], ep["strict_order"], ep["total_dropped"]) == (0, False, 0)
+    mutes = cli("--db", str(path), "mutes", "--json").json()
+    assert [m["reason"] for m in mutes] == ["deploy"]
+    store = Store.open(path)
+    assert store.schema_version == 3
+    assert [r[0] for r in store.conn.execute("SELECT name FROM migrations ORDER BY name")] == [
+        "m001_initial", "m002_operator_control", "m003_outbox",
+    ]  # fmt: skip
+    assert store.conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
 
 
 def test_newer_store_is_refused(cli, tmp_path: Path) -> None:

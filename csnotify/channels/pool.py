@@ -1,0 +1,40 @@
+"""The channels one run uses: one per endpoint kind, made on first use (so Apprise is
+imported only when an Apprise endpoint is delivered to)."""
+
+from __future__ import annotations
+
+from csnotify.channels import APPRISE, COMMAND, endpoint_kind
+from csnotify.channels.base import Channel
+
+
+class ChannelPool:
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self._made: dict[str, Channel] = {}
+
+    def get(self, uri: str) -> Channel:
+        kind = endpoint_kind(uri)
+        if kind not in self._made:
+            self._made[kind] = self._make(kind)
+        return self._made[kind]
+
+    def _make(self, kind: str) -> Channel:
+        if kind == COMMAND:
+            from csnotify.channels.command import CommandChannel
+
+            return CommandChannel()
+        if kind == APPRISE:
+            from csnotify.channels.apprise import AppriseChannel
+
+            return AppriseChannel(workers=min(32, self.concurrency))
+        import aiohttp
+
+        from csnotify.channels.webhook import WebhookChannel
+
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
+        return WebhookChannel(aiohttp.ClientSession(connector=connector))
+
+    async def close(self) -> None:
+        for channel in self._made.values():
+            await channel.close()
+        self._made.clear()

@@ -1,0 +1,336 @@
+"""The outbox: pending deliveries in the store.
+
+An event is accepted once one row per endpoint it goes to is committed here; the source
+is acknowledged only then. Workers send from these rows and delete them when the
+delivery ends (delivered, or given up); a failed attempt writes the row's next attempt
+time, so retries outlive the process.
+
+Every write of the pipeline goes through ``Changes``: what accumulates while one
+transaction runs is written by the next one, so the cost of a commit is shared by all
+the events and outcomes that arrived meanwhile.
+
+A process claims the rows it works on (``owner``, ``lease``). Rows are claimed when a
+worker loads them and renewed while it holds them; a process that stops releases its
+claims, and the claims of a process that died on this host are released when another one
+starts, so nothing waits for a lease to run out after a crash on one machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from csnotify.aio import locked_thread
+from csnotify.events import Event, from_normalised
+from csnotify.store import DeliveryLog, DeliveryRecord
+
+if TYPE_CHECKING:
+    from csnotify.pacing import Batch
+    from csnotify.store import Store
+
+log = logging.getLogger("csnotify")
+LEASE_S = 30.0  # a claim not renewed for this long may be taken by another process
+HOST = socket.gethostname()
+OWNER = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(eq=False)
+class PendingRow:
+    """One pending delivery: an event for one endpoint."""
+
+    endpoint_id: int
+    event: Event
+    resource: str  # ordering key: deliveries of one resource go out in id order
+    accepted: float
+    webhook_id: str | None = None  # redeliver: the id recorded in the log
+    attempts: int = 0
+    next_at: float = 0.0
+    last_error: str | None = None
+    id: int = 0
+    running: bool = False
+    claimed: bool = True  # written as ours (the worker holds it) or left for loading
+
+
+@dataclass
+class Changes:
+    """Writes waiting for the next transaction."""
+
+    new: list[PendingRow] = field(default_factory=list)
+    retries: list[PendingRow] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)  # pending ids to delete
+    records: list[DeliveryRecord] = field(default_factory=list)
+    batches: dict[int, Batch | None] = field(default_factory=dict)  # None: sent or gone
+    disable: list[tuple[int, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.new or self.retries or self.ended or self.records or self.batches or self.disable
+        )
+
+
+class Outbox:
+    def __init__(self, store: Store, log_max: int) -> None:
+        self.store = store
+        self.log = DeliveryLog(store)
+        self.log_max = log_max
+
+    def commit(self, changes: Changes) -> None:
+        """Everything in one transaction; new rows get their ids."""
+        conn = self.store.conn
+        now = time.time()
+        with self.store.transaction():
+            for row in changes.new:
+                event = row.event
+                cursor = conn.execute(
+                    "INSERT INTO pending (endpoint_id, event_id, event_type, resource, payload,"
+                    " raw_text, webhook_id, accepted, attempts, next_at, owner, lease)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                    (
+                        row.endpoint_id,
+                        event.id,
+                        event.type,
+                        row.resource,
+                        event.json_text(),
+                        event.raw_text,
+                        row.webhook_id,
+                        row.accepted,
+                        row.next_at,
+                        OWNER if row.claimed else None,
+                        now + LEASE_S if row.claimed else None,
+                    ),
+                )
+                row.id = int(cursor.lastrowid or 0)
+            if changes.retries:
+                conn.executemany(
+                    "UPDATE pending SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
+                    [(r.attempts, r.next_at, r.last_error, r.id) for r in changes.retries],
+                )
+            if changes.ended:
+                conn.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in changes.ended])
+            batches = [
+                (endpoint_id, None if b is None else (b.kind, b.due, b.to_doc()))
+                for endpoint_id, b in changes.batches.items()
+            ]
+            self.log.write(changes.records, self.log_max, batches)
+            for endpoint_id, reason in changes.disable:
+                self.log.write_disable(endpoint_id, reason)
+
+    def claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
+        """The oldest unclaimed rows of an endpoint, now ours, oldest first."""
+        now = time.time()
+        with self.store.transaction():
+            rows = self.store.conn.execute(
+                "UPDATE pending SET owner = ?, lease = ? WHERE id IN (SELECT id FROM pending"
+                " WHERE endpoint_id = ? AND (owner IS NULL OR lease < ?) ORDER BY id LIMIT ?)"
+                " RETURNING id, event_id, resource, payload, raw_text, webhook_id, accepted,"
+                " attempts, next_at, last_error",
+                (OWNER, now + LEASE_S, endpoint_id, now, limit),
+            ).fetchall()
+        out = []
+        for r in sorted(rows, key=lambda r: r["id"]):
+            event = from_normalised(json.loads(r["payload"]))
+            event.raw_text = r["raw_text"]
+            out.append(
+                PendingRow(
+                    endpoint_id=endpoint_id,
+                    event=event,
+                    resource=r["resource"],
+                    accepted=r["accepted"],
+                    webhook_id=r["webhook_id"],
+                    attempts=r["attempts"],
+                    next_at=r["next_at"],
+                    last_error=r["last_error"],
+                    id=r["id"],
+                )
+            )
+        return out
+
+    def renew(self) -> None:
+        with self.store.transaction():
+            self.store.conn.execute(
+                "UPDATE pending SET lease = ? WHERE owner = ?", (time.time() + LEASE_S, OWNER)
+            )
+
+    def release(self) -> None:
+        """Our claims end (we stop): the next process takes the rows at once."""
+        with self.store.transaction():
+            self.store.conn.execute(
+                "UPDATE pending SET owner = NULL, lease = NULL WHERE owner = ?", (OWNER,)
+            )
+
+    def release_dead(self) -> int:
+        """Claims of processes on this host that no longer run."""
+        owners = [
+            r[0]
+            for r in self.store.conn.execute(
+                "SELECT DISTINCT owner FROM pending WHERE substr(owner, 1, ?) = ?",
+                (len(HOST) + 1, f"{HOST}:"),
+            )
+        ]
+        dead = [o for o in owners if o != OWNER and not _alive(o)]
+        if not dead:
+            return 0
+        with self.store.transaction():
+            cursor = self.store.conn.executemany(
+                "UPDATE pending SET owner = NULL, lease = NULL WHERE owner = ?",
+                [(o,) for o in dead],
+            )
+        return cursor.rowcount
+
+    def backlogs(self) -> dict[int, int]:
+        return dict(
+            self.store.conn.execute(
+                "SELECT endpoint_id, count(*) FROM pending GROUP BY endpoint_id"
+            ).fetchall()
+        )
+
+
+def backlog(store: Store) -> dict[int, dict[str, object]]:
+    """Per endpoint id: pending deliveries, when the oldest was accepted, when the next
+    retry is due (UTC ISO; None while none has failed yet), and the last error of the
+    retry due first."""
+    from datetime import UTC, datetime
+
+    def iso(t: float | None) -> str | None:
+        return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    rows = store.conn.execute(
+        "SELECT endpoint_id, count(*), min(accepted),"
+        " min(CASE WHEN attempts > 0 THEN next_at END),"
+        " (SELECT last_error FROM pending q WHERE q.endpoint_id = p.endpoint_id"
+        "  AND attempts > 0 ORDER BY next_at LIMIT 1)"
+        " FROM pending p GROUP BY endpoint_id"
+    ).fetchall()
+    return {
+        r[0]: {
+            "backlog": r[1],
+            "oldest_pending": iso(r[2]),
+            "next_attempt": iso(r[3]),
+            "pending_error": r[4],
+        }
+        for r in rows
+    }
+
+
+NO_BACKLOG = {"backlog": 0, "oldest_pending": None, "next_attempt": None, "pending_error": None}
+
+
+def _alive(owner: str) -> bool:
+    try:
+        pid = int(owner.rsplit(":", 2)[1])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+MAX_UNCOMMITTED = 5_000  # new rows waiting for a commit before intake waits
+
+
+class Writer:
+    """Runs the transactions: whatever ``changes`` holds is written by the next commit,
+    then the callbacks registered with it run (acknowledgements, rows into windows)."""
+
+    def __init__(
+        self, outbox: Outbox, lock: asyncio.Lock, on_committed: Callable[[Changes], None]
+    ) -> None:
+        self.outbox = outbox
+        self.lock = lock
+        self.on_committed = on_committed
+        self.changes = Changes()
+        self._after: list[Callable[[], None]] = []
+        self._work = asyncio.Event()
+        self._committed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self.failures = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop())
+
+    def kick(self) -> None:
+        self._work.set()
+
+    def after(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs once what ``changes`` holds now is committed."""
+        self._after.append(callback)
+        self._work.set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and not self.changes and not self._after
+
+    async def room(self) -> None:
+        while len(self.changes.new) >= MAX_UNCOMMITTED:
+            self._committed.clear()
+            await self._committed.wait()
+
+    async def flush(self) -> None:
+        """Commit what is waiting (and what is being committed) now."""
+        while not self.idle:
+            if self._task is None or self._task.done():
+                await self._commit_once()
+            else:
+                self._committed.clear()
+                self._work.set()
+                await self._committed.wait()
+
+    async def stop(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            await self._commit_once()
+
+    async def _commit_once(self) -> None:
+        changes, self.changes = self.changes, Changes()
+        after, self._after = self._after, []
+        self._busy = True
+        try:
+            if changes:
+                await locked_thread(self.lock, self.outbox.commit, changes)
+            self.failures = 0
+        except Exception:
+            self.failures += 1
+            log.exception("could not write to the store; trying again")
+            self._requeue(changes, after)
+            await asyncio.sleep(min(5.0, 0.1 * 2**self.failures))
+            self._work.set()
+            return
+        finally:
+            self._busy = False
+        try:
+            self.on_committed(changes)
+        except Exception:
+            log.exception("a step after writing to the store failed")
+        for callback in after:
+            try:
+                callback()
+            except Exception:
+                log.exception("a step after writing to the store failed")
+        self._committed.set()
+
+    def _requeue(self, changes: Changes, after: list[Callable[[], None]]) -> None:
+        """A failed transaction wrote nothing: its changes go first in the next one."""
+        newer, self.changes = self.changes, changes
+        for name in ("new", "retries", "ended", "records", "disable"):
+            getattr(self.changes, name).extend(getattr(newer, name))
+        self.changes.batches.update(newer.batches)
+        self._after = after + self._after

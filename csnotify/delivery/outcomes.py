@@ -1,0 +1,149 @@
+"""Outcomes: what each delivery came to, written with the next transaction.
+
+Counters and the bounded delivery log are updated from the records; after
+``failures.disable_after`` consecutive failed deliveries, or at once on 410 Gone, the
+endpoint is switched off (its pending deliveries wait in the store until it is enabled
+again), the reason recorded and logged, and ``failures.notify`` told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from csnotify.channels.base import Message
+from csnotify.events import Event, now_iso
+from csnotify.redact import mask_uri
+from csnotify.store import DeliveryRecord, utcnow
+from csnotify.subscriptions import Subscription
+
+if TYPE_CHECKING:
+    from csnotify.channels.pool import ChannelPool
+    from csnotify.delivery.intake import Target
+    from csnotify.delivery.outbox import Writer
+    from csnotify.delivery.settings import DeliverySettings, Stats
+
+log = logging.getLogger("csnotify")
+
+
+class Outcomes:
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        stats: Stats,
+        writer: Writer,
+        channels: ChannelPool,
+        on_outcome: Callable[[DeliveryRecord], None] | None,
+    ) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.writer = writer
+        self.channels = channels
+        self.on_outcome = on_outcome
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def record(
+        self,
+        target: Target,
+        message: Message,
+        status: str,
+        attempts: int,
+        error: str | None = None,
+        http_status: int | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        record = DeliveryRecord(
+            endpoint_id=target.id,
+            subscription=target.subscription.name,
+            endpoint=mask_uri(target.endpoint.uri),
+            event_id=message.event.id,
+            event_type=message.event.type,
+            status=status,
+            attempts=attempts,
+            at=utcnow(),
+            http_status=http_status,
+            latency_ms=latency_ms,
+            error=error,
+            webhook_id=message.webhook_id,
+            payload=message.event.json_text(),
+        )
+        self.writer.changes.records.append(record)
+        if self.on_outcome is not None:
+            self.on_outcome(record)
+
+    def note(self, target: Target, event: Event, status: str, why: str) -> None:
+        """An outcome that sent nothing (muted, folded, dropped)."""
+        if status == "muted":
+            self.stats.muted += 1
+        elif status == "folded":
+            self.stats.folded += 1
+        else:
+            self.stats.dropped += 1
+        self.record(
+            target, Message(event, target.subscription, target.endpoint.uri), status, 0, why
+        )
+
+    def delivered(self, target: Target) -> None:
+        self.stats.delivered += 1
+        target.consecutive_failures = 0
+
+    def failed(self, target: Target, event: Event, error: str | None, gone: bool) -> None:
+        """A delivery given up after its attempts."""
+        self.stats.failed += 1
+        target.consecutive_failures += 1
+        log.warning("delivery of %s %s to %s failed: %s", event.type, event.id, target.label, error)
+        limit = self.settings.disable_after
+        if gone:
+            self.switch_off(target, f"the receiver answered 410 Gone: {error}")
+        elif limit and target.consecutive_failures >= limit:
+            count = target.consecutive_failures
+            self.switch_off(target, f"{count} consecutive failed deliveries; last: {error}")
+
+    def switch_off(self, target: Target, reason: str) -> None:
+        if not target.enabled:
+            return
+        target.enabled = False
+        self.stats.switched_off.append(target.label)
+        self.writer.changes.disable.append((target.id, reason))
+        self.writer.kick()
+        log.error("switched off endpoint %s: %s", target.label, reason)
+        if self.settings.notify:
+            task = asyncio.create_task(self._tell_admin(target, reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _tell_admin(self, target: Target, reason: str) -> None:
+        uri = self.settings.notify
+        event = Event(
+            id=str(uuid.uuid4()),
+            type="CSNOTIFY.ENDPOINT.DISABLED",
+            level="ERROR",
+            state="Disabled",
+            category="csnotify",
+            created=now_iso(),
+            resource_type="Endpoint",
+            resource_name=mask_uri(target.endpoint.uri),
+            description=(
+                f"csnotify switched off endpoint {mask_uri(target.endpoint.uri)} of subscription"
+                f" {target.subscription.name}: {reason}"
+            ),
+            source="csnotify",
+        )
+        admin = Subscription(
+            name=target.subscription.name,
+            patterns=["*"],
+            endpoints=[],
+            title="[csnotify] endpoint switched off: {resource_name} ({subscription})",
+            body="{description}",
+        )
+        channel = self.channels.get(uri)
+        attempt = await channel.send(Message(event, admin, uri), self.settings.timeout)
+        if not attempt.ok:
+            log.error("could not tell failures.notify %s: %s", mask_uri(uri), attempt.error)
+
+    async def finish(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

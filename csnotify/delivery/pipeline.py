@@ -1,0 +1,357 @@
+"""The pipeline: source -> intake -> policy -> outbox -> workers -> outcomes.
+
+``submit`` matches an event (intake), decides per target (policy: mute, fold, send) and
+adds one pending delivery per target to the next transaction (outbox); ``on_done`` runs
+once that transaction is committed, so a source acknowledges an event only when its
+deliveries are safe in the store, and never waits for a delivery itself. Each endpoint's
+worker sends from its pending rows; what an attempt comes to is written back (a retry
+time, or an outcome with its counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from csnotify.aio import locked_thread
+from csnotify.channels.base import Attempt, Message
+from csnotify.channels.pool import ChannelPool
+from csnotify.delivery.intake import Intake, Target, resource_key
+from csnotify.delivery.outbox import LEASE_S, Changes, Outbox, PendingRow, Writer
+from csnotify.delivery.outcomes import Outcomes
+from csnotify.delivery.policy import SEND, Policy
+from csnotify.delivery.settings import DeliverySettings, Stats
+from csnotify.delivery.workers import EndpointWorker
+from csnotify.mutes import Mute, MuteSet
+from csnotify.pacing import Batch
+from csnotify.store import DeliveryLog
+
+if TYPE_CHECKING:
+    from csnotify.events import Event
+    from csnotify.store import DeliveryRecord, Store
+    from csnotify.subscriptions import Endpoint, Subscription
+
+log = logging.getLogger("csnotify")
+KEEP_EVERY_S = LEASE_S / 3  # renew claims, look for rows other processes left
+ONESHOT_WAIT_S = 10.0  # one-shot runs wait for retries due this soon; later ones stay stored
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: Store,
+        settings: DeliverySettings,
+        on_outcome: Callable[[DeliveryRecord], None] | None = None,
+        restore: bool = False,
+    ) -> None:
+        """With ``restore`` (listen), batches an earlier run held back are sent."""
+        self.store = store
+        self.settings = settings
+        self.restore = restore
+        self.stats = Stats()
+        self.db_lock = asyncio.Lock()
+        self.channels = ChannelPool(settings.concurrency)
+        self.outbox = Outbox(store, settings.log_max)
+        self.writer = Writer(self.outbox, self.db_lock, self._committed)
+        self.intake = Intake()
+        self.policy = Policy(self._batch_due, self._batch_changed)
+        self.outcomes = Outcomes(settings, self.stats, self.writer, self.channels, on_outcome)
+        self.workers: dict[int, EndpointWorker] = {}
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._stored_batches: dict[int, tuple[str, float, str]] = {}
+        self._backlogs: dict[int, int] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def targets(self) -> dict[int, Target]:
+        return self.intake.targets
+
+    @property
+    def mutes(self) -> MuteSet:
+        return self.policy.mutes
+
+    # -- set-up --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Pipeline:
+        self.writer.start()
+        released = await self._db(self.outbox.release_dead)
+        if released:
+            log.info("took over %d pending deliveries of a listener that stopped", released)
+        self._backlogs = await self._db(self.outbox.backlogs)
+        if self.restore:
+            self._stored_batches = await self._db(DeliveryLog(self.store).batches)
+        self._keeper = asyncio.create_task(self._keep())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def load(self, subscriptions: list[Subscription], mutes: list[Mute] | None = None) -> None:
+        """Take a (new) set of subscriptions and mutes; endpoints that stay keep their
+        worker, rate window and pending batch."""
+        self.policy.mutes = MuteSet(mutes or [])
+        added, removed = self.intake.load(
+            subscriptions, self.channels.get, self.settings.human_max_per_minute
+        )
+        for target in added:
+            worker = EndpointWorker(target, self.settings.per_endpoint, self._claim, self._attempt)
+            worker.backlog = self._backlogs.pop(target.id, 0)
+            self.workers[target.id] = worker
+            worker.start()
+            stored = self._stored_batches.pop(target.id, None)
+            if stored is not None:  # held back by an earlier run: send it
+                self.policy.hold(target, Batch.from_doc(*stored))
+        for target in removed:
+            if target.batch is not None:
+                self.policy.release(target)
+            worker = self.workers.pop(target.id)
+            task = asyncio.ensure_future(worker.stop())
+            task.add_done_callback(lambda _t: None)
+        for worker in self.workers.values():  # an endpoint may have been enabled again
+            worker.need_load = True
+            worker.poke()
+
+    # -- intake --------------------------------------------------------------------------
+
+    async def submit(self, event: Event, on_done: Callable[[], Any] | None = None) -> int:
+        """Accept the event for every interested endpoint; returns how many. ``on_done``
+        runs once its deliveries (or mutes, or folds) are committed to the store."""
+        self.stats.events += 1
+        targets = self.intake.match(event)
+        if not targets:
+            if on_done is not None:
+                on_done()
+            return 0
+        self.stats.matched += 1
+        for target in targets:
+            self._take(target, event)
+        if on_done is not None:
+            self.writer.after(on_done)
+        await self.writer.room()
+        return len(targets)
+
+    async def resend(
+        self, subscription: Subscription, endpoint: Endpoint, event: Event, webhook_id: str
+    ) -> None:
+        """Accept one event for one endpoint again (redeliver), with its recorded
+        webhook-id; mutes and rate limits apply as to any delivery."""
+        target = self.intake.targets[endpoint.id or 0]
+        self.stats.events += 1
+        self._take(target, event, webhook_id)
+        await self.writer.room()
+
+    def _take(self, target: Target, event: Event, webhook_id: str | None = None) -> None:
+        decision, why = self.policy.decide(target, event)
+        if decision == SEND:
+            self._enqueue(target, event, webhook_id)
+        else:
+            self.outcomes.note(target, event, decision, why)
+        self.writer.kick()
+
+    def _enqueue(self, target: Target, event: Event, webhook_id: str | None = None) -> None:
+        worker = self.workers[target.id]
+        if worker.backlog >= self.settings.max_backlog and self._overflow(worker, event):
+            return
+        row = PendingRow(target.id, event, resource_key(event), time.time(), webhook_id)
+        row.claimed = worker.has_room()
+        worker.backlog += 1
+        self.writer.changes.new.append(row)
+
+    def _overflow(self, worker: EndpointWorker, event: Event) -> bool:
+        """The backlog is full: give up its oldest delivery we hold, sent or not yet
+        written (True: there is none, so the new event is given up instead)."""
+        limit = self.settings.max_backlog
+        why = f"given up: {worker.target.label} has {limit} pending deliveries"
+        log.log(
+            logging.DEBUG if worker.overflowing else logging.WARNING,
+            "%s (delivery.max_backlog); the oldest are given up",
+            why,
+        )
+        worker.overflowing = True
+        victim = worker.oldest_droppable()
+        if victim is not None:
+            self._end(worker, victim)
+        else:
+            new = self.writer.changes.new
+            index = next((i for i, r in enumerate(new) if r.endpoint_id == worker.target.id), None)
+            if index is None:
+                self.outcomes.note(worker.target, event, "dropped", why)
+                return True
+            victim = new.pop(index)
+            worker.backlog -= 1
+        self.outcomes.note(worker.target, victim.event, "dropped", why)
+        return False
+
+    def _committed(self, changes: Changes) -> None:
+        """New rows go into their workers' windows (or wait in the store for them)."""
+        for row in changes.new:
+            worker = self.workers.get(row.endpoint_id)
+            if worker is None:
+                continue
+            if row.claimed:
+                worker.accept(row)
+            else:
+                worker.need_load = True
+                worker.poke()
+
+    # -- batches -------------------------------------------------------------------------
+
+    def _batch_due(self, target: Target) -> None:
+        event = self.policy.due(target)
+        if event is not None and target.id in self.workers:
+            self._enqueue(target, event)
+            self.writer.kick()
+
+    def _batch_changed(self, target: Target) -> None:
+        if target.id:
+            self.writer.changes.batches[target.id] = target.batch
+
+    # -- workers -------------------------------------------------------------------------
+
+    async def _claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
+        return await self._db(self.outbox.claim, endpoint_id, limit)
+
+    async def _attempt(self, worker: EndpointWorker, row: PendingRow) -> None:
+        """One attempt; then the row is delivered, scheduled again, or given up."""
+        target, s = worker.target, self.settings
+        message = Message(row.event, target.subscription, target.endpoint.uri, row.webhook_id)
+        if time.time() - row.accepted > s.max_age:
+            why = f"older than delivery.max_age; last error: {row.last_error or 'none'}"
+            self._give_up(worker, row, message, Attempt.failed(why, retryable=False), None)
+            return
+        started = time.monotonic()
+        try:
+            async with self._slots:
+                attempt = await target.channel.send(message, s.timeout)
+        except Exception as exc:  # a channel bug is a failed attempt, never a lost event
+            log.exception("the channel for %s raised", target.label)
+            attempt = Attempt.failed(f"internal error: {type(exc).__name__}: {exc}")
+        row.attempts += 1
+        latency = round((time.monotonic() - started) * 1000, 2)
+        if attempt.ok:
+            self.outcomes.delivered(target)
+            self.outcomes.record(
+                target, message, "delivered", row.attempts, None, attempt.status, latency
+            )
+            self._end(worker, row)
+            return
+        if attempt.retryable and not attempt.gone and row.attempts < len(s.schedule):
+            delay = s.schedule[row.attempts] * (0.8 + 0.4 * random.random())  # noqa: S311
+            if attempt.retry_after is not None:
+                delay = max(delay, min(attempt.retry_after, s.schedule[-1]))
+            if time.time() + delay - row.accepted <= s.max_age:
+                row.next_at = time.time() + delay
+                row.last_error = attempt.error
+                self.writer.changes.retries.append(row)
+                self.writer.kick()
+                self.stats.retried += 1
+                log.info(
+                    "attempt %d of %s %s to %s failed (%s); next in %.1f s",
+                    row.attempts,
+                    row.event.type,
+                    row.event.id,
+                    target.label,
+                    attempt.error,
+                    delay,
+                )
+                return
+        self._give_up(worker, row, message, attempt, latency)
+
+    def _give_up(
+        self,
+        worker: EndpointWorker,
+        row: PendingRow,
+        message: Message,
+        attempt: Attempt,
+        latency: float | None,
+    ) -> None:
+        target = worker.target
+        self._end(worker, row)
+        if not row.attempts:  # never sent (waited too long): not the endpoint's failure
+            self.outcomes.note(target, row.event, "dropped", attempt.error or "given up")
+            return
+        self.outcomes.record(
+            target, message, "failed", row.attempts, attempt.error, attempt.status, latency
+        )
+        self.outcomes.failed(target, row.event, attempt.error, attempt.gone)
+
+    def _end(self, worker: EndpointWorker, row: PendingRow) -> None:
+        worker.end(row)
+        self.writer.changes.ended.append(row.id)
+        self.writer.kick()
+
+    # -- running -------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await locked_thread(self.db_lock, fn, *args)
+
+    async def _keep(self) -> None:
+        """Renew our claims; take rows that stopped processes left; refresh backlogs."""
+        while True:
+            await asyncio.sleep(KEEP_EVERY_S)
+            try:
+                await self._db(self.outbox.renew)
+                await self._db(self.outbox.release_dead)
+                backlogs = await self._db(self.outbox.backlogs)
+            except Exception:
+                log.exception("could not renew pending deliveries")
+                continue
+            for endpoint_id, worker in self.workers.items():
+                worker.backlog = backlogs.get(endpoint_id, 0)
+                if worker.backlog < self.settings.max_backlog * 0.9:
+                    worker.overflowing = False
+                worker.need_load = True
+                worker.poke()
+
+    def quiet(self) -> bool:
+        horizon = time.time() + ONESHOT_WAIT_S
+        return (
+            not self.policy.held
+            and self.writer.idle
+            and all(w.quiet(horizon) for w in self.workers.values())
+        )
+
+    async def drain(self) -> None:
+        """Wait until every delivery is finished or waits for a retry more than
+        ONESHOT_WAIT_S away (it stays in the store), and every batch is sent."""
+        while True:
+            await self.writer.flush()
+            if self.quiet():
+                return
+            await asyncio.sleep(0.02)
+
+    def waiting(self) -> int:
+        """Deliveries this process holds that wait for a retry."""
+        return sum(len(w.rows) for w in self.workers.values())
+
+    async def flush(self) -> None:
+        await self.writer.flush()
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop. With ``drain``, wait as ``drain`` does first. Without, no new attempt
+        starts; attempts in flight finish. Pending deliveries and batches stay in the
+        store for the next run. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        if drain:
+            await self.drain()
+        self.policy.pause()
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        await self.outcomes.finish()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        await self.writer.stop()
+        try:
+            await self._db(self.outbox.release)
+        except Exception:
+            log.exception("could not release pending deliveries (they are taken over later)")
+        await self.channels.close()

@@ -1,0 +1,176 @@
+"""Workers: one per endpoint, sending from its pending deliveries.
+
+A worker holds a window of its endpoint's oldest pending rows (claimed in the store) and
+starts those that may go: at most ``per_endpoint`` at once, never two of one resource
+(the first pending row of a resource blocks the later ones, also while it waits for a
+retry), and with ``strict_order`` one at a time in acceptance order. A dead or slow
+endpoint only fills its own window; rows beyond it wait in the store, not in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from csnotify.delivery.intake import Target
+    from csnotify.delivery.outbox import PendingRow
+
+log = logging.getLogger("csnotify")
+WINDOW_ROWS = 512  # pending rows held in memory per endpoint
+REFILL_AT = WINDOW_ROWS // 2
+
+
+class EndpointWorker:
+    def __init__(
+        self,
+        target: Target,
+        per_endpoint: int,
+        claim: Callable[[int, int], Awaitable[list[PendingRow]]],
+        attempt: Callable[[EndpointWorker, PendingRow], Awaitable[None]],
+    ) -> None:
+        self.target = target
+        self.per_endpoint = per_endpoint
+        self._claim = claim
+        self._attempt = attempt
+        self.rows: dict[int, PendingRow] = {}  # by id: acceptance order
+        self.need_load = True  # the store may hold rows of ours not in the window
+        self.backlog = 0  # rows of this endpoint in the store, as far as we know
+        self.running = 0
+        self.loading = False  # claiming rows from the store
+        self.earliest: float | None = None  # the next retry among the waiting rows
+        self.overflowing = False  # the backlog is full (logged once)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    # -- what the pipeline calls ---------------------------------------------------------
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.create_task(self._run())
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def has_room(self) -> bool:
+        """A new row may go straight into the window (nothing older waits in the store)."""
+        return not self.need_load and len(self.rows) < WINDOW_ROWS
+
+    def accept(self, row: PendingRow) -> None:
+        self.rows[row.id] = row
+        self._wake.set()
+
+    def end(self, row: PendingRow) -> None:
+        """The row's delivery ended (delivered, given up, dropped)."""
+        self.rows.pop(row.id, None)
+        self.backlog = max(0, self.backlog - 1)
+        self._wake.set()
+
+    def quiet(self, horizon: float) -> bool:
+        """Nothing running, nothing to load, nothing due before ``horizon`` (unix time)."""
+        if self.running or self.loading or (self.need_load and self.target.enabled):
+            return False
+        if not self.target.enabled:
+            return True
+        heads: set[str] = set()  # only the first row of a resource can be due
+        for row in self.rows.values():
+            key = self._key(row)
+            if key not in heads:
+                heads.add(key)
+                if row.next_at <= horizon:
+                    return False
+        return True
+
+    def _key(self, row: PendingRow) -> str:
+        return "" if self.target.endpoint.strict_order else row.resource
+
+    def oldest_droppable(self) -> PendingRow | None:
+        return next((r for r in self.rows.values() if not r.running), None)
+
+    async def stop(self) -> None:
+        """No new attempts; those in flight finish."""
+        self._stopping = True
+        self._wake.set()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            if self.target.enabled:
+                if self.need_load and len(self.rows) <= REFILL_AT:
+                    await self._load()
+                for row in self._ready(time.time()):
+                    self._spawn(row)
+            timeout = None
+            if self.earliest is not None and self.target.enabled:
+                timeout = max(0.0, self.earliest - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _load(self) -> None:
+        room = WINDOW_ROWS - len(self.rows)
+        self.need_load = False  # rows written while we read set it again
+        self.loading = True
+        try:
+            rows = await self._claim(self.target.id, room)
+        except Exception:
+            log.exception("could not read pending deliveries of %s", self.target.label)
+            self.need_load = True
+            return
+        finally:
+            self.loading = False
+        for row in rows:
+            self.rows.setdefault(row.id, row)
+        if len(rows) >= room:
+            self.need_load = True
+
+    def _ready(self, now: float) -> list[PendingRow]:
+        """Rows that may start now, oldest first; notes when the next retry is due."""
+        free = self.per_endpoint - self.running
+        blocked: set[str] = set()
+        ready: list[PendingRow] = []
+        earliest: float | None = None
+        for row in self.rows.values():
+            if free <= 0:
+                break
+            key = self._key(row)
+            if key in blocked:
+                continue
+            blocked.add(key)
+            if row.running:
+                continue
+            if row.next_at > now:
+                earliest = row.next_at if earliest is None else min(earliest, row.next_at)
+                continue
+            row.running = True
+            ready.append(row)
+            free -= 1
+        self.earliest = earliest
+        return ready
+
+    def _spawn(self, row: PendingRow) -> None:
+        self.running += 1
+        task = asyncio.create_task(self._one(row))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, row: PendingRow) -> None:
+        try:
+            await self._attempt(self, row)
+        except Exception:  # a bug must not stop this endpoint
+            log.exception("delivery to %s failed unexpectedly", self.target.label)
+        finally:
+            row.running = False
+            self.running -= 1
+            self._wake.set()
