@@ -80,9 +80,7 @@ class Bus:
 
         asyncio.run(send())
 
-    def publish_many(
-        self, messages: list[tuple[str, bytes]], rate: float = 0.0
-    ) -> list[float]:
+    def publish_many(self, messages: list[tuple[str, bytes]], rate: float = 0.0) -> list[float]:
         """Publish over one connection, ``rate`` a second (0: as fast as possible);
         returns when each was published (unix time)."""
 

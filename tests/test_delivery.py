@@ -214,7 +214,13 @@ def test_transport_failures_are_counted(cli, case: str) -> None:
     with Receiver(lambda _r: answer or Answer()) as rx:
         subscribe(cli, "*", "--to", make_url(rx.url), "--name", "f")
         r = cli(
-            "-c", "delivery.timeout=0.5", "-c", "delivery.retry_schedule=0s,0.05s", "dispatch", "-", input=EVENT
+            "-c",
+            "delivery.timeout=0.5",
+            "-c",
+            "delivery.retry_schedule=0s,0.05s",
+            "dispatch",
+            "-",
+            input=EVENT,
         )
         assert r.exit_code == 0
     (row,) = cli("deliveries", "f", "--json").json()
