@@ -27,7 +27,8 @@ from results import write_section
 from throughput import make_events, start_receiver
 
 from csnotify import aio
-from csnotify.dispatch import DeliverySettings, Dispatcher
+from csnotify.delivery.pipeline import Pipeline
+from csnotify.delivery.settings import DeliverySettings
 from csnotify.mutes import MuteInput, mute
 from csnotify.store import Store
 from csnotify.subscriptions import SubscriptionInput, subscribe
@@ -62,7 +63,7 @@ async def measure(store: Store, n: int) -> tuple[float, dict[str, int]]:
         if count == n:
             decided.set()
 
-    async with Dispatcher(store, DeliverySettings(timeout=10), on_outcome=outcome) as dispatcher:
+    async with Pipeline(store, DeliverySettings(timeout=10), on_outcome=outcome) as dispatcher:
         dispatcher.load(store.subscriptions(), store.mutes())
         start = time.perf_counter()
         for event in events:

@@ -1,6 +1,7 @@
 """A loopback webhook receiver for the benchmarks (aiohttp, its own process).
 
 POST /<anything> answers 200 and counts per path; /slow/<anything> sleeps 5 s first;
+/hang/<anything> never answers (an endpoint that is up but dead);
 /timed/<anything> also notes when each event id arrived (wall clock, comparable across
 processes on one machine). GET /stats returns the counts, GET /times the arrival times.
 The port is printed on stdout.
@@ -24,6 +25,9 @@ async def receive(request: web.Request) -> web.Response:
     body = await request.read()
     if request.path.startswith("/slow"):
         await asyncio.sleep(5)
+    elif request.path.startswith("/hang"):
+        counts[request.path] += 1
+        await asyncio.sleep(3600)
     elif request.path.startswith("/timed"):
         arrivals[json.loads(body)["event"]["id"]] = time.time()
     counts[request.path] += 1

@@ -64,7 +64,7 @@ def make_events(n: int) -> list:
     return [
         Event(id=f"00000000-0000-4000-8000-{i:012d}", type="VM.START", state="Completed",
               created="2026-11-25T10:00:00Z", account="admin", domain="ROOT", username="admin",
-              resource_type="VirtualMachine", resource_id="c3b1f2e4-6a7d-4e89-9b0a-1f2e3d4c5b6a",
+              resource_type="VirtualMachine", resource_id=f"c3b1f2e4-6a7d-4e89-9b0a-{i % 1000:012d}",
               resource_name=f"vm-{i}", description="Successfully completed starting Vm. Vm Id: 42",
               source="api")
         for i in range(n)
@@ -177,7 +177,8 @@ async def fast_p99(
 ) -> tuple[float, float]:
     """p99 latency (ms) and delivery rate (per second and endpoint) of the fast endpoints."""
     from csnotify import subscriptions
-    from csnotify.dispatch import DeliverySettings, Dispatcher
+    from csnotify.delivery.pipeline import Pipeline
+    from csnotify.delivery.settings import DeliverySettings
     from csnotify.store import Store
 
     store = Store.open(tmp / f"iso-{with_slow}.db")
@@ -200,7 +201,7 @@ async def fast_p99(
             finished.append(time.perf_counter())
 
     events = make_events(int(rate * seconds))
-    async with Dispatcher(store, DeliverySettings(timeout=10), on_outcome=outcome) as dispatcher:
+    async with Pipeline(store, DeliverySettings(timeout=10), on_outcome=outcome) as dispatcher:
         dispatcher.load(store.subscriptions())
         start = time.perf_counter()
         for i, event in enumerate(events):

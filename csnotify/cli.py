@@ -357,12 +357,14 @@ def list_(
       csnotify list
       csnotify list --json | jq -r '.[].name'
     """
+    from csnotify.status import subscription_docs
     from csnotify.subscriptions import summary
 
     app_state = state(ctx)
-    subs = app_state.store().subscriptions()
+    store = app_state.store()
+    subs = store.subscriptions()
     if as_json:
-        app_state.terminal.json([s.as_json(reveal) for s in subs])
+        app_state.terminal.json(subscription_docs(store, subs, reveal))
         return
     if not subs:
         app_state.terminal.err("no subscriptions yet; create one with 'csnotify subscribe'")
@@ -454,13 +456,13 @@ def show(
       csnotify show vm-to-hooks
       csnotify show vm-to-hooks --reveal --json | jq -r .key_whsec
     """
-    from csnotify.status import subscription_doc
+    from csnotify.status import subscription_docs
     from csnotify.subscriptions import find
 
     app_state = state(ctx)
     store = app_state.store()
     sub = find(store, name)
-    data = subscription_doc(store, sub, reveal)
+    (data,) = subscription_docs(store, [sub], reveal)
     if as_json:
         app_state.terminal.json(data)
     else:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("csnotify")
 RELOAD_EVERY_S = 1.0
-REMEMBER_EVERY_S = 0.5
+STATS_EVERY_S = 0.5
 
 
 class Source(Protocol):
@@ -63,7 +63,6 @@ class Listener:
     rejected: int = 0
     events: int = 0
     started: str = ""
-    _seen: list[str] = field(default_factory=list)
     _last_stats: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -74,22 +73,27 @@ class Listener:
 
     # -- what sources call --------------------------------------------------------------
 
-    async def handle(self, event: Event, on_done: Callable[[], Any] | None = None) -> None:
-        """Deliver one event; ``on_done`` runs once all its deliveries are finished."""
+    async def handle(
+        self, event: Event, on_done: Callable[[], Any] | None = None, remember: bool = False
+    ) -> None:
+        """Accept one event; ``on_done`` runs once its deliveries are safe in the store.
+        With ``remember`` its id is kept (in the same transaction) to spot redeliveries."""
         self.events += 1
         if self.options.print_events:
             self.out(event.json_text())
         if self.options.dry_run:
             self._show(event)
             return  # nothing sent, nothing acknowledged
-        await self.dispatcher.submit(event, on_done)
+        await self.dispatcher.submit(event, on_done, remember)
+
+    def checkpoint(self, source: str, position: dict[str, Any]) -> None:
+        """A source position, written with the deliveries of the events before it."""
+        if not self.options.dry_run:
+            self.dispatcher.checkpoint(source, position)
 
     def reject(self, where: str, reason: str) -> None:
         self.rejected += 1
         log.warning("rejected %s: %s", where, reason)
-
-    def remember(self, event_id: str) -> None:
-        self._seen.append(event_id)
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a store call off the event loop, one at a time with the dispatcher's writes."""
@@ -137,9 +141,8 @@ class Listener:
                 log.info("subscriptions changed; %d loaded", len(subs))
                 await source.subscriptions_changed(subs)
 
-    async def _remember_loop(self, source: Source) -> None:
-        while not await self.sleep(REMEMBER_EVERY_S):
-            await self.flush_seen()
+    async def _stats_loop(self, source: Source) -> None:
+        while not await self.sleep(STATS_EVERY_S):
             await self.save_stats(source)
 
     async def save_stats(self, source: Source) -> None:
@@ -162,11 +165,6 @@ class Listener:
             self._last_stats = doc
             await self.db(self.state.save_cursor, f"listen:{source.name}", doc)
 
-    async def flush_seen(self) -> None:
-        if self._seen:
-            batch, self._seen = self._seen, []
-            await self.db(self.state.remember, batch)
-
     async def run(self, source: Source) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -179,7 +177,7 @@ class Listener:
         self.started = now_iso()
         helpers = [
             asyncio.create_task(self._watch(source)),
-            asyncio.create_task(self._remember_loop(source)),
+            asyncio.create_task(self._stats_loop(source)),
         ]
         if self.options.duration is not None:
             helpers.append(asyncio.create_task(self._stop_after(self.options.duration)))
@@ -191,7 +189,6 @@ class Listener:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self.flush_seen()
             await self.save_stats(source)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from csnotify.delivery.outbox import NO_BACKLOG, backlog
-from csnotify.mutes import active
 from csnotify.redact import mask_uri
-from csnotify.store import SourceState
+from csnotify.store import NO_BACKLOG, SourceState, backlog
 
 if TYPE_CHECKING:
     from csnotify.config import Settings
@@ -17,6 +15,8 @@ if TYPE_CHECKING:
 
 
 def collect(store: Store) -> dict[str, Any]:
+    from csnotify.mutes import active
+
     listeners, cursors = [], []
     for source, row in sorted(SourceState(store).cursors().items()):
         position = row["position"]
@@ -53,13 +53,18 @@ def collect(store: Store) -> dict[str, Any]:
     }
 
 
-def subscription_doc(store: Store, sub: Subscription, reveal: bool = False) -> dict[str, Any]:
-    """``show``: the subscription with each endpoint's backlog of pending deliveries."""
-    data = sub.as_json(reveal)
+def subscription_docs(
+    store: Store, subs: list[Subscription], reveal: bool = False
+) -> list[dict[str, Any]]:
+    """``list``/``show --json``: subscriptions with each endpoint's pending deliveries."""
     backlogs = backlog(store)
-    for doc, ep in zip(data["endpoints"], sub.endpoints, strict=True):
-        doc.update(backlogs.get(ep.id or 0, NO_BACKLOG))
-    return data
+    docs = []
+    for sub in subs:
+        data = sub.as_json(reveal)
+        for doc, ep in zip(data["endpoints"], sub.endpoints, strict=True):
+            doc.update(backlogs.get(ep.id or 0, NO_BACKLOG))
+        docs.append(data)
+    return docs
 
 
 async def queue_depth(settings: Settings, timeout: float = 3.0) -> dict[str, Any]:

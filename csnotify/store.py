@@ -589,6 +589,36 @@ def _window_clauses(
     return clauses, params
 
 
+def backlog(store: Store) -> dict[int, dict[str, object]]:
+    """Per endpoint id: pending deliveries, when the oldest was accepted, when the next
+    retry is due (UTC ISO; None while none has failed yet), and the last error of the
+    retry due first."""
+    from datetime import UTC, datetime
+
+    def iso(t: float | None) -> str | None:
+        return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    rows = store.conn.execute(
+        "SELECT endpoint_id, count(*), min(accepted),"
+        " min(CASE WHEN attempts > 0 THEN next_at END),"
+        " (SELECT last_error FROM pending q WHERE q.endpoint_id = p.endpoint_id"
+        "  AND attempts > 0 ORDER BY next_at LIMIT 1)"
+        " FROM pending p GROUP BY endpoint_id"
+    ).fetchall()
+    return {
+        r[0]: {
+            "backlog": r[1],
+            "oldest_pending": iso(r[2]),
+            "next_attempt": iso(r[3]),
+            "pending_error": r[4],
+        }
+        for r in rows
+    }
+
+
+NO_BACKLOG = {"backlog": 0, "oldest_pending": None, "next_attempt": None, "pending_error": None}
+
+
 class SourceState:
     """What sources keep between runs: cursors (api) and recently seen event ids (amqp
     redeliveries), the latter bounded to ``max_seen`` rows."""
@@ -606,12 +636,16 @@ class SourceState:
 
     def save_cursor(self, source: str, position: dict[str, Any]) -> None:
         with self.store.transaction():
-            self.store.conn.execute(
-                "INSERT INTO cursors (source, position, updated) VALUES (?, ?, ?)"
-                " ON CONFLICT(source) DO UPDATE SET position = excluded.position,"
-                " updated = excluded.updated",
-                (source, json.dumps(position), utcnow()),
-            )
+            self.write_cursor(source, position)
+
+    def write_cursor(self, source: str, position: dict[str, Any]) -> None:
+        """``save_cursor`` inside a transaction the caller holds."""
+        self.store.conn.execute(
+            "INSERT INTO cursors (source, position, updated) VALUES (?, ?, ?)"
+            " ON CONFLICT(source) DO UPDATE SET position = excluded.position,"
+            " updated = excluded.updated",
+            (source, json.dumps(position), utcnow()),
+        )
 
     def cursors(self) -> dict[str, dict[str, Any]]:
         return {
@@ -630,18 +664,19 @@ class SourceState:
         return {r[0] for r in rows}
 
     def remember(self, event_ids: list[str]) -> None:
+        """Event ids handled (inside a transaction the caller holds), the oldest beyond
+        ``max_seen`` forgotten."""
         if not event_ids:
             return
         now = utcnow()
-        with self.store.transaction():
-            self.store.conn.executemany(
-                "INSERT OR IGNORE INTO seen_events (event_id, seen_at) VALUES (?, ?)",
-                [(i, now) for i in event_ids],
-            )
-            self.store.conn.execute(
-                "DELETE FROM seen_events WHERE rowid <= (SELECT MAX(rowid) FROM seen_events) - ?",
-                (self.max_seen,),
-            )
+        self.store.conn.executemany(
+            "INSERT OR IGNORE INTO seen_events (event_id, seen_at) VALUES (?, ?)",
+            [(i, now) for i in event_ids],
+        )
+        self.store.conn.execute(
+            "DELETE FROM seen_events WHERE rowid <= (SELECT MAX(rowid) FROM seen_events) - ?",
+            (self.max_seen,),
+        )
 
     def changed(self) -> bool:
         """True when another process committed to the store since the last call."""

@@ -26,11 +26,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from csnotify.aio import locked_thread
 from csnotify.events import Event, from_normalised
-from csnotify.store import DeliveryLog, DeliveryRecord
+from csnotify.store import DeliveryLog, DeliveryRecord, SourceState
 
 if TYPE_CHECKING:
     from csnotify.pacing import Batch
@@ -69,17 +69,21 @@ class Changes:
     records: list[DeliveryRecord] = field(default_factory=list)
     batches: dict[int, Batch | None] = field(default_factory=dict)  # None: sent or gone
     disable: list[tuple[int, str]] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)  # event ids handled (bus redeliveries)
+    cursors: dict[str, dict[str, Any]] = field(default_factory=dict)  # source positions
 
     def __bool__(self) -> bool:
-        return bool(
-            self.new or self.retries or self.ended or self.records or self.batches or self.disable
-        )
+        return any(getattr(self, name) for name in CHANGE_FIELDS)
+
+
+CHANGE_FIELDS = ("new", "retries", "ended", "records", "batches", "disable", "seen", "cursors")
 
 
 class Outbox:
     def __init__(self, store: Store, log_max: int) -> None:
         self.store = store
         self.log = DeliveryLog(store)
+        self.state = SourceState(store)
         self.log_max = log_max
 
     def commit(self, changes: Changes) -> None:
@@ -122,6 +126,9 @@ class Outbox:
             self.log.write(changes.records, self.log_max, batches)
             for endpoint_id, reason in changes.disable:
                 self.log.write_disable(endpoint_id, reason)
+            self.state.remember(changes.seen)
+            for source, position in changes.cursors.items():
+                self.state.write_cursor(source, position)
 
     def claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
         """The oldest unclaimed rows of an endpoint, now ours, oldest first."""
@@ -191,36 +198,6 @@ class Outbox:
                 "SELECT endpoint_id, count(*) FROM pending GROUP BY endpoint_id"
             ).fetchall()
         )
-
-
-def backlog(store: Store) -> dict[int, dict[str, object]]:
-    """Per endpoint id: pending deliveries, when the oldest was accepted, when the next
-    retry is due (UTC ISO; None while none has failed yet), and the last error of the
-    retry due first."""
-    from datetime import UTC, datetime
-
-    def iso(t: float | None) -> str | None:
-        return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    rows = store.conn.execute(
-        "SELECT endpoint_id, count(*), min(accepted),"
-        " min(CASE WHEN attempts > 0 THEN next_at END),"
-        " (SELECT last_error FROM pending q WHERE q.endpoint_id = p.endpoint_id"
-        "  AND attempts > 0 ORDER BY next_at LIMIT 1)"
-        " FROM pending p GROUP BY endpoint_id"
-    ).fetchall()
-    return {
-        r[0]: {
-            "backlog": r[1],
-            "oldest_pending": iso(r[2]),
-            "next_attempt": iso(r[3]),
-            "pending_error": r[4],
-        }
-        for r in rows
-    }
-
-
-NO_BACKLOG = {"backlog": 0, "oldest_pending": None, "next_attempt": None, "pending_error": None}
 
 
 def _alive(owner: str) -> bool:
@@ -330,7 +307,10 @@ class Writer:
     def _requeue(self, changes: Changes, after: list[Callable[[], None]]) -> None:
         """A failed transaction wrote nothing: its changes go first in the next one."""
         newer, self.changes = self.changes, changes
-        for name in ("new", "retries", "ended", "records", "disable"):
-            getattr(self.changes, name).extend(getattr(newer, name))
-        self.changes.batches.update(newer.batches)
+        for name in CHANGE_FIELDS:
+            mine = getattr(self.changes, name)
+            if isinstance(mine, dict):
+                mine.update(getattr(newer, name))
+            else:
+                mine.extend(getattr(newer, name))
         self._after = after + self._after

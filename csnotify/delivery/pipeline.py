@@ -119,22 +119,34 @@ class Pipeline:
 
     # -- intake --------------------------------------------------------------------------
 
-    async def submit(self, event: Event, on_done: Callable[[], Any] | None = None) -> int:
+    async def submit(
+        self, event: Event, on_done: Callable[[], Any] | None = None, remember: bool = False
+    ) -> int:
         """Accept the event for every interested endpoint; returns how many. ``on_done``
-        runs once its deliveries (or mutes, or folds) are committed to the store."""
+        runs once its deliveries (or mutes, or folds) are committed to the store; with
+        ``remember``, its id is written in the same transaction (so a redelivery of it is
+        known)."""
         self.stats.events += 1
         targets = self.intake.match(event)
-        if not targets:
-            if on_done is not None:
-                on_done()
-            return 0
-        self.stats.matched += 1
+        if targets:
+            self.stats.matched += 1
         for target in targets:
             self._take(target, event)
+        if remember:
+            self.writer.changes.seen.append(event.id)
         if on_done is not None:
-            self.writer.after(on_done)
+            if targets or remember:
+                self.writer.after(on_done)
+            else:
+                on_done()
         await self.writer.room()
         return len(targets)
+
+    def checkpoint(self, source: str, position: dict[str, Any]) -> None:
+        """Write a source's position with the next commit: in the same transaction as the
+        deliveries of the events accepted before it, so both are kept or neither is."""
+        self.writer.changes.cursors[source] = position
+        self.writer.kick()
 
     async def resend(
         self, subscription: Subscription, endpoint: Endpoint, event: Event, webhook_id: str

@@ -2,8 +2,8 @@
 
 A durable queue (shared by every listener: competing consumers) bound to CloudStack's
 topic exchange with keys derived from the subscriptions. Each message is acknowledged
-only after all its deliveries are finished (delivered or given up): at-least-once. A
-message the broker redelivers is skipped if its event id was already handled. Messages
+once its deliveries are written to the store (with its event id): at-least-once. A
+message the broker redelivers is skipped if its event id was already accepted. Messages
 that are not CloudStack events are logged and acknowledged, never redelivered forever.
 When the broker goes away, the listener reconnects with backoff.
 """
@@ -168,12 +168,11 @@ class AmqpSource:
             return
 
         def done() -> None:
-            listener.remember(event.id)
             task = asyncio.ensure_future(self._ack(message))
             self._acks.add(task)
             task.add_done_callback(self._acks.discard)
 
-        await listener.handle(event, done)
+        await listener.handle(event, done, remember=True)
 
     async def _ack(self, message: Any) -> None:
         try:

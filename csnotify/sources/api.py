@@ -1,15 +1,14 @@
 """CloudStack's listEvents API, polled.
 
 The cursor (the newest ``created`` second handled, and the ids already handled at that
-second) lives in the store and moves only over events whose deliveries are finished, so
-a restart neither loses nor repeats events. A poll asks for everything from the cursor's
-second on (``startdate`` is inclusive and has no milliseconds), so an idle poll is one
-request.
+second) lives in the store and is written in the same transaction as the deliveries of
+the events before it (the outbox), so a restart neither loses nor repeats events. A poll
+asks for everything from the cursor's second on (``startdate`` is inclusive and has no
+milliseconds), so an idle poll is one request.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -79,13 +78,12 @@ class ApiSource:
         return Cursor(utc_iso(datetime.now(UTC)))
 
     async def run(self, listener: Listener) -> None:
-        saved = await self._start(listener)
-        poller = _Frontier(saved)
+        cursor = await self._start(listener)
         try:
             while not listener.stop.is_set():
                 try:
                     rows = await self.client.list_events(
-                        startdate=api_date(parse_time(poller.fetched.created))
+                        startdate=api_date(parse_time(cursor.created))
                     )
                 except ApiUnavailable as exc:
                     if self.once:
@@ -95,76 +93,27 @@ class ApiSource:
                     continue
                 self.outage.ok()
                 self.polls += 1
-                await self._submit(listener, poller, rows)
+                if await self._submit(listener, cursor, rows):
+                    listener.checkpoint(self.key, cursor.as_json())
                 if self.once:
-                    await listener.finish()  # --once: everything delivered before we stop
                     return
-                await self._save(listener, poller)
                 if await listener.sleep(self.interval):
                     return
         finally:
-            if not listener.options.dry_run:
-                await listener.finish()  # after a signal: in-flight deliveries end first
-                await self._save(listener, poller)
+            await listener.finish()  # --once: everything delivered; after a signal, in flight
 
-    async def _submit(
-        self, listener: Listener, poller: _Frontier, rows: list[dict[str, Any]]
-    ) -> None:
+    async def _submit(self, listener: Listener, cursor: Cursor, rows: list[dict[str, Any]]) -> int:
+        """Hand the new events over, oldest first; returns how many."""
+        handed = 0
         for row in reversed(rows):  # the API gives newest first
             try:
                 event = from_list_item(row)
             except BadInput as exc:
                 listener.reject(f"listEvents item {str(row.get('id'))[:40]}", exc.message)
                 continue
-            if not poller.fetched.is_new(event) or listener.stop.is_set():
+            if not cursor.is_new(event) or listener.stop.is_set():
                 continue
-            poller.fetched.add(event)
-            if listener.options.dry_run:
-                await listener.handle(event)
-                continue
-            entry = poller.add(event)
-            await listener.handle(event, entry.finish)
-
-    async def _save(self, listener: Listener, poller: _Frontier) -> None:
-        """Persist the cursor over the unbroken run of finished events (dry runs move nothing)."""
-        if listener.options.dry_run:
-            return
-        moved = poller.collect()
-        for event in moved:
-            poller.saved.add(event)
-        if moved:
-            await listener.db(listener.state.save_cursor, self.key, poller.saved.as_json())
-
-
-@dataclass
-class _Entry:
-    event: Event
-    done: bool = False
-
-    def finish(self) -> None:
-        self.done = True
-
-
-@dataclass
-class _Frontier:
-    """Two cursors: ``fetched`` moves as events are handed to the dispatcher (so the next
-    poll does not hand them over again), ``saved`` only over events whose deliveries are
-    all finished, oldest first. A slow endpoint delays the saved cursor, never the polls."""
-
-    saved: Cursor
-    fetched: Cursor = field(init=False)
-    pending: deque[_Entry] = field(default_factory=deque)
-
-    def __post_init__(self) -> None:
-        self.fetched = Cursor(self.saved.created, list(self.saved.ids))
-
-    def add(self, event: Event) -> _Entry:
-        entry = _Entry(event)
-        self.pending.append(entry)
-        return entry
-
-    def collect(self) -> list[Event]:
-        done = []
-        while self.pending and self.pending[0].done:
-            done.append(self.pending.popleft().event)
-        return done
+            cursor.add(event)
+            handed += 1
+            await listener.handle(event)
+        return handed
