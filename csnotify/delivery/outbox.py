@@ -66,6 +66,7 @@ class Changes:
     new: list[PendingRow] = field(default_factory=list)
     retries: list[PendingRow] = field(default_factory=list)
     ended: list[int] = field(default_factory=list)  # pending ids to delete
+    ended_at: list[int] = field(default_factory=list)  # their endpoint ids (for the workers)
     records: list[DeliveryRecord] = field(default_factory=list)
     batches: dict[int, Batch | None] = field(default_factory=dict)  # None: sent or gone
     disable: list[tuple[int, str]] = field(default_factory=list)
@@ -76,7 +77,9 @@ class Changes:
         return any(getattr(self, name) for name in CHANGE_FIELDS)
 
 
-CHANGE_FIELDS = ("new", "retries", "ended", "records", "batches", "disable", "seen", "cursors")
+CHANGE_FIELDS = (
+    "new", "retries", "ended", "ended_at", "records", "batches", "disable", "seen", "cursors",
+)  # fmt: skip
 
 
 class Outbox:

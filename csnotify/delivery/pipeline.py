@@ -201,7 +201,12 @@ class Pipeline:
         return False
 
     def _committed(self, changes: Changes) -> None:
-        """New rows go into their workers' windows (or wait in the store for them)."""
+        """New rows go into their workers' windows (or wait in the store for them); ended
+        rows are no longer unsaved."""
+        for endpoint_id in changes.ended_at:
+            worker = self.workers.get(endpoint_id)
+            if worker is not None:
+                worker.saved()
         for row in changes.new:
             worker = self.workers.get(row.endpoint_id)
             if worker is None:
@@ -296,6 +301,7 @@ class Pipeline:
     def _end(self, worker: EndpointWorker, row: PendingRow) -> None:
         worker.end(row)
         self.writer.changes.ended.append(row.id)
+        self.writer.changes.ended_at.append(worker.target.id)
         self.writer.kick()
 
     # -- running -------------------------------------------------------------------------

@@ -41,6 +41,10 @@ class EndpointWorker:
         self.need_load = True  # the store may hold rows of ours not in the window
         self.backlog = 0  # rows of this endpoint in the store, as far as we know
         self.running = 0
+        # Ended rows whose outcome is not committed yet. A crash repeats them (and those
+        # running), so new attempts wait while there are per_endpoint of them: at most
+        # 2 x per_endpoint deliveries are repeated after a SIGKILL.
+        self.unsaved = 0
         self.loading = False  # claiming rows from the store
         self.earliest: float | None = None  # the next retry among the waiting rows
         self.overflowing = False  # the backlog is full (logged once)
@@ -67,10 +71,18 @@ class EndpointWorker:
         self._wake.set()
 
     def end(self, row: PendingRow) -> None:
-        """The row's delivery ended (delivered, given up, dropped)."""
+        """The row's delivery ended (delivered, given up, dropped); written with the next
+        commit."""
         self.rows.pop(row.id, None)
         self.backlog = max(0, self.backlog - 1)
+        self.unsaved += 1
         self._wake.set()
+
+    def saved(self) -> None:
+        """An ended row's outcome is committed."""
+        self.unsaved -= 1
+        if self.unsaved < self.per_endpoint:
+            self._wake.set()
 
     def quiet(self, horizon: float) -> bool:
         """Nothing running, nothing to load, nothing due before ``horizon`` (unix time)."""
@@ -138,6 +150,8 @@ class EndpointWorker:
     def _ready(self, now: float) -> list[PendingRow]:
         """Rows that may start now, oldest first; notes when the next retry is due."""
         free = self.per_endpoint - self.running
+        if self.unsaved >= self.per_endpoint:
+            free = 0
         blocked: set[str] = set()
         ready: list[PendingRow] = []
         earliest: float | None = None
