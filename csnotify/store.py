@@ -15,8 +15,9 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -381,6 +382,8 @@ def _minutes_ago(minutes: int) -> str:
     return log_time(datetime.now(UTC) - timedelta(minutes=minutes))[:16]
 
 
+RECORD_FIELDS = tuple(f.name for f in fields(DeliveryRecord))
+_record_values = attrgetter(*RECORD_FIELDS)  # far cheaper than dataclasses.asdict
 HELD = ("muted", "folded", "dropped")  # outcomes that sent nothing and are not failures
 
 
@@ -421,12 +424,9 @@ class DeliveryLog:
                     (endpoint_id, *pending),
                 )
         conn.executemany(
-            "INSERT INTO deliveries (endpoint_id, subscription, endpoint, event_id,"
-            " event_type, at, attempts, status, http_status, latency_ms, error, webhook_id,"
-            " payload) VALUES (:endpoint_id, :subscription, :endpoint, :event_id, :event_type,"
-            " :at, :attempts, :status, :http_status, :latency_ms, :error, :webhook_id,"
-            " :payload)",
-            [asdict(r) for r in records],
+            f"INSERT INTO deliveries ({', '.join(RECORD_FIELDS)})"  # noqa: S608 - fixed names
+            f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
+            [_record_values(r) for r in records],
         )
         by_endpoint: dict[int, list[DeliveryRecord]] = {}
         held: dict[int, list[int]] = {}  # muted, folded, dropped
