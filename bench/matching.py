@@ -20,7 +20,7 @@ from results import write_section
 
 from csnotify.events import Event
 from csnotify.matching import Matcher, parse_filter
-from csnotify.subscriptions import Endpoint, Subscription
+from csnotify.models import Endpoint, Subscription
 
 HERE = Path(__file__).resolve().parent
 TYPES_FILE = HERE.parent / "tests" / "fixtures" / "event_types.txt"

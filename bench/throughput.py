@@ -52,7 +52,7 @@ def received(base: str) -> dict[str, int]:
 def sample_body() -> bytes:
     from csnotify.channels.base import Message
     from csnotify.channels.webhook import body_and_headers
-    from csnotify.subscriptions import Subscription
+    from csnotify.models import Subscription
 
     message = Message(make_events(1)[0], Subscription("bench", ["*"], [], key="k"), "http://x/")
     return body_and_headers(message)[0]
@@ -64,7 +64,7 @@ def make_events(n: int) -> list:
     return [
         Event(id=f"00000000-0000-4000-8000-{i:012d}", type="VM.START", state="Completed",
               created="2026-11-25T10:00:00Z", account="admin", domain="ROOT", username="admin",
-              resource_type="VirtualMachine", resource_id=f"c3b1f2e4-6a7d-4e89-9b0a-{i % 1000:012d}",
+              resource_type="VirtualMachine", resource_id=f"c3b1f2e4-6a7d-4e89-{i % 1000:017d}",
               resource_name=f"vm-{i}", description="Successfully completed starting Vm. Vm Id: 42",
               source="api")
         for i in range(n)

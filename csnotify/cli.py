@@ -24,8 +24,8 @@ from csnotify.output import Terminal
 
 if TYPE_CHECKING:
     from csnotify.config import Settings
+    from csnotify.models import Subscription
     from csnotify.store import Store
-    from csnotify.subscriptions import Subscription
 
 
 class CsnotifyGroup(TyperGroup):
@@ -335,7 +335,7 @@ def subscribe(
 
 
 def _warn_group_wait(app_state: AppState, sub: Subscription) -> None:
-    from csnotify.channels import APPRISE
+    from csnotify.models import APPRISE
 
     if sub.group_wait and not any(ep.kind == APPRISE for ep in sub.endpoints):
         app_state.terminal.err(

@@ -26,8 +26,8 @@ from csnotify.redact import mask_uri
 from csnotify.store import DeliveryLog, DeliveryRecord
 
 if TYPE_CHECKING:
+    from csnotify.models import Endpoint, Subscription
     from csnotify.store import Store
-    from csnotify.subscriptions import Endpoint, Subscription
 
 
 @dataclass

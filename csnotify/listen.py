@@ -26,8 +26,8 @@ from csnotify.redact import mask_uri
 from csnotify.store import SourceState
 
 if TYPE_CHECKING:
+    from csnotify.models import Subscription
     from csnotify.store import Store
-    from csnotify.subscriptions import Subscription
 
 log = logging.getLogger("csnotify")
 RELOAD_EVERY_S = 1.0

@@ -8,17 +8,15 @@ and to event types matching a pattern.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from csnotify.errors import BadInput, NotFound
 from csnotify.events import parse_duration, parse_time, utc_iso
 from csnotify.matching import parse_pattern
+from csnotify.models import Mute
 from csnotify.redact import mask_uri
 from csnotify.subscriptions import find
 
@@ -27,46 +25,6 @@ if TYPE_CHECKING:
 
 MAX_REASON = 500
 MAX_MUTE = timedelta(days=366)
-
-
-@dataclass
-class Mute:
-    subscription: str | None  # None: every subscription
-    endpoint: str | None  # None: every endpoint
-    pattern: str | None  # None: every event type
-    reason: str
-    created: str
-    until: str  # UTC ISO 8601
-    id: int | None = None
-
-    @cached_property
-    def ends(self) -> float:
-        return parse_time(self.until).timestamp()
-
-    @cached_property
-    def _types(self) -> re.Pattern[str] | None:
-        return re.compile(fnmatch.translate(self.pattern), re.IGNORECASE) if self.pattern else None
-
-    def covers(self, subscription: str, uri: str, event_type: str, now: float) -> bool:
-        return (
-            now < self.ends
-            and (self.subscription is None or self.subscription == subscription)
-            and (self.endpoint is None or self.endpoint == uri)
-            and (self._types is None or self._types.match(event_type) is not None)
-        )
-
-    def as_json(self, now: float | None = None) -> dict[str, Any]:
-        left = max(0.0, self.ends - (time.time() if now is None else now))
-        return {
-            "id": self.id,
-            "subscription": self.subscription,
-            "endpoint": mask_uri(self.endpoint) if self.endpoint else None,
-            "pattern": self.pattern,
-            "reason": self.reason,
-            "created": self.created,
-            "until": self.until,
-            "seconds_left": round(left),
-        }
 
 
 class MuteSet:

@@ -10,8 +10,8 @@ from csnotify.store import NO_BACKLOG, SourceState, backlog
 
 if TYPE_CHECKING:
     from csnotify.config import Settings
+    from csnotify.models import Subscription
     from csnotify.store import Store
-    from csnotify.subscriptions import Subscription
 
 
 def collect(store: Store) -> dict[str, Any]:

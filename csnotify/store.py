@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any
 from csnotify.errors import BadInput, CsnotifyError
 from csnotify.files import chosen_path, create_private_file
 from csnotify.matching import parse_filter
-from csnotify.subscriptions import Endpoint, Subscription
+from csnotify.models import Endpoint, Mute, Subscription
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from sqlite_utils import Database
 
-    from csnotify.mutes import Mute
 
 APP_NAME = "csnotify"
 BUSY_TIMEOUT_S = 30.0
@@ -294,7 +293,6 @@ class Store:
     # -- mutes ---------------------------------------------------------------------
 
     def mutes(self) -> list[Mute]:
-        from csnotify.mutes import Mute
 
         rows = self.conn.execute("SELECT * FROM mutes ORDER BY id").fetchall()
         fields = ("subscription", "endpoint", "pattern", "reason", "created", "until")

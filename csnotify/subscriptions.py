@@ -8,126 +8,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from csnotify import matching
-from csnotify.channels import (
-    APPRISE,
-    COMMAND,
-    WEBHOOK,
-    command_argv,
-    endpoint_kind,
-    validate_endpoint,
-)
+from csnotify.channels import command_argv, validate_endpoint
 from csnotify.errors import BadInput, NotFound
-from csnotify.redact import mask_key, mask_uri
+from csnotify.models import COMMAND, WEBHOOK, Endpoint, Subscription, endpoint_kind
+from csnotify.redact import mask_uri
 
 if TYPE_CHECKING:
     from csnotify.store import Store
 
 FORMATS = ("json", "cloudevents", "cloudstack")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-
-
-@dataclass
-class Endpoint:
-    uri: str
-    enabled: bool = True
-    consecutive_failures: int = 0
-    total_failures: int = 0
-    total_successes: int = 0
-    last_error: str | None = None
-    last_error_at: str | None = None
-    last_success_at: str | None = None
-    disabled_reason: str | None = None
-    max_per_minute: int | None = None  # None: the default for its kind (see limit())
-    total_muted: int = 0
-    total_folded: int = 0
-    strict_order: bool = False  # one delivery at a time, in acceptance order
-    total_dropped: int = 0  # given up because the backlog was full
-    id: int | None = None
-
-    @property
-    def kind(self) -> str:
-        return endpoint_kind(self.uri)
-
-    def limit(self, human_default: int) -> int:
-        """Messages allowed per minute; 0 means no limit. Human channels (Apprise) default
-        to ``human_default`` (delivery.human_max_per_minute); webhooks and commands to none."""
-        if self.max_per_minute is not None:
-            return self.max_per_minute
-        return human_default if self.kind == APPRISE else 0
-
-    def as_json(self, reveal: bool = False) -> dict[str, Any]:
-        return {
-            "uri": self.uri if reveal else mask_uri(self.uri),
-            "kind": self.kind,
-            "enabled": self.enabled,
-            "disabled_reason": self.disabled_reason,
-            "consecutive_failures": self.consecutive_failures,
-            "total_failures": self.total_failures,
-            "total_successes": self.total_successes,
-            "last_error": self.last_error,
-            "last_error_at": self.last_error_at,
-            "last_success_at": self.last_success_at,
-            "max_per_minute": self.max_per_minute,
-            "total_muted": self.total_muted,
-            "total_folded": self.total_folded,
-            "strict_order": self.strict_order,
-            "total_dropped": self.total_dropped,
-        }
-
-
-@dataclass
-class Subscription:
-    name: str
-    patterns: list[str]
-    endpoints: list[Endpoint]
-    level: str = "INFO"
-    filters: list[matching.Filter] = field(default_factory=list)
-    format: str = "json"
-    key: str | None = None
-    title: str | None = None
-    body: str | None = None
-    enabled: bool = True
-    group_wait: float = 0.0  # seconds; human channels collect events this long, send one
-    created: str | None = None
-    updated: str | None = None
-    id: int | None = None
-
-    def endpoint(self, uri: str) -> Endpoint:
-        for ep in self.endpoints:
-            if ep.uri == uri:
-                return ep
-        for ep in self.endpoints:  # the user may type the masked form shown by list
-            if mask_uri(ep.uri) == uri:
-                return ep
-        have = ", ".join(mask_uri(ep.uri) for ep in self.endpoints)
-        raise NotFound(f"subscription {self.name!r} has no endpoint {mask_uri(uri)!r} ({have})")
-
-    def as_json(self, reveal: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "enabled": self.enabled,
-            "patterns": list(self.patterns),
-            "level": self.level,
-            "where": [str(f) for f in self.filters],
-            "format": self.format,
-            "key": self.key if reveal else mask_key(self.key),
-            "title": self.title,
-            "body": self.body,
-            "group_wait": self.group_wait,
-            "created": self.created,
-            "updated": self.updated,
-            "endpoints": [ep.as_json(reveal) for ep in self.endpoints],
-        }
-        if reveal and self.key:
-            from csnotify.signing import whsec_form
-
-            out["key_whsec"] = whsec_form(self.key)
-        return out
 
 
 def suggest(name: str, names: Sequence[str]) -> str:

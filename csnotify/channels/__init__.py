@@ -12,20 +12,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from csnotify.errors import BadInput
+from csnotify.models import COMMAND, WEBHOOK, endpoint_kind
 from csnotify.redact import mask_uri
-
-WEBHOOK = "webhook"
-COMMAND = "command"
-APPRISE = "apprise"
-
-
-def endpoint_kind(uri: str) -> str:
-    scheme = uri.split(":", 1)[0].lower()
-    if scheme in ("http", "https"):
-        return WEBHOOK
-    if scheme == "cmd":
-        return COMMAND
-    return APPRISE
 
 
 def command_argv(uri: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from csnotify.events import Event
-    from csnotify.subscriptions import Subscription
+    from csnotify.models import Subscription
 
 WEBHOOK_ID_NAMESPACE = uuid.UUID("0b3c4a52-2f1e-4a43-9d8c-5f2b7e9c1d07")
 ERROR_MAX = 500

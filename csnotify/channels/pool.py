@@ -3,8 +3,8 @@ imported only when an Apprise endpoint is delivered to)."""
 
 from __future__ import annotations
 
-from csnotify.channels import APPRISE, COMMAND, endpoint_kind
 from csnotify.channels.base import Channel
+from csnotify.models import APPRISE, COMMAND, endpoint_kind
 
 
 class ChannelPool:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from csnotify.channels import APPRISE
 from csnotify.matching import Matcher
+from csnotify.models import APPRISE
 from csnotify.pacing import Batch, Window
 from csnotify.redact import mask_uri
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from csnotify.channels.base import Channel
     from csnotify.events import Event
-    from csnotify.subscriptions import Endpoint, Subscription
+    from csnotify.models import Endpoint, Subscription
 
 
 @dataclass(eq=False)  # compared and hashed by identity

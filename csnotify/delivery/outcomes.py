@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.channels.base import Message
 from csnotify.events import Event, now_iso
+from csnotify.models import Subscription
 from csnotify.redact import mask_uri
 from csnotify.store import DeliveryRecord, utcnow
-from csnotify.subscriptions import Subscription
 
 if TYPE_CHECKING:
     from csnotify.channels.pool import ChannelPool

@@ -27,14 +27,14 @@ from csnotify.delivery.outcomes import Outcomes
 from csnotify.delivery.policy import SEND, Policy
 from csnotify.delivery.settings import DeliverySettings, Stats
 from csnotify.delivery.workers import EndpointWorker
-from csnotify.mutes import Mute, MuteSet
+from csnotify.mutes import MuteSet
 from csnotify.pacing import Batch
 from csnotify.store import DeliveryLog
 
 if TYPE_CHECKING:
     from csnotify.events import Event
+    from csnotify.models import Endpoint, Mute, Subscription
     from csnotify.store import DeliveryRecord, Store
-    from csnotify.subscriptions import Endpoint, Subscription
 
 log = logging.getLogger("csnotify")
 KEEP_EVERY_S = LEASE_S / 3  # renew claims, look for rows other processes left

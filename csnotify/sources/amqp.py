@@ -22,7 +22,7 @@ from csnotify.sources import Outage
 
 if TYPE_CHECKING:
     from csnotify.listen import Listener
-    from csnotify.subscriptions import Subscription
+    from csnotify.models import Subscription
 
 log = logging.getLogger("csnotify")
 MAX_KEY = 255

@@ -20,7 +20,7 @@ from csnotify.sources import Outage
 
 if TYPE_CHECKING:
     from csnotify.listen import Listener
-    from csnotify.subscriptions import Subscription
+    from csnotify.models import Subscription
 
 
 @dataclass

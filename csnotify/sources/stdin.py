@@ -16,7 +16,7 @@ from csnotify.events import loads, normalise
 
 if TYPE_CHECKING:
     from csnotify.listen import Listener
-    from csnotify.subscriptions import Subscription
+    from csnotify.models import Subscription
 
 
 class StdinSource:

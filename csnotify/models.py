@@ -1,0 +1,175 @@
+"""The domain types every stage and the store share: subscriptions, their endpoints, and
+mutes. Plain data with the few methods that only look at their own fields.
+
+This module imports only leaf modules of ours (errors, redact), so the store and every
+stage can import it without a circle; an endpoint's kind is decided here from its URI
+scheme, and the channels import it from here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from csnotify.errors import NotFound
+from csnotify.redact import mask_key, mask_uri
+
+if TYPE_CHECKING:
+    from csnotify.matching import Filter
+
+WEBHOOK = "webhook"
+COMMAND = "command"
+APPRISE = "apprise"
+
+
+def endpoint_kind(uri: str) -> str:
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("http", "https"):
+        return WEBHOOK
+    if scheme == "cmd":
+        return COMMAND
+    return APPRISE
+
+
+@dataclass
+class Endpoint:
+    uri: str
+    enabled: bool = True
+    consecutive_failures: int = 0
+    total_failures: int = 0
+    total_successes: int = 0
+    last_error: str | None = None
+    last_error_at: str | None = None
+    last_success_at: str | None = None
+    disabled_reason: str | None = None
+    max_per_minute: int | None = None  # None: the default for its kind (see limit())
+    total_muted: int = 0
+    total_folded: int = 0
+    strict_order: bool = False  # one delivery at a time, in acceptance order
+    total_dropped: int = 0  # given up because the backlog was full
+    id: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return endpoint_kind(self.uri)
+
+    def limit(self, human_default: int) -> int:
+        """Messages allowed per minute; 0 means no limit. Human channels (Apprise) default
+        to ``human_default`` (delivery.human_max_per_minute); webhooks and commands to none."""
+        if self.max_per_minute is not None:
+            return self.max_per_minute
+        return human_default if self.kind == APPRISE else 0
+
+    def as_json(self, reveal: bool = False) -> dict[str, Any]:
+        return {
+            "uri": self.uri if reveal else mask_uri(self.uri),
+            "kind": self.kind,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "consecutive_failures": self.consecutive_failures,
+            "total_failures": self.total_failures,
+            "total_successes": self.total_successes,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "last_success_at": self.last_success_at,
+            "max_per_minute": self.max_per_minute,
+            "total_muted": self.total_muted,
+            "total_folded": self.total_folded,
+            "strict_order": self.strict_order,
+            "total_dropped": self.total_dropped,
+        }
+
+
+@dataclass
+class Subscription:
+    name: str
+    patterns: list[str]
+    endpoints: list[Endpoint]
+    level: str = "INFO"
+    filters: list[Filter] = field(default_factory=list)
+    format: str = "json"
+    key: str | None = None
+    title: str | None = None
+    body: str | None = None
+    enabled: bool = True
+    group_wait: float = 0.0  # seconds; human channels collect events this long, send one
+    created: str | None = None
+    updated: str | None = None
+    id: int | None = None
+
+    def endpoint(self, uri: str) -> Endpoint:
+        for ep in self.endpoints:
+            if ep.uri == uri:
+                return ep
+        for ep in self.endpoints:  # the user may type the masked form shown by list
+            if mask_uri(ep.uri) == uri:
+                return ep
+        have = ", ".join(mask_uri(ep.uri) for ep in self.endpoints)
+        raise NotFound(f"subscription {self.name!r} has no endpoint {mask_uri(uri)!r} ({have})")
+
+    def as_json(self, reveal: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "enabled": self.enabled,
+            "patterns": list(self.patterns),
+            "level": self.level,
+            "where": [str(f) for f in self.filters],
+            "format": self.format,
+            "key": self.key if reveal else mask_key(self.key),
+            "title": self.title,
+            "body": self.body,
+            "group_wait": self.group_wait,
+            "created": self.created,
+            "updated": self.updated,
+            "endpoints": [ep.as_json(reveal) for ep in self.endpoints],
+        }
+        if reveal and self.key:
+            from csnotify.signing import whsec_form
+
+            out["key_whsec"] = whsec_form(self.key)
+        return out
+
+
+@dataclass
+class Mute:
+    subscription: str | None  # None: every subscription
+    endpoint: str | None  # None: every endpoint
+    pattern: str | None  # None: every event type
+    reason: str
+    created: str
+    until: str  # UTC ISO 8601
+    id: int | None = None
+
+    @cached_property
+    def ends(self) -> float:
+        return datetime.fromisoformat(self.until).timestamp()
+
+    @cached_property
+    def _types(self) -> re.Pattern[str] | None:
+        return re.compile(fnmatch.translate(self.pattern), re.IGNORECASE) if self.pattern else None
+
+    def covers(self, subscription: str, uri: str, event_type: str, now: float) -> bool:
+        return (
+            now < self.ends
+            and (self.subscription is None or self.subscription == subscription)
+            and (self.endpoint is None or self.endpoint == uri)
+            and (self._types is None or self._types.match(event_type) is not None)
+        )
+
+    def as_json(self, now: float | None = None) -> dict[str, Any]:
+        left = max(0.0, self.ends - (time.time() if now is None else now))
+        return {
+            "id": self.id,
+            "subscription": self.subscription,
+            "endpoint": mask_uri(self.endpoint) if self.endpoint else None,
+            "pattern": self.pattern,
+            "reason": self.reason,
+            "created": self.created,
+            "until": self.until,
+            "seconds_left": round(left),
+        }
