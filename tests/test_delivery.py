@@ -333,6 +333,66 @@ def test_email_through_a_real_smtp_server(cli, tmp_path: Path) -> None:
     assert endpoint_state(cli, "mail")["total_successes"] == 1
 
 
+EVIL = '<a href="http://evil.example/login">reset your password</a>'
+
+
+def _parts(msg) -> dict[str, str]:
+    return {
+        part.get_content_type(): part.get_payload(decode=True).decode().replace("\r\n", "\n")
+        for part in msg.walk()
+        if not part.is_multipart()
+    }
+
+
+def test_email_is_plain_text_and_markup_in_events_stays_text(cli) -> None:
+    # A tenant names a volume with HTML in it; the on-call must not get a live link, and
+    # the template's line breaks must survive in both the plain and the HTML part.
+    event = {"id": "ev-html", "type": "VOLUME.CREATE", "level": "INFO", "state": "Completed",
+             "created": "2026-11-25T10:00:00Z", "resource_name": EVIL,
+             "description": "line one & <b>bold</b>\nline two", "source": "stdin"}  # fmt: skip
+    body = "{resource_name}\n{description}\nlast line"
+    with SmtpSink() as smtp:
+        subscribe(cli, "*", "--to", smtp.uri("text@example.com"), "--name", "text",
+                  "--body", body)  # fmt: skip
+        subscribe(cli, "*", "--to", smtp.uri("html@example.com") + "&format=html",
+                  "--name", "html", "--body", body)  # fmt: skip
+        r = cli("dispatch", "-", input=json.dumps(event))
+        assert r.exit_code == 0, r.stderr
+    by_rcpt = {tuple(to): m for _f, to, m in smtp.messages}
+    expected = f"{EVIL}\nline one & <b>bold</b>\nline two\nlast line"
+    text_only = _parts(by_rcpt[("text@example.com",)])
+    assert list(text_only) == ["text/plain"]  # sent as text, no HTML part to click in
+    assert text_only["text/plain"].strip() == expected
+    both = _parts(by_rcpt[("html@example.com",)])
+    assert sorted(both) == ["text/html", "text/plain"]
+    html = both["text/html"].replace("&nbsp;", " ")
+    assert "<a " not in html and "<b>" not in html
+    assert "&lt;a href=&quot;http://evil.example/login&quot;&gt;" in html
+    assert "line one &amp; &lt;b&gt;bold&lt;/b&gt;" in html
+    assert html.count("<br") == 3  # four lines, three breaks
+    assert both["text/plain"].strip() == expected
+
+
+def test_chat_markup_in_events_is_escaped(cli) -> None:
+    # Rocket.Chat renders Markdown: a resource name written as a Markdown link must arrive
+    # as literal text, in the title as in the body, and the body's lines must stay lines.
+    with Receiver() as rx:
+        port = rx.server.server_address[1]
+        uri = f"rocket://hookid/tok@127.0.0.1:{port}/%23ops?mode=webhook"
+        subscribe(cli, "*", "--to", uri, "--name", "chat",
+                  "--body", "{resource_name}\n{description}")  # fmt: skip
+        event = {"id": "ev-md", "type": "VM.CREATE", "created": "2026-11-25T10:00:00Z",
+                 "resource_name": "[login](http://evil.example)", "description": "**now**",
+                 "source": "stdin"}  # fmt: skip
+        r = cli("dispatch", "-", input=json.dumps(event))
+        assert r.exit_code == 0, r.stderr
+    (req,) = rx.requests
+    title, *lines = req.json()["text"].split("\n")
+    link = "\\[login\\]\\(http://evil\\.example\\)"
+    assert title.endswith(link)
+    assert lines == [link, "\\*\\*now\\*\\*"]
+
+
 @pytest.mark.skipif(
     shutil.which("openssl") is None, reason="openssl is needed for a test certificate"
 )
