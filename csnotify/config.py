@@ -82,7 +82,13 @@ SETTINGS: dict[str, Setting] = {
             "consecutive failed deliveries before an endpoint is switched off (0: never)",
             minimum=0,
         ),
-        Setting("failures.notify", str, "", "endpoint URI told when an endpoint is switched off"),
+        Setting(
+            "failures.notify",
+            str,
+            "",
+            "endpoint URI told when an endpoint is switched off",
+            secret=True,
+        ),
         Setting("log.max_per_endpoint", int, 100, "delivery log rows kept per endpoint", minimum=1),
     )
 }
@@ -166,7 +172,7 @@ class Settings:
 def mask_setting(key: str, value: Any) -> Any:
     if not value:
         return value
-    if key == "amqp.url":
+    if key in ("amqp.url", "failures.notify"):  # URIs: only their secret parts are masked
         from csnotify.redact import mask_uri
 
         return mask_uri(value)
