@@ -36,6 +36,9 @@ class CsnotifyGroup(TyperGroup):
             return super().invoke(ctx)
         except (TyperException, Exit, Abort):
             raise
+        except BrokenPipeError:  # `csnotify list | head -1`: the reader is done, so are we
+            stdout_gone()
+            raise Exit(int(ExitCode.READER_GONE)) from None
         except CsnotifyError as exc:
             _fail(ctx, exc.message, exc.exit_code, exc)
         except KeyboardInterrupt:
@@ -47,6 +50,14 @@ class CsnotifyGroup(TyperGroup):
                 ExitCode.FAILED,
                 exc,
             )
+
+
+def stdout_gone() -> None:
+    """The reader of our output went away (``csnotify list | head -1``): point stdout at
+    /dev/null so that nothing more, not even Python's last flush, fails on it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _fail(ctx: typer.Context, message: str, code: int, exc: BaseException | None) -> NoReturn:
@@ -701,7 +712,8 @@ def dispatch(
 
     Accepts JSON lines, a JSON array, a listEvents response (listeventsresponse), our own
     or CloudEvents JSON, and CloudStack event-bus message bodies. A bad line is reported
-    as 'line N: reason' and skipped; the others are delivered, and the exit status is 1.
+    as 'line N: reason' and skipped; the others are delivered. The exit status is 1 when
+    a line was skipped or a delivery failed.
     Events held back by a rate limit or --group-wait go out (as one message) before it
     exits, which can take up to a minute.
 
@@ -744,7 +756,7 @@ def dispatch(
         )
         for label in summary["switched_off"]:
             app_state.terminal.err(f"csnotify: switched off {label} (see 'csnotify show')")
-    if result.rejected:
+    if result.rejected or summary["failed"]:
         raise Exit(int(ExitCode.FAILED))
 
 
@@ -1231,6 +1243,8 @@ def listen(
       csnotify listen --source api --once --since 1h     # from cron
       csnotify listen --source amqp --print --dry-run | jq .type
     """
+    import asyncio
+
     from csnotify import aio, logs
     from csnotify.dispatch import DeliverySettings
     from csnotify.listen import Listener, ListenOptions
@@ -1247,13 +1261,22 @@ def listen(
     )
     terminal = app_state.terminal
 
+    stop, reader_gone = asyncio.Event(), asyncio.Event()
+
     def out(line: str) -> None:
-        terminal.stdout.write(line + "\n")
-        terminal.stdout.flush()
+        if reader_gone.is_set():
+            return
+        try:
+            terminal.stdout.write(line + "\n")
+            terminal.stdout.flush()
+        except BrokenPipeError:  # `listen --print | head`: the reader is done, so are we
+            stdout_gone()
+            reader_gone.set()
+            stop.set()
 
     async def run() -> int:
         listener = Listener(
-            app_state.store(), DeliverySettings.from_settings(settings), options, out
+            app_state.store(), DeliverySettings.from_settings(settings), options, out, stop=stop
         )
         src = _make_source(source, settings, interval, since, once, terminal)
         try:
@@ -1265,6 +1288,8 @@ def listen(
         return listener.rejected
 
     rejected = aio.run(run())
+    if reader_gone.is_set():
+        raise Exit(int(ExitCode.READER_GONE))
     if rejected and source == "stdin":
         raise Exit(int(ExitCode.FAILED))
 
@@ -1860,7 +1885,15 @@ def main() -> None:
         from typer._completion_classes import completion_init
 
         completion_init()
-    app(prog_name="csnotify")
+    try:
+        try:
+            app(prog_name="csnotify")
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Quietly, as Unix tools do when their reader is gone: the status of SIGPIPE.
+        stdout_gone()
+        sys.exit(int(ExitCode.READER_GONE))
 
 
 if __name__ == "__main__":  # pragma: no cover

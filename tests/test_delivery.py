@@ -216,7 +216,8 @@ def test_transport_failures_are_counted(cli, case: str) -> None:
         r = cli(
             "-c", "delivery.timeout=0.5", "-c", "delivery.retries=2", "dispatch", "-", input=EVENT
         )
-        assert r.exit_code == 0
+        assert r.exit_code == 1  # a failed delivery is a failed dispatch
+        assert "0 delivered, 1 failed" in r.stdout
     (row,) = cli("deliveries", "f", "--json").json()
     assert row["status"] == "failed"
     assert message in row["error"]
@@ -471,7 +472,7 @@ def test_command_endpoint(cli, tmp_path: Path) -> None:
         "dispatch",
         str(events_file(tmp_path, 4)),
     )
-    assert r.exit_code == 0
+    assert r.exit_code == 1  # two of the four failed
     calls = [json.loads(line) for line in out.read_text().splitlines()]
     assert [c["id"] for c in calls] == ["ev-0000", "ev-0001", "ev-0002", "ev-0003"]
     assert calls[0]["type"] == "VM.START"
