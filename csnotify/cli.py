@@ -565,7 +565,7 @@ def unsubscribe(
         and not typer.confirm(f"Delete subscription {sub.name} ({len(sub.endpoints)} endpoint(s))?")
     ):
         raise Exit(int(ExitCode.FAILED))
-    subscriptions.unsubscribe(store, sub.name)
+    subscriptions.unsubscribe(store, sub.name, expected_id=sub.id)
     app_state.say(f"deleted subscription {sub.name}")
 
 
