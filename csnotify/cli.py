@@ -624,15 +624,14 @@ def export(
       csnotify export > subscriptions.json
       csnotify export --format toml --with-secrets -o /root/csnotify-backup.toml
     """
-    from csnotify.export import export_text
-    from csnotify.files import write_private
+    from csnotify.export import export_text, write_export
 
     app_state = state(ctx)
     text = export_text(app_state.store().subscriptions(), fmt.lower(), with_secrets)
     if output is None:
         app_state.terminal.stdout.write(text)
     else:
-        write_private(output, text.encode())
+        write_export(output, text)
         app_state.terminal.err(f"wrote {output}")
 
 

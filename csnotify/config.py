@@ -8,8 +8,10 @@ written with mode 0600 in a 0700 directory.
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ class Setting:
     help: str
     secret: bool = False
     minimum: float | None = None
+    maximum: float | None = None
 
 
 SETTINGS: dict[str, Setting] = {
@@ -53,11 +56,30 @@ SETTINGS: dict[str, Setting] = {
             "amqp.exchange", str, "cloudstack-events", "topic exchange CloudStack publishes to"
         ),
         Setting("amqp.queue", str, "csnotify", "durable queue shared by all listeners"),
-        Setting("amqp.prefetch", int, 100, "unacknowledged messages per listener", minimum=1),
-        Setting("delivery.timeout", float, 10.0, "seconds per delivery attempt", minimum=0.1),
-        Setting("delivery.retries", int, 3, "attempts per delivery", minimum=1),
         Setting(
-            "delivery.backoff", float, 1.0, "seconds before the first retry (doubles)", minimum=0
+            "amqp.prefetch",
+            int,
+            100,
+            "unacknowledged messages per listener",
+            minimum=1,
+            maximum=65535,
+        ),
+        Setting(
+            "delivery.timeout",
+            float,
+            10.0,
+            "seconds per delivery attempt",
+            minimum=0.1,
+            maximum=3600,
+        ),
+        Setting("delivery.retries", int, 3, "attempts per delivery", minimum=1, maximum=100),
+        Setting(
+            "delivery.backoff",
+            float,
+            1.0,
+            "seconds before the first retry (doubles)",
+            minimum=0,
+            maximum=3600,
         ),
         Setting(
             "delivery.backoff_max",
@@ -65,8 +87,16 @@ SETTINGS: dict[str, Setting] = {
             60.0,
             "longest wait between attempts, Retry-After included",
             minimum=0,
+            maximum=86400,
         ),
-        Setting("delivery.concurrency", int, 64, "deliveries in flight at once", minimum=1),
+        Setting(
+            "delivery.concurrency",
+            int,
+            64,
+            "deliveries in flight at once",
+            minimum=1,
+            maximum=10000,
+        ),
         Setting(
             "delivery.human_max_per_minute",
             int,
@@ -74,6 +104,7 @@ SETTINGS: dict[str, Setting] = {
             "messages per minute to an email/SMS/chat endpoint without --max-per-minute;"
             " the rest go out as one digest (0: no limit)",
             minimum=0,
+            maximum=10000,
         ),
         Setting(
             "failures.disable_after",
@@ -81,6 +112,7 @@ SETTINGS: dict[str, Setting] = {
             10,
             "consecutive failed deliveries before an endpoint is switched off (0: never)",
             minimum=0,
+            maximum=1_000_000,
         ),
         Setting(
             "failures.notify",
@@ -89,7 +121,14 @@ SETTINGS: dict[str, Setting] = {
             "endpoint URI told when an endpoint is switched off",
             secret=True,
         ),
-        Setting("log.max_per_endpoint", int, 100, "delivery log rows kept per endpoint", minimum=1),
+        Setting(
+            "log.max_per_endpoint",
+            int,
+            100,
+            "delivery log rows kept per endpoint",
+            minimum=1,
+            maximum=1_000_000,
+        ),
     )
 }
 
@@ -143,11 +182,37 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
             converted = value
     except (TypeError, ValueError):
         raise BadInput(f"{setting.key} expects {expected}, got {value!r} ({origin})") from None
+    if setting.type is float and not math.isfinite(converted):
+        raise BadInput(f"{setting.key} expects a finite number, got {value!r} ({origin})")
     if setting.minimum is not None and converted < setting.minimum:
         raise BadInput(
             f"{setting.key} must be at least {setting.minimum:g}, got {value!r} ({origin})"
         )
+    if setting.maximum is not None and converted > setting.maximum:
+        raise BadInput(
+            f"{setting.key} must be at most {setting.maximum:g}, got {value!r} ({origin})"
+        )
+    if setting.key in URL_SETTINGS and converted:
+        check_url(converted, f"{setting.key} ({origin})")
     return converted
+
+
+URL_SETTINGS = ("cloudstack.url", "amqp.url", "failures.notify")
+
+
+def check_url(url: str, what: str) -> None:
+    """Refuse what cannot be an URL at all: whitespace or control characters in it, or no
+    scheme. (Each kind of URL gets its own checks where it is used.)"""
+    from csnotify.redact import mask_uri
+
+    bad = next((c for c in url if c.isspace() or unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise BadInput(
+            f"{what}: {mask_uri(url)!r} contains {bad!r}; an URL has no spaces or control"
+            " characters (percent-encode them, e.g. %20)"
+        )
+    if ":" not in url or not url.split(":", 1)[0].isascii() or not url.split(":", 1)[0]:
+        raise BadInput(f"{what}: {mask_uri(url)!r} is not an URL (no scheme such as https:)")
 
 
 @dataclass
@@ -189,6 +254,8 @@ def read_file(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise BadInput(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"config file {path} is not UTF-8 text (TOML); fix or remove it") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -245,6 +312,13 @@ def set_value(path: Path, key: str, raw: str) -> Any:
     """Write one setting into the config file, keeping the others. Returns the typed value."""
     setting = lookup(key)
     value = coerce(setting, raw, "given to config set")
+    if key == "failures.notify" and value:  # checked like --to, before it is needed
+        from csnotify.channels import validate_endpoint
+
+        try:
+            value = validate_endpoint(value)
+        except BadInput as exc:
+            raise BadInput(f"failures.notify: {exc.message.removeprefix('--to ')}") from None
     flat = read_file(path)
     flat[key] = value
     write(path, flat)
@@ -282,6 +356,8 @@ def read_cmk(path: Path, profile: str | None = None) -> CmkProfile:
         ) from None
     except (OSError, configparser.Error) as exc:
         raise BadInput(f"cannot read CloudMonkey config {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"CloudMonkey config {path} is not UTF-8 text; check --cmk-config") from None
     name = profile or parser.get("core", "profile", fallback=None)
     if not name:
         raise BadInput(f"{path} names no current profile ([core] profile); use --profile NAME")

@@ -96,6 +96,7 @@ class Store:
             )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            _refuse_foreign(conn, path)  # before anything, WAL mode included, is changed
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -309,6 +310,24 @@ class Store:
     def delete_expired_mutes(self, before: str) -> None:
         """Mutes that ended before ``before`` (kept a while so 'mutes --all' shows them)."""
         self.conn.execute("DELETE FROM mutes WHERE until < ?", (before,))
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """A file with tables but none of ours is some other application's database."""
+    if conn.execute("PRAGMA user_version").fetchone()[0]:
+        return
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    if tables and "migrations" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise BadInput(
+            f"{path} is not a csnotify store (it holds tables {shown} of another"
+            " application); give --db or CSNOTIFY_DB a csnotify store or a new file"
+        )
 
 
 def _subscription_row(sub: Subscription, created: str, updated: str) -> dict[str, Any]:

@@ -221,6 +221,9 @@ BAD_SUBSCRIBE = [
     (["VM.*", "--to", HOOK, "--title", "{0.__init__}"], "not an event field"),
     (["VM.*", "--to", HOOK, "--body", "{type!r}"], "only plain"),
     (["VM.*", "--to", HOOK, "--to", HOOK], "given twice"),
+    (["VM.*", "--to", "https://hooks.example.com/a b"], "contains ' '; an URI has no spaces"),
+    (["VM.*", "--to", "ntfy://ntfy.example.com/top\x1bic"], "contains '\\x1b'"),
+    (["VM.*", "--to", "cmd:/bin/echo hello\x07"], "contains '\\x07'"),
 ]
 
 

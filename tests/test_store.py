@@ -51,12 +51,11 @@ def test_reopening_migrates_nothing(tmp_path: Path) -> None:
 
 
 def test_migration_path_from_an_older_store(tmp_path: Path) -> None:
-    """A store left at version 0 (as an interrupted first run could leave it) is brought
-    up to date by the next command."""
+    """A store left at version 0 (as an interrupted first run leaves it: WAL mode set, its
+    migration rolled back) is brought up to date by the next command."""
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE unrelated (x)")
-    conn.commit()
+    conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
     store = Store.open(path)
     assert store.schema_version == len(MIGRATIONS)
@@ -113,6 +112,21 @@ def test_not_a_database_is_one_line_error(cli, tmp_path: Path) -> None:
     assert r.exit_code == 2
     assert r.stderr.startswith("csnotify: error: cannot use store")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_another_applications_database_is_refused(cli, tmp_path: Path) -> None:
+    path = tmp_path / "places.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT)")
+    before = path.read_bytes()
+    r = cli("--db", str(path), "subscribe", "VM.*", "--to", "https://h.example/")
+    assert r.exit_code == 2
+    assert "is not a csnotify store (it holds tables moz_places" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert tables == ["moz_places"]
+    assert before[:100] == path.read_bytes()[:100]
 
 
 def test_default_path_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
