@@ -84,6 +84,7 @@ _TIME_FORMATS = (
     "%Y-%m-%d %H:%M%z",
     "%Y-%m-%dT%H:%M",
     "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",  # a date only: its start, in UTC
 )
 
 
@@ -101,7 +102,10 @@ def parse_time(text: str) -> datetime:
         except ValueError:
             continue
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    raise BadInput(f"unrecognised time {text!r}; use e.g. 2024-05-14T10:22:31Z")
+    raise BadInput(
+        f"unrecognised time {text!r}; use e.g. 2024-05-14T10:22:31Z, 2024-05-14T10:22Z"
+        " or 2024-05-14"
+    )
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")

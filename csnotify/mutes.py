@@ -158,12 +158,14 @@ def active(store: Store) -> list[Mute]:
 
 
 def unmute(store: Store, ids: list[int]) -> list[Mute]:
+    now = datetime.now(UTC).replace(microsecond=0)
     with store.transaction():
-        known = {m.id: m for m in store.mutes()}
+        known = {m.id: m for m in store.mutes() if m.ends > now.timestamp()}
         missing = [i for i in ids if i not in known]
         if missing:
             raise NotFound(
-                f"no mute with id {', '.join(map(str, missing))}; see 'csnotify mutes' for the ids"
+                f"no mute in force with id {', '.join(map(str, missing))}; see 'csnotify mutes'"
+                " for the ids"
             )
-        store.delete_mutes(ids)
+        store.end_mutes(ids, utc_iso(now))
     return [known[i] for i in ids]

@@ -304,8 +304,9 @@ class Store:
         )  # fmt: skip
         return int(cursor.lastrowid or 0)
 
-    def delete_mutes(self, ids: list[int]) -> None:
-        self.conn.executemany("DELETE FROM mutes WHERE id = ?", [(i,) for i in ids])
+    def end_mutes(self, ids: list[int], at: str) -> None:
+        """End them at ``at``; they stay (for 'mutes --all') until they expire."""
+        self.conn.executemany("UPDATE mutes SET until = ? WHERE id = ?", [(at, i) for i in ids])
 
     def delete_expired_mutes(self, before: str) -> None:
         """Mutes that ended before ``before`` (kept a while so 'mutes --all' shows them)."""
