@@ -1247,6 +1247,7 @@ def listen(
     from csnotify import aio, logs
     from csnotify.dispatch import DeliverySettings
     from csnotify.listen import Listener, ListenOptions
+    from csnotify.output import printable
 
     if source not in SOURCES:
         raise BadInput(f"unknown --source {source!r}; use one of {', '.join(SOURCES)}")
@@ -1266,7 +1267,7 @@ def listen(
         if reader_gone.is_set():
             return
         try:
-            terminal.stdout.write(line + "\n")
+            terminal.stdout.write(printable(line) + "\n")
             terminal.stdout.flush()
         except BrokenPipeError:  # `listen --print | head`: the reader is done, so are we
             stdout_gone()

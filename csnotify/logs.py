@@ -8,6 +8,8 @@ import logging
 import sys
 from typing import IO
 
+from csnotify.output import printable
+
 FORMATS = ("text", "json")
 
 
@@ -22,7 +24,7 @@ class JsonFormatter(logging.Formatter):
             doc[key] = value
         if record.exc_info and record.exc_info[1] is not None:
             doc["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return json.dumps(doc, ensure_ascii=False)
+        return printable(json.dumps(doc, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -31,7 +33,7 @@ class TextFormatter(logging.Formatter):
         self.traceback = traceback
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"csnotify: {record.levelname.lower()}: {record.getMessage()}"
+        line = f"csnotify: {record.levelname.lower()}: {printable(record.getMessage())}"
         if record.exc_info and record.exc_info[1] is not None:
             if self.traceback:
                 return line + "\n" + self.formatException(record.exc_info)

@@ -624,3 +624,23 @@ def test_trickling_response_times_out_and_others_go_on(cli, tmp_path: Path) -> N
     assert [r["status"] for r in rows] == ["failed"] * 3
     assert all("timed out" in r["error"] for r in rows)
     assert len(fast.requests) == 3 and endpoint_state(cli, "fast")["total_successes"] == 3
+
+
+def test_control_characters_never_reach_the_terminal(cli, tmp_path: Path) -> None:
+    # A program's stderr becomes the recorded error; an event's id and type are shown by
+    # listen --dry-run. Escape sequences in them must be shown, not acted on.
+    prog = tmp_path / "noisy"
+    prog.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.stderr.write('\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m')\nsys.exit(1)\n"
+    )
+    prog.chmod(0o755)
+    subscribe(cli, "*", "--to", f"cmd:{prog}", "--name", "noisy")
+    event = {"id": "ev\x1b[31m-1", "type": "VM.START\u202e", "created": "2026-11-25T10:00:00Z"}
+    outputs = [cli("-c", "delivery.retries=1", "dispatch", "-", input=json.dumps(event))]
+    for args in (["deliveries"], ["deliveries", "--json"], ["show", "noisy"], ["test", "noisy"],
+                 ["status"], ["listen", "--source", "stdin", "--dry-run", "--print"]):  # fmt: skip
+        outputs.append(cli(*args, input=json.dumps(event) + "\n"))
+    text = "".join(r.stdout + r.stderr for r in outputs)
+    for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert raw not in text
+    assert "\\u001b[2J" in text and "\\u001b[31m-1" in text and "\\u202e" in text
