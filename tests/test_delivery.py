@@ -644,3 +644,21 @@ def test_control_characters_never_reach_the_terminal(cli, tmp_path: Path) -> Non
     for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
         assert raw not in text
     assert "\\u001b[2J" in text and "\\u001b[31m-1" in text and "\\u202e" in text
+
+
+def test_a_lone_surrogate_is_a_counted_rejection_not_a_silent_drop(cli) -> None:
+    good = '{"id": "ok", "type": "VM.START", "created": "2026-11-25T10:00:00Z", "description": "\\ud83d\\ude00"}'
+    bad = '{"id": "bad", "type": "VM.START", "created": "2026-11-25T10:00:00Z", "description": "x \\ud800 y"}'
+    with Receiver() as rx:
+        subscribe(cli, "*", "--to", rx.url, "--name", "s")
+        r = cli("dispatch", "-", "--json", input=f"{good}\n{bad}\n")
+        assert r.exit_code == 1
+        summary = r.json()
+        assert summary["delivered"] == 1 and summary["skipped"] == 1
+        assert summary["rejected"] == [
+            "line 2: invalid Unicode: a lone surrogate \\ud800 (half of a UTF-16 pair) in the event"
+        ]
+        r = cli("listen", "--source", "stdin", input=f"{bad}\n")
+        assert r.exit_code == 1 and "line 1: invalid Unicode" in r.stderr
+    assert [b["event"]["description"] for b in rx.bodies()] == ["\U0001f600"]
+    assert cli("status", "--json").json()["listeners"][0]["rejected"] == 1
