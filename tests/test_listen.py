@@ -315,6 +315,17 @@ def test_unreachable_broker_with_once_is_exit_3(tmp_path: Path) -> None:
     assert "guest:guest" not in r.stderr
 
 
+def test_a_virtual_host_the_broker_refuses_is_said_in_words(bus) -> None:  # noqa: F811
+    env = {**os.environ, **bus.env(),
+           "CSNOTIFY_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/no-such-vhost"}  # fmt: skip
+    r = run_process("listen", "--source", "amqp", env=env, timeout=30)  # not --once: no retry
+    assert r.exit_code == 3
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "the broker refused virtual host 'no-such-vhost' to user 'guest'" in lines[0]
+    assert "Connection.Close object" not in lines[0]
+
+
 # -- api ----------------------------------------------------------------------------------
 
 
