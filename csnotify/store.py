@@ -154,16 +154,27 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            self._refuse_read_only(exc)
             raise StoreBusy(
                 f"store {self.path} stayed locked by another process for"
                 f" {BUSY_TIMEOUT_S:g} s ({exc}); try again"
             ) from None
         try:
             yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                self._refuse_read_only(exc)
             raise
-        self.conn.execute("COMMIT")
+
+    def _refuse_read_only(self, exc: sqlite3.OperationalError) -> None:
+        if "readonly" in str(exc) or "read-only" in str(exc):
+            raise BadInput(
+                f"store {self.path} is read-only for this user ({exc}); check the permissions"
+                " of the file and its directory, or give another --db"
+            ) from None
 
     # -- subscriptions: reads --------------------------------------------------------
 
