@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
@@ -28,12 +29,38 @@ if TYPE_CHECKING:
     from csnotify.subscriptions import Subscription
 
 
+class OneLineUsageError(UsageError):
+    """Click's usage errors shown as ours are: one line, what was wrong and where to look."""
+
+    def show(self, file: Any = None) -> None:
+        where = self.ctx.command_path if self.ctx is not None else "csnotify"
+        message = " ".join(self.format_message().split()).rstrip(".")
+        message = message.replace(". Did you mean", "; did you mean")
+        if message[1:2].islower():
+            message = message[:1].lower() + message[1:]
+        (file or sys.stderr).write(f"csnotify: error: {message} (see '{where} --help')\n")
+
+
+def _one_line(exc: UsageError) -> UsageError:
+    if isinstance(exc, NoArgsIsHelpError | OneLineUsageError):  # help shown on purpose
+        return exc
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
 class CsnotifyGroup(TyperGroup):
     """Turns our errors into one line on stderr and their exit status."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            raise _one_line(exc) from None
         except (TyperException, Exit, Abort):
             raise
         except BrokenPipeError:  # `csnotify list | head -1`: the reader is done, so are we
@@ -1827,7 +1854,11 @@ def config_show(
     app_state.terminal.table(["KEY", "VALUE", "SOURCE"], [list(r.values()) for r in rows])
 
 
-@config_app.command("set")
+# A value may start with a dash (-1, an API key such as -Xh3...): a value, not options; so
+# only --help (not -h, which a key may hold) is an option here.
+@config_app.command(
+    "set", context_settings={"ignore_unknown_options": True, "help_option_names": ["--help"]}
+)
 def config_set(
     ctx: typer.Context,
     key: str = typer.Argument(..., help="Setting, e.g. delivery.timeout."),
