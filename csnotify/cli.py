@@ -211,8 +211,8 @@ def main_options(
         ctx.obj.terminal.out(OVERVIEW.rstrip())
 
 
-def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Subscription names for shell completion, read from the store if it exists."""
+def _query_store(ctx: typer.Context, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows for shell completion, read-only from the store if it exists (else none)."""
     import sqlite3
 
     from csnotify.store import db_path
@@ -222,11 +222,63 @@ def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
         return []
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        rows = conn.execute("SELECT name FROM subscriptions ORDER BY name").fetchall()
+        rows = conn.execute(sql, params).fetchall()
         conn.close()
     except sqlite3.Error:
         return []
+    return rows
+
+
+def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Subscription names for shell completion."""
+    rows = _query_store(ctx, "SELECT name FROM subscriptions ORDER BY name")
     return [r[0] for r in rows if r[0].startswith(incomplete)]
+
+
+def complete_endpoints(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Endpoints of the subscription named on the line (of all, without a name), in the
+    masked form that list shows and --endpoint accepts: completion never shows secrets."""
+    from csnotify.redact import mask_uri
+
+    # While an option's value is completed, click leaves the arguments before it unparsed.
+    name = ctx.params.get("name") or next((a for a in ctx.args if not a.startswith("-")), None)
+    rows = _query_store(
+        ctx,
+        "SELECT e.uri FROM endpoints e JOIN subscriptions s ON s.id = e.subscription_id"
+        " WHERE ? IS NULL OR s.name = ? ORDER BY s.name, e.position",
+        (name, name),
+    )
+    shown = dict.fromkeys(mask_uri(r[0]) for r in rows)
+    return [uri for uri in shown if uri.startswith(incomplete)]
+
+
+def complete_mute_ids(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Ids of the mutes in force."""
+    from csnotify.events import now_iso
+
+    rows = _query_store(ctx, "SELECT id FROM mutes WHERE until > ? ORDER BY id", (now_iso(),))
+    return [str(r[0]) for r in rows if str(r[0]).startswith(incomplete)]
+
+
+def complete_setting_keys(incomplete: str) -> list[str]:
+    from csnotify.config import SETTINGS
+
+    return [key for key in SETTINGS if key.startswith(incomplete)]
+
+
+def choices(*values: str) -> Any:
+    """Completion of a fixed set of values (levels, formats, sources, shells)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in values if v.startswith(incomplete)]
+
+    return complete
+
+
+LEVELS = choices("INFO", "WARN", "ERROR")
+WEBHOOK_FORMATS = choices("json", "cloudevents", "cloudstack")
+EXPORT_FORMATS = choices("json", "toml")
+SOURCE_NAMES = choices("api", "amqp", "stdin")
 
 
 def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None:
@@ -286,12 +338,18 @@ def subscribe(
         metavar="SECRET|generate|-",
         help="Sign webhooks; 'generate' makes a whsec_ key; - reads it from stdin.",
     ),
-    level: str = typer.Option("INFO", "--level", metavar="INFO|WARN|ERROR", help="Minimum level."),
+    level: str = typer.Option(
+        "INFO", "--level", metavar="INFO|WARN|ERROR", help="Minimum level.", autocompletion=LEVELS
+    ),
     where: list[str] = typer.Option(
         [], "--where", metavar="FIELD=VALUE|FIELD~REGEX", help="Filter (repeatable, ANDed)."
     ),
     fmt: str = typer.Option(
-        "json", "--format", metavar="json|cloudevents|cloudstack", help="Webhook body."
+        "json",
+        "--format",
+        metavar="json|cloudevents|cloudstack",
+        help="Webhook body.",
+        autocompletion=WEBHOOK_FORMATS,
     ),
     title: str | None = typer.Option(None, "--title", help="Title template for human channels."),
     body: str | None = typer.Option(None, "--body", help="Body template for human channels."),
@@ -503,16 +561,22 @@ def update(
     no_key: bool = typer.Option(False, "--no-key", help="Stop signing."),
     rotate_key: bool = typer.Option(False, "--rotate-key", help="Make a new key; shown once."),
     level: str | None = typer.Option(
-        None, "--level", metavar="INFO|WARN|ERROR", help="Minimum level."
+        None, "--level", metavar="INFO|WARN|ERROR", help="Minimum level.", autocompletion=LEVELS
     ),
     where: list[str] = typer.Option([], "--where", help="Replace the filters (repeatable)."),
     no_where: bool = typer.Option(False, "--no-where", help="Remove all filters."),
-    fmt: str | None = typer.Option(None, "--format", metavar="json|cloudevents|cloudstack"),
+    fmt: str | None = typer.Option(
+        None, "--format", metavar="json|cloudevents|cloudstack", autocompletion=WEBHOOK_FORMATS
+    ),
     title: str | None = typer.Option(None, "--title", help="Title template ('' for the default)."),
     body: str | None = typer.Option(None, "--body", help="Body template ('' for the default)."),
     max_per_minute: str | None = MAX_PER_MINUTE_OPT,
     endpoint: str | None = typer.Option(
-        None, "--endpoint", metavar="URI", help="With --max-per-minute: only this endpoint."
+        None,
+        "--endpoint",
+        metavar="URI",
+        help="With --max-per-minute: only this endpoint.",
+        autocompletion=complete_endpoints,
     ),
     group_wait: str | None = GROUP_WAIT_OPT,
     as_json: bool = JSON_OPT,
@@ -606,7 +670,9 @@ def _switch(ctx: typer.Context, name: str, endpoint: str | None, enabled: bool) 
     app_state.say(f"{'enabled' if enabled else 'disabled'} {mask_uri(what)}")
 
 
-ENDPOINT_OPT = typer.Option(None, "--endpoint", metavar="URI", help="Only this endpoint.")
+ENDPOINT_OPT = typer.Option(
+    None, "--endpoint", metavar="URI", help="Only this endpoint.", autocompletion=complete_endpoints
+)
 
 
 @app.command()
@@ -636,7 +702,9 @@ def disable(ctx: typer.Context, name: str = NAME_ARG, endpoint: str | None = END
 @app.command()
 def export(
     ctx: typer.Context,
-    fmt: str = typer.Option("json", "--format", metavar="json|toml", help="File format."),
+    fmt: str = typer.Option(
+        "json", "--format", metavar="json|toml", help="File format.", autocompletion=EXPORT_FORMATS
+    ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write here instead of stdout."
     ),
@@ -941,7 +1009,11 @@ def match(
         None, metavar="[TYPE]", help="Event type, e.g. VM.START."
     ),
     level: str = typer.Option(
-        "INFO", "--level", metavar="INFO|WARN|ERROR", help="The event's level."
+        "INFO",
+        "--level",
+        metavar="INFO|WARN|ERROR",
+        help="The event's level.",
+        autocompletion=LEVELS,
     ),
     where: list[str] = typer.Option(
         [], "--where", metavar="FIELD=VALUE", help="Set a field of the event (repeatable)."
@@ -1049,7 +1121,11 @@ def mute(
     ),
     every: bool = typer.Option(False, "--all", help="Mute every subscription."),
     endpoint: str | None = typer.Option(
-        None, "--endpoint", metavar="URI", help="Only this endpoint."
+        None,
+        "--endpoint",
+        metavar="URI",
+        help="Only this endpoint.",
+        autocompletion=complete_endpoints,
     ),
     pattern: str | None = typer.Option(
         None, "--pattern", metavar="GLOB", help="Only event types matching this, e.g. 'VM.*'."
@@ -1134,7 +1210,12 @@ def mutes(
 @app.command()
 def unmute(
     ctx: typer.Context,
-    ids: list[int] = typer.Argument(..., metavar="ID...", help="Mute ids (see 'csnotify mutes')."),
+    ids: list[int] = typer.Argument(
+        ...,
+        metavar="ID...",
+        help="Mute ids (see 'csnotify mutes').",
+        autocompletion=complete_mute_ids,
+    ),
 ) -> None:
     """End mutes now.
 
@@ -1154,7 +1235,11 @@ def redeliver(
     ctx: typer.Context,
     name: str = NAME_ARG,
     endpoint: str | None = typer.Option(
-        None, "--endpoint", metavar="URI", help="Only this endpoint."
+        None,
+        "--endpoint",
+        metavar="URI",
+        help="Only this endpoint.",
+        autocompletion=complete_endpoints,
     ),
     since: str | None = typer.Option(
         None, "--since", metavar="TIME", help="From this time (ISO, or 30m, 2h, 1d ago)."
@@ -1231,7 +1316,12 @@ SOURCES = ("api", "amqp", "stdin")
 def listen(
     ctx: typer.Context,
     source: str = typer.Option(
-        "api", "--source", "-s", metavar="api|amqp|stdin", help="Where events come from."
+        "api",
+        "--source",
+        "-s",
+        metavar="api|amqp|stdin",
+        help="Where events come from.",
+        autocompletion=SOURCE_NAMES,
     ),
     once: bool = typer.Option(
         False, "--once", help="api: one poll; amqp: what is queued; stdin: to EOF."
@@ -1358,7 +1448,9 @@ def _make_source(
 def events(
     ctx: typer.Context,
     type_: str | None = typer.Option(None, "--type", help="Exact event type, e.g. VM.CREATE."),
-    level: str | None = typer.Option(None, "--level", metavar="INFO|WARN|ERROR"),
+    level: str | None = typer.Option(
+        None, "--level", metavar="INFO|WARN|ERROR", autocompletion=LEVELS
+    ),
     since: str | None = typer.Option(
         None, "--since", metavar="TIME", help="ISO time or 30m, 2h, 1d."
     ),
@@ -1809,7 +1901,9 @@ SHELLS = ("bash", "zsh", "fish")
 
 @app.command()
 def completion(
-    shell: str = typer.Argument(..., metavar="bash|zsh|fish", help="Your shell."),
+    shell: str = typer.Argument(
+        ..., metavar="bash|zsh|fish", help="Your shell.", autocompletion=choices(*SHELLS)
+    ),
 ) -> None:
     """Print the shell completion script (commands, options, subscription names).
 
@@ -1861,7 +1955,9 @@ def config_show(
 )
 def config_set(
     ctx: typer.Context,
-    key: str = typer.Argument(..., help="Setting, e.g. delivery.timeout."),
+    key: str = typer.Argument(
+        ..., help="Setting, e.g. delivery.timeout.", autocompletion=complete_setting_keys
+    ),
     value: str = typer.Argument(..., help="New value; - reads it from stdin (for secrets)."),
 ) -> None:
     """Write one setting into the config file (created 0600 if missing).
