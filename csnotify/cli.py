@@ -1696,7 +1696,7 @@ def status(
 def _status_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for lst in report["listeners"]:
-        state_word = "running" if lst.get("running") else "stopped"
+        state_word = lst["state"] + (f" ({lst['state_reason']})" if lst["state_reason"] else "")
         lines.append(
             f"listener {lst['source']}: {state_word}, {lst.get('events', 0)} events,"
             f" {lst.get('delivered', 0)} delivered, {lst.get('failed', 0)} failed,"

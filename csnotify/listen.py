@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("csnotify")
 RELOAD_EVERY_S = 1.0
 REMEMBER_EVERY_S = 0.5
+HEARTBEAT_S = 5.0
 
 
 class Source(Protocol):
@@ -64,6 +67,7 @@ class Listener:
     started: str = ""
     _seen: list[str] = field(default_factory=list)
     _last_stats: dict[str, Any] = field(default_factory=dict)
+    _last_saved: float = 0.0
 
     def __post_init__(self) -> None:
         self.state = SourceState(self.store)
@@ -155,10 +159,13 @@ class Listener:
             "folded": stats.folded,
             "started": self.started,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "heartbeat_s": HEARTBEAT_S,  # saved at least this often: status tells stale ones
             "running": not self.stop.is_set(),
         }
-        if doc != self._last_stats:
-            self._last_stats = doc
+        beat = time.monotonic()
+        if doc != self._last_stats or beat - self._last_saved >= HEARTBEAT_S:
+            self._last_stats, self._last_saved = doc, beat
             await self.db(self.state.save_cursor, f"listen:{source.name}", doc)
 
     async def flush_seen(self) -> None:
