@@ -976,7 +976,7 @@ def deliveries(
         return
     table = [
         [
-            r["at"][:19],
+            r["at"][5:19].replace("T", " "),  # MM-DD HH:MM:SS UTC; --json has the whole time
             r["subscription"],
             r["endpoint"],
             r["event_type"],
@@ -999,7 +999,13 @@ def deliveries(
         "LATENCY",
         "ERROR",
     ]
-    app_state.terminal.table(columns, table, optional=["SUBSCRIPTION", "LATENCY", "HTTP", "TRIES"])
+    # At 80 columns the subscription and the time stay whole; the endpoint goes first
+    app_state.terminal.table(
+        columns,
+        table,
+        optional=["ENDPOINT", "LATENCY", "HTTP", "TRIES"],
+        whole=["TIME", "SUBSCRIPTION"],
+    )
 
 
 @app.command()

@@ -99,12 +99,13 @@ class Terminal:
         rows: Sequence[Sequence[Any]],
         title: str = "",
         optional: Sequence[str] = (),
+        whole: Sequence[str] = (),
     ) -> None:
         """A table: plain aligned text when piped, a rich table on a terminal."""
         if not self.is_tty:
             self.stdout.write(plain_table(columns, rows))
             return
-        self.console().print(self.rich_table(columns, rows, title, optional))
+        self.console().print(self.rich_table(columns, rows, title, optional, whole))
 
     def rich_table(
         self,
@@ -112,9 +113,11 @@ class Terminal:
         rows: Sequence[Sequence[Any]],
         title: str = "",
         optional: Sequence[str] = (),
+        whole: Sequence[str] = (),
     ) -> Any:
         """The ``optional`` columns (last first) are left out while the table would be wider
-        than the terminal; headers are never split."""
+        than the terminal; headers are never split, nor the cells of ``whole`` columns
+        (times, names: what a reader scans for)."""
         from rich.table import Table
 
         width = self.console().width
@@ -124,7 +127,9 @@ class Terminal:
             keep.remove(droppable.pop())
         table = Table(title=title or None, show_lines=False, header_style="bold")
         for i in keep:
-            table.add_column(columns[i], overflow="fold", min_width=len(columns[i]))
+            table.add_column(
+                columns[i], overflow="fold", min_width=len(columns[i]), no_wrap=columns[i] in whole
+            )
         for row in rows:
             table.add_row(*(cell_text(row[i]) for i in keep))
         return table

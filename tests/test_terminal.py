@@ -4,6 +4,7 @@ columns: tables fit and are whole; with NO_COLOR, no escape codes at all."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,3 +127,17 @@ def test_dispatch_shows_progress_on_a_terminal_and_not_when_piped(tmp_path) -> N
     piped = run_process("dispatch", str(events))
     assert "dispatching" not in piped.stdout + piped.stderr
     assert "read 3000: 3000 events, 0 matched" in piped.stdout
+
+
+def test_deliveries_at_80_columns_keep_the_subscription_and_time_whole() -> None:
+    name = "a-subscription-with-a-long-name"
+    assert run_process("subscribe", "*", "--name", name, "--to",
+                       "cmd:/bin/false --an-argument-long-enough-to-need-folding-at-eighty-columns",
+                       ).exit_code == 0  # fmt: skip
+    event = '{"id": "e1", "type": "VM.START", "created": "2026-11-25T10:00:00Z"}'
+    run_process("-c", "delivery.retries=1", "dispatch", "-", input=event)
+    lines = screen([sys.executable, "-m", "csnotify", "deliveries"], 20)
+    assert_tables_whole(lines)
+    text = "\n".join(lines)
+    assert name in text, text  # whole, on one line
+    assert re.search(r"│ \d\d-\d\d \d\d:\d\d:\d\d │", text), text
