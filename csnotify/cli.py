@@ -1771,9 +1771,48 @@ def _status_renderable(terminal: Terminal, report: dict[str, Any]) -> Any:
     from rich.console import Group
     from rich.text import Text
 
+    lines = _status_lines(report)
     columns, rows = _status_rows(report)
+    # A redrawn display cannot scroll: what does not fit the terminal is summarised, one
+    # row per subscription, the troubled ones first, and a last line for the rest.
+    room = terminal.console().height - len(lines) - 6
+    if len(rows) > room:
+        columns, rows, rest = _status_by_subscription(report, max(room - 1, 1))
+        if rest:
+            lines.append(rest)
     table = terminal.rich_table(columns, rows, optional=STATUS_OPTIONAL)
-    return Group(Text("\n".join(_status_lines(report))), table)
+    return Group(Text("\n".join(lines)), table)
+
+
+def _status_by_subscription(
+    report: dict[str, Any], room: int
+) -> tuple[list[str], list[list[Any]], str | None]:
+    subs: dict[str, dict[str, Any]] = {}
+    for ep in report["endpoints"]:
+        empty = {"on": 0, "all": 0, "ok": 0, "failed": 0, "consec": 0}
+        row = subs.setdefault(ep["subscription"], {**empty, "enabled": ep["subscription_enabled"]})
+        row["all"] += 1
+        row["on"] += bool(ep["enabled"])
+        row["ok"] += ep["total_successes"]
+        row["failed"] += ep["total_failures"]
+        row["consec"] = max(row["consec"], ep["consecutive_failures"])
+    order = sorted(subs, key=lambda n: (-subs[n]["consec"], subs[n]["on"] - subs[n]["all"], n))
+    rows = [
+        [name, f"{subs[name]['on']}/{subs[name]['all']}",
+         "enabled" if subs[name]["enabled"] else "disabled",
+         subs[name]["ok"], subs[name]["failed"], subs[name]["consec"]]
+        for name in order[:room]
+    ]  # fmt: skip
+    hidden = order[room:]
+    rest = None
+    if hidden:
+        failing = sum(1 for n in hidden if subs[n]["consec"])
+        rest = (
+            f"{len(hidden)} more subscriptions not shown ({failing} of them failing);"
+            " 'csnotify status' lists every endpoint"
+        )
+    columns = ["SUBSCRIPTION", "ENDPOINTS ON", "STATE", "OK", "FAILED", "CONSEC"]
+    return columns, rows, rest
 
 
 @app.command()

@@ -20,13 +20,15 @@ pytestmark = pytest.mark.skipif(
 BOX = set("┏┓┗┛┃━┡┩└┘│─┌┐├┤┬┴┼╇╈┳┻╋")
 
 
-def screen(command: list[str], wait: float, env: dict[str, str] | None = None) -> list[str]:
-    """Run ``command`` in a fresh 80x50 tmux window and return the screen's lines."""
+def screen(
+    command: list[str], wait: float, env: dict[str, str] | None = None, height: int = 50
+) -> list[str]:
+    """Run ``command`` in a fresh 80 x ``height`` tmux window and return the screen's lines."""
     sock = f"csnotify-test-{uuid.uuid4().hex[:8]}"
     full_env = {**os.environ, "TERM": "xterm-256color", **(env or {})}
     full_env.pop("TMUX", None)
     quoted = " ".join(f"'{c}'" for c in command)
-    subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "80", "-y", "50",
+    subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "80", "-y", str(height),
                     f"{quoted}; echo __done__; sleep 30"], env=full_env, check=True)  # fmt: skip
     try:
         deadline = time.monotonic() + wait
@@ -141,3 +143,23 @@ def test_deliveries_at_80_columns_keep_the_subscription_and_time_whole() -> None
     text = "\n".join(lines)
     assert name in text, text  # whole, on one line
     assert re.search(r"│ \d\d-\d\d \d\d:\d\d:\d\d │", text), text
+
+
+def test_status_watch_accounts_for_every_subscription_on_a_small_terminal(tmp_path) -> None:
+    import sqlite3
+
+    for i in range(30):  # two endpoints each: 60 rows would not fit 24 lines
+        r = run_process("subscribe", "VM.*", "--to", f"https://h{i}.example/x",
+                        "--to", f"https://g{i}.example/y", "--name", f"sub-{i:02d}")  # fmt: skip
+        assert r.exit_code == 0
+    db = os.environ["CSNOTIFY_DB"]
+    with sqlite3.connect(db) as conn:  # sub-17 is failing: it must be among those shown
+        conn.execute("UPDATE endpoints SET consecutive_failures = 4, total_failures = 4"
+                     " WHERE uri = 'https://h17.example/x'")  # fmt: skip
+    lines = screen([sys.executable, "-m", "csnotify", "status", "--watch"], 6, height=24)
+    text = "\n".join(lines)
+    assert_tables_whole(lines)
+    shown = set(re.findall(r"sub-\d\d", text))
+    assert "sub-17" in shown  # the troubled one first
+    assert len(shown) < 30, text
+    assert f"{30 - len(shown)} more subscriptions not shown (0 of them failing)" in text, text
