@@ -1881,13 +1881,20 @@ def demo(
         if result.note:
             terminal.err(f"csnotify: {result.note}")
         got = summary["received"]
-        terminal.out(
+        text = (
             f"demo done ({summary['source']} source, {summary['seconds']} s):"
             f" {summary['events']} events;"
             f" {got['webhooks_with_valid_signature']} signed webhooks verified,"
             f" {got['emails']} emails, {got['sms']} SMS received;"
             f" failing endpoint switched off: {'yes' if _switched(summary) else 'no'}"
         )
+        if summary["source"] == "api" and not got["sms"]:
+            text += (
+                ". No SMS: they go to ALERT.* events, which CloudStack publishes only on its"
+                " event bus, not in listEvents; run 'csnotify demo --amqp URL' with a RabbitMQ"
+                " to see them."
+            )
+        terminal.out(terminal.wrap(text))
     ok = (
         summary["received"]["webhooks_with_valid_signature"] > 0
         and not summary["received"]["webhooks_with_invalid_signature"]

@@ -72,6 +72,19 @@ class Terminal:
         means no escape codes of any kind."""
         return self.color
 
+    def wrap(self, text: str) -> str:
+        """Long text for people: on a terminal, broken between words at its width (the
+        terminal itself would break wherever the line ends), else as it is."""
+        if not self.is_tty:
+            return text
+        import textwrap
+
+        width = self.console().width
+        lines = text.split("\n")
+        return "\n".join(
+            textwrap.fill(p, width, break_long_words=False, break_on_hyphens=False) for p in lines
+        )
+
     def out(self, text: str = "") -> None:
         self.stdout.write(printable(text) + "\n")
 

@@ -94,6 +94,14 @@ def test_demo_fits_80_columns() -> None:
     assert "demo done (api source" in text, text
     assert_tables_whole(lines)
     assert "vm-webhook" in text and "switched off" in text
+    # the summary is broken between words, never inside one, and says why SMS stay at 0
+    summary = " ".join(text[text.index("demo done") :].split())
+    words = set(summary.split())
+    for word in ("signed", "webhooks", "verified,", "SMS", "received;", "switched", "off:",
+                 "ALERT.*", "publishes", "listEvents;", "--amqp"):  # fmt: skip
+        assert word in words, f"{word!r} broken or missing:\n{text}"
+    assert all(not ln.startswith(" ") for ln in lines[lines.index(next(
+        ln for ln in lines if ln.startswith("demo done"))):])  # fmt: skip
 
 
 @pytest.mark.parametrize("command", [["list"], ["status"], ["demo", "--duration", "5"]])
