@@ -662,3 +662,19 @@ def test_a_lone_surrogate_is_a_counted_rejection_not_a_silent_drop(cli) -> None:
         assert r.exit_code == 1 and "line 1: invalid Unicode" in r.stderr
     assert [b["event"]["description"] for b in rx.bodies()] == ["\U0001f600"]
     assert cli("status", "--json").json()["listeners"][0]["rejected"] == 1
+
+
+def test_a_program_that_does_not_read_its_input_fails_by_its_exit_status(cli) -> None:
+    false = shutil.which("false") or "/bin/false"
+    subscribe(cli, "*", "--to", f"cmd:{false}", "--name", "nope")
+    big = "x" * 200_000  # more than a pipe holds: the write meets a closed pipe
+    events = "".join(
+        json.dumps({"id": f"b{i}", "type": "VM.START", "created": "2026-11-25T10:00:00Z",
+                    "description": big}) + "\n"
+        for i in range(3)
+    )  # fmt: skip
+    r = cli("-c", "delivery.retries=1", "dispatch", "-", input=events)
+    assert r.exit_code == 1
+    assert "unexpectedly" not in r.stderr, r.stderr
+    rows = cli("deliveries", "nope", "--json").json()
+    assert [row["error"] for row in rows] == [f"{false}: exit status 1"] * 3
