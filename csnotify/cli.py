@@ -1410,11 +1410,36 @@ def listen(
                 await close()
         return listener.rejected
 
+    _log_start(source, settings, interval, app_state.store())
     rejected = aio.run(run())
     if reader_gone.is_set():
         raise Exit(int(ExitCode.READER_GONE))
     if rejected and source == "stdin":
         raise Exit(int(ExitCode.FAILED))
+
+
+def _log_start(source: str, settings: Settings, interval: float, store: Store) -> None:
+    """One line at start, so that a journal says what runs even when nothing happens."""
+    import logging
+
+    from csnotify.logs import NOTICE
+    from csnotify.redact import mask_uri
+
+    where = {
+        "api": f"{mask_uri(settings['cloudstack.url'])} every {interval:g} s",
+        "amqp": f"{mask_uri(settings['amqp.url'])}, queue {settings['amqp.queue']!r} on"
+        f" exchange {settings['amqp.exchange']!r}",
+        "stdin": "standard input",
+    }[source]
+    subs = store.subscriptions()
+    logging.getLogger("csnotify").log(
+        NOTICE,
+        "listening: source %s, %s; %d subscriptions (%d enabled)",
+        source,
+        where,
+        len(subs),
+        sum(s.enabled for s in subs),
+    )
 
 
 def _make_source(

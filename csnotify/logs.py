@@ -11,6 +11,10 @@ from typing import IO
 from csnotify.output import printable
 
 FORMATS = ("text", "json")
+# What an operator should see in a journal at default verbosity without it being a
+# warning: listen's one line at start.
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,9 +48,7 @@ class TextFormatter(logging.Formatter):
 def setup(
     verbose: int = 0, quiet: bool = False, fmt: str = "text", stream: IO[str] | None = None
 ) -> None:
-    level = (
-        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    )
+    level = logging.ERROR if quiet else (NOTICE, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(traceback=verbose > 0))
     logger = logging.getLogger("csnotify")
