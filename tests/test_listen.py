@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from helpers import load_fixture, run_process
-from receivers import Answer, Receiver
+from receivers import Answer, Receiver, closed_port
 from services import bus, simulator, wait_for  # noqa: F401 - fixtures
 
 from csnotify.events import parse_bus_body
@@ -324,6 +324,27 @@ def test_a_virtual_host_the_broker_refuses_is_said_in_words(bus) -> None:  # noq
     assert len(lines) == 1, r.stderr
     assert "the broker refused virtual host 'no-such-vhost' to user 'guest'" in lines[0]
     assert "Connection.Close object" not in lines[0]
+
+
+def test_listen_says_at_start_what_it_listens_to(tmp_path: Path) -> None:
+    assert (
+        run_process("subscribe", "*", "--to", "http://127.0.0.1:9/", "--name", "a").exit_code == 0
+    )
+    assert run_process("subscribe", "*", "--to", "http://127.0.0.1:9/b", "--name", "b",
+                       "--disabled").exit_code == 0  # fmt: skip
+    r = run_process("listen", "--source", "stdin", input="")
+    assert r.exit_code == 0
+    assert r.stderr.splitlines() == [
+        "csnotify: notice: listening: source stdin, standard input; 2 subscriptions (1 enabled)"
+    ]
+    env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": f"http://u:pw@127.0.0.1:{closed_port()}/api",
+           "CSNOTIFY_CLOUDSTACK_API_KEY": "k", "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "s"}  # fmt: skip
+    r = run_process("listen", "--source", "api", "--interval", "2", "--duration", "1", env=env)
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("csnotify: notice: listening: source api, http://u:********@127.0.0.1:")
+    assert first.endswith("/api every 2 s; 2 subscriptions (1 enabled)")
+    r = run_process("-q", "listen", "--source", "stdin", input="")
+    assert r.stderr == ""
 
 
 # -- api ----------------------------------------------------------------------------------
