@@ -68,6 +68,7 @@ class Listener:
     _seen: list[str] = field(default_factory=list)
     _last_stats: dict[str, Any] = field(default_factory=dict)
     _last_saved: float = 0.0
+    _planned_end: bool = False
 
     def __post_init__(self) -> None:
         self.state = SourceState(self.store)
@@ -207,10 +208,11 @@ class Listener:
         """End delivery: after a signal (or --duration), only what is in flight; after
         --once or end of input, everything queued. Sources call this before they close
         their connection, so acknowledgements can still go out."""
-        await self.dispatcher.close(drain=not self.stop.is_set())
+        await self.dispatcher.close(drain=self._planned_end or not self.stop.is_set())
 
     async def _stop_after(self, seconds: float) -> None:
-        await self.sleep(seconds)
+        if not await self.sleep(seconds):
+            self._planned_end = True  # --duration: like --once, what is held back goes out
         self.stop.set()
 
     def _on_signal(self, sig: int) -> None:

@@ -329,6 +329,21 @@ def test_pending_batch_is_sent_after_a_restart(cli) -> None:
         assert sms.texts() == ["3 events: 2 VM.STOP, 1 VM.START"]
 
 
+def test_duration_sends_pending_groups_before_it_exits(cli) -> None:
+    """--duration is a planned end (the tour's ten seconds): a group held then goes out."""
+    with SmsEagleGateway() as sms:
+        subscribe(cli, "VM.*", "--to", sms.uri(), "--group-wait", "3s", "--name", "sms")
+        proc = start_listen("--source", "stdin", "--duration", "1")  # stdin stays open
+        assert proc.stdin is not None
+        proc.stdin.write(lines([event(1, "VM.STOP"), event(2, "VM.STOP"), event(3)]))
+        proc.stdin.flush()
+        started = time.monotonic()
+        assert proc.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10
+        proc.stdin.close()
+        assert sms.texts() == ["3 events: 2 VM.STOP, 1 VM.START"]
+
+
 # -- grouping ------------------------------------------------------------------------------
 
 
