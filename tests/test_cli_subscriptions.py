@@ -269,7 +269,7 @@ def test_unknown_name_suggests_close_names(cli, db_file: Path, args) -> None:
         (["--to", "nosuch://x"], "Apprise cannot use"),
         (["--where", "nope=1"], "unknown field"),
         (["--rename", "other"], "exists"),
-        (["--endpoint-typo"], "No such option"),
+        (["--endpoint-typo"], "no such option"),
         (["--remove-to", "https://not.there/"], "has no endpoint"),
         (["--rotate-key", "--key", "x"], "cannot be combined"),
     ],
