@@ -193,14 +193,19 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
             f"{setting.key} must be at most {setting.maximum:g}, got {value!r} ({origin})"
         )
     if setting.key in URL_SETTINGS and converted:
-        check_url(converted, f"{setting.key} ({origin})")
+        check_url(converted, f"{setting.key} ({origin})", URL_SETTINGS[setting.key])
     return converted
 
 
-URL_SETTINGS = ("cloudstack.url", "amqp.url", "failures.notify")
+# setting -> the schemes it takes (failures.notify: any endpoint, checked like --to)
+URL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "cloudstack.url": ("http", "https"),
+    "amqp.url": ("amqp", "amqps"),
+    "failures.notify": (),
+}
 
 
-def check_url(url: str, what: str) -> None:
+def check_url(url: str, what: str, schemes: tuple[str, ...] = ()) -> None:
     """Refuse what cannot be an URL at all: whitespace or control characters in it, or no
     scheme. (Each kind of URL gets its own checks where it is used.)"""
     from csnotify.redact import mask_uri
@@ -211,8 +216,20 @@ def check_url(url: str, what: str) -> None:
             f"{what}: {mask_uri(url)!r} contains {bad!r}; an URL has no spaces or control"
             " characters (percent-encode them, e.g. %20)"
         )
-    if ":" not in url or not url.split(":", 1)[0].isascii() or not url.split(":", 1)[0]:
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    if not scheme or not scheme.isascii():
         raise BadInput(f"{what}: {mask_uri(url)!r} is not an URL (no scheme such as https:)")
+    if schemes:
+        from urllib.parse import urlsplit
+
+        if scheme.lower() not in schemes:
+            raise BadInput(f"{what}: {mask_uri(url)!r} must start with {' or '.join(schemes)}://")
+        try:
+            host = urlsplit(url).hostname
+        except ValueError as exc:
+            raise BadInput(f"{what}: {mask_uri(url)!r} is not a valid URL ({exc})") from None
+        if not host:
+            raise BadInput(f"{what}: {mask_uri(url)!r} names no host")
 
 
 @dataclass

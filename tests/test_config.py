@@ -66,6 +66,9 @@ def test_set_writes_private_toml(cli, config_file: Path) -> None:
         ("cloudstack.url", "http://cloud\x1b[2J/api", "contains '\\x1b'"),
         ("amqp.url", "amqp://cs:pw@host\n/", "contains '\\n'"),
         ("amqp.url", "localhost", "is not an URL (no scheme"),
+        ("amqp.url", "http://rabbit.example/", "must start with amqp or amqps://"),
+        ("cloudstack.url", "ftp://cloud.example/", "must start with http or https://"),
+        ("cloudstack.url", "https:///client/api", "names no host"),
     ],
 )
 def test_set_refuses_unknown_keys_and_wrong_types(cli, config_file: Path, key, value, message):
