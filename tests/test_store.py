@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -127,6 +128,24 @@ def test_another_applications_database_is_refused(cli, tmp_path: Path) -> None:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     assert tables == ["moz_places"]
     assert before[:100] == path.read_bytes()[:100]
+
+
+def test_a_read_only_store_is_a_one_line_error(cli, db_file: Path) -> None:
+    # chmod does not stop root (the tests may run as root); the immutable flag does.
+    assert cli("subscribe", "VM.*", "--to", "https://h.example/", "--name", "a").exit_code == 0
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is needed to make a file read-only for root too")
+    made = subprocess.run(["chattr", "+i", str(db_file)], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"this file system takes no immutable flag: {made.stderr!r}")
+    try:
+        r = cli("subscribe", "VM.*", "--to", "https://h.example/", "--name", "b")
+        assert r.exit_code == 2
+        assert r.stderr.startswith(f"csnotify: error: store {db_file} is read-only for this user")
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert [s["name"] for s in cli("list", "--json").json()] == ["a"]  # reading works
+    finally:
+        subprocess.run(["chattr", "-i", str(db_file)], check=False)
 
 
 def test_default_path_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
