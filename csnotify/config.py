@@ -8,8 +8,10 @@ written with mode 0600 in a 0700 directory.
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ class Setting:
     help: str
     secret: bool = False
     minimum: float | None = None
+    maximum: float | None = None
     check: str | None = None  # "duration" or "schedule": text checked by that parser
 
 
@@ -54,8 +57,22 @@ SETTINGS: dict[str, Setting] = {
             "amqp.exchange", str, "cloudstack-events", "topic exchange CloudStack publishes to"
         ),
         Setting("amqp.queue", str, "csnotify", "durable queue shared by all listeners"),
-        Setting("amqp.prefetch", int, 100, "unacknowledged messages per listener", minimum=1),
-        Setting("delivery.timeout", float, 10.0, "seconds per delivery attempt", minimum=0.1),
+        Setting(
+            "amqp.prefetch",
+            int,
+            100,
+            "unacknowledged messages per listener",
+            minimum=1,
+            maximum=65535,
+        ),
+        Setting(
+            "delivery.timeout",
+            float,
+            10.0,
+            "seconds per delivery attempt",
+            minimum=0.1,
+            maximum=3600,
+        ),
         Setting(
             "delivery.retry_schedule",
             str,
@@ -77,6 +94,7 @@ SETTINGS: dict[str, Setting] = {
             16,
             "deliveries in flight to one endpoint (events of one resource always go in order)",
             minimum=1,
+            maximum=1000,
         ),
         Setting(
             "delivery.max_backlog",
@@ -84,8 +102,16 @@ SETTINGS: dict[str, Setting] = {
             100_000,
             "pending deliveries kept per endpoint; past it the oldest are given up and counted",
             minimum=1,
+            maximum=100_000_000,
         ),
-        Setting("delivery.concurrency", int, 64, "deliveries in flight at once", minimum=1),
+        Setting(
+            "delivery.concurrency",
+            int,
+            64,
+            "deliveries in flight at once",
+            minimum=1,
+            maximum=10000,
+        ),
         Setting(
             "delivery.human_max_per_minute",
             int,
@@ -93,6 +119,7 @@ SETTINGS: dict[str, Setting] = {
             "messages per minute to an email/SMS/chat endpoint without --max-per-minute;"
             " the rest go out as one digest (0: no limit)",
             minimum=0,
+            maximum=10000,
         ),
         Setting(
             "failures.disable_after",
@@ -100,9 +127,23 @@ SETTINGS: dict[str, Setting] = {
             10,
             "consecutive failed deliveries before an endpoint is switched off (0: never)",
             minimum=0,
+            maximum=1_000_000,
         ),
-        Setting("failures.notify", str, "", "endpoint URI told when an endpoint is switched off"),
-        Setting("log.max_per_endpoint", int, 100, "delivery log rows kept per endpoint", minimum=1),
+        Setting(
+            "failures.notify",
+            str,
+            "",
+            "endpoint URI told when an endpoint is switched off",
+            secret=True,
+        ),
+        Setting(
+            "log.max_per_endpoint",
+            int,
+            100,
+            "delivery log rows kept per endpoint",
+            minimum=1,
+            maximum=1_000_000,
+        ),
     )
 }
 
@@ -158,12 +199,20 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
             converted = value
     except (TypeError, ValueError):
         raise BadInput(f"{setting.key} expects {expected}, got {value!r} ({origin})") from None
+    if setting.type is float and not math.isfinite(converted):
+        raise BadInput(f"{setting.key} expects a finite number, got {value!r} ({origin})")
     if setting.check is not None:
         _check_text(setting, converted, origin)
     if setting.minimum is not None and converted < setting.minimum:
         raise BadInput(
             f"{setting.key} must be at least {setting.minimum:g}, got {value!r} ({origin})"
         )
+    if setting.maximum is not None and converted > setting.maximum:
+        raise BadInput(
+            f"{setting.key} must be at most {setting.maximum:g}, got {value!r} ({origin})"
+        )
+    if setting.key in URL_SETTINGS and converted:
+        check_url(converted, f"{setting.key} ({origin})", URL_SETTINGS[setting.key])
     return converted
 
 
@@ -186,6 +235,41 @@ RETIRED = {
     "delivery.backoff": "delivery.retry_schedule",
     "delivery.backoff_max": "delivery.retry_schedule",
 }
+
+
+# setting -> the schemes it takes (failures.notify: any endpoint, checked like --to)
+URL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "cloudstack.url": ("http", "https"),
+    "amqp.url": ("amqp", "amqps"),
+    "failures.notify": (),
+}
+
+
+def check_url(url: str, what: str, schemes: tuple[str, ...] = ()) -> None:
+    """Refuse what cannot be an URL at all: whitespace or control characters in it, or no
+    scheme. (Each kind of URL gets its own checks where it is used.)"""
+    from csnotify.redact import mask_uri
+
+    bad = next((c for c in url if c.isspace() or unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise BadInput(
+            f"{what}: {mask_uri(url)!r} contains {bad!r}; an URL has no spaces or control"
+            " characters (percent-encode them, e.g. %20)"
+        )
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    if not scheme or not scheme.isascii():
+        raise BadInput(f"{what}: {mask_uri(url)!r} is not an URL (no scheme such as https:)")
+    if schemes:
+        from urllib.parse import urlsplit
+
+        if scheme.lower() not in schemes:
+            raise BadInput(f"{what}: {mask_uri(url)!r} must start with {' or '.join(schemes)}://")
+        try:
+            host = urlsplit(url).hostname
+        except ValueError as exc:
+            raise BadInput(f"{what}: {mask_uri(url)!r} is not a valid URL ({exc})") from None
+        if not host:
+            raise BadInput(f"{what}: {mask_uri(url)!r} names no host")
 
 
 @dataclass
@@ -211,7 +295,7 @@ class Settings:
 def mask_setting(key: str, value: Any) -> Any:
     if not value:
         return value
-    if key == "amqp.url":
+    if key in ("amqp.url", "failures.notify"):  # URIs: only their secret parts are masked
         from csnotify.redact import mask_uri
 
         return mask_uri(value)
@@ -228,6 +312,8 @@ def read_file(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise BadInput(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"config file {path} is not UTF-8 text (TOML); fix or remove it") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -289,6 +375,13 @@ def set_value(path: Path, key: str, raw: str) -> Any:
     """Write one setting into the config file, keeping the others. Returns the typed value."""
     setting = lookup(key)
     value = coerce(setting, raw, "given to config set")
+    if key == "failures.notify" and value:  # checked like --to, before it is needed
+        from csnotify.channels import validate_endpoint
+
+        try:
+            value = validate_endpoint(value)
+        except BadInput as exc:
+            raise BadInput(f"failures.notify: {exc.message.removeprefix('--to ')}") from None
     flat = read_file(path)
     flat[key] = value
     write(path, flat)
@@ -326,6 +419,8 @@ def read_cmk(path: Path, profile: str | None = None) -> CmkProfile:
         ) from None
     except (OSError, configparser.Error) as exc:
         raise BadInput(f"cannot read CloudMonkey config {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"CloudMonkey config {path} is not UTF-8 text; check --cmk-config") from None
     name = profile or parser.get("core", "profile", fallback=None)
     if not name:
         raise BadInput(f"{path} names no current profile ([core] profile); use --profile NAME")

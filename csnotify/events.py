@@ -84,6 +84,7 @@ _TIME_FORMATS = (
     "%Y-%m-%d %H:%M%z",
     "%Y-%m-%dT%H:%M",
     "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",  # a date only: its start, in UTC
 )
 
 
@@ -101,7 +102,10 @@ def parse_time(text: str) -> datetime:
         except ValueError:
             continue
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    raise BadInput(f"unrecognised time {text!r}; use e.g. 2024-05-14T10:22:31Z")
+    raise BadInput(
+        f"unrecognised time {text!r}; use e.g. 2024-05-14T10:22:31Z, 2024-05-14T10:22Z"
+        " or 2024-05-14"
+    )
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
@@ -177,6 +181,7 @@ def _level(value: Any) -> str:
 def from_list_item(item: dict[str, Any], source: str = "api") -> Event:
     if not isinstance(item.get("id"), str):
         raise BadInput("listEvents item has no id")
+    refuse_lone_surrogates(item)
     return Event(
         id=item["id"],
         type=_require_type(item.get("type"), "listEvents item"),
@@ -380,6 +385,7 @@ def normalise(doc: Any, routing_key: str | None = None, source: str | None = Non
     """All events in one parsed JSON document, whatever its shape."""
     if not isinstance(doc, dict):
         raise BadInput(f"expected a JSON object, got {type(doc).__name__}")
+    refuse_lone_surrogates(doc)
     if "listeventsresponse" in doc:
         events = [
             from_list_item(_object(i, "listEvents item"), "api") for i in list_response_items(doc)
@@ -423,15 +429,31 @@ def parse_bus_body(body: bytes, routing_key: str | None) -> Event:
     return from_bus(_object(doc, "message body"), routing_key, raw_text=text)
 
 
+def refuse_lone_surrogates(doc: Any) -> None:
+    """JSON may escape half of a UTF-16 pair (\\ud800) alone: no text can hold it, so the
+    event could be neither sent nor recorded. It is refused here, and counted."""
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise BadInput(
+            f"invalid Unicode: a lone surrogate {bad.encode('unicode_escape').decode()} (half"
+            " of a UTF-16 pair) in the event"
+        ) from None
+
+
 def loads(text: str) -> Any:
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise BadInput("JSON nested too deeply") from None
     except ValueError as exc:  # e.g. a number of more than 4,300 digits
         raise BadInput(f"invalid JSON ({str(exc).split(';')[0]})") from None
+    if "\\u" in text:  # only an escape can make a lone surrogate
+        refuse_lone_surrogates(doc)
+    return doc
 
 
 @dataclass

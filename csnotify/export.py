@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput
+from csnotify.files import write_private
 from csnotify.redact import MASK
 from csnotify.subscriptions import (
     MAX_GROUP_WAIT_S,
@@ -66,6 +68,13 @@ def export_text(subs: list[Subscription], fmt: str, with_secrets: bool) -> str:
     raise BadInput(f"unknown export format {fmt!r}; use json or toml")
 
 
+def write_export(path: Path, text: str) -> None:
+    """Write an export file (mode 0600: it may hold secrets) into an existing directory."""
+    if not path.parent.is_dir():
+        raise BadInput(f"cannot write {path}: directory {path.parent} does not exist; create it")
+    write_private(path, text.encode())
+
+
 def parse_text(text: str, source: str) -> list[dict[str, Any]]:
     """The entries of an export file; JSON or TOML, told apart by the first character."""
     stripped = text.lstrip()
@@ -75,6 +84,12 @@ def parse_text(text: str, source: str) -> list[dict[str, Any]]:
         reason = str(exc).splitlines()[0] if str(exc) else "nested too deeply"
         raise BadInput(f"{source} is neither valid JSON nor valid TOML: {reason}") from None
     if isinstance(doc, dict) and isinstance(doc.get("subscriptions"), list):
+        version = doc.get("csnotify_export", FORMAT_VERSION)
+        if version != FORMAT_VERSION or type(version) is not int:
+            raise BadInput(
+                f"{source} is in export format {version!r}; this csnotify reads format"
+                f" {FORMAT_VERSION} (export it again with this version, or upgrade csnotify)"
+            )
         entries = doc["subscriptions"]
     elif isinstance(doc, list):
         entries = doc

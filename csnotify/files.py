@@ -6,6 +6,8 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from csnotify.errors import BadInput
+
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
@@ -50,6 +52,16 @@ def create_private_file(path: Path) -> None:
 
 def write_private(path: Path, data: bytes) -> None:
     """Replace ``path`` atomically with ``data``, mode 0600: a crash leaves old or new."""
+    try:
+        _write_private(path, data)
+    except OSError as exc:
+        raise BadInput(
+            f"cannot write {path}: {exc.strerror or exc}; check that its directory exists"
+            " and is writable"
+        ) from None
+
+
+def _write_private(path: Path, data: bytes) -> None:
     import tempfile
 
     ensure_private_dir(path.parent)

@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("csnotify")
 RELOAD_EVERY_S = 1.0
 STATS_EVERY_S = 0.5
+HEARTBEAT_S = 5.0
 
 
 class Source(Protocol):
@@ -64,6 +67,8 @@ class Listener:
     events: int = 0
     started: str = ""
     _last_stats: dict[str, Any] = field(default_factory=dict)
+    _last_saved: float = 0.0
+    _planned_end: bool = False
 
     def __post_init__(self) -> None:
         self.state = SourceState(self.store)
@@ -159,10 +164,13 @@ class Listener:
             "folded": stats.folded,
             "started": self.started,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "heartbeat_s": HEARTBEAT_S,  # saved at least this often: status tells stale ones
             "running": not self.stop.is_set(),
         }
-        if doc != self._last_stats:
-            self._last_stats = doc
+        beat = time.monotonic()
+        if doc != self._last_stats or beat - self._last_saved >= HEARTBEAT_S:
+            self._last_stats, self._last_saved = doc, beat
             await self.db(self.state.save_cursor, f"listen:{source.name}", doc)
 
     async def run(self, source: Source) -> None:
@@ -198,10 +206,11 @@ class Listener:
         """End delivery: after a signal (or --duration), only what is in flight; after
         --once or end of input, everything queued. Sources call this before they close
         their connection, so acknowledgements can still go out."""
-        await self.dispatcher.close(drain=not self.stop.is_set())
+        await self.dispatcher.close(drain=self._planned_end or not self.stop.is_set())
 
     async def _stop_after(self, seconds: float) -> None:
-        await self.sleep(seconds)
+        if not await self.sleep(seconds):
+            self._planned_end = True  # --duration: like --once, what is held back goes out
         self.stop.set()
 
     def _on_signal(self, sig: int) -> None:

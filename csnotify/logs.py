@@ -8,7 +8,13 @@ import logging
 import sys
 from typing import IO
 
+from csnotify.output import printable
+
 FORMATS = ("text", "json")
+# What an operator should see in a journal at default verbosity without it being a
+# warning: listen's one line at start.
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             doc[key] = value
         if record.exc_info and record.exc_info[1] is not None:
             doc["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return json.dumps(doc, ensure_ascii=False)
+        return printable(json.dumps(doc, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -31,7 +37,7 @@ class TextFormatter(logging.Formatter):
         self.traceback = traceback
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"csnotify: {record.levelname.lower()}: {record.getMessage()}"
+        line = f"csnotify: {record.levelname.lower()}: {printable(record.getMessage())}"
         if record.exc_info and record.exc_info[1] is not None:
             if self.traceback:
                 return line + "\n" + self.formatException(record.exc_info)
@@ -42,9 +48,7 @@ class TextFormatter(logging.Formatter):
 def setup(
     verbose: int = 0, quiet: bool = False, fmt: str = "text", stream: IO[str] | None = None
 ) -> None:
-    level = (
-        logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    )
+    level = logging.ERROR if quiet else (NOTICE, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(traceback=verbose > 0))
     logger = logging.getLogger("csnotify")

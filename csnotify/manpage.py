@@ -66,9 +66,14 @@ FILES = [
 
 EXIT_STATUS = [
     ("0", "Success."),
-    ("1", "An operation failed (a test delivery, a skipped input line, an invalid signature)."),
+    (
+        "1",
+        "An operation failed (a test delivery, a delivery of dispatch, a skipped input line,"
+        " an invalid signature).",
+    ),
     ("2", "Usage error or bad input; nothing was written."),
     ("3", "The CloudStack API or the broker could not be reached or refused the credentials."),
+    ("141", "The reader of the output went away (csnotify list | head -1); it stopped quietly."),
 ]
 
 EXAMPLES = [

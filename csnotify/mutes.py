@@ -100,11 +100,11 @@ def mute(store: Store, spec: MuteInput) -> Mute:
         raise BadInput(f"--reason is longer than {MAX_REASON} characters")
     now = datetime.now(UTC)
     end = _until(spec, now)
-    name = find(store, spec.name).name if spec.name is not None else None
-    uri = _endpoint(store, spec)
     pattern = parse_pattern(spec.pattern) if spec.pattern is not None else None
-    made = Mute(name, uri, pattern, reason, utc_iso(now), utc_iso(end))
-    with store.transaction():
+    with store.transaction():  # the subscription it names cannot vanish before it is saved
+        name = find(store, spec.name).name if spec.name is not None else None
+        uri = _endpoint(store, spec)
+        made = Mute(name, uri, pattern, reason, utc_iso(now), utc_iso(end))
         made.id = store.insert_mute(made)
         store.delete_expired_mutes(utc_iso(now - timedelta(days=1)))
     return made
@@ -116,12 +116,14 @@ def active(store: Store) -> list[Mute]:
 
 
 def unmute(store: Store, ids: list[int]) -> list[Mute]:
-    known = {m.id: m for m in store.mutes()}
-    missing = [i for i in ids if i not in known]
-    if missing:
-        raise NotFound(
-            f"no mute with id {', '.join(map(str, missing))}; see 'csnotify mutes' for the ids"
-        )
+    now = datetime.now(UTC).replace(microsecond=0)
     with store.transaction():
-        store.delete_mutes(ids)
+        known = {m.id: m for m in store.mutes() if m.ends > now.timestamp()}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise NotFound(
+                f"no mute in force with id {', '.join(map(str, missing))}; see 'csnotify mutes'"
+                " for the ids"
+            )
+        store.end_mutes(ids, utc_iso(now))
     return [known[i] for i in ids]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,15 +72,28 @@ class Terminal:
         means no escape codes of any kind."""
         return self.color
 
+    def wrap(self, text: str) -> str:
+        """Long text for people: on a terminal, broken between words at its width (the
+        terminal itself would break wherever the line ends), else as it is."""
+        if not self.is_tty:
+            return text
+        import textwrap
+
+        width = self.console().width
+        lines = text.split("\n")
+        return "\n".join(
+            textwrap.fill(p, width, break_long_words=False, break_on_hyphens=False) for p in lines
+        )
+
     def out(self, text: str = "") -> None:
-        self.stdout.write(text + "\n")
+        self.stdout.write(printable(text) + "\n")
 
     def err(self, text: str) -> None:
-        self.stderr.write(text + "\n")
+        self.stderr.write(printable(text) + "\n")
         self.stderr.flush()
 
     def json(self, data: Any) -> None:
-        self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        self.stdout.write(printable(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
 
     def console(self, stderr: bool = False) -> Any:
         """A rich console for this terminal; color_system=None means no escape codes at all
@@ -98,12 +112,13 @@ class Terminal:
         rows: Sequence[Sequence[Any]],
         title: str = "",
         optional: Sequence[str] = (),
+        whole: Sequence[str] = (),
     ) -> None:
         """A table: plain aligned text when piped, a rich table on a terminal."""
         if not self.is_tty:
             self.stdout.write(plain_table(columns, rows))
             return
-        self.console().print(self.rich_table(columns, rows, title, optional))
+        self.console().print(self.rich_table(columns, rows, title, optional, whole))
 
     def rich_table(
         self,
@@ -111,9 +126,11 @@ class Terminal:
         rows: Sequence[Sequence[Any]],
         title: str = "",
         optional: Sequence[str] = (),
+        whole: Sequence[str] = (),
     ) -> Any:
         """The ``optional`` columns (last first) are left out while the table would be wider
-        than the terminal; headers are never split."""
+        than the terminal; headers are never split, nor the cells of ``whole`` columns
+        (times, names: what a reader scans for)."""
         from rich.table import Table
 
         width = self.console().width
@@ -123,7 +140,9 @@ class Terminal:
             keep.remove(droppable.pop())
         table = Table(title=title or None, show_lines=False, header_style="bold")
         for i in keep:
-            table.add_column(columns[i], overflow="fold", min_width=len(columns[i]))
+            table.add_column(
+                columns[i], overflow="fold", min_width=len(columns[i]), no_wrap=columns[i] in whole
+            )
         for row in rows:
             table.add_row(*(cell_text(row[i]) for i in keep))
         return table
@@ -146,8 +165,20 @@ def cell_text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value) or "-"
-    return str(value)
+        return " ".join(printable(str(v)) for v in value) or "-"
+    return printable(str(value))
+
+
+# Characters a terminal acts on instead of showing: C0 and C1 controls, DEL, and the
+# bidirectional overrides that reorder what is shown. Lines and tabs stay.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with what an event, a template or a program's stderr could use to drive
+    the terminal (escape sequences, bell, bidi overrides) shown as \\uXXXX escapes, which
+    are also valid inside JSON strings."""
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def plain_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

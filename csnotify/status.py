@@ -3,8 +3,13 @@ queue's depth, and every endpoint's state and counters."""
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from csnotify.events import parse_time
 from csnotify.redact import mask_uri
 from csnotify.store import NO_BACKLOG, SourceState, backlog
 
@@ -14,16 +19,55 @@ if TYPE_CHECKING:
     from csnotify.store import Store
 
 
-def collect(store: Store) -> dict[str, Any]:
+# A listener that missed this many heartbeats is stale (hung, or killed on another host).
+MISSED_BEATS = 3
+
+
+def listener_state(listener: dict[str, Any], now: float, host: str) -> tuple[str, str | None]:
+    """``running``, ``stopped`` or ``stale``, and why, from what the listener last saved:
+    a listener that says it runs is believed only while its process exists (same host) and
+    its heartbeat is recent."""
+    if not listener.get("running"):
+        return "stopped", None
+    pid = listener.get("pid")
+    if listener.get("host") == host and isinstance(pid, int) and not _alive(pid):
+        return "stopped", f"process {pid} is gone without stopping cleanly (killed?)"
+    beat = listener.get("heartbeat_s")
+    if isinstance(beat, (int, float)):
+        age = now - parse_time(listener["updated"]).timestamp()
+        if age > MISSED_BEATS * beat:
+            where = f" on {listener.get('host')}" if listener.get("host") != host else ""
+            return "stale", f"no heartbeat for {age:.0f} s from process {pid}{where}"
+    return "running", None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process of csnotify (a reused pid is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: exists
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc here: trust the pid
+    return b"csnotify" in cmdline
+
+
+def collect(store: Store, now: float | None = None) -> dict[str, Any]:
     from csnotify.mutes import active
 
     listeners, cursors = [], []
+    moment, host = time.time() if now is None else now, socket.gethostname()
     for source, row in sorted(SourceState(store).cursors().items()):
         position = row["position"]
         if source.startswith("listen:"):
-            listeners.append(
-                {"source": source.removeprefix("listen:"), **position, "updated": row["updated"]}
-            )
+            listener = {"source": source.removeprefix("listen:"), **position}
+            listener["updated"] = row["updated"]
+            listener["state"], listener["state_reason"] = listener_state(listener, moment, host)
+            listeners.append(listener)
         else:
             cursors.append(
                 {

@@ -96,6 +96,7 @@ class Store:
             )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            _refuse_foreign(conn, path)  # before anything, WAL mode included, is changed
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -153,16 +154,27 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            self._refuse_read_only(exc)
             raise StoreBusy(
                 f"store {self.path} stayed locked by another process for"
                 f" {BUSY_TIMEOUT_S:g} s ({exc}); try again"
             ) from None
         try:
             yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                self._refuse_read_only(exc)
             raise
-        self.conn.execute("COMMIT")
+
+    def _refuse_read_only(self, exc: sqlite3.OperationalError) -> None:
+        if "readonly" in str(exc) or "read-only" in str(exc):
+            raise BadInput(
+                f"store {self.path} is read-only for this user ({exc}); check the permissions"
+                " of the file and its directory, or give another --db"
+            ) from None
 
     # -- subscriptions: reads --------------------------------------------------------
 
@@ -307,12 +319,31 @@ class Store:
         )  # fmt: skip
         return int(cursor.lastrowid or 0)
 
-    def delete_mutes(self, ids: list[int]) -> None:
-        self.conn.executemany("DELETE FROM mutes WHERE id = ?", [(i,) for i in ids])
+    def end_mutes(self, ids: list[int], at: str) -> None:
+        """End them at ``at``; they stay (for 'mutes --all') until they expire."""
+        self.conn.executemany("UPDATE mutes SET until = ? WHERE id = ?", [(at, i) for i in ids])
 
     def delete_expired_mutes(self, before: str) -> None:
         """Mutes that ended before ``before`` (kept a while so 'mutes --all' shows them)."""
         self.conn.execute("DELETE FROM mutes WHERE until < ?", (before,))
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
+    """A file with tables but none of ours is some other application's database."""
+    if conn.execute("PRAGMA user_version").fetchone()[0]:
+        return
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    if tables and "migrations" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise BadInput(
+            f"{path} is not a csnotify store (it holds tables {shown} of another"
+            " application); give --db or CSNOTIFY_DB a csnotify store or a new file"
+        )
 
 
 def _subscription_row(sub: Subscription, created: str, updated: str) -> dict[str, Any]:

@@ -233,23 +233,41 @@ def update(
     rotate_key: bool = False,
     limit_endpoint: str | None = None,
 ) -> Created:
-    current = find(store, name)
-    only: str | None = None
-    if limit_endpoint is not None:
-        if spec.max_per_minute is None and spec.strict_order is None:
-            raise BadInput(
-                "--endpoint goes with --max-per-minute or --strict-order (it says which endpoint)"
-            )
-        only = current.endpoint(limit_endpoint).uri
+    """Read, change and write the subscription in one write transaction, so that a
+    concurrent update, rename or unsubscribe is either wholly before or wholly after."""
     if rotate_key and (spec.key is not None or no_key):
         raise BadInput("--rotate-key cannot be combined with --key or --no-key")
     if no_key and spec.key is not None:
         raise BadInput("--no-key cannot be combined with --key")
+    if (add_to or remove_to) and spec.to is not None:
+        raise BadInput("--to replaces all endpoints; do not combine it with --add-to/--remove-to")
+    if limit_endpoint is not None and spec.max_per_minute is None and spec.strict_order is None:
+        raise BadInput(
+            "--endpoint goes with --max-per-minute or --strict-order (it says which endpoint)"
+        )
+    _checked_uris([*add_to, *(spec.to or [])])  # the slow checks before the write lock
+    with store.transaction():
+        current = find(store, name)
+        new, generated = _changed(current, spec, add_to, remove_to, no_key, rotate_key,
+                                  limit_endpoint)  # fmt: skip
+        if new.name != current.name and store.subscription(new.name) is not None:
+            raise BadInput(f"a subscription named {new.name!r} exists; choose another name")
+        store.save(current.name, new)
+        saved = find(store, new.name)
+    return Created(saved, new.key if generated else None)
+
+
+def _changed(
+    current: Subscription,
+    spec: SubscriptionInput,
+    add_to: Sequence[str],
+    remove_to: Sequence[str],
+    no_key: bool,
+    rotate_key: bool,
+    limit_endpoint: str | None,
+) -> tuple[Subscription, bool]:
+    only = current.endpoint(limit_endpoint).uri if limit_endpoint is not None else None
     if add_to or remove_to:
-        if spec.to is not None:
-            raise BadInput(
-                "--to replaces all endpoints; do not combine it with --add-to/--remove-to"
-            )
         uris = [ep.uri for ep in current.endpoints]
         for uri in remove_to:
             uris.remove(current.endpoint(uri).uri)
@@ -266,16 +284,19 @@ def update(
                 ep.strict_order = before[ep.uri].strict_order
     if no_key:
         new.key = None
-    if new.name != current.name and new.name in store.names():
-        raise BadInput(f"a subscription named {new.name!r} exists; choose another name")
-    with store.transaction():
-        store.save(current.name, new)
-    return Created(find(store, new.name), new.key if generated else None)
+    return new, generated
 
 
-def unsubscribe(store: Store, name: str) -> Subscription:
-    sub = find(store, name)
+def unsubscribe(store: Store, name: str, expected_id: int | None = None) -> Subscription:
+    """Delete it; with ``expected_id``, only if the name still means the subscription the
+    caller looked at (asked about) before."""
     with store.transaction():
+        sub = find(store, name)
+        if expected_id is not None and sub.id != expected_id:
+            raise NotFound(
+                f"subscription {name!r} was replaced by another process meanwhile; nothing"
+                " deleted, see 'csnotify show'"
+            )
         store.delete(sub.name)
     return sub
 
@@ -285,9 +306,9 @@ def set_enabled(
 ) -> Subscription:
     """Switch a subscription (or one of its endpoints) on or off. Switching an endpoint on
     resets its failure counters; switching a whole subscription on resets all of them."""
-    sub = find(store, name)
-    targets = [sub.endpoint(endpoint)] if endpoint is not None else []
     with store.transaction():
+        sub = find(store, name)
+        targets = [sub.endpoint(endpoint)] if endpoint is not None else []
         if endpoint is None:
             store.set_subscription_enabled(sub.name, enabled)
             if enabled:
@@ -297,7 +318,7 @@ def set_enabled(
             store.set_endpoint_enabled(
                 ep, enabled, reset=enabled, reason=None if enabled else "disabled by operator"
             )
-    return find(store, sub.name)
+        return find(store, sub.name)
 
 
 def summary(sub: Subscription) -> dict[str, Any]:

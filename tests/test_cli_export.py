@@ -111,6 +111,8 @@ BAD_FILES = {
     ),
     "no endpoints": _doc({"name": "x", "patterns": ["A"], "endpoints": []}),
     "bad uri": _doc({"name": "x", "patterns": ["A"], "endpoints": [{"uri": "nosuch://x"}]}),
+    "newer format": json.dumps({"csnotify_export": 2, "subscriptions": []}),
+    "format not a number": json.dumps({"csnotify_export": "1", "subscriptions": []}),
 }
 
 
@@ -145,3 +147,10 @@ def test_hostile_files_are_one_line_errors(cli, tmp_path: Path, db_file: Path) -
         assert r.exit_code == 2
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert file_digest(db_file) == before
+
+
+def test_export_into_a_missing_directory_is_refused(cli, tmp_path: Path) -> None:
+    cli("subscribe", "VM.*", "--to", HOOK, "--name", "existing")
+    r = cli("export", "-o", str(tmp_path / "no" / "such" / "dir" / "x.json"))
+    assert r.exit_code == 2 and "directory" in r.stderr and "does not exist" in r.stderr
+    assert not (tmp_path / "no").exists()

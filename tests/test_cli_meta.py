@@ -71,6 +71,37 @@ def test_usage_error_exit_code(cli) -> None:
     assert "--to" in r.stderr
 
 
+USAGE_ERRORS = {
+    ("--bogus",): "csnotify: error: no such option: --bogus",
+    ("lst",): "csnotify: error: no such command 'lst'; did you mean 'list', 'listen'? (see 'csnotify --help')",
+    ("show",): "csnotify: error: missing argument 'NAME' (see 'csnotify show --help')",
+    ("deliveries", "--limit", "x"): "csnotify: error: invalid value for '--limit'",
+    ("subscribe", "VM.*", "--to"): "csnotify: error: option '--to' requires an argument",
+    ("config", "nope"): "csnotify: error: no such command 'nope' (see 'csnotify config --help')",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS, ids=[" ".join(a) for a in USAGE_ERRORS])
+def test_click_usage_errors_are_one_line_like_ours(cli, args: tuple[str, ...]) -> None:
+    r = cli(*args)
+    assert r.exit_code == 2
+    assert r.stderr.startswith(USAGE_ERRORS[args]), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stdout == ""
+
+
+def test_negative_numbers_are_values_not_options(cli) -> None:
+    r = cli("config", "set", "delivery.backoff", "-1")
+    assert r.exit_code == 2 and "must be at least 0, got '-1'" in r.stderr  # a value, refused
+    assert cli("config", "set", "cloudstack.api_key", "-dashed-key").exit_code == 0
+    assert cli("config", "show", "--json").json()["cloudstack.api_key"] == "-dashed-key"
+    cli("subscribe", "VM.*", "--to", "https://h.example/x", "--name", "s")
+    r = cli("update", "s", "--max-per-minute", "-1")
+    assert r.exit_code == 2 and "--max-per-minute '-1'" in r.stderr
+    r = cli("deliveries", "--limit", "-5")
+    assert r.exit_code == 2 and "-5 is not in the range" in r.stderr
+
+
 HEAVY = ["apprise", "httpx", "aio_pika", "pika", "aiormq", "sqlite_utils", "rich.table"]
 PROBE = """
 import json, sys

@@ -222,6 +222,9 @@ BAD_SUBSCRIBE = [
     (["VM.*", "--to", HOOK, "--title", "{0.__init__}"], "not an event field"),
     (["VM.*", "--to", HOOK, "--body", "{type!r}"], "only plain"),
     (["VM.*", "--to", HOOK, "--to", HOOK], "given twice"),
+    (["VM.*", "--to", "https://hooks.example.com/a b"], "contains ' '; an URI has no spaces"),
+    (["VM.*", "--to", "ntfy://ntfy.example.com/top\x1bic"], "contains '\\x1b'"),
+    (["VM.*", "--to", "cmd:/bin/echo hello\x07"], "contains '\\x07'"),
 ]
 
 
@@ -267,7 +270,7 @@ def test_unknown_name_suggests_close_names(cli, db_file: Path, args) -> None:
         (["--to", "nosuch://x"], "Apprise cannot use"),
         (["--where", "nope=1"], "unknown field"),
         (["--rename", "other"], "exists"),
-        (["--endpoint-typo"], "No such option"),
+        (["--endpoint-typo"], "no such option"),
         (["--remove-to", "https://not.there/"], "has no endpoint"),
         (["--rotate-key", "--key", "x"], "cannot be combined"),
     ],

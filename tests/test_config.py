@@ -58,6 +58,19 @@ def test_set_writes_private_toml(cli, config_file: Path) -> None:
         ("delivery.per_endpoint", "2.5", "delivery.per_endpoint expects a whole number"),
         ("delivery.timeout", "fast", "delivery.timeout expects a number"),
         ("delivery.concurrency", "0", "must be at least 1"),
+        ("delivery.timeout", "inf", "delivery.timeout expects a finite number"),
+        ("delivery.backoff", "nan", "delivery.backoff expects a finite number"),
+        ("delivery.retries", "99999999999999", "delivery.retries must be at most 100"),
+        ("delivery.timeout", "1e300", "delivery.timeout must be at most 3600"),
+        ("failures.notify", "nosuch://x", "failures.notify: 'nosuch://x': Apprise cannot use"),
+        ("failures.notify", "cmd:/no/such/program", "is not an executable file"),
+        ("cloudstack.url", "http://cloud example/api", "contains ' '; an URL has no spaces"),
+        ("cloudstack.url", "http://cloud\x1b[2J/api", "contains '\\x1b'"),
+        ("amqp.url", "amqp://cs:pw@host\n/", "contains '\\n'"),
+        ("amqp.url", "localhost", "is not an URL (no scheme"),
+        ("amqp.url", "http://rabbit.example/", "must start with amqp or amqps://"),
+        ("cloudstack.url", "ftp://cloud.example/", "must start with http or https://"),
+        ("cloudstack.url", "https:///client/api", "names no host"),
     ],
 )
 def test_set_refuses_unknown_keys_and_wrong_types(cli, config_file: Path, key, value, message):
@@ -183,3 +196,21 @@ def test_secrets_can_come_from_stdin_not_the_command_line(cli, config_file: Path
     assert r.exit_code == 0, r.stderr
     assert cli("show", "k", "--json", "--reveal").json()["key"] == "stdin-key"
     assert cli("config", "set", "cloudstack.secret_key", "-", input="").exit_code == 2
+
+
+def test_unreadable_and_unwritable_files_are_one_line_errors(cli, tmp_path: Path) -> None:
+    binary = tmp_path / "binary"
+    binary.write_bytes(bytes(range(256)) * 4)
+    cases = {
+        "not UTF-8 text (TOML)": ["--config", str(binary), "config", "show"],
+        "CloudMonkey config": ["config", "import-cmk", "--cmk-config", str(binary)],
+        "cannot read config file": ["--config", f"{binary}/config.toml", "config", "show"],
+        "Is a directory": ["--config", str(tmp_path), "config", "show"],
+        # /proc takes no new files, not even from root
+        "cannot write /proc/csnotify-test.toml": ["--config", "/proc/csnotify-test.toml",
+                                                  "config", "set", "amqp.queue", "q"],
+    }  # fmt: skip
+    for message, args in cases.items():
+        r = cli(*args)
+        assert r.exit_code == 2, (args, r.stderr)
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -36,10 +36,30 @@ def test_unit_runs_listen_with_restart_and_hardening() -> None:
     assert unit()["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_unit_matches_its_install_recipe_and_does_not_restart_on_bad_input() -> None:
+    service = unit()["Service"]
+    program = service["ExecStart"].split()[0]
+    text = UNIT.read_text()
+    assert program == "/opt/csnotify/bin/csnotify"
+    assert "python3 -m venv /opt/csnotify" in text  # the recipe makes what ExecStart runs
+    assert set(service["RestartPreventExitStatus"].split()) == {"2", "3"}
+    assert "ReadWritePaths=" in text  # what cmd: programs need to write through the sandbox
+
+
+def test_the_man_page_is_installed_with_the_package() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    shared = project["tool"]["hatch"]["build"]["targets"]["wheel"]["shared-data"]
+    assert shared["man/csnotify.1"] == "share/man/man1/csnotify.1"
+    assert (REPO / "man" / "csnotify.1").is_file()
+    assert "/opt/csnotify/share/man/man1/csnotify.1" in UNIT.read_text()
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text().replace("/usr/local/bin/csnotify", "/bin/true"))
+    copy.write_text(UNIT.read_text().replace("/opt/csnotify/bin/csnotify", "/bin/true"))
     out = subprocess.run(
         ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
     )

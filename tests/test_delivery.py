@@ -222,7 +222,8 @@ def test_transport_failures_are_counted(cli, case: str) -> None:
             "-",
             input=EVENT,
         )
-        assert r.exit_code == 1  # a delivery failed
+        assert r.exit_code == 1  # a failed delivery is a failed dispatch
+        assert "0 delivered, 1 failed" in r.stdout
     (row,) = cli("deliveries", "f", "--json").json()
     assert row["status"] == "failed"
     assert message in row["error"]
@@ -343,6 +344,66 @@ def test_email_through_a_real_smtp_server(cli, tmp_path: Path) -> None:
     assert b"Successfully completed starting Vm. Vm Id: 42" in _text_of(default)
     assert _text_of(custom).strip() == b"Successfully completed starting Vm. Vm Id: 42"
     assert endpoint_state(cli, "mail")["total_successes"] == 1
+
+
+EVIL = '<a href="http://evil.example/login">reset your password</a>'
+
+
+def _parts(msg) -> dict[str, str]:
+    return {
+        part.get_content_type(): part.get_payload(decode=True).decode().replace("\r\n", "\n")
+        for part in msg.walk()
+        if not part.is_multipart()
+    }
+
+
+def test_email_is_plain_text_and_markup_in_events_stays_text(cli) -> None:
+    # A tenant names a volume with HTML in it; the on-call must not get a live link, and
+    # the template's line breaks must survive in both the plain and the HTML part.
+    event = {"id": "ev-html", "type": "VOLUME.CREATE", "level": "INFO", "state": "Completed",
+             "created": "2026-11-25T10:00:00Z", "resource_name": EVIL,
+             "description": "line one & <b>bold</b>\nline two", "source": "stdin"}  # fmt: skip
+    body = "{resource_name}\n{description}\nlast line"
+    with SmtpSink() as smtp:
+        subscribe(cli, "*", "--to", smtp.uri("text@example.com"), "--name", "text",
+                  "--body", body)  # fmt: skip
+        subscribe(cli, "*", "--to", smtp.uri("html@example.com") + "&format=html",
+                  "--name", "html", "--body", body)  # fmt: skip
+        r = cli("dispatch", "-", input=json.dumps(event))
+        assert r.exit_code == 0, r.stderr
+    by_rcpt = {tuple(to): m for _f, to, m in smtp.messages}
+    expected = f"{EVIL}\nline one & <b>bold</b>\nline two\nlast line"
+    text_only = _parts(by_rcpt[("text@example.com",)])
+    assert list(text_only) == ["text/plain"]  # sent as text, no HTML part to click in
+    assert text_only["text/plain"].strip() == expected
+    both = _parts(by_rcpt[("html@example.com",)])
+    assert sorted(both) == ["text/html", "text/plain"]
+    html = both["text/html"].replace("&nbsp;", " ")
+    assert "<a " not in html and "<b>" not in html
+    assert "&lt;a href=&quot;http://evil.example/login&quot;&gt;" in html
+    assert "line one &amp; &lt;b&gt;bold&lt;/b&gt;" in html
+    assert html.count("<br") == 3  # four lines, three breaks
+    assert both["text/plain"].strip() == expected
+
+
+def test_chat_markup_in_events_is_escaped(cli) -> None:
+    # Rocket.Chat renders Markdown: a resource name written as a Markdown link must arrive
+    # as literal text, in the title as in the body, and the body's lines must stay lines.
+    with Receiver() as rx:
+        port = rx.server.server_address[1]
+        uri = f"rocket://hookid/tok@127.0.0.1:{port}/%23ops?mode=webhook"
+        subscribe(cli, "*", "--to", uri, "--name", "chat",
+                  "--body", "{resource_name}\n{description}")  # fmt: skip
+        event = {"id": "ev-md", "type": "VM.CREATE", "created": "2026-11-25T10:00:00Z",
+                 "resource_name": "[login](http://evil.example)", "description": "**now**",
+                 "source": "stdin"}  # fmt: skip
+        r = cli("dispatch", "-", input=json.dumps(event))
+        assert r.exit_code == 0, r.stderr
+    (req,) = rx.requests
+    title, *lines = req.json()["text"].split("\n")
+    link = "\\[login\\]\\(http://evil\\.example\\)"
+    assert title.endswith(link)
+    assert lines == [link, "\\*\\*now\\*\\*"]
 
 
 @pytest.mark.skipif(
@@ -575,3 +636,57 @@ def test_trickling_response_times_out_and_others_go_on(cli, tmp_path: Path) -> N
     assert [r["status"] for r in rows] == ["failed"] * 3
     assert all("timed out" in r["error"] for r in rows)
     assert len(fast.requests) == 3 and endpoint_state(cli, "fast")["total_successes"] == 3
+
+
+def test_control_characters_never_reach_the_terminal(cli, tmp_path: Path) -> None:
+    # A program's stderr becomes the recorded error; an event's id and type are shown by
+    # listen --dry-run. Escape sequences in them must be shown, not acted on.
+    prog = tmp_path / "noisy"
+    prog.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.stderr.write('\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m')\nsys.exit(1)\n"
+    )
+    prog.chmod(0o755)
+    subscribe(cli, "*", "--to", f"cmd:{prog}", "--name", "noisy")
+    event = {"id": "ev\x1b[31m-1", "type": "VM.START\u202e", "created": "2026-11-25T10:00:00Z"}
+    outputs = [cli("-c", "delivery.retries=1", "dispatch", "-", input=json.dumps(event))]
+    for args in (["deliveries"], ["deliveries", "--json"], ["show", "noisy"], ["test", "noisy"],
+                 ["status"], ["listen", "--source", "stdin", "--dry-run", "--print"]):  # fmt: skip
+        outputs.append(cli(*args, input=json.dumps(event) + "\n"))
+    text = "".join(r.stdout + r.stderr for r in outputs)
+    for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert raw not in text
+    assert "\\u001b[2J" in text and "\\u001b[31m-1" in text and "\\u202e" in text
+
+
+def test_a_lone_surrogate_is_a_counted_rejection_not_a_silent_drop(cli) -> None:
+    good = '{"id": "ok", "type": "VM.START", "created": "2026-11-25T10:00:00Z", "description": "\\ud83d\\ude00"}'
+    bad = '{"id": "bad", "type": "VM.START", "created": "2026-11-25T10:00:00Z", "description": "x \\ud800 y"}'
+    with Receiver() as rx:
+        subscribe(cli, "*", "--to", rx.url, "--name", "s")
+        r = cli("dispatch", "-", "--json", input=f"{good}\n{bad}\n")
+        assert r.exit_code == 1
+        summary = r.json()
+        assert summary["delivered"] == 1 and summary["skipped"] == 1
+        assert summary["rejected"] == [
+            "line 2: invalid Unicode: a lone surrogate \\ud800 (half of a UTF-16 pair) in the event"
+        ]
+        r = cli("listen", "--source", "stdin", input=f"{bad}\n")
+        assert r.exit_code == 1 and "line 1: invalid Unicode" in r.stderr
+    assert [b["event"]["description"] for b in rx.bodies()] == ["\U0001f600"]
+    assert cli("status", "--json").json()["listeners"][0]["rejected"] == 1
+
+
+def test_a_program_that_does_not_read_its_input_fails_by_its_exit_status(cli) -> None:
+    false = shutil.which("false") or "/bin/false"
+    subscribe(cli, "*", "--to", f"cmd:{false}", "--name", "nope")
+    big = "x" * 200_000  # more than a pipe holds: the write meets a closed pipe
+    events = "".join(
+        json.dumps({"id": f"b{i}", "type": "VM.START", "created": "2026-11-25T10:00:00Z",
+                    "description": big}) + "\n"
+        for i in range(3)
+    )  # fmt: skip
+    r = cli("-c", "delivery.retries=1", "dispatch", "-", input=events)
+    assert r.exit_code == 1
+    assert "unexpectedly" not in r.stderr, r.stderr
+    rows = cli("deliveries", "nope", "--json").json()
+    assert [row["error"] for row in rows] == [f"{false}: exit status 1"] * 3

@@ -86,6 +86,31 @@ def test_names_and_commands_complete(db_file) -> None:
     assert "--format" in complete("csnotify subscribe --for", 2)
 
 
+def test_values_complete(db_file) -> None:
+    secret_uri = "smseagle://eagletoken0042@127.0.0.1:9/+15551230000"
+    for args in (["subscribe", "VM.*", "--to", "https://h.example/a", "--to", secret_uri,
+                  "--name", "pager"],
+                 ["subscribe", "VM.*", "--to", "https://other.example/b", "--name", "other"],
+                 ["mute", "pager", "--for", "1h", "--reason", "x"],
+                 ["mute", "other", "--for", "1h", "--reason", "y"]):  # fmt: skip
+        assert run_process(*args).exit_code == 0
+    assert run_process("unmute", "1").exit_code == 0
+    assert complete("csnotify subscribe VM.* --level ", 4) == ["INFO", "WARN", "ERROR"]
+    assert complete("csnotify match VM.START --level E", 4) == ["ERROR"]
+    assert complete("csnotify update pager --format c", 4) == ["cloudevents", "cloudstack"]
+    assert complete("csnotify export --format ", 3) == ["json", "toml"]
+    assert complete("csnotify listen --source ", 3) == ["api", "amqp", "stdin"]
+    assert complete("csnotify completion ", 2) == ["bash", "zsh", "fish"]
+    assert complete("csnotify config set delivery.re", 3) == ["delivery.retries"]
+    assert complete("csnotify unmute ", 2) == ["2"]  # mute 1 has ended
+    # endpoints of the subscription on the line, masked as list shows them
+    assert complete("csnotify disable pager --endpoint ", 4) == [
+        "https://h.example/a",
+        "smseagle://********@127.0.0.1:9/+15551230000",
+    ]
+    assert complete("csnotify enable other --endpoint ", 4) == ["https://other.example/b"]
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
 def test_bash_completion_script_loads(tmp_path) -> None:
     script = REPO / "completions" / "csnotify.bash"

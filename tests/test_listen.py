@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from helpers import load_fixture, run_process
-from receivers import Answer, Receiver
+from receivers import Answer, Receiver, closed_port
 from services import bus, simulator, wait_for  # noqa: F401 - fixtures
 
 from csnotify.events import parse_bus_body
@@ -315,8 +315,42 @@ def test_unreachable_broker_with_once_is_exit_3(tmp_path: Path) -> None:
     env = {**os.environ, "CSNOTIFY_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{closed_port()}/"}
     r = run_process("listen", "--source", "amqp", "--once", env=env)
     assert r.exit_code == 3
-    assert r.stderr.startswith("csnotify: error: cannot connect to RabbitMQ")
+    notice, error = r.stderr.splitlines()
+    assert notice.startswith("csnotify: notice: listening: source amqp")
+    assert error.startswith("csnotify: error: cannot connect to RabbitMQ")
     assert "guest:guest" not in r.stderr
+
+
+def test_a_virtual_host_the_broker_refuses_is_said_in_words(bus) -> None:  # noqa: F811
+    env = {**os.environ, **bus.env(),
+           "CSNOTIFY_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/no-such-vhost"}  # fmt: skip
+    r = run_process("listen", "--source", "amqp", env=env, timeout=30)  # not --once: no retry
+    assert r.exit_code == 3
+    notice, error = r.stderr.strip().splitlines()  # the start line, then the error
+    assert notice.startswith("csnotify: notice: listening: source amqp")
+    assert "the broker refused virtual host 'no-such-vhost' to user 'guest'" in error
+    assert "Connection.Close object" not in error
+
+
+def test_listen_says_at_start_what_it_listens_to(tmp_path: Path) -> None:
+    assert (
+        run_process("subscribe", "*", "--to", "http://127.0.0.1:9/", "--name", "a").exit_code == 0
+    )
+    assert run_process("subscribe", "*", "--to", "http://127.0.0.1:9/b", "--name", "b",
+                       "--disabled").exit_code == 0  # fmt: skip
+    r = run_process("listen", "--source", "stdin", input="")
+    assert r.exit_code == 0
+    assert r.stderr.splitlines() == [
+        "csnotify: notice: listening: source stdin, standard input; 2 subscriptions (1 enabled)"
+    ]
+    env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": f"http://u:pw@127.0.0.1:{closed_port()}/api",
+           "CSNOTIFY_CLOUDSTACK_API_KEY": "k", "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "s"}  # fmt: skip
+    r = run_process("listen", "--source", "api", "--interval", "2", "--duration", "1", env=env)
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("csnotify: notice: listening: source api, http://u:********@127.0.0.1:")
+    assert first.endswith("/api every 2 s; 2 subscriptions (1 enabled)")
+    r = run_process("-q", "listen", "--source", "stdin", input="")
+    assert r.stderr == ""
 
 
 # -- api ----------------------------------------------------------------------------------
@@ -409,7 +443,8 @@ def test_stdin_source(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert "rejected line 2: invalid JSON" in r.stderr
     logged = run_process("listen", "--source", "stdin", "--log-format", "json", input="{broken\n")
-    (log_line,) = [json.loads(line) for line in logged.stderr.splitlines()]
+    start, log_line = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert start["level"] == "notice" and start["message"].startswith("listening: source stdin")
     assert log_line["level"] == "warning" and log_line["message"].startswith("rejected line 1")
     assert [b["event"]["id"] for b in rx.bodies()] == [items[0]["id"], items[1]["id"]]
     assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == [

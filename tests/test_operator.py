@@ -105,8 +105,11 @@ def test_mute_list_and_unmute(cli) -> None:
     r = cli("unmute", "1")
     assert r.exit_code == 0 and r.stdout.startswith("unmuted 1: hooks")
     assert [m["id"] for m in cli("mutes", "--json").json()] == [2]
+    ended = cli("mutes", "--all", "--json").json()  # ended by unmute, still shown
+    assert [m["id"] for m in ended] == [1, 2] and ended[0]["seconds_left"] == 0
+    assert ended[0]["reason"] == "upgrade CHG-1"
     r = cli("unmute", "1")
-    assert r.exit_code == 2 and "no mute with id 1" in r.stderr
+    assert r.exit_code == 2 and "no mute in force with id 1" in r.stderr
     assert (
         cli("mute", "hooks", "--for", "1m", "--reason", "x", "--json").json()["id"] == 3
     )  # ids never reused
@@ -326,6 +329,21 @@ def test_pending_batch_is_sent_after_a_restart(cli) -> None:
         assert sms.texts() == ["3 events: 2 VM.STOP, 1 VM.START"]
 
 
+def test_duration_sends_pending_groups_before_it_exits(cli) -> None:
+    """--duration is a planned end (the tour's ten seconds): a group held then goes out."""
+    with SmsEagleGateway() as sms:
+        subscribe(cli, "VM.*", "--to", sms.uri(), "--group-wait", "3s", "--name", "sms")
+        proc = start_listen("--source", "stdin", "--duration", "1")  # stdin stays open
+        assert proc.stdin is not None
+        proc.stdin.write(lines([event(1, "VM.STOP"), event(2, "VM.STOP"), event(3)]))
+        proc.stdin.flush()
+        started = time.monotonic()
+        assert proc.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10
+        proc.stdin.close()
+        assert sms.texts() == ["3 events: 2 VM.STOP, 1 VM.START"]
+
+
 # -- grouping ------------------------------------------------------------------------------
 
 
@@ -418,3 +436,15 @@ def test_redeliver_says_how_much_of_the_window_the_log_no_longer_holds(cli) -> N
         assert (r.json()["in_log"], r.json()["not_in_log"]) == (0, 0)
         r = cli("redeliver", "hooks", "--since", "1m", "--until", "2h")
         assert r.exit_code == 2 and "--since is after --until" in r.stderr
+
+
+def test_a_date_alone_is_a_time_wherever_a_time_is_taken(cli) -> None:
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 3 * 86400))
+    cli("subscribe", "VM.*", "--to", "http://127.0.0.1:9/", "--name", "d")
+    r = cli("mute", "d", "--until", day, "--reason", "maintenance", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["until"] == f"{day}T00:00:00Z"
+    r = cli("redeliver", "d", "--since", "2024-05-14", "--until", "2024-05-15")
+    assert r.exit_code == 0, r.stderr
+    r = cli("mute", "d", "--until", "14/05/2099", "--reason", "x")
+    assert r.exit_code == 2 and "or 2024-05-14" in r.stderr

@@ -55,3 +55,51 @@ def test_no_secret_in_any_output(verbosity: list[str], tmp_path) -> None:
     for text in outputs:
         assert_clean(text)
     assert "user:********@" in "".join(outputs)
+
+
+# Apprise URIs whose private parts (as Apprise marks them) must never be shown.
+APPRISE_SECRETS = {
+    "smseagle://eagletoken0042@127.0.0.1:9/+15551230000": ["eagletoken0042"],
+    "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#general": [
+        "T1JJ3T3L2", "A1BRTD4JD", "TIiajkdnlazkcOXrIdevi7FQ"],
+    "workflows://prod-00.westus.logic.azure.com:443/wf0123456789abcdef/sigXYZsecret123": [
+        "wf0123456789abcdef", "sigXYZsecret123"],
+    "tgram://123456789:ABCdefGhIJKlmNoPQRsTUVwxyZ/12345": ["ABCdefGhIJKlmNoPQRsTUVwxyZ"],
+}  # fmt: skip
+
+
+def test_private_parts_of_apprise_uris_are_masked_everywhere(cli, tmp_path) -> None:
+    args = [a for uri in APPRISE_SECRETS for a in ("--to", uri)]
+    r = cli("subscribe", "*", *args, "--name", "chat", "--json")
+    assert r.exit_code == 0, r.stderr
+    cli("config", "set", "failures.notify", next(iter(APPRISE_SECRETS)))
+    outputs = {}
+    for command in (["subscribe", "*", *args, "--name", "chat"], ["list"], ["list", "--json"],
+                    ["show", "chat"], ["show", "chat", "--json"], ["status"], ["status", "--json"],
+                    ["export"], ["export", "--format", "toml"], ["match", "VM.START"],
+                    ["config", "show"], ["config", "show", "--json"]):  # fmt: skip
+        r = cli(*command)
+        outputs[" ".join(command)] = r.stdout + r.stderr
+    for what, text in outputs.items():
+        for secret in (s for secrets in APPRISE_SECRETS.values() for s in secrets):
+            assert secret not in text, f"{secret!r} leaked by {what}:\n{text}"
+    shown = [ep["uri"] for ep in cli("list", "--json").json()[0]["endpoints"]]
+    assert shown == [
+        "smseagle://********@127.0.0.1:9/+15551230000",
+        "slack://********/********/********/#general",
+        "workflows://prod-00.westus.logic.azure.com:443/********/********",
+        "tgram://********/12345",
+    ]
+    # what list shows names the endpoint, and --reveal / --with-secrets give it back
+    assert cli("disable", "chat", "--endpoint", shown[1]).exit_code == 0
+    revealed = cli("show", "chat", "--json", "--reveal").json()["endpoints"]
+    assert [ep["uri"] for ep in revealed] == list(APPRISE_SECRETS)
+    assert [ep["enabled"] for ep in revealed] == [True, False, True, True]
+    exported = cli("export", "--with-secrets").json()["subscriptions"][0]["endpoints"]
+    assert [ep["uri"] for ep in exported] == list(APPRISE_SECRETS)
+    # a masked export is refused on import
+    masked = tmp_path / "masked.json"
+    masked.write_text(cli("export").stdout)
+    cli("unsubscribe", "chat", "--yes")
+    r = cli("import", str(masked))
+    assert r.exit_code == 2 and "exported masked" in r.stderr

@@ -87,3 +87,53 @@ def test_status_watch_keeps_reporting() -> None:
     reports = [json.loads(line) for line in out.splitlines()]
     assert len(reports) >= 3
     assert proc.returncode == 0
+
+
+def test_a_killed_listener_shows_stopped_not_running(tmp_path) -> None:
+    from services import wait_for
+
+    assert (
+        run_process("subscribe", "*", "--to", "http://127.0.0.1:9/", "--name", "s").exit_code == 0
+    )
+    # stdin stays open: the listener runs until it is killed
+    listen = subprocess.Popen([sys.executable, "-m", "csnotify", "listen", "--source", "stdin"],
+                              stdin=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+
+        def state() -> str | None:
+            listeners = run_process("status", "--json").json()["listeners"]
+            return listeners[0]["state"] if listeners else None
+
+        assert wait_for(lambda: state() == "running", 20)
+        assert "listener stdin: running," in run_process("status").stdout
+        listen.kill()
+        listen.wait(timeout=10)
+    finally:
+        listen.kill()
+    (listener,) = run_process("status", "--json").json()["listeners"]
+    assert listener["running"] is True  # what it last said: it had no chance to say more
+    assert listener["state"] == "stopped"
+    assert (
+        listener["state_reason"]
+        == f"process {listen.pid} is gone without stopping cleanly (killed?)"
+    )
+    assert f"listener stdin: stopped (process {listen.pid} is gone" in run_process("status").stdout
+
+
+def test_a_listener_whose_heartbeat_stopped_is_stale(db_file) -> None:
+    # A listener on another host (whose pid cannot be checked from here) last beat a
+    # minute ago, with a 5 s heartbeat.
+    import sqlite3
+
+    assert run_process("list").exit_code == 0  # creates the store
+    position = {"events": 1, "running": True, "pid": 4242, "host": "elsewhere.example",
+                "heartbeat_s": 5.0, "started": "2026-11-25T10:00:00Z"}  # fmt: skip
+    minute_ago = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - 60))
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("INSERT INTO cursors (source, position, updated) VALUES (?, ?, ?)",
+                     ("listen:amqp", json.dumps(position), minute_ago))  # fmt: skip
+    (listener,) = run_process("status", "--json").json()["listeners"]
+    assert listener["state"] == "stale"
+    assert listener["state_reason"].startswith("no heartbeat for 6")  # 60 s or a little more
+    assert "from process 4242 on elsewhere.example" in listener["state_reason"]
+    assert "listener amqp: stale (no heartbeat for" in run_process("status").stdout

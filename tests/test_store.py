@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -51,12 +52,11 @@ def test_reopening_migrates_nothing(tmp_path: Path) -> None:
 
 
 def test_migration_path_from_an_older_store(tmp_path: Path) -> None:
-    """A store left at version 0 (as an interrupted first run could leave it) is brought
-    up to date by the next command."""
+    """A store left at version 0 (as an interrupted first run leaves it: WAL mode set, its
+    migration rolled back) is brought up to date by the next command."""
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE unrelated (x)")
-    conn.commit()
+    conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
     store = Store.open(path)
     assert store.schema_version == len(MIGRATIONS)
@@ -155,6 +155,39 @@ def test_not_a_database_is_one_line_error(cli, tmp_path: Path) -> None:
     assert r.exit_code == 2
     assert r.stderr.startswith("csnotify: error: cannot use store")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_another_applications_database_is_refused(cli, tmp_path: Path) -> None:
+    path = tmp_path / "places.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT)")
+    before = path.read_bytes()
+    r = cli("--db", str(path), "subscribe", "VM.*", "--to", "https://h.example/")
+    assert r.exit_code == 2
+    assert "is not a csnotify store (it holds tables moz_places" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert tables == ["moz_places"]
+    assert before[:100] == path.read_bytes()[:100]
+
+
+def test_a_read_only_store_is_a_one_line_error(cli, db_file: Path) -> None:
+    # chmod does not stop root (the tests may run as root); the immutable flag does.
+    assert cli("subscribe", "VM.*", "--to", "https://h.example/", "--name", "a").exit_code == 0
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is needed to make a file read-only for root too")
+    made = subprocess.run(["chattr", "+i", str(db_file)], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"this file system takes no immutable flag: {made.stderr!r}")
+    try:
+        r = cli("subscribe", "VM.*", "--to", "https://h.example/", "--name", "b")
+        assert r.exit_code == 2
+        assert r.stderr.startswith(f"csnotify: error: store {db_file} is read-only for this user")
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert [s["name"] for s in cli("list", "--json").json()] == ["a"]  # reading works
+    finally:
+        subprocess.run(["chattr", "-i", str(db_file)], check=False)
 
 
 def test_default_path_follows_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ columns: tables fit and are whole; with NO_COLOR, no escape codes at all."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,13 +20,15 @@ pytestmark = pytest.mark.skipif(
 BOX = set("┏┓┗┛┃━┡┩└┘│─┌┐├┤┬┴┼╇╈┳┻╋")
 
 
-def screen(command: list[str], wait: float, env: dict[str, str] | None = None) -> list[str]:
-    """Run ``command`` in a fresh 80x50 tmux window and return the screen's lines."""
+def screen(
+    command: list[str], wait: float, env: dict[str, str] | None = None, height: int = 50
+) -> list[str]:
+    """Run ``command`` in a fresh 80 x ``height`` tmux window and return the screen's lines."""
     sock = f"csnotify-test-{uuid.uuid4().hex[:8]}"
     full_env = {**os.environ, "TERM": "xterm-256color", **(env or {})}
     full_env.pop("TMUX", None)
     quoted = " ".join(f"'{c}'" for c in command)
-    subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "80", "-y", "50",
+    subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-x", "80", "-y", str(height),
                     f"{quoted}; echo __done__; sleep 30"], env=full_env, check=True)  # fmt: skip
     try:
         deadline = time.monotonic() + wait
@@ -91,6 +94,14 @@ def test_demo_fits_80_columns() -> None:
     assert "demo done (api source" in text, text
     assert_tables_whole(lines)
     assert "vm-webhook" in text and "switched off" in text
+    # the summary is broken between words, never inside one, and says why SMS stay at 0
+    summary = " ".join(text[text.index("demo done") :].split())
+    words = set(summary.split())
+    for word in ("signed", "webhooks", "verified,", "SMS", "received;", "switched", "off:",
+                 "ALERT.*", "publishes", "listEvents;", "--amqp"):  # fmt: skip
+        assert word in words, f"{word!r} broken or missing:\n{text}"
+    assert all(not ln.startswith(" ") for ln in lines[lines.index(next(
+        ln for ln in lines if ln.startswith("demo done"))):])  # fmt: skip
 
 
 @pytest.mark.parametrize("command", [["list"], ["status"], ["demo", "--duration", "5"]])
@@ -126,3 +137,37 @@ def test_dispatch_shows_progress_on_a_terminal_and_not_when_piped(tmp_path) -> N
     piped = run_process("dispatch", str(events))
     assert "dispatching" not in piped.stdout + piped.stderr
     assert "read 3000: 3000 events, 0 matched" in piped.stdout
+
+
+def test_deliveries_at_80_columns_keep_the_subscription_and_time_whole() -> None:
+    name = "a-subscription-with-a-long-name"
+    assert run_process("subscribe", "*", "--name", name, "--to",
+                       "cmd:/bin/false --an-argument-long-enough-to-need-folding-at-eighty-columns",
+                       ).exit_code == 0  # fmt: skip
+    event = '{"id": "e1", "type": "VM.START", "created": "2026-11-25T10:00:00Z"}'
+    run_process("-c", "delivery.retries=1", "dispatch", "-", input=event)
+    lines = screen([sys.executable, "-m", "csnotify", "deliveries"], 20)
+    assert_tables_whole(lines)
+    text = "\n".join(lines)
+    assert name in text, text  # whole, on one line
+    assert re.search(r"│ \d\d-\d\d \d\d:\d\d:\d\d │", text), text
+
+
+def test_status_watch_accounts_for_every_subscription_on_a_small_terminal(tmp_path) -> None:
+    import sqlite3
+
+    for i in range(30):  # two endpoints each: 60 rows would not fit 24 lines
+        r = run_process("subscribe", "VM.*", "--to", f"https://h{i}.example/x",
+                        "--to", f"https://g{i}.example/y", "--name", f"sub-{i:02d}")  # fmt: skip
+        assert r.exit_code == 0
+    db = os.environ["CSNOTIFY_DB"]
+    with sqlite3.connect(db) as conn:  # sub-17 is failing: it must be among those shown
+        conn.execute("UPDATE endpoints SET consecutive_failures = 4, total_failures = 4"
+                     " WHERE uri = 'https://h17.example/x'")  # fmt: skip
+    lines = screen([sys.executable, "-m", "csnotify", "status", "--watch"], 6, height=24)
+    text = "\n".join(lines)
+    assert_tables_whole(lines)
+    shown = set(re.findall(r"sub-\d\d", text))
+    assert "sub-17" in shown  # the troubled one first
+    assert len(shown) < 30, text
+    assert f"{30 - len(shown)} more subscriptions not shown (0 of them failing)" in text, text

@@ -46,6 +46,7 @@ def validate_endpoint(uri: str) -> str:
     if not uri:
         raise BadInput("empty --to; give an URI such as https://hooks.example/cs")
     kind = endpoint_kind(uri)
+    _refuse_unwritable(uri, spaces=kind == COMMAND)
     if kind == WEBHOOK:
         _validate_http(uri)
     elif kind == COMMAND:
@@ -58,6 +59,18 @@ def validate_endpoint(uri: str) -> str:
     else:
         _validate_apprise(uri)
     return uri
+
+
+def _refuse_unwritable(uri: str, spaces: bool) -> None:
+    """Control characters are never part of an URI, nor spaces (but a command line has)."""
+    import unicodedata
+
+    for c in uri:
+        if unicodedata.category(c) == "Cc" or (c.isspace() and not spaces):
+            raise BadInput(
+                f"--to {mask_uri(uri)!r} contains {c!r}; an URI has no spaces or control"
+                " characters (percent-encode them, e.g. %20)"
+            )
 
 
 def _validate_http(uri: str) -> None:

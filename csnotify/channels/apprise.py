@@ -78,7 +78,9 @@ class AppriseChannel:
             obj = self._object(uri)
             if len(obj) == 0:
                 return Attempt.failed("Apprise cannot use this URI", retryable=False)
-            ok = obj.notify(title=title, body=body)
+            # Our text is plain text: Apprise escapes it for each service's markup (HTML
+            # email, Markdown chat, titles included) and keeps its line breaks.
+            ok = obj.notify(title=title, body=body, body_format=self._apprise.NotifyFormat.TEXT)
         except Exception as exc:  # noqa: BLE001 - a plugin bug must not kill the worker
             self._log.take()
             return Attempt.failed(f"{type(exc).__name__}: {exc}")

@@ -43,7 +43,7 @@ class CommandChannel:
         except OSError as exc:
             return Attempt.failed(f"cannot run {argv[0]}: {exc.strerror}", retryable=False)
         try:
-            _, stderr = await asyncio.wait_for(proc.communicate(payload), timeout)
+            stderr = await asyncio.wait_for(_talk(proc, payload), timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
@@ -63,3 +63,23 @@ class CommandChannel:
 
     async def close(self) -> None:
         return None
+
+
+async def _talk(proc: asyncio.subprocess.Process, payload: bytes) -> bytes:
+    """Give the program the event and collect its stderr. A program that exits without
+    reading its input (/bin/false, a failing check) is its exit status, not our error:
+    writing to its closed stdin raises BrokenPipeError, or RuntimeError under uvloop."""
+    stdin, errors = proc.stdin, proc.stderr
+    if stdin is None or errors is None:  # both are pipes (PIPE above)
+        raise RuntimeError("program started without pipes")
+
+    async def feed() -> None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+            stdin.write(payload)
+            await stdin.drain()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+            stdin.close()
+
+    _, stderr = await asyncio.gather(feed(), errors.read())
+    await proc.wait()
+    return stderr

@@ -86,8 +86,8 @@ class AmqpSource:
             try:
                 connection = await aio_pika.connect(self.url, timeout=10)
             except Exception as exc:  # noqa: BLE001 - aiormq raises many kinds; all mean "not now"
-                reason = _reason(exc)
-                if self.once or "ACCESS_REFUSED" in reason:
+                reason = _connect_reason(exc, self.url)
+                if self.once or "ACCESS_REFUSED" in reason or "virtual host" in reason:
                     raise Unreachable(
                         f"cannot connect to RabbitMQ at {mask_uri(self.url)}: {reason}"
                     ) from None
@@ -181,6 +181,23 @@ class AmqpSource:
             log.info(
                 "could not acknowledge message (%s); the broker will redeliver it", _reason(exc)
             )
+
+
+def _connect_reason(exc: BaseException, url: str) -> str:
+    """aiormq reports a refused virtual host as an unexpected frame (the broker closes the
+    connection instead of opening it); say what it means."""
+    reason = _reason(exc)
+    if "Connection.OpenOk" in reason and "Connection.Close" in reason:
+        from urllib.parse import unquote, urlsplit
+
+        vhost = unquote(urlsplit(url).path[1:]) or "/"
+        user = urlsplit(url).username or "guest"
+        return (
+            f"the broker refused virtual host {vhost!r} to user {user!r} (it does not exist,"
+            " or the user has no permission on it: see 'rabbitmqctl list_vhosts' and"
+            " 'rabbitmqctl list_user_permissions'); fix the path of amqp.url"
+        )
+    return reason
 
 
 def _reason(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ import os
 import stat
 import threading
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from typing import IO, TYPE_CHECKING
 
 from csnotify.errors import BadInput
@@ -64,7 +65,12 @@ class StdinSource:
         lines: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
 
         def put(line: str) -> None:
-            asyncio.run_coroutine_threadsafe(lines.put(line), loop).result()
+            waiting = lines.put(line)
+            try:
+                asyncio.run_coroutine_threadsafe(waiting, loop).result()
+            except BaseException:
+                waiting.close()  # the loop is gone: never started, and no warning that it was not
+                raise
 
         fd = _pipe_fd(self.stream)
         source = _fd_lines(fd) if fd is not None else iter(self.stream.readline, "")
@@ -74,7 +80,7 @@ class StdinSource:
                 for line in source:
                     put(line)
                 put("")
-            except (RuntimeError, OSError, ValueError):  # the loop or the stream is gone
+            except (RuntimeError, OSError, ValueError, CancelledError):  # loop or stream gone
                 return
 
         threading.Thread(target=read, name="stdin", daemon=True).start()
