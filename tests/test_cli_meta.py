@@ -91,7 +91,7 @@ def test_click_usage_errors_are_one_line_like_ours(cli, args: tuple[str, ...]) -
 
 
 def test_negative_numbers_are_values_not_options(cli) -> None:
-    r = cli("config", "set", "delivery.backoff", "-1")
+    r = cli("config", "set", "failures.disable_after", "-1")
     assert r.exit_code == 2 and "must be at least 0, got '-1'" in r.stderr  # a value, refused
     assert cli("config", "set", "cloudstack.api_key", "-dashed-key").exit_code == 0
     assert cli("config", "show", "--json").json()["cloudstack.api_key"] == "-dashed-key"

@@ -648,7 +648,7 @@ def test_control_characters_never_reach_the_terminal(cli, tmp_path: Path) -> Non
     prog.chmod(0o755)
     subscribe(cli, "*", "--to", f"cmd:{prog}", "--name", "noisy")
     event = {"id": "ev\x1b[31m-1", "type": "VM.START\u202e", "created": "2026-11-25T10:00:00Z"}
-    outputs = [cli("-c", "delivery.retries=1", "dispatch", "-", input=json.dumps(event))]
+    outputs = [cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=json.dumps(event))]
     for args in (["deliveries"], ["deliveries", "--json"], ["show", "noisy"], ["test", "noisy"],
                  ["status"], ["listen", "--source", "stdin", "--dry-run", "--print"]):  # fmt: skip
         outputs.append(cli(*args, input=json.dumps(event) + "\n"))
@@ -685,7 +685,7 @@ def test_a_program_that_does_not_read_its_input_fails_by_its_exit_status(cli) ->
                     "description": big}) + "\n"
         for i in range(3)
     )  # fmt: skip
-    r = cli("-c", "delivery.retries=1", "dispatch", "-", input=events)
+    r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=events)
     assert r.exit_code == 1
     assert "unexpectedly" not in r.stderr, r.stderr
     rows = cli("deliveries", "nope", "--json").json()

@@ -101,7 +101,7 @@ def test_values_complete(db_file) -> None:
     assert complete("csnotify export --format ", 3) == ["json", "toml"]
     assert complete("csnotify listen --source ", 3) == ["api", "amqp", "stdin"]
     assert complete("csnotify completion ", 2) == ["bash", "zsh", "fish"]
-    assert complete("csnotify config set delivery.re", 3) == ["delivery.retries"]
+    assert complete("csnotify config set delivery.re", 3) == ["delivery.retry_schedule"]
     assert complete("csnotify unmute ", 2) == ["2"]  # mute 1 has ended
     # endpoints of the subscription on the line, masked as list shows them
     assert complete("csnotify disable pager --endpoint ", 4) == [

@@ -145,7 +145,7 @@ def test_deliveries_at_80_columns_keep_the_subscription_and_time_whole() -> None
                        "cmd:/bin/false --an-argument-long-enough-to-need-folding-at-eighty-columns",
                        ).exit_code == 0  # fmt: skip
     event = '{"id": "e1", "type": "VM.START", "created": "2026-11-25T10:00:00Z"}'
-    run_process("-c", "delivery.retries=1", "dispatch", "-", input=event)
+    run_process("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=event)
     lines = screen([sys.executable, "-m", "csnotify", "deliveries"], 20)
     assert_tables_whole(lines)
     text = "\n".join(lines)
