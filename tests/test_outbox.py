@@ -204,7 +204,7 @@ def test_a_retry_survives_a_restart_with_the_same_webhook_id(tmp_path: Path, db_
     with Receiver(lambda _r: next(answers, Answer(200))) as rx:
         subscribe("*", "--to", rx.url, "--name", "later", "--key", "generate")
         event = json.dumps({"id": "ev-retry", "type": "VM.STOP", "created": "2026-11-26T10:00:00Z"})
-        env = {**os.environ, "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s,12s"}
+        env = {**os.environ, "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s,15s"}
         r = run_process("dispatch", "-", "--json", input=event + "\n", env=env)
         assert r.exit_code == 0, r.stderr
         assert r.json()["waiting"] == 1 and r.json()["failed"] == 0
@@ -219,13 +219,14 @@ def test_a_retry_survives_a_restart_with_the_same_webhook_id(tmp_path: Path, db_
             text=True,
         )  # fmt: skip
         try:
-            assert wait_for(lambda: len(rx.requests) >= 2, 20)
+            assert wait_for(lambda: len(rx.requests) >= 2, 25)
             assert wait_for(lambda: pending_rows(db_file) == 0, 5)
         finally:
             listen.communicate(input="", timeout=20)
     first, second = rx.requests
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
-    assert second.at - first.at >= 12 * 0.8
+    # 15 s with up to 20% jitter: always beyond the 10 s a one-shot run waits
+    assert second.at - first.at >= 15 * 0.8
     (row,) = run_process("deliveries", "later", "--json").json()
     assert row["status"] == "delivered" and row["attempts"] == 2
 
