@@ -699,7 +699,8 @@ def dispatch(
 ) -> None:
     """Deliver the events in FILE (or stdin) once, then print a summary.
 
-    Accepts JSON lines, a JSON array, a listEvents response (listeventsresponse), our own
+    Accepts JSON lines, a JSON array, a listEvents response (listeventsresponse, or its
+    inner {"count": N, "event": [...]} as cmk -o json and cs print it), our own
     or CloudEvents JSON, and CloudStack event-bus message bodies. A bad line is reported
     as 'line N: reason' and skipped; the others are delivered, and the exit status is 1.
     Events held back by a rate limit or --group-wait go out (as one message) before it
@@ -1326,23 +1327,22 @@ def events(
       csnotify events --json --since 1d | csnotify dispatch -
     """
     from csnotify import aio
-    from csnotify.cloudstack import CloudStackClient, Credentials, api_date
+    from csnotify.cloudstack import CloudStackClient, Credentials, recent_events
     from csnotify.events import from_list_item, parse_since
     from csnotify.matching import parse_level
 
     app_state = state(ctx)
     creds = Credentials.from_settings(app_state.settings())
-    filters = {
-        "type": type_,
-        "level": parse_level(level) if level else None,
-        "startdate": api_date(parse_since(since)) if since else None,
-        "enddate": api_date(parse_since(until)) if until else None,
-        "account": account,
-    }
+    start = parse_since(since) if since else None
+    end = parse_since(until) if until else None
+    if start and end and start > end:
+        raise BadInput("--since is after --until; swap them")
+    filters = {"type": type_, "level": parse_level(level) if level else None, "account": account}
 
     async def query() -> list[dict[str, Any]]:
         async with CloudStackClient(creds) as client:
-            return await client.list_events(limit=limit, **{k: v for k, v in filters.items() if v})
+            wanted = {k: v for k, v in filters.items() if v}
+            return await recent_events(client, start, end, wanted, limit)
 
     rows = aio.run(query())
     found = [from_list_item(r) for r in rows if isinstance(r.get("id"), str) and r.get("type")]
@@ -1560,7 +1560,13 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
             f" {lst.get('rejected', 0)} rejected (updated {lst['updated'][:19]})"
         )
     for cur in report["cursors"]:
-        lines.append(f"cursor {cur['source']}: at {cur['created']} (updated {cur['updated'][:19]})")
+        server = cur.get("server_zone") or cur.get("server_offset")
+        seen = f", server time zone {server}" if server else ""
+        pages = f", page size {cur['page_size']}" if cur.get("page_size") else ""
+        lines.append(
+            f"cursor {cur['source']}: at {cur['created']}{seen}{pages}"
+            f" (updated {cur['updated'][:19]})"
+        )
     q = report["queue"]
     if q:
         depth = q["depth"] if q["depth"] is not None else f"unknown ({q['error']})"
@@ -1828,12 +1834,18 @@ def config_set(
 @config_app.command("import-cmk")
 def config_import_cmk(
     ctx: typer.Context,
-    cmk_config: Path = typer.Option(
-        Path("~/.cmk/config"), "--cmk-config", help="CloudMonkey's config file."
+    cmk_config: Path | None = typer.Option(
+        None,
+        "--cmk-config",
+        help="CloudMonkey's config file (default: ~/.cmk/config, else ~/.cloudmonkey/config).",
     ),
     profile: str | None = typer.Option(None, "--profile", help="Profile (default: cmk's current)."),
 ) -> None:
-    """Copy url, apikey and secretkey of a CloudMonkey (cmk) profile into our config.
+    """Copy url, apikey, secretkey and verifycert of a CloudMonkey profile into our config.
+
+    Reads CloudMonkey 6 (cmk, ~/.cmk/config: core keys without a header, one section per
+    profile) and CloudMonkey 5 (~/.cloudmonkey/config, [core] section). verifycert = false
+    becomes cloudstack.verify_tls = false.
 
     \b
     Examples:
@@ -1843,12 +1855,13 @@ def config_import_cmk(
     from csnotify import config
 
     app_state = state(ctx)
-    cmk = config.read_cmk(cmk_config.expanduser(), profile)
+    cmk = config.read_cmk(config.cmk_config_path(cmk_config), profile)
     path = app_state.config_path()
     config.import_cmk(path, cmk)
+    tls = "" if cmk.verify_tls else " (verify_tls = false, as its verifycert)"
     app_state.say(
         f"imported url, api_key and secret_key of profile {cmk.profile!r} from {cmk.path}"
-        f" into {path}"
+        f" into {path}{tls}"
     )
 
 

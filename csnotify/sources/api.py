@@ -1,22 +1,26 @@
 """CloudStack's listEvents API, polled.
 
-The cursor (the newest ``created`` second handled, and the ids already handled at that
-second) lives in the store and moves only over events whose deliveries are finished, so
-a restart neither loses nor repeats events. A poll asks for everything from the cursor's
-second on (``startdate`` is inclusive and has no milliseconds), so an idle poll is one
-request.
+The cursor (the newest ``created`` second handled, in UTC, and the ids already handled at
+that second) lives in the store and moves only over events whose deliveries are finished,
+so a restart neither loses nor repeats events. A poll reads the window from the cursor's
+second (``startdate`` is inclusive and has no milliseconds) to a moment just past, written
+in the server's zone, completely (``cloudstack.EventReader``); the cursor never moves past
+a second that could not be read completely. The same cursor document keeps what was
+learned of the server: its UTC offset and the page size it accepts.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from csnotify.cloudstack import ApiUnavailable, CloudStackClient, api_date
+from csnotify.cloudstack import LAG, ApiUnavailable, CloudStackClient, EventReader, created_utc
 from csnotify.errors import BadInput
 from csnotify.events import Event, from_list_item, parse_time, utc_iso
+from csnotify.servertime import offset_text, parse_offset
 from csnotify.sources import Outage
 
 if TYPE_CHECKING:
@@ -66,27 +70,54 @@ class ApiSource:
         self.key = f"api:{client.creds.url}"
         self.outage = Outage(f"CloudStack API at {client.creds.url}")
         self.polls = 0
+        self.reader = EventReader(client, client.creds.clock(), client.creds.page_size)
 
     async def subscriptions_changed(self, subscriptions: list[Subscription]) -> None:
         return None
 
     async def _start(self, listener: Listener) -> Cursor:
+        saved = await listener.db(listener.state.cursor, self.key) or {}
+        self._learned(saved)
         if self.since is not None:
             return Cursor(utc_iso(self.since))
-        saved = await listener.db(listener.state.cursor, self.key)
-        if saved:
+        if saved.get("created"):
             return Cursor(saved["created"], list(saved.get("ids", [])))
         return Cursor(utc_iso(datetime.now(UTC)))
+
+    def _learned(self, saved: dict[str, Any]) -> None:
+        """Offset and page size remembered from earlier runs (a forced zone wins)."""
+        if saved.get("server_offset") and self.reader.clock.zone is None:
+            with contextlib.suppress(BadInput):  # a hand-edited value: learn it again
+                self.reader.clock.offset = parse_offset(saved["server_offset"])
+        size = saved.get("page_size")
+        if isinstance(size, int) and 0 < size < self.reader.pagesize:
+            self.reader.pagesize = size
+
+    def learned(self) -> dict[str, Any]:
+        clock = self.reader.clock
+        offset = clock.offset if clock.zone is None else None
+        return {
+            "server_offset": offset_text(offset) if offset is not None else None,
+            "server_zone": str(clock.zone) if clock.zone is not None else None,
+            "page_size": self.reader.pagesize,
+        }
+
+    async def _poll(self, fetched: Cursor) -> list[dict[str, Any]]:
+        """The rows after the cursor that may be handed on now, newest first."""
+        start = parse_time(fetched.created)
+        end = datetime.now(UTC).replace(microsecond=0) - LAG
+        window = await self.reader.read(start, end, known={start: set(fetched.ids)})
+        limit = min(end, window.incomplete) if window.incomplete else end
+        return [r for r in window.newest_first() if created_utc(r) <= limit]
 
     async def run(self, listener: Listener) -> None:
         saved = await self._start(listener)
         poller = _Frontier(saved)
+        reported = self.learned()
         try:
             while not listener.stop.is_set():
                 try:
-                    rows = await self.client.list_events(
-                        startdate=api_date(parse_time(poller.fetched.created))
-                    )
+                    rows = await self._poll(poller.fetched)
                 except ApiUnavailable as exc:
                     if self.once:
                         raise
@@ -99,7 +130,8 @@ class ApiSource:
                 if self.once:
                     await listener.finish()  # --once: everything delivered before we stop
                     return
-                await self._save(listener, poller)
+                await self._save(listener, poller, force=self.learned() != reported)
+                reported = self.learned()
                 if await listener.sleep(self.interval):
                     return
         finally:
@@ -125,15 +157,17 @@ class ApiSource:
             entry = poller.add(event)
             await listener.handle(event, entry.finish)
 
-    async def _save(self, listener: Listener, poller: _Frontier) -> None:
-        """Persist the cursor over the unbroken run of finished events (dry runs move nothing)."""
+    async def _save(self, listener: Listener, poller: _Frontier, force: bool = False) -> None:
+        """Persist the cursor over the unbroken run of finished events (dry runs move nothing),
+        with what was learned of the server."""
         if listener.options.dry_run:
             return
         moved = poller.collect()
         for event in moved:
             poller.saved.add(event)
-        if moved:
-            await listener.db(listener.state.save_cursor, self.key, poller.saved.as_json())
+        if moved or force:
+            doc = {**poller.saved.as_json(), **self.learned()}
+            await listener.db(listener.state.save_cursor, self.key, doc)
 
 
 @dataclass
