@@ -1403,6 +1403,21 @@ def simulate(
     record: Path | None = typer.Option(
         None, "--record", metavar="FILE", help="Append each event here (JSON lines)."
     ),
+    timezone: str | None = typer.Option(
+        None,
+        "--timezone",
+        metavar="ZONE",
+        help="The server's (JVM's) zone for created and startdate/enddate (default: this host's).",
+    ),
+    max_page_size: int = typer.Option(
+        500, "--max-page-size", metavar="N", help="default.page.size: larger pagesize gets 431."
+    ),
+    start: str | None = typer.Option(
+        None,
+        "--start",
+        metavar="TIME",
+        help="The server's clock starts at TIME (e.g. just before a DST change) and runs on.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the connection details as one JSON line."
     ),
@@ -1411,9 +1426,14 @@ def simulate(
     RabbitMQ publishing exactly as CloudStack's event bus does, fed with realistic events
     of all five categories. Runs until SIGTERM or SIGINT.
 
+    It behaves as CloudStack does where deployments surprise clients: created and dates
+    in the server's zone, ties within a second in a new order on every query, 431 above
+    the page size limit, GET or POSTed parameters (see README, "Tested against").
+
     \b
     Examples:
       csnotify simulate --rate 50/s
+      csnotify simulate --timezone America/New_York --max-page-size 100
       csnotify simulate --amqp amqp://guest:guest@127.0.0.1:5672/ --count 1000 --json
       csnotify simulate --replay captured-events.jsonl --rate 0
     """
@@ -1432,9 +1452,19 @@ def simulate(
             raise ValueError
     except ValueError:
         raise BadInput(f"--rate {rate!r}: use a number of events per second, e.g. 100/s") from None
+    from csnotify.events import parse_time
+    from csnotify.servertime import parse_zone
+
+    if max_page_size < 1:
+        raise BadInput(f"--max-page-size {max_page_size}: use a page size of 1 or more")
+    zone = parse_zone(timezone) if timezone is not None else None
+    first = parse_time(start) if start else None
     app_state = state(ctx)
     terminal = app_state.terminal
     options = SimulatorOptions(
+        timezone=zone,
+        max_page_size=max_page_size,
+        start=first,
         listen=listen_on,
         amqp=amqp,
         exchange=exchange,

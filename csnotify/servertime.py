@@ -22,11 +22,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
 from typing import Any
 
 from csnotify.errors import BadInput
 
 WALL = "%Y-%m-%d %H:%M:%S"  # BaseCmd/ParamProcessWorker newInputFormat
+# Zones change their offset at night, local time (00:00 to 03:00 in tzdata's rules); a
+# learned offset may be about to shrink then, so a start in those hours is taken earlier.
+CHANGE_HOURS = range(4)
+CHANGE = timedelta(hours=1)  # the largest DST step in use
 # Offsets in use on Earth lie between -12:00 and +14:00: with nothing known, a wall time
 # read with any of them stays on the safe side.
 WESTMOST = timedelta(hours=-12)
@@ -57,6 +62,24 @@ def parse_zone(text: str) -> tzinfo:
             f"unknown time zone {text!r}; use an IANA name such as America/New_York"
             " or an offset such as +05:30"
         ) from None
+
+
+def host_zone() -> tzinfo:
+    """This host's zone, as a JVM takes it (``TZ``, else /etc/localtime), else its offset."""
+    import os
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            link = str(Path("/etc/localtime").readlink())
+            name = link.split("zoneinfo/", 1)[1] if "zoneinfo/" in link else ""
+        except OSError:
+            name = ""
+    try:
+        return ZoneInfo(name) if name else datetime.now().astimezone().tzinfo or UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return datetime.now().astimezone().tzinfo or UTC
 
 
 def offset_of(created: Any) -> timedelta | None:
@@ -117,7 +140,12 @@ class ServerClock:
         moment = moment.astimezone(UTC).replace(microsecond=0)
         if self.zone is None:
             offset = self.offset if self.offset is not None else (WESTMOST if early else EASTMOST)
-            return (moment + offset).strftime(WALL)
+            wall = moment + offset
+            if early and self.offset is not None and wall.hour in CHANGE_HOURS:
+                # A DST end we have not seen yet would make the server read this wall time
+                # an hour later than meant; an hour earlier is safe whatever happened.
+                wall -= CHANGE
+            return wall.strftime(WALL)
         candidate = moment
         for _ in range(4):  # a DST change moves the answer once; zones do not stack them
             wall = candidate.astimezone(self.zone).replace(tzinfo=None)
