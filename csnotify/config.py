@@ -10,7 +10,7 @@ from __future__ import annotations
 import configparser
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,13 @@ class Setting:
     help: str
     secret: bool = False
     minimum: float | None = None
+    check: Callable[[Any], object] | None = None  # raises BadInput for a value it refuses
+
+
+def _zone(value: Any) -> object:
+    from csnotify.servertime import parse_zone
+
+    return parse_zone(value) if str(value).strip() else None
 
 
 SETTINGS: dict[str, Setting] = {
@@ -48,6 +55,7 @@ SETTINGS: dict[str, Setting] = {
             "",
             "the management server's time zone (e.g. America/New_York, +05:30);"
             " empty: learned from the offsets of the events it returns",
+            check=_zone,
         ),
         Setting(
             "cloudstack.verify_tls",
@@ -166,6 +174,11 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
         raise BadInput(
             f"{setting.key} must be at least {setting.minimum:g}, got {value!r} ({origin})"
         )
+    if setting.check is not None:
+        try:
+            setting.check(converted)
+        except BadInput as exc:
+            raise BadInput(f"{setting.key}: {exc.message} ({origin})") from None
     return converted
 
 

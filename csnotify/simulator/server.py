@@ -42,6 +42,7 @@ class Behaviour:
 # BaseCmd.newInputDateFormat (api/src/main/java/org/apache/cloudstack/api/BaseCmd.java)
 _NEW_INPUT = re.compile(r"[\d]+-[\d]+-[\d]+ [\d]+:[\d]+:[\d]+")
 _DATE_PREFIX = re.compile(r"(\d+)-(\d+)-(\d+)")
+_WITH_OFFSET = re.compile(r"\d+-\d+-\d+T\d+:\d+:\d+[+-]\d{4}")  # SimpleDateFormat's Z
 
 
 def _in_zone(wall: datetime, zone: tzinfo) -> datetime:
@@ -64,10 +65,8 @@ def parse_api_date(text: str, field_name: str, zone: tzinfo) -> datetime:
     if _NEW_INPUT.fullmatch(value):
         wall = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007 - in the JVM zone
         return _in_zone(wall, zone)
-    try:
+    if _WITH_OFFSET.fullmatch(value):
         return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
-    except ValueError:
-        pass
     match = _DATE_PREFIX.match(value)
     if not match:
         raise ValueError(text)
