@@ -265,3 +265,45 @@ def test_page_size_setting_below_one_is_bad_input(cli, config_file: Path) -> Non
     assert r.exit_code == 2 and "unknown time zone 'Atlantis/Lost'" in r.stderr
     assert not config_file.exists()
     assert cli("config", "set", "cloudstack.timezone", "Asia/Kolkata").exit_code == 0
+
+
+def list_events_inner(sim) -> dict:
+    """What `cmk -o json list events listall=true` and `cs listEvents listall=true` print:
+    the response's inner object, without the listeventsresponse wrapper."""
+    import urllib.request
+
+    from csnotify.signing import signed_api_query
+
+    params = {"command": "listEvents", "response": "json", "listall": "true",
+              "apiKey": "test-api-key", "signatureVersion": "3",
+              "expires": "2999-01-01T00:00:00+0000"}  # fmt: skip
+    with urllib.request.urlopen(f"{sim.url}?{signed_api_query(params, 'test-secret-key')}") as r:
+        return json.loads(r.read())["listeventsresponse"]
+
+
+@pytest.mark.parametrize(
+    "render",
+    [
+        lambda inner: json.dumps(inner, indent=2, ensure_ascii=False),  # cmk -o json
+        lambda inner: json.dumps(inner, indent=2, sort_keys=True),  # cs
+        json.dumps,
+    ],
+    ids=["cmk", "cs", "compact"],
+)
+def test_cmk_and_cs_output_piped_to_dispatch(render, tmp_path: Path) -> None:
+    with (
+        Receiver() as rx,
+        simulator(tmp_path, "--count", "40", "--rate", "0", "--timezone", WEST) as sim,
+    ):
+        sim.wait_generated()
+        subscribe_all(rx)
+        inner = list_events_inner(sim)
+        assert set(inner) == {"count", "event"}
+        r = run_process("dispatch", "-", input=render(inner))
+    assert r.exit_code == 0, r.stderr
+    assert sorted(b["event"]["id"] for b in rx.bodies()) == sorted(e["id"] for e in inner["event"])
+    created = {b["event"]["id"]: b["event"]["created"] for b in rx.bodies()}
+    row = inner["event"][0]
+    assert created[row["id"]] == (
+        datetime.strptime(row["created"], "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
+    ).strftime("%Y-%m-%dT%H:%M:%SZ")
