@@ -192,7 +192,8 @@ def from_list_item(item: dict[str, Any], source: str = "api") -> Event:
 
 def is_list_inner(doc: dict[str, Any]) -> bool:
     """``{"count": N, "event": [...]}``: listEvents' answer without its wrapper, as cmk
-    (cmd/output.go prints the response's only value) and ``cs`` return it."""
+    (cloudmonkey cmd/network.go getResponseData keeps the inner object) and ``cs`` return
+    it."""
     keys = set(doc) - {"count"}
     return isinstance(doc.get("count"), int) and (
         not keys or (keys == {"event"} and isinstance(doc["event"], list))
