@@ -202,7 +202,6 @@ def _refusal(command: str, code: int, text: str | None) -> ApiRefused | None:
 # -- listEvents, read completely --------------------------------------------------------
 
 MAX_ROUNDS = 30  # full re-reads of one over-full second before leaving it to the next poll
-LAG = timedelta(seconds=2)  # the newest second may still be written to; read up to now - LAG
 
 
 def created_utc(row: dict[str, Any]) -> datetime:

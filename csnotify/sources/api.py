@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from csnotify.cloudstack import LAG, ApiUnavailable, CloudStackClient, EventReader, created_utc
+from csnotify.cloudstack import ApiUnavailable, CloudStackClient, EventReader, created_utc
 from csnotify.errors import BadInput
 from csnotify.events import Event, from_list_item, parse_time, utc_iso
 from csnotify.servertime import offset_text, parse_offset
@@ -103,12 +103,15 @@ class ApiSource:
         }
 
     async def _poll(self, fetched: Cursor) -> list[dict[str, Any]]:
-        """The rows after the cursor that may be handed on now, newest first."""
+        """The rows after the cursor that may be handed on now, newest first: every row the
+        server counts up to now, or up to a second it could not give completely."""
         start = parse_time(fetched.created)
-        end = datetime.now(UTC).replace(microsecond=0) - LAG
+        end = datetime.now(UTC).replace(microsecond=0)
         window = await self.reader.read(start, end, known={start: set(fetched.ids)})
-        limit = min(end, window.incomplete) if window.incomplete else end
-        return [r for r in window.newest_first() if created_utc(r) <= limit]
+        rows = window.newest_first()
+        if window.incomplete is None:
+            return rows
+        return [r for r in rows if created_utc(r) <= window.incomplete]
 
     async def run(self, listener: Listener) -> None:
         saved = await self._start(listener)
