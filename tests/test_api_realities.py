@@ -197,12 +197,11 @@ def test_events_since_10m_is_exactly_the_last_ten_minutes(tmp_path: Path) -> Non
 
 class CloudStackRefusing:
     """Answers listEvents with one CloudStack error (HTTP status = errorcode, as
-    ApiServer.writeResponse does)."""
+    ApiServer.writeResponse does), or with 200 an empty page."""
 
     def __init__(self, code: int, text: str) -> None:
-        body = json.dumps(
-            {"listeventsresponse": {"uuidList": [], "errorcode": code, "errortext": text}}
-        ).encode()
+        error = {"listeventsresponse": {"uuidList": [], "errorcode": code, "errortext": text}}
+        body = json.dumps(error if code != 200 else {"listeventsresponse": {}}).encode()
         self.hits = 0
         server = self
 
@@ -307,3 +306,70 @@ def test_cmk_and_cs_output_piped_to_dispatch(render, tmp_path: Path) -> None:
     assert created[row["id"]] == (
         datetime.strptime(row["created"], "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
     ).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_verify_tls_and_a_private_ca(tmp_path: Path) -> None:
+    """cmk's verifycert = false maps to cloudstack.verify_tls = false; cloudstack.ca_file
+    trusts a private CA instead."""
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = CloudStackRefusing(200, "")  # 200: an empty page
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    server.http.socket = context.wrap_socket(server.http.socket, server_side=True)
+    env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": server.url.replace("http:", "https:"),
+           "CSNOTIFY_CLOUDSTACK_API_KEY": "k", "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "s"}  # fmt: skip
+    try:
+        r = run_process("events", env=env)
+        assert r.exit_code == 3 and "CERTIFICATE_VERIFY_FAILED" in r.stderr, r.stderr
+        r = run_process("events", env={**env, "CSNOTIFY_CLOUDSTACK_VERIFY_TLS": "false"})
+        assert r.exit_code == 0 and r.stderr.strip() == "no events", r.stderr
+        r = run_process("events", env={**env, "CSNOTIFY_CLOUDSTACK_CA_FILE": str(cert)})
+        assert r.exit_code == 0 and r.stderr.strip() == "no events", r.stderr
+        r = run_process("events", env={**env, "CSNOTIFY_CLOUDSTACK_CA_FILE": str(tmp_path / "no")})
+        assert r.exit_code == 2 and "cannot use cloudstack.ca_file" in r.stderr
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_events_window_across_the_end_of_dst_is_exact(forced: bool, tmp_path: Path) -> None:
+    tz = ZoneInfo("America/New_York")
+    first = datetime(2026, 11, 1, 4, 30, 7, tzinfo=UTC)
+    rows = [
+        {"id": f"00000000-0000-4000-8000-{i:012d}", "type": "VM.STOP", "level": "INFO",
+         "state": "Completed", "description": "stopped", "account": "admin",
+         "created": (first + timedelta(seconds=61 * i)).astimezone(tz).strftime(
+             "%Y-%m-%dT%H:%M:%S%z")}
+        for i in range(150)  # 04:30Z to 07:02Z: 00:30 EDT, the repeated 01:xx, 02:02 EST
+    ]  # fmt: skip
+    replay = tmp_path / "dst.json"
+    replay.write_text(json.dumps({"listeventsresponse": {"count": 150, "event": rows}}))
+    extra = {"CSNOTIFY_CLOUDSTACK_TIMEZONE": "America/New_York"} if forced else {}
+    since, until = (
+        datetime(2026, 11, 1, 5, 40, tzinfo=UTC),
+        datetime(2026, 11, 1, 6, 20, tzinfo=UTC),
+    )
+    with simulator(tmp_path, "--replay", str(replay), "--rate", "0", "--timezone", str(tz)) as sim:
+        sim.wait_generated()
+        r = run_process("events", "--since", "2026-11-01T05:40:00Z", "--until",
+                        "2026-11-01T06:20:00Z", "--json", "--limit", "1000",
+                        env=api_env(sim, **extra))  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    expected = {
+        row["id"]
+        for row in rows
+        if since <= datetime.strptime(row["created"], "%Y-%m-%dT%H:%M:%S%z") <= until
+    }
+    assert {json.loads(line)["id"] for line in r.stdout.splitlines()} == expected
+    assert {row["created"][-5:] for row in rows if row["id"] in expected} == {"-0400", "-0500"}
