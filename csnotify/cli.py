@@ -1320,6 +1320,10 @@ def events(
 ) -> None:
     """Query CloudStack's listEvents with the configured keys, newest first.
 
+    --since and --until (UTC unless given with an offset, or relative: 10m, 2h, 1d) are
+    sent in the server's time zone (learned from the events' created offsets, or
+    cloudstack.timezone) and the answer is kept to exactly that window.
+
     \b
     Examples:
       csnotify events --since 1h

@@ -140,7 +140,7 @@ class ApiSource:
         finally:
             if not listener.options.dry_run:
                 await listener.finish()  # after a signal: in-flight deliveries end first
-                await self._save(listener, poller)
+                await self._save(listener, poller, force=True)
 
     async def _submit(
         self, listener: Listener, poller: _Frontier, rows: list[dict[str, Any]]
