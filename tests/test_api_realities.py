@@ -373,3 +373,42 @@ def test_events_window_across_the_end_of_dst_is_exact(forced: bool, tmp_path: Pa
     }
     assert {json.loads(line)["id"] for line in r.stdout.splitlines()} == expected
     assert {row["created"][-5:] for row in rows if row["id"] in expected} == {"-0400", "-0500"}
+
+
+def test_page_size_is_halved_when_the_431_names_no_limit() -> None:
+    """An older or patched server that refuses the page size without stating its limit:
+    halve until it accepts, then go on (here: no events)."""
+    sizes: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            from urllib.parse import parse_qs, urlparse
+
+            size = int(parse_qs(urlparse(self.path).query)["pagesize"][0])
+            sizes.append(size)
+            doc = (
+                {"listeventsresponse": {"errorcode": 431, "errortext": "Invalid page size"}}
+                if size > 100
+                else {"listeventsresponse": {}}
+            )
+            body = json.dumps(doc).encode()
+            self.send_response(431 if size > 100 else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": f"http://127.0.0.1:{http.server_address[1]}/client/api",
+           "CSNOTIFY_CLOUDSTACK_API_KEY": "k", "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "s"}  # fmt: skip
+    try:
+        r = run_process("events", "--since", "1h", env=env)
+    finally:
+        http.shutdown()
+    assert r.exit_code == 0 and r.stderr.strip() == "no events", r.stderr
+    assert sizes[:4] == [500, 250, 125, 62]
+    assert set(sizes[4:]) == {62}
