@@ -21,7 +21,7 @@ from csnotify.cloudstack import ApiUnavailable, CloudStackClient, EventReader, c
 from csnotify.errors import BadInput
 from csnotify.events import Event, from_list_item, parse_time, utc_iso
 from csnotify.servertime import offset_text, parse_offset
-from csnotify.sources import Outage
+from csnotify.sources import Outage, log
 
 if TYPE_CHECKING:
     from csnotify.listen import Listener
@@ -108,6 +108,15 @@ class ApiSource:
         start = parse_time(fetched.created)
         end = datetime.now(UTC).replace(microsecond=0)
         window = await self.reader.read(start, end, known={start: set(fetched.ids)})
+        if window.short and window.incomplete is None:
+            log.warning(
+                "listEvents counted %d more events from %s than it returned after three"
+                " readings; going on without them",
+                window.short,
+                fetched.created,
+            )
+        if window.incomplete is not None:
+            log.info("events of %s not all read yet; the cursor waits there", window.incomplete)
         rows = window.newest_first()
         if window.incomplete is None:
             return rows
