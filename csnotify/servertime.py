@@ -28,8 +28,8 @@ from typing import Any
 from csnotify.errors import BadInput
 
 WALL = "%Y-%m-%d %H:%M:%S"  # BaseCmd/ParamProcessWorker newInputFormat
-# Zones change their offset at night, local time (00:00 to 03:00 in tzdata's rules); a
-# learned offset may be about to shrink then, so a start in those hours is taken earlier.
+# Zones change their offset at night, local time (00:00 to 03:00 in tzdata's rules): a
+# learned offset may have shrunk unseen when a start falls in those hours.
 CHANGE_HOURS = range(4)
 CHANGE = timedelta(hours=1)  # the largest DST step in use
 # Offsets in use on Earth lie between -12:00 and +14:00: with nothing known, a wall time
@@ -128,9 +128,16 @@ class ServerClock:
     def start_offset(self) -> timedelta:
         return self.offset if self.offset is not None else WESTMOST
 
-    def start(self, moment: datetime) -> str:
-        """A ``startdate`` the server reads as ``moment`` or earlier."""
-        return self._wall(moment, early=True)
+    def start(self, moment: datetime, back: bool = False) -> str:
+        """A ``startdate`` the server reads as ``moment`` or earlier; ``back``: an hour
+        earlier, safe even if the zone has left DST since its offset was learned."""
+        return self._wall(moment - (CHANGE if back else timedelta(0)), early=True)
+
+    def unsure(self, moment: datetime) -> bool:
+        """A learned offset, and ``moment`` in the night hours when it may have changed."""
+        if self.zone is not None or self.offset is None:
+            return False
+        return (moment.astimezone(UTC) + self.offset).hour in CHANGE_HOURS
 
     def end(self, moment: datetime) -> str:
         """An ``enddate`` the server reads as ``moment`` or later."""
@@ -140,12 +147,7 @@ class ServerClock:
         moment = moment.astimezone(UTC).replace(microsecond=0)
         if self.zone is None:
             offset = self.offset if self.offset is not None else (WESTMOST if early else EASTMOST)
-            wall = moment + offset
-            if early and self.offset is not None and wall.hour in CHANGE_HOURS:
-                # A DST end we have not seen yet would make the server read this wall time
-                # an hour later than meant; an hour earlier is safe whatever happened.
-                wall -= CHANGE
-            return wall.strftime(WALL)
+            return (moment + offset).strftime(WALL)
         candidate = moment
         for _ in range(4):  # a DST change moves the answer once; zones do not stack them
             wall = candidate.astimezone(self.zone).replace(tzinfo=None)

@@ -47,12 +47,16 @@ def test_learned_offset_gives_the_servers_wall_clock() -> None:
     assert clock.start(utc("2026-05-14 10:22:31")) == "2026-05-14 15:52:31"
 
 
-def test_learned_offset_steps_back_in_the_hours_a_dst_change_can_happen() -> None:
+def test_learned_offset_can_step_back_in_the_hours_a_dst_change_can_happen() -> None:
     # 01:59:58 EDT: if the zone fell back meanwhile, the server reads that wall time as
     # EST, an hour later; a start an hour earlier is safe either way.
     clock = ServerClock(offset=timedelta(hours=-4))
-    assert clock.start(utc("2026-11-01 05:59:58")) == "2026-11-01 00:59:58"
+    assert clock.unsure(utc("2026-11-01 05:59:58"))
+    assert not clock.unsure(utc("2026-11-01 09:00:00"))
+    assert clock.start(utc("2026-11-01 05:59:58")) == "2026-11-01 01:59:58"
+    assert clock.start(utc("2026-11-01 05:59:58"), back=True) == "2026-11-01 00:59:58"
     assert clock.end(utc("2026-11-01 05:59:58")) == "2026-11-01 01:59:58"
+    assert not ServerClock(zone=NEW_YORK).unsure(utc("2026-11-01 05:59:58"))
 
 
 @pytest.mark.parametrize(
