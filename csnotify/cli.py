@@ -1219,7 +1219,9 @@ def listen(
     """Run the pipeline: take events off a source and deliver them until stopped.
 
     api polls CloudStack's listEvents with the configured keys (cloudstack.*), keeping a
-    cursor in the store so a restart neither loses nor repeats events. amqp consumes
+    cursor in the store so a restart neither loses nor repeats events; times go out in
+    the server's zone (learned, or cloudstack.timezone) and every page of a poll is read
+    completely, at the page size the server allows. amqp consumes
     CloudStack's RabbitMQ event bus (amqp.*) from a durable queue that several listeners
     can share; each message is acknowledged once its deliveries are finished. stdin reads
     JSON lines. SIGTERM or SIGINT: deliveries in flight finish, then it exits 0.
