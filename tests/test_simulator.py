@@ -212,7 +212,10 @@ def test_ties_come_back_in_a_new_order_on_every_query() -> None:
     log = burst(40)
     orders = {
         tuple(
-            e["id"] for e in list_events(log, {"pagesize": "40"})[1]["listeventsresponse"]["event"]
+            e["id"]
+            for e in list_events(log, {"page": "1", "pagesize": "40"})[1]["listeventsresponse"][
+                "event"
+            ]
         )
         for _ in range(5)
     }
@@ -225,7 +228,7 @@ def test_ties_come_back_in_a_new_order_on_every_query() -> None:
 def test_page_size_limit_and_page_past_the_end() -> None:
     how = Behaviour(max_page_size=20)
     log = burst(25)
-    status, doc = list_events(log, {"pagesize": "21"}, how)
+    status, doc = list_events(log, {"page": "1", "pagesize": "21"}, how)
     assert status == 431
     assert doc["listeventsresponse"]["errortext"] == (
         "Page size can't exceed max allowed page size value: 20"
@@ -235,6 +238,10 @@ def test_page_size_limit_and_page_past_the_end() -> None:
         "listeventsresponse": {"count": 25}
     }
     assert list_events(log, {"page": "1", "pagesize": "-1"}, how)[0] == 431
+    assert list_events(log, {"pagesize": "5"}, how)[1]["listeventsresponse"]["errortext"] == (
+        '"page" parameter is required when "pagesize" is specified'
+    )
+    assert list_events(log, {"page": "2"}, how)[0] == 431
     assert len(list_events(log, {"pagesize": "-1"}, how)[1]["listeventsresponse"]["event"]) == 25
     status, doc = list_events(log, {"startdate": "last tuesday"}, how)
     assert (

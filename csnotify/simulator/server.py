@@ -117,7 +117,13 @@ def list_events(
             f"Unable to execute API command listevents due to invalid value"
             f" {params[name]} for parameter {name}"
         )
-    # BaseListCmd.getPageSize (api/src/main/java/org/apache/cloudstack/api/BaseListCmd.java)
+    # BaseListCmd (api/src/main/java/org/apache/cloudstack/api/BaseListCmd.java):
+    # validateSpecificParameters wants page and pagesize together (pagesize -1 alone is
+    # allowed); getPageSize refuses more than default.page.size.
+    if page is not None and pagesize is None:
+        return _param_error('"pagesize" parameter is required when "page" is specified')
+    if pagesize is not None and pagesize != -1 and page is None:
+        return _param_error('"page" parameter is required when "pagesize" is specified')
     if pagesize is not None and pagesize > how.max_page_size:
         return _param_error(
             f"Page size can't exceed max allowed page size value: {how.max_page_size}"
@@ -151,7 +157,7 @@ def list_events(
     if not rows:
         return 200, {"listeventsresponse": {}}
     size = len(rows) if pagesize == -1 else (pagesize or how.max_page_size)
-    # BaseListCmd.getStartIndex: (page - 1) * pagesize; page < 1 counts as the first
+    # BaseListCmd.getStartIndex: (page - 1) * pagesize; a page below 1 starts at 0
     first = (max(page or 1, 1) - 1) * size
     chosen = [r for _, _, r in rows[first : first + size]]
     inner: dict[str, Any] = {"count": len(rows)}
