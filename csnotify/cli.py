@@ -1864,7 +1864,8 @@ def config_set(
     path = app_state.config_path()
     typed = config.set_value(path, key, secret_value(value, app_state.terminal, key) or "")
     shown = config.mask_setting(key, typed) if config.SETTINGS[key].secret else typed
-    app_state.say(f"{key} = {shown!r} in {path}")
+    text = str(shown).lower() if isinstance(shown, bool) else repr(shown)  # as TOML writes it
+    app_state.say(f"{key} = {text} in {path}")
 
 
 @config_app.command("import-cmk")
