@@ -116,7 +116,8 @@ def test_other_commands() -> None:
 def test_events_command_through_the_simulator(cli, tmp_path: Path) -> None:
     replay = tmp_path / "replay.json"
     replay.write_text((FIXTURES / "api" / "listevents_response.json").read_text())
-    with simulator(tmp_path, "--replay", str(replay), "--rate", "0") as sim:
+    # the sample rows are written in UTC: a server whose JVM runs in UTC
+    with simulator(tmp_path, "--replay", str(replay), "--rate", "0", "--timezone", "UTC") as sim:
         sim.wait_generated()
         env = {"CSNOTIFY_CLOUDSTACK_URL": sim.url, "CSNOTIFY_CLOUDSTACK_API_KEY": "test-api-key",
                "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key"}  # fmt: skip
