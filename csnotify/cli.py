@@ -831,7 +831,8 @@ def dispatch(
 ) -> None:
     """Deliver the events in FILE (or stdin) once, then print a summary.
 
-    Accepts JSON lines, a JSON array, a listEvents response (listeventsresponse), our own
+    Accepts JSON lines, a JSON array, a listEvents response (listeventsresponse, or its
+    inner {"count": N, "event": [...]} as cmk -o json and cs print it), our own
     or CloudEvents JSON, and CloudStack event-bus message bodies. A bad line is reported
     as 'line N: reason' and skipped; the others are delivered. The exit status is 1 when
     a line was skipped or a delivery failed.
@@ -1385,7 +1386,9 @@ def listen(
     """Run the pipeline: take events off a source and deliver them until stopped.
 
     api polls CloudStack's listEvents with the configured keys (cloudstack.*), keeping a
-    cursor in the store so a restart neither loses nor repeats events. amqp consumes
+    cursor in the store so a restart neither loses nor repeats events; times go out in
+    the server's zone (learned, or cloudstack.timezone) and every page of a poll is read
+    completely, at the page size the server allows. amqp consumes
     CloudStack's RabbitMQ event bus (amqp.*) from a durable queue that several listeners
     can share; each message is acknowledged once its deliveries are finished. stdin reads
     JSON lines. SIGTERM or SIGINT: deliveries in flight finish, then it exits 0.
@@ -1527,6 +1530,10 @@ def events(
 ) -> None:
     """Query CloudStack's listEvents with the configured keys, newest first.
 
+    --since and --until (UTC unless given with an offset, or relative: 10m, 2h, 1d) are
+    sent in the server's time zone (learned from the events' created offsets, or
+    cloudstack.timezone) and the answer is kept to exactly that window.
+
     \b
     Examples:
       csnotify events --since 1h
@@ -1534,23 +1541,22 @@ def events(
       csnotify events --json --since 1d | csnotify dispatch -
     """
     from csnotify import aio
-    from csnotify.cloudstack import CloudStackClient, Credentials, api_date
+    from csnotify.cloudstack import CloudStackClient, Credentials, recent_events
     from csnotify.events import from_list_item, parse_since
     from csnotify.matching import parse_level
 
     app_state = state(ctx)
     creds = Credentials.from_settings(app_state.settings())
-    filters = {
-        "type": type_,
-        "level": parse_level(level) if level else None,
-        "startdate": api_date(parse_since(since)) if since else None,
-        "enddate": api_date(parse_since(until)) if until else None,
-        "account": account,
-    }
+    start = parse_since(since) if since else None
+    end = parse_since(until) if until else None
+    if start and end and start > end:
+        raise BadInput("--since is after --until; swap them")
+    filters = {"type": type_, "level": parse_level(level) if level else None, "account": account}
 
     async def query() -> list[dict[str, Any]]:
         async with CloudStackClient(creds) as client:
-            return await client.list_events(limit=limit, **{k: v for k, v in filters.items() if v})
+            wanted = {k: v for k, v in filters.items() if v}
+            return await recent_events(client, start, end, wanted, limit)
 
     rows = aio.run(query())
     found = [from_list_item(r) for r in rows if isinstance(r.get("id"), str) and r.get("type")]
@@ -1611,6 +1617,21 @@ def simulate(
     record: Path | None = typer.Option(
         None, "--record", metavar="FILE", help="Append each event here (JSON lines)."
     ),
+    timezone: str | None = typer.Option(
+        None,
+        "--timezone",
+        metavar="ZONE",
+        help="The server's (JVM's) zone for created and startdate/enddate (default: this host's).",
+    ),
+    max_page_size: int = typer.Option(
+        500, "--max-page-size", metavar="N", help="default.page.size: larger pagesize gets 431."
+    ),
+    start: str | None = typer.Option(
+        None,
+        "--start",
+        metavar="TIME",
+        help="The server's clock starts at TIME (e.g. just before a DST change) and runs on.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the connection details as one JSON line."
     ),
@@ -1619,9 +1640,14 @@ def simulate(
     RabbitMQ publishing exactly as CloudStack's event bus does, fed with realistic events
     of all five categories. Runs until SIGTERM or SIGINT.
 
+    It behaves as CloudStack does where deployments surprise clients: created and dates
+    in the server's zone, ties within a second in a new order on every query, 431 above
+    the page size limit, GET or POSTed parameters (see README, "Tested against").
+
     \b
     Examples:
       csnotify simulate --rate 50/s
+      csnotify simulate --timezone America/New_York --max-page-size 100
       csnotify simulate --amqp amqp://guest:guest@127.0.0.1:5672/ --count 1000 --json
       csnotify simulate --replay captured-events.jsonl --rate 0
     """
@@ -1640,9 +1666,19 @@ def simulate(
             raise ValueError
     except ValueError:
         raise BadInput(f"--rate {rate!r}: use a number of events per second, e.g. 100/s") from None
+    from csnotify.events import parse_time
+    from csnotify.servertime import parse_zone
+
+    if max_page_size < 1:
+        raise BadInput(f"--max-page-size {max_page_size}: use a page size of 1 or more")
+    zone = parse_zone(timezone) if timezone is not None else None
+    first = parse_time(start) if start else None
     app_state = state(ctx)
     terminal = app_state.terminal
     options = SimulatorOptions(
+        timezone=zone,
+        max_page_size=max_page_size,
+        start=first,
         listen=listen_on,
         amqp=amqp,
         exchange=exchange,
@@ -1768,7 +1804,13 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
             f" {lst.get('rejected', 0)} rejected (updated {lst['updated'][:19]})"
         )
     for cur in report["cursors"]:
-        lines.append(f"cursor {cur['source']}: at {cur['created']} (updated {cur['updated'][:19]})")
+        server = cur.get("server_zone") or cur.get("server_offset")
+        seen = f", server time zone {server}" if server else ""
+        pages = f", page size {cur['page_size']}" if cur.get("page_size") else ""
+        lines.append(
+            f"cursor {cur['source']}: at {cur['created']}{seen}{pages}"
+            f" (updated {cur['updated'][:19]})"
+        )
     q = report["queue"]
     if q:
         depth = q["depth"] if q["depth"] is not None else f"unknown ({q['error']})"
@@ -2091,18 +2133,25 @@ def config_set(
     path = app_state.config_path()
     typed = config.set_value(path, key, secret_value(value, app_state.terminal, key) or "")
     shown = config.mask_setting(key, typed) if config.SETTINGS[key].secret else typed
-    app_state.say(f"{key} = {shown!r} in {path}")
+    text = str(shown).lower() if isinstance(shown, bool) else repr(shown)  # as TOML writes it
+    app_state.say(f"{key} = {text} in {path}")
 
 
 @config_app.command("import-cmk")
 def config_import_cmk(
     ctx: typer.Context,
-    cmk_config: Path = typer.Option(
-        Path("~/.cmk/config"), "--cmk-config", help="CloudMonkey's config file."
+    cmk_config: Path | None = typer.Option(
+        None,
+        "--cmk-config",
+        help="CloudMonkey's config file (default: ~/.cmk/config, else ~/.cloudmonkey/config).",
     ),
     profile: str | None = typer.Option(None, "--profile", help="Profile (default: cmk's current)."),
 ) -> None:
-    """Copy url, apikey and secretkey of a CloudMonkey (cmk) profile into our config.
+    """Copy url, apikey, secretkey and verifycert of a CloudMonkey profile into our config.
+
+    Reads CloudMonkey 6 (cmk, ~/.cmk/config: core keys without a header, one section per
+    profile) and CloudMonkey 5 (~/.cloudmonkey/config, [core] section). verifycert = false
+    becomes cloudstack.verify_tls = false.
 
     \b
     Examples:
@@ -2112,12 +2161,13 @@ def config_import_cmk(
     from csnotify import config
 
     app_state = state(ctx)
-    cmk = config.read_cmk(cmk_config.expanduser(), profile)
+    cmk = config.read_cmk(config.cmk_config_path(cmk_config), profile)
     path = app_state.config_path()
     config.import_cmk(path, cmk)
+    tls = "" if cmk.verify_tls else " (verify_tls = false, as its verifycert)"
     app_state.say(
         f"imported url, api_key and secret_key of profile {cmk.profile!r} from {cmk.path}"
-        f" into {path}"
+        f" into {path}{tls}"
     )
 
 

@@ -12,7 +12,7 @@ import math
 import os
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,25 @@ class Setting:
     secret: bool = False
     minimum: float | None = None
     maximum: float | None = None
-    check: str | None = None  # "duration" or "schedule": text checked by that parser
+    check: Callable[[Any], object] | None = None  # raises BadInput for a value it refuses
+
+
+def _zone(value: Any) -> object:
+    from csnotify.servertime import parse_zone
+
+    return parse_zone(value) if str(value).strip() else None
+
+
+def _schedule(value: Any) -> object:
+    from csnotify.events import parse_schedule
+
+    return parse_schedule(str(value), "a wait")
+
+
+def _duration(value: Any) -> object:
+    from csnotify.events import parse_duration
+
+    return parse_duration(str(value), "the duration")
 
 
 SETTINGS: dict[str, Setting] = {
@@ -46,6 +64,28 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("cloudstack.api_key", str, "", "API key of the CloudStack user"),
         Setting("cloudstack.secret_key", str, "", "secret key of the CloudStack user", secret=True),
+        Setting(
+            "cloudstack.timezone",
+            str,
+            "",
+            "the management server's time zone (e.g. America/New_York, +05:30);"
+            " empty: learned from the offsets of the events it returns",
+            check=_zone,
+        ),
+        Setting(
+            "cloudstack.verify_tls",
+            bool,
+            True,
+            "check the API's TLS certificate (CloudMonkey's verifycert)",
+        ),
+        Setting("cloudstack.ca_file", str, "", "CA bundle (PEM) for a private CA of the API"),
+        Setting(
+            "cloudstack.page_size",
+            int,
+            500,
+            "listEvents page size to start from; lowered to the server's limit when it says so",
+            minimum=1,
+        ),
         Setting(
             "amqp.url",
             str,
@@ -79,14 +119,14 @@ SETTINGS: dict[str, Setting] = {
             "0s,5s,30s,2m,10m,1h",
             "wait before each attempt of a delivery (the first is usually 0s); kept in the store,"
             " so retries survive a restart. Retry-After is honoured up to the last step",
-            check="schedule",
+            check=_schedule,
         ),
         Setting(
             "delivery.max_age",
             str,
             "24h",
             "a delivery still pending this long after its event was accepted is given up",
-            check="duration",
+            check=_duration,
         ),
         Setting(
             "delivery.per_endpoint",
@@ -182,8 +222,12 @@ def did_you_mean(key: str) -> str:
 
 def coerce(setting: Setting, value: Any, origin: str) -> Any:
     """Turn a string (from env or a flag) or a TOML value into the setting's type."""
-    expected = {int: "a whole number", float: "a number", str: "text"}[setting.type]
+    expected = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}[
+        setting.type
+    ]
     converted: Any
+    if setting.type is bool:
+        return _boolean(setting, value, expected, origin)
     if isinstance(value, bool):
         raise BadInput(f"{setting.key} expects {expected}, got {value!r} ({origin})")
     try:
@@ -201,8 +245,6 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
         raise BadInput(f"{setting.key} expects {expected}, got {value!r} ({origin})") from None
     if setting.type is float and not math.isfinite(converted):
         raise BadInput(f"{setting.key} expects a finite number, got {value!r} ({origin})")
-    if setting.check is not None:
-        _check_text(setting, converted, origin)
     if setting.minimum is not None and converted < setting.minimum:
         raise BadInput(
             f"{setting.key} must be at least {setting.minimum:g}, got {value!r} ({origin})"
@@ -213,19 +255,12 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
         )
     if setting.key in URL_SETTINGS and converted:
         check_url(converted, f"{setting.key} ({origin})", URL_SETTINGS[setting.key])
+    if setting.check is not None:
+        try:
+            setting.check(converted)
+        except BadInput as exc:
+            raise BadInput(f"{setting.key}: {exc.message} ({origin})") from None
     return converted
-
-
-def _check_text(setting: Setting, value: str, origin: str) -> None:
-    from csnotify.events import parse_duration, parse_schedule
-
-    try:
-        if setting.check == "schedule":
-            parse_schedule(value, setting.key)
-        else:
-            parse_duration(value, setting.key)
-    except BadInput as exc:
-        raise BadInput(f"{exc.message} ({origin})") from None
 
 
 # Settings an earlier version had. A config file that still holds one keeps working (the
@@ -270,6 +305,18 @@ def check_url(url: str, what: str, schemes: tuple[str, ...] = ()) -> None:
             raise BadInput(f"{what}: {mask_uri(url)!r} is not a valid URL ({exc})") from None
         if not host:
             raise BadInput(f"{what}: {mask_uri(url)!r} names no host")
+
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}  # fmt: skip
+
+
+def _boolean(setting: Setting, value: Any, expected: str, origin: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+        return _BOOLEANS[value.strip().lower()]
+    raise BadInput(f"{setting.key} expects {expected}, got {value!r} ({origin})")
 
 
 @dataclass
@@ -405,27 +452,59 @@ class CmkProfile:
     url: str
     api_key: str
     secret_key: str
+    verify_tls: bool = True
 
 
-def read_cmk(path: Path, profile: str | None = None) -> CmkProfile:
-    """Read url/apikey/secretkey of CloudMonkey's current (or named) profile."""
-    parser = configparser.ConfigParser(interpolation=None)
+# go-ini (CloudMonkey 6, apache/cloudstack-cloudmonkey config/config.go) writes the core
+# keys before any header, in its DEFAULT section; CloudMonkey 5 (Python) wrote them under
+# [core]. Both are read through this one section name.
+_CORE = "core"
+
+
+def _cmk_parser(path: Path) -> configparser.ConfigParser:
     try:
-        with path.open(encoding="utf-8") as fh:
-            parser.read_file(fh)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInput(
             f"CloudMonkey config {path} not found; give its path with --cmk-config"
         ) from None
-    except (OSError, configparser.Error) as exc:
-        raise BadInput(f"cannot read CloudMonkey config {path}: {exc}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"CloudMonkey config {path} is not UTF-8 text; check --cmk-config") from None
-    name = profile or parser.get("core", "profile", fallback=None)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise BadInput(f"cannot read CloudMonkey config {path}: {reason}") from None
+    first = next(
+        (ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip()[0] not in "#;"), ""
+    )
+    if first and not first.startswith("["):
+        text = f"[{_CORE}]\n{text}"
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00none")
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as exc:
+        problem = str(exc).splitlines()[0].replace(f"'{path}'", "").strip()
+        raise BadInput(f"CloudMonkey config {path} is malformed: {problem}") from None
+    return parser
+
+
+CMK_PATHS = ("~/.cmk/config", "~/.cloudmonkey/config")  # CloudMonkey 6, then 5
+
+
+def cmk_config_path(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit.expanduser()
+    found = [Path(p).expanduser() for p in CMK_PATHS]
+    return next((p for p in found if p.exists()), found[0])
+
+
+def read_cmk(path: Path, profile: str | None = None) -> CmkProfile:
+    """url/apikey/secretkey/verifycert of CloudMonkey's current (or named) profile, from
+    CloudMonkey 6 (``~/.cmk/config``) or 5 (``~/.cloudmonkey/config``)."""
+    parser = _cmk_parser(path)
+    name = profile or parser.get(_CORE, "profile", fallback=None)
+    profiles = [s for s in parser.sections() if s != _CORE]
     if not name:
-        raise BadInput(f"{path} names no current profile ([core] profile); use --profile NAME")
-    if not parser.has_section(name):
-        have = ", ".join(s for s in parser.sections() if s != "core") or "none"
+        raise BadInput(f"{path} names no current profile (core key 'profile'); use --profile NAME")
+    if not parser.has_section(name) or name == _CORE:
+        have = ", ".join(profiles) or "none"
         raise BadInput(f"{path} has no profile {name!r} (profiles: {have}); use --profile NAME")
     section = parser[name]
     missing = [k for k in ("url", "apikey", "secretkey") if not section.get(k, "").strip()]
@@ -434,12 +513,15 @@ def read_cmk(path: Path, profile: str | None = None) -> CmkProfile:
             f"profile {name!r} in {path} has no {'/'.join(missing)}; set them with"
             f" 'cmk -p {name} set {missing[0]} VALUE' or in the file"
         )
+    # verifycert: per profile in newer cmk, a core key in older ones; true unless false.
+    verify = section.get("verifycert", parser.get(_CORE, "verifycert", fallback="true"))
     return CmkProfile(
         path=path,
         profile=name,
         url=section["url"].strip(),
         api_key=section["apikey"].strip(),
         secret_key=section["secretkey"].strip(),
+        verify_tls=verify.strip().lower() != "false",
     )
 
 
@@ -448,4 +530,8 @@ def import_cmk(config: Path, cmk: CmkProfile) -> None:
     flat["cloudstack.url"] = cmk.url
     flat["cloudstack.api_key"] = cmk.api_key
     flat["cloudstack.secret_key"] = cmk.secret_key
+    if cmk.verify_tls:
+        flat.pop("cloudstack.verify_tls", None)
+    else:
+        flat["cloudstack.verify_tls"] = False
     write(config, flat)

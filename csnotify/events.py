@@ -2,7 +2,9 @@
 
 Accepted shapes (``normalise``):
 - a listEvents item (``{"id", "type", "level", "created": "2024-05-14T10:22:31+0000", ...}``);
-- a ``listeventsresponse`` document (all its items);
+- a ``listeventsresponse`` document (all its items), or its inner object
+  ``{"count": N, "event": [...]}`` as ``cmk -o json list events`` and the ``cs`` client
+  print it;
 - an event-bus message body of any of the five categories, with its routing key
   (``management-server.ActionEvent.VM-START.VirtualMachine.<uuid>``) or without one
   (the category is then told from the body's keys);
@@ -201,7 +203,19 @@ def from_list_item(item: dict[str, Any], source: str = "api") -> Event:
     )
 
 
+def is_list_inner(doc: dict[str, Any]) -> bool:
+    """``{"count": N, "event": [...]}``: listEvents' answer without its wrapper, as cmk
+    (cloudmonkey cmd/network.go getResponseData keeps the inner object) and ``cs`` return
+    it."""
+    keys = set(doc) - {"count"}
+    return isinstance(doc.get("count"), int) and (
+        not keys or (keys == {"event"} and isinstance(doc["event"], list))
+    )
+
+
 def list_response_items(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    if is_list_inner(doc):
+        return list(doc.get("event", []))
     inner = doc.get("listeventsresponse")
     if not isinstance(inner, dict):
         raise BadInput("not a listeventsresponse document")
@@ -386,7 +400,7 @@ def normalise(doc: Any, routing_key: str | None = None, source: str | None = Non
     if not isinstance(doc, dict):
         raise BadInput(f"expected a JSON object, got {type(doc).__name__}")
     refuse_lone_surrogates(doc)
-    if "listeventsresponse" in doc:
+    if "listeventsresponse" in doc or is_list_inner(doc):
         events = [
             from_list_item(_object(i, "listEvents item"), "api") for i in list_response_items(doc)
         ]
@@ -480,6 +494,16 @@ def parse_stream(text: str, routing_key: str | None = None) -> Iterator[Event | 
     if isinstance(whole, list):
         for n, item in enumerate(whole, 1):
             yield from _safely(lambda item=item: normalise(item, routing_key), f"item {n}")
+        return
+    if isinstance(whole, dict) and ("listeventsresponse" in whole or is_list_inner(whole)):
+        try:
+            items = list_response_items(whole)
+        except BadInput as exc:
+            yield Rejected("line 1", exc.message)
+            return
+        for n, item in enumerate(items, 1):
+            make = lambda item=item: [from_list_item(_object(item, "listEvents item"), "api")]  # noqa: E731
+            yield from _safely(make, f"event {n}")
         return
     if isinstance(whole, dict):
         yield from _safely(lambda: normalise(whole, routing_key), "line 1")

@@ -74,6 +74,9 @@ def collect(store: Store, now: float | None = None) -> dict[str, Any]:
                     "source": source,
                     "created": position.get("created"),
                     "ids_at_created": len(position.get("ids", [])),
+                    "server_offset": position.get("server_offset"),
+                    "server_zone": position.get("server_zone"),
+                    "page_size": position.get("page_size"),
                     "updated": row["updated"],
                 }
             )

@@ -148,6 +148,101 @@ timeout = 1800
 """
 
 
+# CloudMonkey 6 as go-ini writes it (apache/cloudstack-cloudmonkey config/config.go): the
+# core keys in the default section, without a header, then one section per profile.
+CMK6 = """prompt       = 🐱
+asyncblock   = true
+timeout      = 1800
+output       = json
+verifycert   = true
+profile      = prod
+autocomplete = true
+
+[localcloud]
+url       = http://localhost:8080/client/api
+username  = admin
+password  = password
+domain    = /
+apikey    =
+secretkey =
+verifycert = true
+
+[prod]
+url       = https://cloud.example.org/client/api
+username  = admin
+password  = password
+domain    = /
+apikey    = AbCdEfGh123
+secretkey = SecretKeyXyz
+verifycert = false
+
+[lab]
+url       = https://lab.example.org/client/api
+apikey    = LabKey
+secretkey = LabSecret
+"""
+
+
+def test_import_cmk6_headerless_core_and_profiles(cli, config_file: Path) -> None:
+    cmk = Path.home() / ".cmk" / "config"
+    cmk.parent.mkdir()
+    cmk.write_text(CMK6)
+    r = cli("config", "import-cmk")
+    assert r.exit_code == 0, r.stderr
+    assert "verify_tls = false" in r.stdout + r.stderr
+    doc = tomllib.loads(config_file.read_text())
+    assert doc["cloudstack"] == {
+        "url": "https://cloud.example.org/client/api",
+        "api_key": "AbCdEfGh123",
+        "secret_key": "SecretKeyXyz",
+        "verify_tls": False,
+    }
+    assert cli("config", "show", "--json").json()["cloudstack.verify_tls"] is False
+    r = cli("config", "import-cmk", "--profile", "lab")
+    assert r.exit_code == 0, r.stderr
+    doc = tomllib.loads(config_file.read_text())
+    assert doc["cloudstack"]["api_key"] == "LabKey" and "verify_tls" not in doc["cloudstack"]
+    r = cli("config", "import-cmk", "--profile", "nope")
+    assert r.exit_code == 2
+    assert "no profile 'nope' (profiles: localcloud, prod, lab)" in r.stderr
+
+
+def test_import_cmk5_from_the_old_path(cli, config_file: Path) -> None:
+    old = Path.home() / ".cloudmonkey" / "config"
+    old.parent.mkdir()
+    old.write_text(CMK)
+    r = cli("config", "import-cmk")
+    assert r.exit_code == 0, r.stderr
+    assert str(old) in r.stdout + r.stderr
+    assert tomllib.loads(config_file.read_text())["cloudstack"]["api_key"] == "AbCdEfGh123"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[prod\nurl = x\n", "is malformed"),
+        ("profile = prod\n[prod]\nurl = a\nurl = b\n", "is malformed"),
+        (b"\xff\xfeprofile = prod\n", "not UTF-8 text"),
+        (None, "Is a directory"),
+    ],
+)
+def test_malformed_or_unreadable_cmk_config_is_one_line_exit_2(
+    cli, config_file: Path, tmp_path: Path, content: str | bytes | None, problem: str
+) -> None:
+    cmk = tmp_path / "cmkconfig"
+    if content is None:
+        cmk.mkdir()
+    elif isinstance(content, bytes):
+        cmk.write_bytes(content)
+    else:
+        cmk.write_text(content)
+    r = cli("config", "import-cmk", "--cmk-config", str(cmk))
+    assert r.exit_code == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert str(cmk) in line and problem in line
+    assert not config_file.exists()
+
+
 def test_import_cmk_current_profile(cli, config_file: Path, tmp_path: Path) -> None:
     cmk = Path.home() / ".cmk" / "config"
     cmk.parent.mkdir()

@@ -191,3 +191,18 @@ def test_cloudstack_description_for_api_events() -> None:
     assert body["eventDateTime"] == "2024-05-14 10:22:31 +0000"
     assert body["entityuuid"] == UUID_VM and body["VirtualMachine"] == UUID_VM
     assert body["status"] == "Completed"
+
+
+def test_cmk_inner_object_is_a_list_response() -> None:
+    from csnotify.events import normalise, parse_stream
+
+    items = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
+    inner = {"count": len(items), "event": items}
+    assert [e.id for e in normalise(inner)] == [i["id"] for i in items]
+    pretty = json.dumps(inner, indent=2)
+    assert [e.id for e in parse_stream(pretty)] == [i["id"] for i in items]
+    assert normalise({"count": 0}) == []
+    # one bad item is reported and the others go on
+    broken = json.dumps({"count": 2, "event": [items[0], {"id": "x"}]}, indent=1)
+    out = list(parse_stream(broken))
+    assert out[0].id == items[0]["id"] and "event 2" in str(out[1])

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from helpers import FIXTURES, load_fixture
@@ -14,7 +15,7 @@ from services import bus, simulator  # noqa: F401 - fixtures
 
 from csnotify.events import CATEGORIES, parse_bus_body
 from csnotify.signing import api_signature
-from csnotify.simulator.server import Api, EventLog, list_events
+from csnotify.simulator.server import Api, Behaviour, EventLog, list_events
 
 ROWS = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
 
@@ -51,14 +52,23 @@ def test_signature_is_verified_as_cloudstack_does() -> None:
     assert a.answer(signed(unsigned_v3))[0] == 401  # signatureVersion 3 needs expires
 
 
+def by_second(rows: list[dict]) -> list[tuple[str, list[str]]]:
+    """Rows as CloudStack orders them: newest second first, ties in no order."""
+    seconds: dict[str, list[str]] = {}
+    for row in rows:
+        seconds.setdefault(row["created"], []).append(row["id"])
+    return [(created, sorted(ids)) for created, ids in seconds.items()]
+
+
 def test_list_events_order_and_paging() -> None:
     a = api()
     status, doc = a.answer(signed(base_params()))
     assert status == 200
-    assert [e["id"] for e in doc["listeventsresponse"]["event"]] == [r["id"] for r in ROWS]
+    assert by_second(doc["listeventsresponse"]["event"]) == by_second(ROWS)
     _, page2 = a.answer(signed(base_params(page="2", pagesize="2")))
     assert page2["listeventsresponse"]["count"] == 3
-    assert [e["id"] for e in page2["listeventsresponse"]["event"]] == [ROWS[2]["id"]]
+    (only,) = page2["listeventsresponse"]["event"]
+    assert only["id"] in {r["id"] for r in ROWS[1:]}
 
 
 @pytest.mark.parametrize(
@@ -82,9 +92,9 @@ def test_list_events_filters(params: dict[str, str], expected: list[int]) -> Non
         log.add(row)
     status, doc = list_events(log, params)
     assert status == 200
-    assert [e["id"] for e in doc["listeventsresponse"].get("event", [])] == [
-        ROWS[i]["id"] for i in expected
-    ]
+    assert by_second(doc["listeventsresponse"].get("event", [])) == by_second(
+        [ROWS[i] for i in expected]
+    )
     if not expected:
         assert doc == {"listeventsresponse": {}}
 
@@ -106,14 +116,16 @@ def test_other_commands() -> None:
 def test_events_command_through_the_simulator(cli, tmp_path: Path) -> None:
     replay = tmp_path / "replay.json"
     replay.write_text((FIXTURES / "api" / "listevents_response.json").read_text())
-    with simulator(tmp_path, "--replay", str(replay), "--rate", "0") as sim:
+    # the sample rows are written in UTC: a server whose JVM runs in UTC
+    with simulator(tmp_path, "--replay", str(replay), "--rate", "0", "--timezone", "UTC") as sim:
         sim.wait_generated()
         env = {"CSNOTIFY_CLOUDSTACK_URL": sim.url, "CSNOTIFY_CLOUDSTACK_API_KEY": "test-api-key",
                "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key"}  # fmt: skip
         r = cli("events", "--json", env=env)
         assert r.exit_code == 0, r.stderr
         lines = [json.loads(line) for line in r.stdout.splitlines()]
-        assert [e["id"] for e in lines] == [row["id"] for row in ROWS]
+        assert sorted(e["id"] for e in lines) == sorted(row["id"] for row in ROWS)
+        assert lines[0]["id"] == ROWS[0]["id"]
         assert lines[0]["created"] == "2024-05-14T10:22:31Z"
         r = cli("events", "--since", "2024-05-14T10:22:20Z", "--json", env=env)
         assert len(r.stdout.splitlines()) == 1
@@ -185,3 +197,114 @@ def test_bus_publishing_is_cloudstacks(tmp_path: Path, bus) -> None:  # noqa: F8
         event = parse_bus_body(m.body, m.routing_key)
         categories.add(event.category)
     assert categories == set(CATEGORIES)  # all five (seed 3 makes an alert among the first 200)
+
+
+# -- where deployments differ (README "Tested against") --------------------------------
+
+
+def burst(n: int, created: str = "2026-11-26T09:00:00-0500") -> EventLog:
+    log = EventLog()
+    for i in range(n):
+        log.add({**ROWS[0], "id": f"00000000-0000-4000-8000-{i:012d}", "created": created})
+    return log
+
+
+def test_ties_come_back_in_a_new_order_on_every_query() -> None:
+    log = burst(40)
+    orders = {
+        tuple(
+            e["id"]
+            for e in list_events(log, {"page": "1", "pagesize": "40"})[1]["listeventsresponse"][
+                "event"
+            ]
+        )
+        for _ in range(5)
+    }
+    assert len(orders) > 1
+    # so paging one second by page numbers can miss rows and repeat others
+    pages = [list_events(log, {"page": str(p), "pagesize": "10"})[1] for p in (1, 2, 3, 4)]
+    assert all(p["listeventsresponse"]["count"] == 40 for p in pages)
+
+
+def test_page_size_limit_and_page_past_the_end() -> None:
+    how = Behaviour(max_page_size=20)
+    log = burst(25)
+    status, doc = list_events(log, {"page": "1", "pagesize": "21"}, how)
+    assert status == 431
+    assert doc["listeventsresponse"]["errortext"] == (
+        "Page size can't exceed max allowed page size value: 20"
+    )
+    assert len(list_events(log, {}, how)[1]["listeventsresponse"]["event"]) == 20  # default
+    assert list_events(log, {"page": "3", "pagesize": "20"}, how)[1] == {
+        "listeventsresponse": {"count": 25}
+    }
+    assert list_events(log, {"page": "1", "pagesize": "-1"}, how)[0] == 431
+    assert list_events(log, {"pagesize": "5"}, how)[1]["listeventsresponse"]["errortext"] == (
+        '"page" parameter is required when "pagesize" is specified'
+    )
+    assert list_events(log, {"page": "2"}, how)[0] == 431
+    assert len(list_events(log, {"pagesize": "-1"}, how)[1]["listeventsresponse"]["event"]) == 25
+    status, doc = list_events(log, {"startdate": "last tuesday"}, how)
+    assert (
+        status == 431
+        and "Unable to parse date last tuesday" in doc["listeventsresponse"]["errortext"]
+    )
+
+
+def test_dates_are_read_in_the_servers_zone_and_names_exactly() -> None:
+    how = Behaviour(zone=ZoneInfo("America/New_York"))
+    log = burst(3)  # 09:00:00-0500 = 14:00:00Z
+    for params, found in (
+        ({"startdate": "2026-11-26 09:00:00"}, 3),
+        ({"startdate": "2026-11-26 09:00:01"}, 0),
+        ({"startdate": "2026-11-26T14:00:01+0000"}, 0),
+        ({"startdate": "2026-11-26T13:59:59+0000"}, 3),
+        ({"enddate": "2026-11-26"}, 3),  # a date-only end is 23:59:59 that day
+        ({"startdate": "2026-11-26"}, 3),
+        ({"enddate": "2026-11-25"}, 0),
+        ({"startDate": "2099-01-01 00:00:00"}, 3),  # not CloudStack's name: ignored
+    ):
+        doc = list_events(log, params, how)[1]["listeventsresponse"]
+        assert len(doc.get("event", [])) == found, params
+
+
+def test_post_form_bodies_are_read_like_query_strings(tmp_path: Path) -> None:
+    import urllib.parse
+    import urllib.request
+
+    with simulator(tmp_path, "--count", "30", "--rate", "0", "--timezone", "Asia/Kolkata") as sim:
+        sim.wait_generated()
+        params = signed(
+            {**base_params(apiKey="test-api-key"), "listall": "true"}, "test-secret-key"
+        )
+        body = urllib.parse.urlencode(params).encode()
+        with urllib.request.urlopen(urllib.request.Request(sim.url, data=body)) as resp:
+            doc = json.loads(resp.read())
+        rows = doc["listeventsresponse"]["event"]
+        assert rows and all(r["created"].endswith("+0530") for r in rows)
+        assert sim.info["timezone"] == "Asia/Kolkata"
+
+
+def test_operations_are_sequenced_as_cloudstack_does() -> None:
+    from csnotify.simulator.generator import Generator
+
+    items = []
+    stream = Generator(seed=5, alert_rate=0, failure_rate=0).events()
+    while len(items) < 9 or items[-1].routing_key.split(".")[2] != "complete":
+        items.append(next(stream))
+    kinds = [(i.category, i.routing_key.split(".")[2]) for i in items]
+    assert kinds[0] == ("AsyncJobEvent", "submit")
+    states = [i.list_item["state"] for i in items if i.list_item]
+    assert states == ["Scheduled", "Started", "Completed"]
+    scheduled = next(i.list_item for i in items if i.list_item)
+    assert all(
+        i.list_item["parentid"] == scheduled["id"]
+        for i in items
+        if i.list_item and i.list_item["state"] != "Scheduled"
+    )
+    transitions = [i.body["status"] for i in items if i.category == "ResourceStateEvent"]
+    assert transitions == ["preStateTransitionEvent", "postStateTransitionEvent"]
+    assert [k for c, k in kinds if c == "AsyncJobEvent"] == ["submit", "update", "complete"]
+    assert "jobResult" in items[-1].body
+    usage = [i.body["resource"] for i in items if i.category == "UsageEvent"]
+    assert all(u.startswith("com.cloud.") for u in usage)

@@ -8,7 +8,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from csnotify.events import gson_dumps
@@ -95,12 +95,15 @@ def routing_key(
     return ".".join([SOURCE, category, part(kind), part(resource_type), part(resource_id)])
 
 
-def _bus_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000")
+def _bus_time(moment: datetime, zone: tzinfo = UTC) -> str:
+    """``eventDateTime``: ``yyyy-MM-dd HH:mm:ss Z`` in the JVM zone (ActionEventUtils)."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %z")
 
 
-def _api_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+def _api_time(moment: datetime, zone: tzinfo = UTC) -> str:
+    """``created``: ``yyyy-MM-dd'T'HH:mm:ssZ`` in the JVM zone (BaseCmd s_outputFormat,
+    a SimpleDateFormat with the JVM's default zone)."""
+    return moment.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 @dataclass
@@ -108,6 +111,7 @@ class Generator:
     seed: int | None = None
     failure_rate: float = 0.05
     alert_rate: float = 0.02
+    zone: tzinfo = UTC  # the management server's JVM zone
     rng: random.Random = field(init=False)
     seq: int = 0
 
@@ -146,6 +150,9 @@ class Generator:
         yield self._action(op, resource, name, "Completed", clock(), parent, failed=failed)
         if op.usage and not failed:
             yield self._next(self._usage(op, resource, clock()))
+        # ApiServer.handleAsyncJobPublishEvent: submit, then update when the job's status
+        # changes, then complete (framework/jobs AsyncJobManagerImpl.completeAsyncJob).
+        yield self._next(self._job("update", op, resource, job, "IN_PROGRESS"))
         yield self._next(
             self._job("complete", op, resource, job, "FAILED" if failed else "SUCCEEDED")
         )
@@ -158,7 +165,7 @@ class Generator:
         if state == "Completed":
             text = f"Error while {text}" if failed else f"Successfully completed {text}"
         body = {
-            "eventDateTime": _bus_time(moment),
+            "eventDateTime": _bus_time(moment, self.zone),
             "entityuuid": resource,
             "description": text,
             "event": op.event_type,
@@ -181,7 +188,7 @@ class Generator:
             "resourceid": resource,
             "resourcetype": op.entity,
             "resourcename": name,
-            "created": _api_time(moment),
+            "created": _api_time(moment, self.zone),
             "state": state,
         }
         if parent:
@@ -192,7 +199,7 @@ class Generator:
     def _state(self, op: Operation, resource: str, status: str, moment: datetime) -> Generated:
         event = "OperationSucceeded"
         body = {
-            "eventDateTime": _bus_time(moment),
+            "eventDateTime": _bus_time(moment, self.zone),
             "old-state": op.old_state,
             "resource": op.entity,
             "id": resource,
@@ -208,7 +215,7 @@ class Generator:
     def _usage(self, op: Operation, resource: str, moment: datetime) -> Generated:
         cls = USAGE_CLASSES[op.entity]
         body = {
-            "eventDateTime": _bus_time(moment),
+            "eventDateTime": _bus_time(moment, self.zone),
             "zone": ZONE_UUID,
             "resource": cls,
             "id": resource,
@@ -232,6 +239,10 @@ class Generator:
             "account": ACCOUNT_UUID,
             "status": status,
         }  # fmt: skip
+        if status == "FAILED":
+            body["jobResult"] = {"errorcode": 530, "errortext": f"Failed to {op.verb}"}
+        elif status == "SUCCEEDED":
+            body["jobResult"] = {op.entity.lower(): {"id": resource}}
         return Generated(
             "AsyncJobEvent", routing_key("AsyncJobEvent", phase, op.entity, resource), body
         )
@@ -240,7 +251,7 @@ class Generator:
         kind, subject, text = self.rng.choice(ALERTS)
         text = f"{text} (check {self.rng.randrange(1, 10**6)})"
         body = {
-            "eventDateTime": _bus_time(moment),
+            "eventDateTime": _bus_time(moment, self.zone),
             "subject": subject,
             "dataCenterId": ZONE_UUID,
             "event": kind,

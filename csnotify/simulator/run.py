@@ -9,13 +9,14 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 from csnotify.errors import BadInput, Unreachable
 from csnotify.events import list_response_items, loads
 from csnotify.simulator.generator import Generated, Generator
-from csnotify.simulator.server import Api, EventLog
+from csnotify.simulator.server import Api, Behaviour, EventLog
 
 
 @dataclass
@@ -32,6 +33,9 @@ class SimulatorOptions:
     record: Path | None = None
     alert_rate: float = 0.02  # chance of an alert before each operation
     failure_rate: float = 0.05  # chance that an operation fails (ERROR level)
+    timezone: tzinfo | None = None  # the JVM's zone; None: this host's, as a real server
+    max_page_size: int = 500  # CloudStack's default.page.size
+    start: datetime | None = None  # the server's clock starts here and runs in real time
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -119,6 +123,35 @@ def replayed(path: Path) -> Iterator[Generated]:
             yield Generated("ActionEvent", "", {}, row, seq)
 
 
+def _stream(options: SimulatorOptions, zone: tzinfo) -> Iterator[Generated]:
+    if options.replay:
+        return replayed(options.replay)
+    generator = Generator(
+        options.seed, failure_rate=options.failure_rate, alert_rate=options.alert_rate, zone=zone
+    )
+    start = options.start
+    if start is None:
+        return generator.events()
+    began = time.monotonic()
+
+    def shifted() -> datetime:
+        """--start: a server whose clock shows another time (a DST change, say)."""
+        return start + timedelta(seconds=time.monotonic() - began)
+
+    return generator.events(shifted)
+
+
+async def _emit(item: Generated, api: Api, publisher: BusPublisher | None, record: Any) -> None:
+    if item.list_item is not None:
+        api.log.add(item.list_item)
+    if publisher is not None and item.routing_key:
+        await publisher.publish(item)
+    if record is not None:
+        line = {"routing_key": item.routing_key, "body_raw": item.body_text}
+        record.write(json.dumps({**line, "list_item": item.list_item}) + "\n")
+        record.flush()
+
+
 async def simulate(
     options: SimulatorOptions,
     on_ready: Callable[[dict[str, Any]], None],
@@ -128,10 +161,14 @@ async def simulate(
     """Run until ``stop`` is set; returns how many events were generated."""
     from aiohttp import web
 
+    from csnotify.servertime import host_zone
+
+    zone = options.timezone or host_zone()
     api = Api(
         options.api_key or secrets.token_urlsafe(32),
         options.secret_key or secrets.token_urlsafe(32),
         EventLog(),
+        Behaviour(zone=zone, max_page_size=options.max_page_size),
     )
     host, port = options.host_port()
     runner = web.AppRunner(api.app(), access_log=None)
@@ -156,15 +193,11 @@ async def simulate(
                 "secret_key": api.secret_key,
                 "amqp": bool(publisher),
                 "exchange": options.exchange,
+                "timezone": str(zone),
+                "max_page_size": options.max_page_size,
             }
         )
-        stream = (
-            replayed(options.replay)
-            if options.replay
-            else Generator(
-                options.seed, failure_rate=options.failure_rate, alert_rate=options.alert_rate
-            ).events()
-        )
+        stream = _stream(options, zone)
         started = time.monotonic()
         for item in stream:
             if stop.is_set() or (options.count is not None and made >= options.count):
@@ -177,14 +210,9 @@ async def simulate(
                         break
                     except TimeoutError:
                         pass
-            if item.list_item is not None:
-                api.log.add(item.list_item)
-            if publisher is not None and item.routing_key:
-                await publisher.publish(item)
-            if record is not None:
-                line = {"routing_key": item.routing_key, "body_raw": item.body_text}
-                record.write(json.dumps({**line, "list_item": item.list_item}) + "\n")
-                record.flush()
+            elif made % 200 == 0:
+                await asyncio.sleep(0)  # --rate 0: still answer requests meanwhile
+            await _emit(item, api, publisher, record)
             made += 1
         on_done(made)
         await stop.wait()

@@ -4,8 +4,10 @@ with requests verified the way CloudStack's ApiServer verifies them."""
 from __future__ import annotations
 
 import hmac
+import random
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from csnotify.signing import api_signature
@@ -27,16 +29,51 @@ class EventLog:
         self.rows.append(row)
 
 
-def _parse_api_date(text: str, end: bool) -> datetime:
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
-        try:
-            moment = datetime.strptime(text, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        if fmt == "%Y-%m-%d" and end:
-            moment += timedelta(days=1, seconds=-1)
-        return moment
-    raise ValueError(text)
+@dataclass
+class Behaviour:
+    """How this stand-in behaves where CloudStack deployments differ: the JVM's zone, the
+    ``default.page.size`` setting, and where ties come from."""
+
+    zone: tzinfo = UTC
+    max_page_size: int = 500
+    rng: random.Random = field(default_factory=random.Random)
+
+
+# BaseCmd.newInputDateFormat (api/src/main/java/org/apache/cloudstack/api/BaseCmd.java)
+_NEW_INPUT = re.compile(r"[\d]+-[\d]+-[\d]+ [\d]+:[\d]+:[\d]+")
+_DATE_PREFIX = re.compile(r"(\d+)-(\d+)-(\d+)")
+_WITH_OFFSET = re.compile(r"\d+-\d+-\d+T\d+:\d+:\d+[+-]\d{4}")  # SimpleDateFormat's Z
+
+
+def _in_zone(wall: datetime, zone: tzinfo) -> datetime:
+    """A wall-clock time read in the JVM zone, as java.util's lenient Calendar does: a
+    repeated hour (DST ends) is read as the later instant, standard time, which is the
+    reading that would make a careless client lose events; a skipped hour moves forward."""
+    later = wall.replace(tzinfo=zone, fold=1)
+    if later.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall:
+        return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)  # in a gap: moved forward
+    return later.astimezone(UTC)
+
+
+def parse_api_date(text: str, field_name: str, zone: tzinfo) -> datetime:
+    """``startdate``/``enddate`` as server/src/main/java/com/cloud/api/dispatch/
+    ParamProcessWorker.java setFieldValue (DATE, ListEventsCmd) reads them:
+    ``yyyy-MM-dd HH:mm:ss`` in the JVM zone; else ``yyyy-MM-dd`` (lenient: the rest of the
+    text is ignored) at 00:00:00 for a start and 23:59:59 for an end (``messageDate``).
+    ``yyyy-MM-dd'T'HH:mm:ssZ`` with its own offset: accepted since 4.18 (PR 7032)."""
+    value = text.strip()
+    if _NEW_INPUT.fullmatch(value):
+        wall = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007 - in the JVM zone
+        return _in_zone(wall, zone)
+    if _WITH_OFFSET.fullmatch(value):
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
+    match = _DATE_PREFIX.match(value)
+    if not match:
+        raise ValueError(text)
+    day = datetime(*(int(g) for g in match.groups()))  # noqa: DTZ001 - a wall time
+    if field_name == "enddate":
+        day = day.replace(hour=23, minute=59, second=59)
+    return _in_zone(day, zone)
 
 
 def _created(row: dict[str, Any]) -> datetime:
@@ -47,20 +84,55 @@ def error(command: str, code: int, text: str) -> dict[str, Any]:
     return {f"{command.lower()}response": {"uuidList": [], "errorcode": code, "errortext": text}}
 
 
-def list_events(log: EventLog, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    """Filter, order (newest first: created, then id, descending) and page, as CloudStack."""
+def _param_error(text: str) -> tuple[int, dict[str, Any]]:
+    return 431, error("listEvents", 431, text)
+
+
+def list_events(
+    log: EventLog, params: dict[str, str], behaviour: Behaviour | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Filter, order and page as server/src/main/java/com/cloud/api/query/QueryManagerImpl
+    .java searchForEventsInternal: ``createDate`` descending and nothing else, so rows of
+    one second come back in a different order on every query (MySQL gives ties no order).
+    Parameters are looked up by their exact annotation names, all lower case
+    (ParamProcessWorker: ``params.get(parameterAnnotation.name())``): ``startDate`` is
+    silently ignored, as by CloudStack."""
+    how = behaviour or Behaviour()
     try:
-        start = _parse_api_date(params["startdate"], end=False) if "startdate" in params else None
-        end = _parse_api_date(params["enddate"], end=True) if "enddate" in params else None
-        page = int(params.get("page", 1))
-        pagesize = int(params.get("pagesize", 500))
-        if page < 1 or pagesize < 1:
-            raise ValueError
+        start, end = (
+            parse_api_date(params[name], name, how.zone) if name in params else None
+            for name in ("startdate", "enddate")
+        )
+    except ValueError as exc:
+        return _param_error(
+            f"Unable to parse date {exc} for command listEvents, please pass dates in the"
+            " format mentioned in the api documentation"
+        )  # ParamProcessWorker.processParameters, ParseException
+    try:
+        page = int(params["page"]) if "page" in params else None
+        pagesize = int(params["pagesize"]) if "pagesize" in params else None
     except ValueError:
-        return 431, error("listEvents", 431, "Unable to parse a parameter of listEvents")
+        name = "page" if not params.get("page", "0").lstrip("-").isdigit() else "pagesize"
+        return _param_error(
+            f"Unable to execute API command listevents due to invalid value"
+            f" {params[name]} for parameter {name}"
+        )
+    # BaseListCmd (api/src/main/java/org/apache/cloudstack/api/BaseListCmd.java):
+    # validateSpecificParameters wants page and pagesize together (pagesize -1 alone is
+    # allowed); getPageSize refuses more than default.page.size.
+    if page is not None and pagesize is None:
+        return _param_error('"pagesize" parameter is required when "page" is specified')
+    if pagesize is not None and pagesize != -1 and page is None:
+        return _param_error('"page" parameter is required when "pagesize" is specified')
+    if pagesize is not None and pagesize > how.max_page_size:
+        return _param_error(
+            f"Page size can't exceed max allowed page size value: {how.max_page_size}"
+        )
+    if pagesize == -1 and page is not None:
+        return _param_error("Can't specify page parameter when pagesize is -1 (Unlimited)")
     keyword = params.get("keyword", "").lower()
     rows = []
-    for seq, row in enumerate(log.rows):
+    for row in log.rows:
         created = _created(row)
         if start and created < start:
             continue
@@ -80,12 +152,18 @@ def list_events(log: EventLog, params: dict[str, str]) -> tuple[int, dict[str, A
             and keyword not in row.get("description", "").lower()
         ):
             continue
-        rows.append((created, seq, row))
+        rows.append((created, how.rng.random(), row))
     rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
     if not rows:
         return 200, {"listeventsresponse": {}}
-    chosen = [r for _, _, r in rows[(page - 1) * pagesize : page * pagesize]]
-    return 200, {"listeventsresponse": {"count": len(rows), "event": chosen}}
+    size = len(rows) if pagesize == -1 else (pagesize or how.max_page_size)
+    # BaseListCmd.getStartIndex: (page - 1) * pagesize; a page below 1 starts at 0
+    first = (max(page or 1, 1) - 1) * size
+    chosen = [r for _, _, r in rows[first : first + size]]
+    inner: dict[str, Any] = {"count": len(rows)}
+    if chosen:  # past the end: the count and no event list (ListResponse with no items)
+        inner["event"] = chosen
+    return 200, {"listeventsresponse": inner}
 
 
 CAPABILITIES = {
@@ -125,6 +203,7 @@ class Api:
     api_key: str
     secret_key: str
     log: EventLog
+    behaviour: Behaviour = field(default_factory=Behaviour)
     requests: dict[str, int] = field(default_factory=dict)
 
     def verify(self, params: dict[str, str]) -> bool:
@@ -148,7 +227,7 @@ class Api:
         if not self.verify(params):
             return 401, error(command or "api", 401, AUTH_ERROR)
         if command == "listEvents":
-            return list_events(self.log, params)
+            return list_events(self.log, params, self.behaviour)
         if command == "listCapabilities":
             return 200, CAPABILITIES
         if command == "listApis":
@@ -162,7 +241,12 @@ class Api:
     async def handle(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        status, doc = self.answer(dict(request.query))
+        # ApiServlet reads the query string and a POSTed form body alike
+        # (server/src/main/java/com/cloud/api/ApiServlet.java, req.getParameterMap()).
+        params = dict(request.query)
+        if request.method == "POST":
+            params.update({k: str(v) for k, v in (await request.post()).items()})
+        status, doc = self.answer(params)
         return web.json_response(doc, status=status)
 
     async def stats(self, _request: web.Request) -> web.Response:

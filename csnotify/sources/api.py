@@ -1,22 +1,27 @@
 """CloudStack's listEvents API, polled.
 
-The cursor (the newest ``created`` second handled, and the ids already handled at that
-second) lives in the store and is written in the same transaction as the deliveries of
+The cursor (the newest ``created`` second handled, in UTC, and the ids already handled at
+that second) lives in the store and is written in the same transaction as the deliveries of
 the events before it (the outbox), so a restart neither loses nor repeats events. A poll
-asks for everything from the cursor's second on (``startdate`` is inclusive and has no
-milliseconds), so an idle poll is one request.
+reads the window from the cursor's second (``startdate`` is inclusive and has no
+milliseconds) to a moment just past, written in the server's zone, completely
+(``cloudstack.EventReader``); the cursor never moves past a second that could not be read
+completely. The same cursor document keeps what was learned of the server: its UTC offset
+and the page size it accepts.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from csnotify.cloudstack import ApiUnavailable, CloudStackClient, api_date
+from csnotify.cloudstack import ApiUnavailable, CloudStackClient, EventReader, created_utc
 from csnotify.errors import BadInput
 from csnotify.events import Event, from_list_item, parse_time, utc_iso
-from csnotify.sources import Outage
+from csnotify.servertime import offset_text, parse_offset
+from csnotify.sources import Outage, log
 
 if TYPE_CHECKING:
     from csnotify.listen import Listener
@@ -65,26 +70,65 @@ class ApiSource:
         self.key = f"api:{client.creds.url}"
         self.outage = Outage(f"CloudStack API at {client.creds.url}")
         self.polls = 0
+        self.reader = EventReader(client, client.creds.clock(), client.creds.page_size)
 
     async def subscriptions_changed(self, subscriptions: list[Subscription]) -> None:
         return None
 
     async def _start(self, listener: Listener) -> Cursor:
+        saved = await listener.db(listener.state.cursor, self.key) or {}
+        self._learned(saved)
         if self.since is not None:
             return Cursor(utc_iso(self.since))
-        saved = await listener.db(listener.state.cursor, self.key)
-        if saved:
+        if saved.get("created"):
             return Cursor(saved["created"], list(saved.get("ids", [])))
         return Cursor(utc_iso(datetime.now(UTC)))
 
+    def _learned(self, saved: dict[str, Any]) -> None:
+        """Offset and page size remembered from earlier runs (a forced zone wins)."""
+        if saved.get("server_offset") and self.reader.clock.zone is None:
+            with contextlib.suppress(BadInput):  # a hand-edited value: learn it again
+                self.reader.clock.offset = parse_offset(saved["server_offset"])
+        size = saved.get("page_size")
+        if isinstance(size, int) and 0 < size < self.reader.pagesize:
+            self.reader.pagesize = size
+
+    def learned(self) -> dict[str, Any]:
+        clock = self.reader.clock
+        offset = clock.offset if clock.zone is None else None
+        return {
+            "server_offset": offset_text(offset) if offset is not None else None,
+            "server_zone": str(clock.zone) if clock.zone is not None else None,
+            "page_size": self.reader.pagesize,
+        }
+
+    async def _poll(self, fetched: Cursor) -> list[dict[str, Any]]:
+        """The rows after the cursor that may be handed on now, newest first: every row the
+        server counts up to now, or up to a second it could not give completely."""
+        start = parse_time(fetched.created)
+        end = datetime.now(UTC).replace(microsecond=0)
+        window = await self.reader.read(start, end, known={start: set(fetched.ids)})
+        if window.short and window.incomplete is None:
+            log.warning(
+                "listEvents counted %d more events from %s than it returned after three"
+                " readings; going on without them",
+                window.short,
+                fetched.created,
+            )
+        if window.incomplete is not None:
+            log.info("events of %s not all read yet; the cursor waits there", window.incomplete)
+        rows = window.newest_first()
+        if window.incomplete is None:
+            return rows
+        return [r for r in rows if created_utc(r) <= window.incomplete]
+
     async def run(self, listener: Listener) -> None:
         cursor = await self._start(listener)
+        reported: dict[str, Any] = {}
         try:
             while not listener.stop.is_set():
                 try:
-                    rows = await self.client.list_events(
-                        startdate=api_date(parse_time(cursor.created))
-                    )
+                    rows = await self._poll(cursor)
                 except ApiUnavailable as exc:
                     if self.once:
                         raise
@@ -93,8 +137,10 @@ class ApiSource:
                     continue
                 self.outage.ok()
                 self.polls += 1
-                if await self._submit(listener, cursor, rows):
-                    listener.checkpoint(self.key, cursor.as_json())
+                handed = await self._submit(listener, cursor, rows)
+                if handed or self.learned() != reported:  # with what was learned of the server
+                    reported = self.learned()
+                    listener.checkpoint(self.key, {**cursor.as_json(), **reported})
                 if self.once:
                     return
                 if await listener.sleep(self.interval):
