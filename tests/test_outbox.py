@@ -275,9 +275,9 @@ def test_backlog_cap_gives_up_the_oldest_and_counts_them(tmp_path: Path) -> None
 
 def test_new_settings_are_checked_and_old_ones_named(cli, config_file: Path) -> None:
     for key, value, says in [
-        ("delivery.retry_schedule", "0s,5x", "delivery.retry_schedule '5x': use a duration"),
+        ("delivery.retry_schedule", "0s,5x", "delivery.retry_schedule: a wait '5x': use a"),
         ("delivery.retry_schedule", "", "give 1 to 50 waits"),
-        ("delivery.max_age", "soon", "delivery.max_age 'soon'"),
+        ("delivery.max_age", "soon", "delivery.max_age: the duration 'soon'"),
         ("delivery.per_endpoint", "0", "delivery.per_endpoint must be at least 1"),
         ("delivery.max_backlog", "0", "delivery.max_backlog must be at least 1"),
     ]:
