@@ -1,0 +1,50 @@
+"""The command line: parse, call the core, render. Nothing else lives here.
+
+Heavy modules (apprise, httpx, aio-pika, rich tables) are imported inside the commands
+that need them so that ``csnotify --help`` and ``csnotify list`` start fast.
+
+One module per command family. Importing a module registers its commands, so the order
+of the imports below is the order of the commands in ``csnotify --help``:
+
+  common         the app, error handling, global options, shared options and helpers
+  subscriptions  subscribe, list, show, update, unsubscribe, enable, disable
+  export         export, import
+  delivery       dispatch, test, verify, deliveries
+  control        match, mute, mutes, unmute, redeliver
+  sources        listen, events, simulate
+  status         status, demo
+  meta           completion
+  config         config show, config set, config import-cmk
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from csnotify.cli.common import COMPLETE_VAR, app, stdout_gone
+from csnotify.exitcodes import ExitCode
+
+# Imported for their commands, in the order of --help (so: not sorted).
+# isort: off
+from csnotify.cli import subscriptions, export, delivery, control  # noqa: F401
+from csnotify.cli import sources, status, meta, config  # noqa: F401
+# isort: on
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    if COMPLETE_VAR in os.environ:  # a shell asking for completions (see 'csnotify completion')
+        from typer._completion_classes import completion_init
+
+        completion_init()
+    try:
+        try:
+            app(prog_name="csnotify")
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Quietly, as Unix tools do when their reader is gone: the status of SIGPIPE.
+        stdout_gone()
+        sys.exit(int(ExitCode.READER_GONE))

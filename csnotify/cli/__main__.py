@@ -1,0 +1,3 @@
+from csnotify.cli import main
+
+main()

@@ -1,0 +1,349 @@
+"""What every command shares: the app and its error handling (one line and an exit
+status, never a traceback), the global options and state, options declared for several
+commands, completion of their values, and small input and rendering helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
+from typer.exceptions import Abort, Exit, TyperException
+
+from csnotify import __version__
+from csnotify.errors import BadInput, CsnotifyError
+from csnotify.exitcodes import ExitCode
+from csnotify.output import Terminal
+
+if TYPE_CHECKING:
+    from csnotify.config import Settings
+    from csnotify.store import Store
+
+
+class OneLineUsageError(UsageError):
+    """Click's usage errors shown as ours are: one line, what was wrong and where to look."""
+
+    def show(self, file: Any = None) -> None:
+        where = self.ctx.command_path if self.ctx is not None else "csnotify"
+        message = " ".join(self.format_message().split()).rstrip(".")
+        message = message.replace(". Did you mean", "; did you mean")
+        if message[1:2].islower():
+            message = message[:1].lower() + message[1:]
+        (file or sys.stderr).write(f"csnotify: error: {message} (see '{where} --help')\n")
+
+
+def _one_line(exc: UsageError) -> UsageError:
+    if isinstance(exc, NoArgsIsHelpError | OneLineUsageError):  # help shown on purpose
+        return exc
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
+class CsnotifyGroup(TyperGroup):
+    """Turns our errors into one line on stderr and their exit status."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            raise _one_line(exc) from None
+        except (TyperException, Exit, Abort):
+            raise
+        except BrokenPipeError:  # `csnotify list | head -1`: the reader is done, so are we
+            stdout_gone()
+            raise Exit(int(ExitCode.READER_GONE)) from None
+        except CsnotifyError as exc:
+            _fail(ctx, exc.message, exc.exit_code, exc)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", 130, None)
+        except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+            _fail(
+                ctx,
+                f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+                ExitCode.FAILED,
+                exc,
+            )
+
+
+def stdout_gone() -> None:
+    """The reader of our output went away (``csnotify list | head -1``): point stdout at
+    /dev/null so that nothing more, not even Python's last flush, fails on it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _fail(ctx: typer.Context, message: str, code: int, exc: BaseException | None) -> NoReturn:
+    state = ctx.obj if isinstance(ctx.obj, AppState) else None
+    terminal = state.terminal if state else Terminal()
+    if exc is not None and state is not None and state.verbose:
+        import traceback
+
+        terminal.err("".join(traceback.format_exception(exc)).rstrip())
+    terminal.err(f"csnotify: error: {message}")
+    raise Exit(int(code))
+
+
+app = typer.Typer(
+    name="csnotify",
+    cls=CsnotifyGroup,
+    rich_markup_mode=None,  # plain click help: about half the start-up time of rich help
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help="""Event publish/subscribe for Apache CloudStack.
+
+Subscribe endpoints (signed webhooks, email, SMS, local commands, any Apprise service)
+to CloudStack event types; 'csnotify listen' takes each event off CloudStack's API or
+RabbitMQ event bus and delivers it to everyone interested.
+
+\b
+Examples:
+  csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
+  csnotify subscribe '*' --level ERROR --to 'mailto://u:p@smtp.example?to=ops@example'
+  csnotify list
+""",
+)
+
+
+@dataclass
+class AppState:
+    terminal: Terminal
+    db: Path | None
+    config: Path | None
+    overrides: list[str] = field(default_factory=list)
+    verbose: int = 0
+    quiet: bool = False
+    _store: Store | None = None
+
+    def store(self) -> Store:
+        if self._store is None:
+            from csnotify.store import Store, db_path
+
+            self._store = Store.open(db_path(self.db, os.environ))
+        return self._store
+
+    def config_path(self) -> Path:
+        from csnotify.config import config_path
+
+        return config_path(self.config, os.environ)
+
+    def settings(self) -> Settings:
+        from csnotify import config
+
+        loaded = config.load(self.config_path(), os.environ, config.parse_overrides(self.overrides))
+        for warning in loaded.warnings:
+            self.terminal.err(f"csnotify: warning: {warning}")
+        return loaded
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def say(self, text: str) -> None:
+        """A confirmation for people; silenced by -q."""
+        if not self.quiet:
+            self.terminal.out(text)
+
+
+def state(ctx: typer.Context) -> AppState:
+    return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"csnotify {__version__}")
+        raise Exit(0)
+
+
+OVERVIEW = f"""csnotify {__version__} - event publish/subscribe for Apache CloudStack
+
+  csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
+  csnotify list                      subscriptions and their endpoints
+  csnotify config import-cmk         take the API keys from CloudMonkey
+
+Run 'csnotify --help' for all commands, 'csnotify COMMAND --help' for one.
+"""
+
+
+@app.callback(invoke_without_command=True)
+def main_options(
+    ctx: typer.Context,
+    db: Path | None = typer.Option(
+        None, "--db", envvar="CSNOTIFY_DB", help="Store file.", show_default=False
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", envvar="CSNOTIFY_CONFIG", help="Config file (TOML)."
+    ),
+    option: list[str] = typer.Option(
+        [], "-c", metavar="KEY=VALUE", help="Override a setting for this run (repeatable)."
+    ),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More detail."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors and data."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    ctx.obj = AppState(
+        terminal=Terminal(), db=db, config=config, overrides=option, verbose=verbose, quiet=quiet
+    )
+    ctx.call_on_close(ctx.obj.close)
+    if ctx.invoked_subcommand is None:
+        ctx.obj.terminal.out(OVERVIEW.rstrip())
+
+
+def _query_store(ctx: typer.Context, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows for shell completion, read-only from the store if it exists (else none)."""
+    import sqlite3
+
+    from csnotify.store import db_path
+
+    path = db_path(ctx.find_root().params.get("db"), os.environ)
+    if not path.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        rows = conn.execute(sql, params).fetchall()
+        conn.close()
+    except sqlite3.Error:
+        return []
+    return rows
+
+
+def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Subscription names for shell completion."""
+    rows = _query_store(ctx, "SELECT name FROM subscriptions ORDER BY name")
+    return [r[0] for r in rows if r[0].startswith(incomplete)]
+
+
+def complete_endpoints(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Endpoints of the subscription named on the line (of all, without a name), in the
+    masked form that list shows and --endpoint accepts: completion never shows secrets."""
+    from csnotify.redact import mask_uri
+
+    # While an option's value is completed, click leaves the arguments before it unparsed.
+    name = ctx.params.get("name") or next((a for a in ctx.args if not a.startswith("-")), None)
+    rows = _query_store(
+        ctx,
+        "SELECT e.uri FROM endpoints e JOIN subscriptions s ON s.id = e.subscription_id"
+        " WHERE ? IS NULL OR s.name = ? ORDER BY s.name, e.position",
+        (name, name),
+    )
+    shown = dict.fromkeys(mask_uri(r[0]) for r in rows)
+    return [uri for uri in shown if uri.startswith(incomplete)]
+
+
+def complete_mute_ids(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Ids of the mutes in force."""
+    from csnotify.events import now_iso
+
+    rows = _query_store(ctx, "SELECT id FROM mutes WHERE until > ? ORDER BY id", (now_iso(),))
+    return [str(r[0]) for r in rows if str(r[0]).startswith(incomplete)]
+
+
+def complete_setting_keys(incomplete: str) -> list[str]:
+    from csnotify.config import SETTINGS
+
+    return [key for key in SETTINGS if key.startswith(incomplete)]
+
+
+def choices(*values: str) -> Any:
+    """Completion of a fixed set of values (levels, formats, sources, shells)."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in values if v.startswith(incomplete)]
+
+    return complete
+
+
+LEVELS = choices("INFO", "WARN", "ERROR")
+WEBHOOK_FORMATS = choices("json", "cloudevents", "cloudstack")
+EXPORT_FORMATS = choices("json", "toml")
+SOURCE_NAMES = choices("api", "amqp", "stdin")
+
+
+def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None:
+    """``-`` reads a secret from stdin (a hidden prompt on a terminal), so that it stays out
+    of shell history and ps."""
+    if value != "-":
+        return value
+    if terminal.stdin_is_tty:
+        import getpass
+
+        return getpass.getpass(f"{what}: ")
+    text = terminal.stdin.readline().rstrip("\r\n")
+    if not text:
+        raise BadInput(f"{what}: nothing on stdin")
+    return text
+
+
+NAME_ARG = typer.Argument(
+    ..., metavar="NAME", help="Subscription name.", autocompletion=complete_names
+)
+JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout and nothing else.")
+MAX_PER_MINUTE_OPT = typer.Option(
+    None,
+    "--max-per-minute",
+    metavar="N|default",
+    help="Rate limit per endpoint; the excess goes out as one digest (0: none).",
+)
+STRICT_ORDER_OPT = typer.Option(
+    None,
+    "--strict-order/--per-resource-order",
+    help="One delivery at a time, in the order events were accepted (default: events of"
+    " one resource in order, different resources in parallel).",
+    show_default=False,
+)
+GROUP_WAIT_OPT = typer.Option(
+    None,
+    "--group-wait",
+    metavar="DURATION",
+    help="Collect events this long (e.g. 30s) into one message to human endpoints (0: off).",
+)
+
+# Set by a shell asking for completions: main() answers it, 'completion' writes scripts that use it
+COMPLETE_VAR = "_CSNOTIFY_COMPLETE"
+
+
+# -- used by several command families: input, delivery settings, rendering -------------
+
+
+def _read_input(app_state: AppState, file: str) -> str:
+    if file == "-":
+        return app_state.terminal.text_input().read()
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{file} is not UTF-8 text") from None
+
+
+def _delivery_settings(app_state: AppState) -> Any:
+    from csnotify import logs
+    from csnotify.delivery.settings import DeliverySettings
+
+    logs.setup(app_state.verbose, app_state.quiet)
+    return DeliverySettings.from_settings(app_state.settings())
+
+
+def _clock(iso: str | None) -> str | None:
+    """``2026-11-26T10:00:05Z`` -> ``10:00:05Z`` (today's times are what one watches)."""
+    return iso[11:] if iso else None
+
+
+def _masked(uri: str | None) -> str:
+    from csnotify.redact import mask_uri
+
+    return mask_uri(uri or "")

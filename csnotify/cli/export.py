@@ -1,0 +1,82 @@
+"""All subscriptions to a file and back: export, import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from csnotify.cli.common import EXPORT_FORMATS, JSON_OPT, app, state
+from csnotify.errors import BadInput
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    fmt: str = typer.Option(
+        "json", "--format", metavar="json|toml", help="File format.", autocompletion=EXPORT_FORMATS
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write here instead of stdout."
+    ),
+    with_secrets: bool = typer.Option(
+        False, "--with-secrets", help="Include keys and URI secrets."
+    ),
+) -> None:
+    """Write all subscriptions as JSON or TOML (secrets masked unless --with-secrets).
+
+    \b
+    Examples:
+      csnotify export > subscriptions.json
+      csnotify export --format toml --with-secrets -o /root/csnotify-backup.toml
+    """
+    from csnotify.export import export_text, write_export
+
+    app_state = state(ctx)
+    text = export_text(app_state.store().subscriptions(), fmt.lower(), with_secrets)
+    if output is None:
+        app_state.terminal.stdout.write(text)
+    else:
+        write_export(output, text)
+        app_state.terminal.err(f"wrote {output}")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: str = typer.Argument(
+        ..., metavar="FILE", help="A 'csnotify export' file, or - for stdin."
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite subscriptions that differ."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Create subscriptions from an export file (JSON or TOML). Idempotent by name: ones
+    that exist are left alone unless --replace. A bad file imports nothing.
+
+    \b
+    Examples:
+      csnotify import subscriptions.json
+      ssh listener1 csnotify export --with-secrets | csnotify import - --replace
+    """
+    from csnotify.export import import_entries, parse_text
+
+    app_state = state(ctx)
+    if file == "-":
+        text, source = app_state.terminal.text_input().read(), "stdin"
+    else:
+        try:
+            text, source = Path(file).read_text(encoding="utf-8"), file
+        except OSError as exc:
+            raise BadInput(f"cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise BadInput(f"{file} is not UTF-8 text; is it a 'csnotify export' file?") from None
+    entries = list(app_state.terminal.progress(parse_text(text, source), None, "checking"))
+    result = import_entries(app_state.store(), entries, source, replace)
+    if as_json:
+        app_state.terminal.json(result.as_json())
+        return
+    for word, names in result.as_json().items():
+        if names:
+            app_state.say(f"{word}: {', '.join(names)}")
+    if result.skipped:
+        app_state.terminal.err("skipped ones exist with other settings; use --replace to overwrite")

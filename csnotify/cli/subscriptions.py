@@ -1,0 +1,430 @@
+"""Subscriptions and their endpoints: subscribe, list, show, update, unsubscribe, enable,
+disable."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import typer
+from typer.exceptions import Exit
+
+from csnotify.cli.common import (
+    GROUP_WAIT_OPT,
+    JSON_OPT,
+    LEVELS,
+    MAX_PER_MINUTE_OPT,
+    NAME_ARG,
+    STRICT_ORDER_OPT,
+    WEBHOOK_FORMATS,
+    AppState,
+    _clock,
+    app,
+    complete_endpoints,
+    secret_value,
+    state,
+)
+from csnotify.errors import BadInput
+from csnotify.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from csnotify.models import Subscription
+    from csnotify.output import Terminal
+
+
+@app.command()
+def subscribe(
+    ctx: typer.Context,
+    patterns: list[str] = typer.Argument(
+        ..., metavar="PATTERN...", help="Event-type globs, e.g. 'VM.*' '*.CREATE' '*'."
+    ),
+    to: list[str] = typer.Option(
+        ...,
+        "--to",
+        metavar="URI",
+        help="Endpoint: https://..., cmd:PROGRAM ARGS, or an Apprise URI.",
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Name (default: made from pattern and endpoint)."
+    ),
+    key: str | None = typer.Option(
+        None,
+        "--key",
+        metavar="SECRET|generate|-",
+        help="Sign webhooks; 'generate' makes a whsec_ key; - reads it from stdin.",
+    ),
+    level: str = typer.Option(
+        "INFO", "--level", metavar="INFO|WARN|ERROR", help="Minimum level.", autocompletion=LEVELS
+    ),
+    where: list[str] = typer.Option(
+        [], "--where", metavar="FIELD=VALUE|FIELD~REGEX", help="Filter (repeatable, ANDed)."
+    ),
+    fmt: str = typer.Option(
+        "json",
+        "--format",
+        metavar="json|cloudevents|cloudstack",
+        help="Webhook body.",
+        autocompletion=WEBHOOK_FORMATS,
+    ),
+    title: str | None = typer.Option(None, "--title", help="Title template for human channels."),
+    body: str | None = typer.Option(None, "--body", help="Body template for human channels."),
+    max_per_minute: str | None = MAX_PER_MINUTE_OPT,
+    group_wait: str | None = GROUP_WAIT_OPT,
+    strict_order: bool | None = STRICT_ORDER_OPT,
+    disabled: bool = typer.Option(False, "--disabled", help="Create it switched off."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Create a subscription: deliver events whose type matches PATTERN to each --to.
+
+    Endpoints: http(s) URLs get a signed JSON POST (with --key); cmd:PROGRAM ARGS runs a
+    local program with the event on stdin; anything else is an Apprise URI (mailto://,
+    smseagle://, ntfy://, slack://, ...). Templates use {type} {level} {state}
+    {resource_type} {resource_name} {description} {account} and other event fields.
+
+    Email, SMS and chat endpoints get at most delivery.human_max_per_minute messages a
+    minute (default 10); what goes over is sent as one digest when the minute is up.
+    --max-per-minute sets the limit for the endpoints given (0: none; webhooks and
+    commands have none unless set). --group-wait collects the events of a burst for that
+    long and sends them to human endpoints as one message.
+
+    Events of one resource reach an endpoint in the order they were accepted; events of
+    different resources go out in parallel (delivery.per_endpoint at once).
+    --strict-order sends one at a time, in acceptance order, for receivers that need it.
+
+    \b
+    Examples:
+      csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
+      csnotify subscribe '*' --level ERROR --name oncall --group-wait 30s \\
+          --to 'mailto://user:pass@smtp.example?to=oncall@example'
+      csnotify subscribe VM.START VM.STOP --to 'cmd:/usr/local/bin/dns-update' \\
+          --where account=admin --where 'resource_name~^web-'
+    """
+    from csnotify import subscriptions
+
+    app_state = state(ctx)
+    key = secret_value(key, app_state.terminal, "signing key")
+    spec = subscriptions.SubscriptionInput(
+        patterns=patterns,
+        to=to,
+        name=name,
+        key=key,
+        level=level,
+        where=where,
+        format=fmt,
+        title=title,
+        body=body,
+        max_per_minute=max_per_minute,
+        group_wait=group_wait,
+        strict_order=strict_order,
+    )
+    created = subscriptions.subscribe(app_state.store(), spec, enabled=not disabled)
+    sub = created.subscription
+    _warn_group_wait(app_state, sub)
+    if as_json:
+        data = sub.as_json()
+        if created.generated_key:
+            data["generated_key"] = created.generated_key
+        app_state.terminal.json(data)
+        return
+    state_word = "" if sub.enabled else " (disabled)"
+    app_state.say(
+        f"created subscription {sub.name}{state_word}: {' '.join(sub.patterns)}"
+        f" -> {len(sub.endpoints)} endpoint(s)"
+    )
+    if created.generated_key:
+        app_state.terminal.out(f"signing key (shown once, keep it): {created.generated_key}")
+
+
+def _warn_group_wait(app_state: AppState, sub: Subscription) -> None:
+    from csnotify.models import APPRISE
+
+    if sub.group_wait and not any(ep.kind == APPRISE for ep in sub.endpoints):
+        app_state.terminal.err(
+            f"csnotify: note: --group-wait applies to email, SMS and chat endpoints;"
+            f" {sub.name} has none, so its events are sent one by one"
+        )
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    as_json: bool = JSON_OPT,
+    reveal: bool = typer.Option(False, "--reveal", help="Show keys and URI secrets."),
+) -> None:
+    """List subscriptions with their state and endpoint failure counts.
+
+    \b
+    Examples:
+      csnotify list
+      csnotify list --json | jq -r '.[].name'
+    """
+    from csnotify.status import subscription_docs
+    from csnotify.subscriptions import summary
+
+    app_state = state(ctx)
+    store = app_state.store()
+    subs = store.subscriptions()
+    if as_json:
+        app_state.terminal.json(subscription_docs(store, subs, reveal))
+        return
+    if not subs:
+        app_state.terminal.err("no subscriptions yet; create one with 'csnotify subscribe'")
+        return
+    rows = [list(summary(s).values()) for s in subs]
+    columns = [
+        "NAME",
+        "PATTERNS",
+        "LEVEL",
+        "ENDPOINTS",
+        "STATE",
+        "FAILING",
+        "LAST OK",
+        "LAST ERROR",
+    ]
+    app_state.terminal.table(columns, rows, optional=["PATTERNS", "LAST OK", "LAST ERROR"])
+
+
+def _limit_text(limit: int, own: int | None) -> str:
+    text = f"{limit}/min" if limit else "none"
+    return text if own is not None else f"{text} (default)"
+
+
+def _render_subscription(
+    terminal: Terminal, sub: Subscription, data: dict[str, Any], human_default: int
+) -> None:
+    from csnotify.templates import DEFAULT_TITLE
+
+    pairs: list[tuple[str, Any]] = [
+        ("name", sub.name),
+        ("state", "enabled" if sub.enabled else "disabled"),
+        ("patterns", sub.patterns),
+        ("level", f"{sub.level} and above"),
+        ("where", data["where"] or None),
+        ("format", sub.format),
+        ("key", data["key"]),
+    ]
+    if "key_whsec" in data:
+        pairs.append(("key (whsec_)", data["key_whsec"]))
+    pairs += [
+        ("title", sub.title or f"{DEFAULT_TITLE} (default)"),
+        ("body", sub.body or "(default)"),
+        ("group wait", f"{sub.group_wait:g} s (human endpoints)" if sub.group_wait else "off"),
+        ("created", sub.created),
+        ("updated", sub.updated),
+    ]
+    terminal.fields(pairs)
+    terminal.out()
+    columns = ["ENDPOINT", "KIND", "STATE", "LIMIT", "CONSEC", "FAILED", "OK", "MUTED", "FOLDED"]
+    columns += ["BACKLOG", "NEXT TRY", "LAST OK", "LAST ERROR"]
+    rows = []
+    for ep, ep_obj in zip(data["endpoints"], sub.endpoints, strict=True):
+        ep_state = "enabled" if ep["enabled"] else f"disabled: {ep['disabled_reason'] or '-'}"
+        if ep["strict_order"]:
+            ep_state += ", strict order"
+        last_error = f"{ep['last_error_at']} {ep['last_error']}" if ep["last_error"] else None
+        rows.append(
+            [
+                ep["uri"],
+                ep["kind"],
+                ep_state,
+                _limit_text(ep_obj.limit(human_default), ep_obj.max_per_minute),
+                ep["consecutive_failures"],
+                ep["total_failures"],
+                ep["total_successes"],
+                ep["total_muted"],
+                ep["total_folded"],
+                ep["backlog"],
+                _clock(ep["next_attempt"]),
+                ep["last_success_at"],
+                last_error,
+            ]
+        )
+    optional = ["KIND", "CONSEC", "LAST OK", "MUTED", "FOLDED", "LIMIT", "NEXT TRY", "BACKLOG"]
+    terminal.table(columns, rows, optional=optional)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    name: str = NAME_ARG,
+    as_json: bool = JSON_OPT,
+    reveal: bool = typer.Option(False, "--reveal", help="Show the key (and its whsec_ form)."),
+) -> None:
+    """Show one subscription: settings, endpoints, counters, last success and error.
+
+    \b
+    Examples:
+      csnotify show vm-to-hooks
+      csnotify show vm-to-hooks --reveal --json | jq -r .key_whsec
+    """
+    from csnotify.status import subscription_docs
+    from csnotify.subscriptions import find
+
+    app_state = state(ctx)
+    store = app_state.store()
+    sub = find(store, name)
+    (data,) = subscription_docs(store, [sub], reveal)
+    if as_json:
+        app_state.terminal.json(data)
+    else:
+        human_default = app_state.settings()["delivery.human_max_per_minute"]
+        _render_subscription(app_state.terminal, sub, data, human_default)
+
+
+@app.command()
+def update(
+    ctx: typer.Context,
+    name: str = NAME_ARG,
+    pattern: list[str] = typer.Option([], "--pattern", help="Replace the patterns (repeatable)."),
+    to: list[str] = typer.Option(
+        [], "--to", metavar="URI", help="Replace the endpoints (repeatable)."
+    ),
+    add_to: list[str] = typer.Option([], "--add-to", metavar="URI", help="Add an endpoint."),
+    remove_to: list[str] = typer.Option(
+        [], "--remove-to", metavar="URI", help="Remove an endpoint."
+    ),
+    rename: str | None = typer.Option(None, "--rename", metavar="NEW", help="Rename it."),
+    key: str | None = typer.Option(
+        None, "--key", metavar="SECRET|generate|-", help="Set the signing key (- reads stdin)."
+    ),
+    no_key: bool = typer.Option(False, "--no-key", help="Stop signing."),
+    rotate_key: bool = typer.Option(False, "--rotate-key", help="Make a new key; shown once."),
+    level: str | None = typer.Option(
+        None, "--level", metavar="INFO|WARN|ERROR", help="Minimum level.", autocompletion=LEVELS
+    ),
+    where: list[str] = typer.Option([], "--where", help="Replace the filters (repeatable)."),
+    no_where: bool = typer.Option(False, "--no-where", help="Remove all filters."),
+    fmt: str | None = typer.Option(
+        None, "--format", metavar="json|cloudevents|cloudstack", autocompletion=WEBHOOK_FORMATS
+    ),
+    title: str | None = typer.Option(None, "--title", help="Title template ('' for the default)."),
+    body: str | None = typer.Option(None, "--body", help="Body template ('' for the default)."),
+    max_per_minute: str | None = MAX_PER_MINUTE_OPT,
+    strict_order: bool | None = STRICT_ORDER_OPT,
+    endpoint: str | None = typer.Option(
+        None,
+        "--endpoint",
+        metavar="URI",
+        help="With --max-per-minute or --strict-order: only this endpoint.",
+        autocompletion=complete_endpoints,
+    ),
+    group_wait: str | None = GROUP_WAIT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Change a subscription. Options not given stay as they are; endpoints that stay keep
+    their counters.
+
+    \b
+    Examples:
+      csnotify update vm-to-hooks --pattern 'VM.*' --pattern 'VOLUME.*'
+      csnotify update vm-to-hooks --add-to https://backup.example/cs
+      csnotify update vm-to-hooks --rotate-key
+      csnotify update oncall --max-per-minute 5 --group-wait 1m
+      csnotify update vm-to-hooks --strict-order --endpoint https://hooks.example/cs
+    """
+    from csnotify import subscriptions
+
+    if where and no_where:
+        raise BadInput("--where and --no-where cannot be combined")
+    app_state = state(ctx)
+    key = secret_value(key, app_state.terminal, "signing key")
+    spec = subscriptions.SubscriptionInput(
+        patterns=pattern or None,
+        to=to or None,
+        name=rename,
+        key=key,
+        level=level,
+        where=[] if no_where else (where or None),
+        format=fmt,
+        title=title,
+        body=body,
+        max_per_minute=max_per_minute,
+        group_wait=group_wait,
+        strict_order=strict_order,
+    )
+    result = subscriptions.update(
+        app_state.store(),
+        name,
+        spec,
+        add_to=add_to,
+        remove_to=remove_to,
+        no_key=no_key,
+        rotate_key=rotate_key,
+        limit_endpoint=endpoint,
+    )
+    if group_wait is not None:
+        _warn_group_wait(app_state, result.subscription)
+    if as_json:
+        data = result.subscription.as_json()
+        if result.generated_key:
+            data["generated_key"] = result.generated_key
+        app_state.terminal.json(data)
+        return
+    app_state.say(f"updated subscription {result.subscription.name}")
+    if result.generated_key:
+        app_state.terminal.out(f"new signing key (shown once, keep it): {result.generated_key}")
+
+
+@app.command()
+def unsubscribe(
+    ctx: typer.Context,
+    name: str = NAME_ARG,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Delete a subscription and its endpoints' counters (asks first on a terminal).
+
+    \b
+    Example:
+      csnotify unsubscribe vm-to-hooks --yes
+    """
+    from csnotify import subscriptions
+
+    app_state = state(ctx)
+    store = app_state.store()
+    sub = subscriptions.find(store, name)
+    if (
+        not yes
+        and app_state.terminal.stdin_is_tty
+        and not typer.confirm(f"Delete subscription {sub.name} ({len(sub.endpoints)} endpoint(s))?")
+    ):
+        raise Exit(int(ExitCode.FAILED))
+    subscriptions.unsubscribe(store, sub.name, expected_id=sub.id)
+    app_state.say(f"deleted subscription {sub.name}")
+
+
+def _switch(ctx: typer.Context, name: str, endpoint: str | None, enabled: bool) -> None:
+    from csnotify import subscriptions
+    from csnotify.redact import mask_uri
+
+    app_state = state(ctx)
+    sub = subscriptions.set_enabled(app_state.store(), name, enabled, endpoint)
+    what = f"endpoint {sub.endpoint(endpoint).uri} of {sub.name}" if endpoint else sub.name
+    app_state.say(f"{'enabled' if enabled else 'disabled'} {mask_uri(what)}")
+
+
+ENDPOINT_OPT = typer.Option(
+    None, "--endpoint", metavar="URI", help="Only this endpoint.", autocompletion=complete_endpoints
+)
+
+
+@app.command()
+def enable(ctx: typer.Context, name: str = NAME_ARG, endpoint: str | None = ENDPOINT_OPT) -> None:
+    """Switch a subscription or one endpoint on; resets its failure counters.
+
+    \b
+    Examples:
+      csnotify enable vm-to-hooks
+      csnotify enable vm-to-hooks --endpoint https://hooks.example/cs
+    """
+    _switch(ctx, name, endpoint, True)
+
+
+@app.command()
+def disable(ctx: typer.Context, name: str = NAME_ARG, endpoint: str | None = ENDPOINT_OPT) -> None:
+    """Switch a subscription or one endpoint off; nothing is sent to it until 'enable'.
+
+    \b
+    Examples:
+      csnotify disable vm-to-hooks
+      csnotify disable vm-to-hooks --endpoint https://hooks.example/cs
+    """
+    _switch(ctx, name, endpoint, False)
