@@ -272,15 +272,18 @@ async def run_demo(
         options = SimulatorOptions(listen="127.0.0.1:0", amqp=bus, exchange=exchange, rate=rate,
                                    alert_rate=0.3, failure_rate=0.25, seed=9)  # fmt: skip
         sim_task, ready = await _start_simulator(options, stop_sim)
-        listener = Listener(store, DeliverySettings.from_settings(settings),
-                            ListenOptions(duration=duration), lambda _line: None,
-                            on_outcome=demo.record)  # fmt: skip
+        listener = Listener(store, DeliverySettings.from_settings(settings), ListenOptions(),
+                            lambda _line: None, on_outcome=demo.record)  # fmt: skip
         source = _source(demo.source, ready, bus, exchange, queue)
         demo.started = time.monotonic()
         shower = asyncio.create_task(_refresh(demo, listener, show))
+        # Stopped as by SIGTERM when the time is up: a digest held back by the email
+        # endpoint's rate limit would otherwise keep the demo waiting up to a minute.
+        timer = asyncio.get_running_loop().call_later(duration, listener.stop.set)
         try:
             await listener.run(source)
         finally:
+            timer.cancel()
             shower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await shower
