@@ -17,6 +17,7 @@ Times become UTC ISO 8601 (``2024-05-14T10:22:31Z``); the original stays under `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -94,8 +95,16 @@ def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# The two shapes CloudStack writes (bus eventDateTime, listEvents created), read without
+# strptime, which costs about 10 us a try (the bus source reads one per message).
+_CLOUDSTACK_TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d ?[+-]\d{4}$")
+
+
 def parse_time(text: str) -> datetime:
     value = text.strip()
+    if _CLOUDSTACK_TIME.match(value):
+        with contextlib.suppress(ValueError):  # e.g. month 13: refused below, in words
+            return datetime.fromisoformat(value[:19] + value[-5:])
     if value.endswith("Z"):
         value = value[:-1] + "+0000"
     for fmt in _TIME_FORMATS:

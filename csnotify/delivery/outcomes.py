@@ -58,7 +58,7 @@ class Outcomes:
         record = DeliveryRecord(
             endpoint_id=target.id,
             subscription=target.subscription.name,
-            endpoint=mask_uri(target.endpoint.uri),
+            endpoint=target.masked,
             event_id=message.event.id,
             event_type=message.event.type,
             status=status,
@@ -125,9 +125,9 @@ class Outcomes:
             category="csnotify",
             created=now_iso(),
             resource_type="Endpoint",
-            resource_name=mask_uri(target.endpoint.uri),
+            resource_name=target.masked,
             description=(
-                f"csnotify switched off endpoint {mask_uri(target.endpoint.uri)} of subscription"
+                f"csnotify switched off endpoint {target.masked} of subscription"
                 f" {target.subscription.name}: {reason}"
             ),
             source="csnotify",
