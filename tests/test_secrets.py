@@ -103,3 +103,16 @@ def test_private_parts_of_apprise_uris_are_masked_everywhere(cli, tmp_path) -> N
     cli("unsubscribe", "chat", "--yes")
     r = cli("import", str(masked))
     assert r.exit_code == 2 and "exported masked" in r.stderr
+
+
+def test_the_broker_url_is_masked_without_apprise() -> None:
+    """listen masks amqp.url in its log lines; that must not load Apprise (20 MB, 0.2 s)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from csnotify.redact import mask_uri;"
+        " print(mask_uri('amqp://csnotify:s3cret@rabbit.example:5672/'), 'apprise' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["amqp://csnotify:********@rabbit.example:5672/", "False"]
