@@ -47,10 +47,12 @@ def _schedule(value: Any) -> object:
     return parse_schedule(str(value), "a wait")
 
 
-def _duration(value: Any) -> object:
+def _max_age(value: Any) -> object:
     from csnotify.events import parse_duration
 
-    return parse_duration(str(value), "the duration")
+    if parse_duration(str(value), "the duration").total_seconds() < 60:
+        raise BadInput(f"{value!r} would give up deliveries at once; use at least 1m, e.g. 24h")
+    return value
 
 
 SETTINGS: dict[str, Setting] = {
@@ -126,7 +128,7 @@ SETTINGS: dict[str, Setting] = {
             str,
             "24h",
             "a delivery still pending this long after its event was accepted is given up",
-            check=_duration,
+            check=_max_age,
         ),
         Setting(
             "delivery.per_endpoint",
@@ -390,6 +392,9 @@ def load(
             )
         elif key not in SETTINGS:
             raise BadInput(f"config file {path}: unknown setting {key!r}{did_you_mean(key)}")
+    for key, replacement in RETIRED.items():
+        if env_name(key) in environ:
+            settings.warnings.append(f"${env_name(key)} is no longer used; see {replacement}")
     for key, setting in SETTINGS.items():
         value, source = setting.default, "default"
         if key in file_values:

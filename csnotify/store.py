@@ -215,7 +215,7 @@ class Store:
         sub_id = table.last_pk
         self._write_endpoints(sub_id, sub.endpoints, {})
 
-    def save(self, old_name: str, sub: Subscription, endpoint_flags: bool = False) -> None:
+    def save(self, old_name: str, sub: Subscription, endpoint_flags: bool = False) -> int:
         """Replace a subscription's settings and endpoint list, keeping the counters of
         endpoints that stay. Their enabled flags are written only with ``endpoint_flags``
         (import --replace), so an update never undoes an auto-disable made meanwhile."""
@@ -235,11 +235,16 @@ class Store:
             )
         }
         keep = {ep.uri for ep in sub.endpoints}
+        discarded = 0  # pending deliveries of the endpoints that go
         for uri, ep_id in existing.items():
             if uri not in keep:
+                discarded += self.conn.execute(
+                    "SELECT count(*) FROM pending WHERE endpoint_id = ?", (ep_id,)
+                ).fetchone()[0]
                 self.conn.execute("DELETE FROM endpoints WHERE id = ?", (ep_id,))
         self._forget_batches()
         self._write_endpoints(sub_id, sub.endpoints, existing, endpoint_flags)
+        return int(discarded)
 
     def _write_endpoints(
         self,
@@ -297,6 +302,8 @@ class Store:
         self, ep: Endpoint, enabled: bool, reset: bool = False, reason: str | None = None
     ) -> None:
         values: dict[str, Any] = {"enabled": int(enabled), "disabled_reason": reason}
+        if enabled:  # what waited for it goes out now, not at its next scheduled retry
+            self.conn.execute("UPDATE pending SET next_at = 0 WHERE endpoint_id = ?", (ep.id,))
         if reset:
             values |= {"consecutive_failures": 0, "total_failures": 0, "total_successes": 0}
             values |= {"last_error": None, "last_error_at": None}

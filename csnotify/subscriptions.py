@@ -210,6 +210,7 @@ def find(store: Store, name: str) -> Subscription:
 class Created:
     subscription: Subscription
     generated_key: str | None
+    discarded: int = 0  # pending deliveries of removed endpoints, given up
 
 
 def subscribe(store: Store, spec: SubscriptionInput, enabled: bool = True) -> Created:
@@ -252,9 +253,9 @@ def update(
                                   limit_endpoint)  # fmt: skip
         if new.name != current.name and store.subscription(new.name) is not None:
             raise BadInput(f"a subscription named {new.name!r} exists; choose another name")
-        store.save(current.name, new)
+        discarded = store.save(current.name, new)
         saved = find(store, new.name)
-    return Created(saved, new.key if generated else None)
+    return Created(saved, new.key if generated else None, discarded)
 
 
 def _changed(

@@ -295,3 +295,50 @@ def test_new_settings_are_checked_and_old_ones_named(cli, config_file: Path) -> 
     values = r.json()
     assert values["delivery.timeout"] == 4.0 and "delivery.retries" not in values
     assert "delivery.retries is no longer used" in r.stderr
+
+
+# -- found by an operator's run-through of a fresh clone ---------------------------------
+
+
+def test_enable_sends_what_waited_now_and_the_first_wait_is_honoured(tmp_path: Path) -> None:
+    down = {"yes": True}
+    with Receiver(lambda _r: Answer(503) if down["yes"] else Answer(200)) as rx:
+        subscribe("*", "--to", rx.url, "--name", "later")
+        env = {**os.environ, "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s,1h"}
+        event = json.dumps({"id": "ev-w", "type": "VM.STOP", "created": "2026-11-26T10:00:00Z"})
+        first = run_process("dispatch", "-", "--json", input=event + "\n", env=env).json()
+        assert first["waiting"] == 1 and len(rx.requests) == 1
+        # a second run counts only its own deliveries as waiting
+        other = json.dumps({"id": "ev-x", "type": "VM.STOP", "created": "2026-11-26T10:00:01Z"})
+        again = run_process("dispatch", "-", "--json", input=other + "\n", env=env).json()
+        assert again["waiting"] == 1
+        down["yes"] = False
+        assert run_process("disable", "later", "--endpoint", rx.url).exit_code == 0
+        assert run_process("enable", "later", "--endpoint", rx.url).exit_code == 0
+        r = run_process("dispatch", "-", "--json", input="", env=env)  # due now, not in 1 h
+        assert r.json()["delivered"] == 2, r.stdout
+    assert sorted(b["event"]["id"] for b in rx.bodies()[-2:]) == ["ev-w", "ev-x"]
+    # the first step of the schedule is a wait too
+    with Receiver() as rx2:
+        subscribe("*", "--to", rx2.url, "--name", "patient")
+        env = {**os.environ, "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "30s,1s"}
+        event = json.dumps({"id": "ev-p", "type": "VM.STOP", "created": "2026-11-26T10:00:00Z"})
+        r = run_process("dispatch", "-", "--json", input=event + "\n", env=env)
+        assert r.json()["waiting"] >= 1 and rx2.requests == []
+
+
+def test_operator_mistakes_are_refused_or_said(tmp_path: Path) -> None:
+    r = run_process("config", "set", "delivery.max_age", "0s")
+    assert r.exit_code == 2 and "use at least 1m" in r.stderr
+    r = run_process("listen", "--source", "api", "--once", "--since", "2099-01-01")
+    assert r.exit_code == 2 and "--since '2099-01-01' is in the future" in r.stderr
+    r = run_process("config", "show", env={**os.environ, "CSNOTIFY_DELIVERY_RETRIES": "3"})
+    assert r.exit_code == 0 and "$CSNOTIFY_DELIVERY_RETRIES is no longer used" in r.stderr
+    subscribe("*", "--to", "http://127.0.0.1:9/dead", "--to", "http://127.0.0.1:9/other",
+              "--name", "two")  # fmt: skip
+    env = {**os.environ, "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s,1h"}
+    event = json.dumps({"id": "ev-d", "type": "VM.STOP", "created": "2026-11-26T10:00:00Z"})
+    assert run_process("dispatch", "-", input=event + "\n", env=env).exit_code == 0
+    r = run_process("update", "two", "--remove-to", "http://127.0.0.1:9/dead")
+    assert r.exit_code == 0
+    assert "1 pending deliveries of the removed endpoint(s) were given up" in r.stderr

@@ -339,8 +339,13 @@ def _delivery_settings(app_state: AppState) -> Any:
 
 
 def _clock(iso: str | None) -> str | None:
-    """``2026-11-26T10:00:05Z`` -> ``10:00:05Z`` (today's times are what one watches)."""
-    return iso[11:] if iso else None
+    """``2026-11-26T10:00:05Z`` -> ``10:00:05Z`` (today's times are what one watches);
+    ``due`` once it has passed (the endpoint is busy with earlier attempts)."""
+    if not iso:
+        return None
+    from datetime import UTC, datetime
+
+    return "due" if iso <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") else iso[11:]
 
 
 def _masked(uri: str | None) -> str:

@@ -3,6 +3,7 @@ CloudStack stand-in)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,6 +176,9 @@ def _make_source(
     from csnotify.sources.api import ApiSource
 
     start = parse_since(since) if since else None
+    if start is not None and start.timestamp() > time.time() + 60:
+        # the cursor would wait there and every poll until then would deliver nothing
+        raise BadInput(f"--since {since!r} is in the future; give a past time or 30m, 2h, 1d")
     client = CloudStackClient(
         Credentials.from_settings(settings), timeout=settings["delivery.timeout"] * 3
     )

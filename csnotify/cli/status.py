@@ -122,7 +122,7 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
 
 def _status_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     columns = ["SUBSCRIPTION", "ENDPOINT", "STATE", "OK", "FAILED", "MUTED", "FOLDED", "CONSEC"]
-    columns += ["BACKLOG", "NEXT TRY", "LAST ERROR"]
+    columns += ["DROPPED", "BACKLOG", "NEXT TRY", "LAST ERROR"]
     rows = []
     for ep in report["endpoints"]:
         if not ep["subscription_enabled"]:
@@ -139,6 +139,7 @@ def _status_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                 ep["total_muted"],
                 ep["total_folded"],
                 ep["consecutive_failures"],
+                ep["total_dropped"],
                 ep["backlog"],
                 _clock(ep["next_attempt"]),
                 ep["pending_error"] or ep["last_error"],
@@ -147,7 +148,7 @@ def _status_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return columns, rows
 
 
-STATUS_OPTIONAL = ["CONSEC", "FOLDED", "MUTED", "NEXT TRY", "BACKLOG"]
+STATUS_OPTIONAL = ["CONSEC", "DROPPED", "FOLDED", "MUTED", "NEXT TRY", "BACKLOG"]
 
 
 def _render_status(terminal: Terminal, report: dict[str, Any]) -> None:

@@ -214,13 +214,15 @@ def _render_subscription(
     terminal.fields(pairs)
     terminal.out()
     columns = ["ENDPOINT", "KIND", "STATE", "LIMIT", "CONSEC", "FAILED", "OK", "MUTED", "FOLDED"]
-    columns += ["BACKLOG", "NEXT TRY", "LAST OK", "LAST ERROR"]
+    columns += ["DROPPED", "BACKLOG", "NEXT TRY", "LAST OK", "LAST ERROR"]
     rows = []
     for ep, ep_obj in zip(data["endpoints"], sub.endpoints, strict=True):
         ep_state = "enabled" if ep["enabled"] else f"disabled: {ep['disabled_reason'] or '-'}"
         if ep["strict_order"]:
             ep_state += ", strict order"
         last_error = f"{ep['last_error_at']} {ep['last_error']}" if ep["last_error"] else None
+        if ep["pending_error"]:  # why the backlog waits, before any delivery was given up
+            last_error = f"pending: {ep['pending_error']}"
         rows.append(
             [
                 ep["uri"],
@@ -232,13 +234,15 @@ def _render_subscription(
                 ep["total_successes"],
                 ep["total_muted"],
                 ep["total_folded"],
+                ep["total_dropped"],
                 ep["backlog"],
                 _clock(ep["next_attempt"]),
                 ep["last_success_at"],
                 last_error,
             ]
         )
-    optional = ["KIND", "CONSEC", "LAST OK", "MUTED", "FOLDED", "LIMIT", "NEXT TRY", "BACKLOG"]
+    optional = ["KIND", "CONSEC", "LAST OK", "MUTED", "FOLDED", "DROPPED", "LIMIT", "NEXT TRY"]
+    optional.append("BACKLOG")
     terminal.table(columns, rows, optional=optional)
 
 
@@ -353,6 +357,11 @@ def update(
     )
     if group_wait is not None:
         _warn_group_wait(app_state, result.subscription)
+    if result.discarded:
+        app_state.terminal.err(
+            f"csnotify: warning: {result.discarded} pending deliveries of the removed"
+            " endpoint(s) were given up"
+        )
     if as_json:
         data = result.subscription.as_json()
         if result.generated_key:

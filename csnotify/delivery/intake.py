@@ -75,8 +75,8 @@ def resource_key(event: Event) -> str:
     """What orders deliveries: events of one resource reach an endpoint in the order they
     were accepted. Events that name no resource (alerts, hand-made events) share one key,
     so they keep their order among themselves."""
-    if event.resource_id:
-        return f"{event.resource_type or ''}:{event.resource_id}"
+    if event.resource_id:  # a UUID: the same resource whatever category names its type
+        return event.resource_id
     return "-"
 
 

@@ -67,6 +67,7 @@ class Pipeline:
         self._backlogs: dict[int, int] = {}
         self._keeper: asyncio.Task[None] | None = None
         self._closed = False
+        self._mine: set[int] = set()  # ids of the rows this run accepted
 
     @property
     def targets(self) -> dict[int, Target]:
@@ -96,6 +97,7 @@ class Pipeline:
         """Take a (new) set of subscriptions and mutes; endpoints that stay keep their
         worker, rate window and pending batch."""
         self.policy.mutes = MuteSet(mutes or [])
+        was_off = {i for i, t in self.intake.targets.items() if not t.enabled}
         added, removed = self.intake.load(
             subscriptions, self.channels.get, self.settings.human_max_per_minute
         )
@@ -113,8 +115,10 @@ class Pipeline:
             worker = self.workers.pop(target.id)
             task = asyncio.ensure_future(worker.stop())
             task.add_done_callback(lambda _t: None)
-        for worker in self.workers.values():  # an endpoint may have been enabled again
-            worker.need_load = True
+        for endpoint_id, worker in self.workers.items():
+            if endpoint_id in was_off and worker.target.enabled:
+                worker.retry_now()  # enabled again: what waited goes out now
+            worker.need_load = True  # rows other processes left, or written while off
             worker.poke()
 
     # -- intake --------------------------------------------------------------------------
@@ -170,7 +174,9 @@ class Pipeline:
         worker = self.workers[target.id]
         if worker.backlog >= self.settings.max_backlog and self._overflow(worker, event):
             return
-        row = PendingRow(target.id, event, resource_key(event), time.time(), webhook_id)
+        now = time.time()
+        row = PendingRow(target.id, event, resource_key(event), now, webhook_id)
+        row.next_at = now + self.settings.schedule[0]  # the wait before the first attempt
         row.claimed = worker.has_room()
         worker.backlog += 1
         self.writer.changes.new.append(row)
@@ -208,6 +214,7 @@ class Pipeline:
             if worker is not None:
                 worker.saved()
         for row in changes.new:
+            self._mine.add(row.id)
             worker = self.workers.get(row.endpoint_id)
             if worker is None:
                 continue
@@ -345,8 +352,9 @@ class Pipeline:
             await asyncio.sleep(0.02)
 
     def waiting(self) -> int:
-        """Deliveries this process holds that wait for a retry."""
-        return sum(len(w.rows) for w in self.workers.values())
+        """Deliveries accepted by this run that wait in the store (for a retry, or for
+        their endpoint to be enabled)."""
+        return sum(1 for w in self.workers.values() for r in w.rows.values() if r.id in self._mine)
 
     async def flush(self) -> None:
         await self.writer.flush()

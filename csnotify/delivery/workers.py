@@ -102,6 +102,12 @@ class EndpointWorker:
     def _key(self, row: PendingRow) -> str:
         return "" if self.target.endpoint.strict_order else row.resource
 
+    def retry_now(self) -> None:
+        """The endpoint was enabled again: its waiting rows are due now."""
+        for row in self.rows.values():
+            row.next_at = 0.0
+        self._wake.set()
+
     def oldest_droppable(self) -> PendingRow | None:
         return next((r for r in self.rows.values() if not r.running), None)
 
