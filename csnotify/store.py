@@ -107,6 +107,10 @@ class Store:
             raise BadInput(f"cannot use store {path}: {exc}; check --db or CSNOTIFY_DB") from None
         except PermissionError as exc:
             raise BadInput(f"cannot open store {path}: {exc.strerror}") from None
+        except OSError as exc:  # e.g. a directory that cannot be made (--db /proc/x)
+            raise BadInput(
+                f"cannot open store {path}: {exc.strerror or exc}; check --db or CSNOTIFY_DB"
+            ) from None
         return store
 
     def close(self) -> None:

@@ -328,6 +328,8 @@ def test_enable_sends_what_waited_now_and_the_first_wait_is_honoured(tmp_path: P
 
 
 def test_operator_mistakes_are_refused_or_said(tmp_path: Path) -> None:
+    r = run_process("--db", "/proc/nope/csnotify.db", "list")
+    assert r.exit_code == 2 and "cannot open store /proc/nope/csnotify.db" in r.stderr
     r = run_process("config", "set", "delivery.max_age", "0s")
     assert r.exit_code == 2 and "use at least 1m" in r.stderr
     r = run_process("listen", "--source", "api", "--once", "--since", "2099-01-01")
