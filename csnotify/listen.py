@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from csnotify.aio import locked_thread
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings
 from csnotify.events import Event, now_iso
@@ -102,7 +101,7 @@ class Listener:
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a store call off the event loop, one at a time with the dispatcher's writes."""
-        return await locked_thread(self.dispatcher.db_lock, fn, *args)
+        return await self.dispatcher.db(fn, *args)
 
     async def sleep(self, seconds: float) -> bool:
         """Wait, or less if told to stop; True if we should stop."""

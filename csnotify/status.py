@@ -3,13 +3,12 @@ queue's depth, and every endpoint's state and counters."""
 
 from __future__ import annotations
 
-import os
 import socket
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from csnotify.events import parse_time
+from csnotify.processes import alive
 from csnotify.redact import mask_uri
 from csnotify.store import NO_BACKLOG, SourceState, backlog
 
@@ -30,7 +29,7 @@ def listener_state(listener: dict[str, Any], now: float, host: str) -> tuple[str
     if not listener.get("running"):
         return "stopped", None
     pid = listener.get("pid")
-    if listener.get("host") == host and isinstance(pid, int) and not _alive(pid):
+    if listener.get("host") == host and isinstance(pid, int) and not alive(pid, named="csnotify"):
         return "stopped", f"process {pid} is gone without stopping cleanly (killed?)"
     beat = listener.get("heartbeat_s")
     if isinstance(beat, (int, float)):
@@ -39,21 +38,6 @@ def listener_state(listener: dict[str, Any], now: float, host: str) -> tuple[str
             where = f" on {listener.get('host')}" if listener.get("host") != host else ""
             return "stale", f"no heartbeat for {age:.0f} s from process {pid}{where}"
     return "running", None
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process of csnotify (a reused pid is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: exists
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc here: trust the pid
-    return b"csnotify" in cmdline
 
 
 def collect(store: Store, now: float | None = None) -> dict[str, Any]:

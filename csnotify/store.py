@@ -434,25 +434,14 @@ class DeliveryLog:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def record(
-        self,
-        records: list[DeliveryRecord],
-        log_max: int,
-        batches: Sequence[tuple[int, tuple[str, float, str] | None]] = (),
-    ) -> None:
-        """Outcomes, and the pending batches that changed (None: sent, so deleted)."""
-        if not records and not batches:
-            return
-        with self.store.transaction():
-            self.write(records, log_max, batches)
-
     def write(
         self,
         records: list[DeliveryRecord],
         log_max: int,
         batches: Sequence[tuple[int, tuple[str, float, str] | None]] = (),
     ) -> None:
-        """``record`` inside a transaction the caller holds."""
+        """Outcomes, and the pending batches that changed (None: sent, so deleted), inside a
+        transaction the caller holds (the outbox's)."""
         conn = self.store.conn
         for endpoint_id, pending in batches:
             if pending is None:
@@ -542,10 +531,6 @@ class DeliveryLog:
                 endpoint_id,
             ),
         )
-
-    def disable(self, endpoint_id: int, reason: str) -> None:
-        with self.store.transaction():
-            self.write_disable(endpoint_id, reason)
 
     def write_disable(self, endpoint_id: int, reason: str) -> None:
         self.store.conn.execute(

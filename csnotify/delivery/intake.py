@@ -38,18 +38,11 @@ class Target:
     batch: Batch | None = None  # events waiting to go out as one message
     timer: asyncio.TimerHandle | None = None
     last_digest: float = 0.0  # unix time
-    _masked: tuple[str, str] | None = None
+    masked: str = ""  # the URI as outputs show it, masked once (not per delivery)
 
     @property
     def id(self) -> int:
         return self.endpoint.id or 0
-
-    @property
-    def masked(self) -> str:
-        """The endpoint's URI as outputs show it (masked once, not per delivery)."""
-        if self._masked is None or self._masked[0] != self.endpoint.uri:
-            self._masked = (self.endpoint.uri, mask_uri(self.endpoint.uri))
-        return self._masked[1]
 
     @property
     def label(self) -> str:
@@ -58,6 +51,7 @@ class Target:
     def refresh(self, sub: Subscription, ep: Endpoint, human_max_per_minute: int) -> None:
         """Take the stored settings; the rate window keeps what it counted."""
         self.subscription, self.endpoint = sub, ep
+        self.masked = mask_uri(ep.uri)
         self.enabled = ep.enabled and sub.enabled
         self.consecutive_failures = ep.consecutive_failures
         self.group_wait = sub.group_wait if ep.kind == APPRISE else 0.0

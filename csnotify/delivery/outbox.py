@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.aio import locked_thread
 from csnotify.events import Event, from_normalised
+from csnotify.processes import alive
 from csnotify.store import DeliveryLog, DeliveryRecord, SourceState
 
 if TYPE_CHECKING:
@@ -204,14 +205,12 @@ class Outbox:
 
 
 def _alive(owner: str) -> bool:
+    """``owner`` is ``host:pid:nonce``; a malformed one belongs to nobody."""
     try:
         pid = int(owner.rsplit(":", 2)[1])
-        os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError):
+    except (ValueError, IndexError):
         return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+    return alive(pid)
 
 
 MAX_UNCOMMITTED = 5_000  # new rows waiting for a commit before intake waits

@@ -81,12 +81,12 @@ class Pipeline:
 
     async def __aenter__(self) -> Pipeline:
         self.writer.start()
-        released = await self._db(self.outbox.release_dead)
+        released = await self.db(self.outbox.release_dead)
         if released:
             log.info("took over %d pending deliveries of a listener that stopped", released)
-        self._backlogs = await self._db(self.outbox.backlogs)
+        self._backlogs = await self.db(self.outbox.backlogs)
         if self.restore:
-            self._stored_batches = await self._db(DeliveryLog(self.store).batches)
+            self._stored_batches = await self.db(DeliveryLog(self.store).batches)
         self._keeper = asyncio.create_task(self._keep())
         return self
 
@@ -239,7 +239,7 @@ class Pipeline:
     # -- workers -------------------------------------------------------------------------
 
     async def _claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
-        return await self._db(self.outbox.claim, endpoint_id, limit)
+        return await self.db(self.outbox.claim, endpoint_id, limit)
 
     async def _attempt(self, worker: EndpointWorker, row: PendingRow) -> None:
         """One attempt; then the row is delivered, scheduled again, or given up."""
@@ -313,7 +313,8 @@ class Pipeline:
 
     # -- running -------------------------------------------------------------------------
 
-    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A store call off the event loop, one at a time with the pipeline's writes."""
         return await locked_thread(self.db_lock, fn, *args)
 
     async def _keep(self) -> None:
@@ -321,9 +322,9 @@ class Pipeline:
         while True:
             await asyncio.sleep(KEEP_EVERY_S)
             try:
-                await self._db(self.outbox.renew)
-                await self._db(self.outbox.release_dead)
-                backlogs = await self._db(self.outbox.backlogs)
+                await self.db(self.outbox.renew)
+                await self.db(self.outbox.release_dead)
+                backlogs = await self.db(self.outbox.backlogs)
             except Exception:
                 log.exception("could not renew pending deliveries")
                 continue
@@ -377,7 +378,7 @@ class Pipeline:
                 await self._keeper
         await self.writer.stop()
         try:
-            await self._db(self.outbox.release)
+            await self.db(self.outbox.release)
         except Exception:
             log.exception("could not release pending deliveries (they are taken over later)")
         await self.channels.close()
