@@ -271,6 +271,7 @@ LEVELS = choices("INFO", "WARN", "ERROR")
 WEBHOOK_FORMATS = choices("json", "cloudevents", "cloudstack")
 EXPORT_FORMATS = choices("json", "toml")
 SOURCE_NAMES = choices("api", "amqp", "stdin")
+VERIFY_SCHEMES = choices("standard", "cloudstack")
 
 
 def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None:
