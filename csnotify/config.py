@@ -55,6 +55,12 @@ def _max_age(value: Any) -> object:
     return value
 
 
+def _env_names(value: Any) -> object:
+    from csnotify.channels import env_names
+
+    return env_names(str(value))
+
+
 SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in (
@@ -162,6 +168,14 @@ SETTINGS: dict[str, Setting] = {
             " the rest go out as one digest (0: no limit)",
             minimum=0,
             maximum=10000,
+        ),
+        Setting(
+            "delivery.command_env",
+            str,
+            "",
+            "names of environment variables (comma-separated) that cmd: programs get besides"
+            " PATH, HOME, LANG, TZ and CSNOTIFY_EVENT_*; nothing else of csnotify's environment",
+            check=_env_names,
         ),
         Setting(
             "failures.disable_after",

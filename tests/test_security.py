@@ -6,10 +6,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import run_process
 
 from csnotify.signing import standard_signature
 
@@ -116,3 +121,104 @@ def test_verify_seen_refuses_a_replay(cli, tmp_path: Path) -> None:
     r = cli("verify", "--key", "k", "--seen", str(tmp_path / "no" / "dir"), *signed("k"), "-",
             input=BODY)  # fmt: skip
     assert r.exit_code == 2 and "--seen" in r.stderr
+
+
+# -- 2. cmd: programs get no secrets, no descriptors, a bounded stderr ------------------------
+
+ENV_PROBE = """#!{python}
+import json, os, sys
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+sys.stdin.read()
+with open(sys.argv[1], "w") as fh:
+    json.dump({{"env": dict(os.environ), "fd_open": is_open(int(sys.argv[2]))}}, fh)
+"""
+EVENT = '{"id": "e1", "type": "VM.START", "created": "2026-11-25T10:00:00Z"}\n'
+
+
+def program(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_cmd_program_gets_a_minimal_environment_and_no_inherited_descriptor(tmp_path) -> None:
+    """csnotify runs (as under systemd) with secrets in its environment and a descriptor
+    its parent left open; the program sees neither, only the basic variables, the event's,
+    and what delivery.command_env names."""
+    out = tmp_path / "probe.json"
+    leaked = (tmp_path / "leaked").open("w")  # inheritable once passed to the child
+    fd = leaked.fileno()
+    probe = program(tmp_path, "probe", ENV_PROBE.format(python=sys.executable))
+    env = {**os.environ, "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "cs-secret-key-42",
+           "CSNOTIFY_AMQP_URL": "amqp://guest:brokerpw@127.0.0.1:1/", "LDAP_BIND_PW": "pw1",
+           "HTTPS_PROXY": "http://proxy.example:3128", "TZ": "UTC",
+           "CSNOTIFY_DELIVERY_COMMAND_ENV": "HTTPS_PROXY"}  # fmt: skip
+    r = run_process("subscribe", "*", "--to", f"cmd:{probe} {out} {fd}", "--name", "p", env=env)
+    assert r.exit_code == 0, r.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "csnotify", "dispatch", "-"], input=EVENT, text=True,
+        capture_output=True, env=env, pass_fds=(fd,), timeout=60, check=False,
+    )  # fmt: skip
+    leaked.close()
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(out.read_text())
+    assert seen["fd_open"] is False
+    assert set(seen["env"]) <= {"PATH", "HOME", "LANG", "TZ", "HTTPS_PROXY", "LC_CTYPE",
+                                "CSNOTIFY_EVENT_TYPE", "CSNOTIFY_EVENT_ID",
+                                "CSNOTIFY_SUBSCRIPTION"}, seen["env"]  # fmt: skip
+    assert seen["env"]["HTTPS_PROXY"] == "http://proxy.example:3128"
+    assert seen["env"]["CSNOTIFY_EVENT_TYPE"] == "VM.START" and seen["env"]["TZ"] == "UTC"
+    r = run_process("-c", "delivery.command_env=HTTPS_PROXY,no-such=1", "status", env=env)
+    assert r.exit_code == 2 and "not an environment variable name" in r.stderr
+
+
+def test_cmd_program_must_be_an_absolute_path(cli, tmp_path: Path) -> None:
+    """A bare name would be looked up on PATH at every delivery."""
+    for uri in ("cmd:tee -a /tmp/x", "cmd:./hook", "cmd:~/hook"):
+        r = cli("subscribe", "*", "--to", uri, "--name", "bare")
+        assert r.exit_code == 2 and "absolute path" in r.stderr, r.stderr
+    assert cli("list", "--json").json() == []
+
+
+def test_cmd_stderr_flood_keeps_only_its_tail(tmp_path: Path) -> None:
+    """200 MB on stderr: the error holds its tail and csnotify's memory stays flat."""
+    flood = program(tmp_path, "flood", (
+        f"#!{sys.executable}\nimport sys\nblock = b'x' * 1048576\n"
+        "for _ in range(200):\n    sys.stderr.buffer.write(block)\n"
+        "sys.stderr.write('the real reason')\nsys.exit(4)\n"
+    ))  # fmt: skip
+    assert run_process("subscribe", "*", "--to", f"cmd:{flood}", "--name", "f").exit_code == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "csnotify", "-c", "delivery.retry_schedule=0s", "dispatch", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(EVENT.encode())
+    proc.stdin.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 1
+    assert usage.ru_maxrss < 150 * 1024, usage.ru_maxrss  # KiB: far below the 200 MB sent
+    rows = run_process("deliveries", "f", "--json").json()
+    assert rows[0]["error"].endswith("the real reason")
+    assert rows[0]["error"].startswith(f"{flood}: exit status 4")
+
+
+def test_a_background_child_holding_stderr_does_not_turn_success_into_timeout(
+    cli, tmp_path: Path
+) -> None:
+    quick = program(tmp_path, "quick", "#!/bin/sh\ncat >/dev/null\nsleep 4 &\nexit 0\n")
+    subscribe_ok = cli("subscribe", "*", "--to", f"cmd:{quick}", "--name", "q")
+    assert subscribe_ok.exit_code == 0, subscribe_ok.stderr
+    started = time.monotonic()
+    r = cli("-c", "delivery.timeout=2", "-c", "delivery.retry_schedule=0s", "dispatch", "-",
+            input=EVENT)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert time.monotonic() - started < 2
+    assert cli("deliveries", "q", "--json").json()[0]["status"] == "delivered"
