@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput, Unreachable
+from csnotify.events import strict_json
 from csnotify.servertime import ServerClock, parse_zone
 from csnotify.signing import signed_api_query
 
@@ -134,8 +135,8 @@ class CloudStackClient:
     def _answer(self, command: str, response: httpx.Response) -> dict[str, Any]:
         wrapper = command.lower() + "response"
         try:
-            doc = response.json()
-        except ValueError:
+            doc = strict_json(response.content)
+        except (ValueError, RecursionError):  # not JSON, or a non-finite number
             doc = None
         inner = doc.get(wrapper) if isinstance(doc, dict) else None
         status = response.status_code

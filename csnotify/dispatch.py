@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from csnotify.channels.base import Message
+from csnotify.channels.base import Message, attempt_once
 from csnotify.channels.pool import ChannelPool
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings, Stats
@@ -189,7 +189,10 @@ async def test_endpoints(sub: Subscription, settings: DeliverySettings) -> list[
 
     async def one(ep: Endpoint) -> TestResult:
         started = time.monotonic()
-        attempt = await channels.get(ep.uri).send(Message(event, sub, ep.uri), settings.timeout)
+        message = Message(event, sub, ep.uri)
+        attempt = await attempt_once(
+            channels.get(ep.uri), message, settings.timeout, mask_uri(ep.uri)
+        )
         latency = round((time.monotonic() - started) * 1000, 1)
         return TestResult(
             mask_uri(ep.uri), ep.kind, attempt.ok, latency, attempt.status, attempt.error

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import run_process
+from receivers import Receiver
 
 from csnotify.signing import standard_signature
 
@@ -222,3 +223,46 @@ def test_a_background_child_holding_stderr_does_not_turn_success_into_timeout(
     assert r.exit_code == 0, r.stderr
     assert time.monotonic() - started < 2
     assert cli("deliveries", "q", "--json").json()[0]["status"] == "delivered"
+
+
+# -- 3. no vanishing deliveries ---------------------------------------------------------------
+
+
+def test_cr_lf_in_a_header_bound_field_is_cleaned_and_delivered(cli) -> None:
+    """--format cloudstack puts the account in User-Agent and the type in X-CS-Event: a
+    CR/LF there once made the channel raise, and the event vanished."""
+    event = {"id": "e1", "type": "VM.START", "created": "2026-11-25T10:00:00Z",
+             "account": "adm\r\nX-Injected: 1", "description": "d"}  # fmt: skip
+    with Receiver() as rx:
+        r = cli("subscribe", "*", "--to", rx.url, "--format", "cloudstack", "--key", "k",
+                "--name", "cs")  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        r = cli("dispatch", "-", "--json", input=json.dumps(event))
+        assert r.exit_code == 0, r.stderr
+        r = cli("test", "cs")
+        assert r.exit_code == 0, r.stdout + r.stderr
+    assert len(rx.requests) == 2
+    headers = {k.lower(): v for k, v in rx.requests[0].headers.items()}
+    assert "x-injected" not in headers
+    assert headers["user-agent"].startswith("CS-Hookshot/adm  X-Injected: 1 ")
+    rows = cli("deliveries", "cs", "--json").json()
+    assert [row["status"] for row in rows] == ["delivered"]
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_rejected_on_input(cli, number: str) -> None:
+    """Python reads them, but they are not JSON: a receiver would get 'Infinity' in the
+    body. The event is refused, counted and reported; the others go on."""
+    bad = '{"id": "e1", "type": "VM.START", "created": "2026-11-25T10:00:00Z", "raw": {"n": %s}}'
+    good = '{"id": "e2", "type": "VM.START", "created": "2026-11-25T10:00:00Z"}'
+    with Receiver() as rx:
+        assert cli("subscribe", "*", "--to", rx.url, "--name", "s").exit_code == 0
+        r = cli("dispatch", "-", "--json", input=bad % number + "\n" + good + "\n")
+        assert r.exit_code == 1
+        assert r.json()["rejected"][0].startswith("line 1: invalid JSON")
+        r = cli("dispatch", "-", "--json", input=bad % number)  # one document
+        assert r.exit_code == 1 and r.json()["rejected"][0].startswith("line 1: invalid JSON")
+        r = cli("listen", "--source", "stdin", input=bad % number + "\n")
+        assert r.exit_code == 1 and "line 1: invalid JSON" in r.stderr
+    assert [b["event"]["id"] for b in rx.bodies()] == ["e2"]
+    assert all(b"Infinity" not in q.body and b"NaN" not in q.body for q in rx.requests)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from csnotify.channels.base import Message
+from csnotify.channels.base import Message, attempt_once
 from csnotify.events import Event, now_iso
 from csnotify.models import Subscription
 from csnotify.redact import mask_uri
@@ -140,7 +140,9 @@ class Outcomes:
             body="{description}",
         )
         channel = self.channels.get(uri)
-        attempt = await channel.send(Message(event, admin, uri), self.settings.timeout)
+        attempt = await attempt_once(
+            channel, Message(event, admin, uri), self.settings.timeout, mask_uri(uri)
+        )
         if not attempt.ok:
             log.error("could not tell failures.notify %s: %s", mask_uri(uri), attempt.error)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from csnotify.aio import locked_thread
-from csnotify.channels.base import Attempt, Message
+from csnotify.channels.base import Attempt, Message, attempt_once
 from csnotify.channels.pool import ChannelPool
 from csnotify.delivery.intake import Intake, Target, resource_key
 from csnotify.delivery.outbox import LEASE_S, Changes, Outbox, PendingRow, Writer
@@ -250,12 +250,8 @@ class Pipeline:
             self._give_up(worker, row, message, Attempt.failed(why, retryable=False), None)
             return
         started = time.monotonic()
-        try:
-            async with self._slots:
-                attempt = await target.channel.send(message, s.timeout)
-        except Exception as exc:  # a channel bug is a failed attempt, never a lost event
-            log.exception("the channel for %s raised", target.label)
-            attempt = Attempt.failed(f"internal error: {type(exc).__name__}: {exc}")
+        async with self._slots:
+            attempt = await attempt_once(target.channel, message, s.timeout, target.label)
         row.attempts += 1
         latency = round((time.monotonic() - started) * 1000, 2)
         if attempt.ok:
