@@ -37,12 +37,18 @@ class TextFormatter(logging.Formatter):
         self.traceback = traceback
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"csnotify: {record.levelname.lower()}: {printable(record.getMessage())}"
+        line = f"csnotify: {record.levelname.lower()}: {one_line(record.getMessage())}"
         if record.exc_info and record.exc_info[1] is not None:
             if self.traceback:
                 return line + "\n" + self.formatException(record.exc_info)
-            line += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+            line += f" ({one_line(f'{type(record.exc_info[1]).__name__}: {record.exc_info[1]}')})"
         return line
+
+
+def one_line(text: str) -> str:
+    """A log record is one line: line breaks in an event field or a receiver's answer are
+    shown as \\n, so that they cannot forge a record of their own."""
+    return printable(text).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def setup(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import run_process
-from receivers import Receiver
+from receivers import Answer, Receiver
 
 from csnotify.signing import standard_signature
 
@@ -266,3 +266,38 @@ def test_non_finite_numbers_are_rejected_on_input(cli, number: str) -> None:
         assert r.exit_code == 1 and "line 1: invalid JSON" in r.stderr
     assert [b["event"]["id"] for b in rx.bodies()] == ["e2"]
     assert all(b"Infinity" not in q.body and b"NaN" not in q.body for q in rx.requests)
+
+
+# -- 7. output and logs cannot be forged ------------------------------------------------------
+
+
+def test_a_log_record_is_one_line(cli) -> None:
+    """An event id with a line break once printed a second, forged record."""
+    event = {"id": "e1\ncsnotify: error: forged record", "type": "VM.START",
+             "created": "2026-11-25T10:00:00Z"}  # fmt: skip
+    with Receiver(lambda _r: Answer(500, b"no\nsuch: thing")) as rx:
+        assert cli("subscribe", "*", "--to", rx.url, "--name", "s").exit_code == 0
+        r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=json.dumps(event))
+        assert r.exit_code == 1
+    lines = r.stderr.splitlines()
+    assert any("e1\\ncsnotify: error: forged record" in line for line in lines), r.stderr
+    assert not any(line.startswith("csnotify: error: forged") for line in lines)
+
+
+def test_table_cells_are_text_not_markup(tmp_path: Path) -> None:
+    """On a terminal, tables are rich tables: a program's (or receiver's) [link=...] in
+    the error column must be shown as it is, not become a clickable link (OSC 8)."""
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "250"}
+    env.pop("NO_COLOR", None)
+    markup = "[link=https://evil.example/]click[/link]"
+    hook = program(tmp_path, "hook", f"#!/bin/sh\necho '{markup}' >&2\nexit 1\n")
+    assert run_process("subscribe", "*", "--to", f"cmd:{hook}", "--name", "s", env=env).exit_code == 0
+    r = run_process("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT, env=env)
+    assert r.exit_code == 1
+    shown = subprocess.run(
+        ["script", "-qec", f"{sys.executable} -m csnotify deliveries s", "/dev/null"],
+        capture_output=True, env=env, timeout=60, check=False,
+    ).stdout  # fmt: skip
+    assert "│".encode() in shown  # a rich table, as on a terminal
+    assert b"\x1b]8;" not in shown  # no hyperlink escape
+    assert markup.encode() in shown
