@@ -212,7 +212,7 @@ BAD_SUBSCRIBE = [
     (["VM.*", "--to", "hooks.example.com/cs"], "not an URI"),
     (["VM.*", "--to", "https://"], "no host"),
     (["VM.*", "--to", "nosuchservice://abc"], "Apprise cannot use this URI"),
-    (["VM.*", "--to", "cmd:/nonexistent/program --x"], "is not an absolute path to an executable file"),
+    (["VM.*", "--to", "cmd:/nonexistent/program --x"], "not an absolute path to an executable"),
     (["VM.*", "--to", "cmd:"], "no program after 'cmd:'"),
     (["VM.*", "--to", HOOK, "--name", "taken"], "exists"),
     (["VM.*", "--to", HOOK, "--name", "bad name!"], "invalid name"),

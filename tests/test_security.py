@@ -291,7 +291,9 @@ def test_table_cells_are_text_not_markup(tmp_path: Path) -> None:
     env.pop("NO_COLOR", None)
     markup = "[link=https://evil.example/]click[/link]"
     hook = program(tmp_path, "hook", f"#!/bin/sh\necho '{markup}' >&2\nexit 1\n")
-    assert run_process("subscribe", "*", "--to", f"cmd:{hook}", "--name", "s", env=env).exit_code == 0
+    assert (
+        run_process("subscribe", "*", "--to", f"cmd:{hook}", "--name", "s", env=env).exit_code == 0
+    )
     r = run_process("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT, env=env)
     assert r.exit_code == 1
     shown = subprocess.run(
