@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from csnotify.errors import BadInput
-from csnotify.files import chosen_path, write_private
+from csnotify.files import chosen_path, tighten, write_private
 
 APP_NAME = "csnotify"
 
@@ -398,6 +398,8 @@ def load(
     """Effective settings with the origin of each value."""
     file_values = read_file(path)
     settings = Settings(path=path)
+    if (notice := tighten(path)) is not None:
+        settings.warnings.append(notice)
     for key in list(file_values):
         if key in RETIRED:
             del file_values[key]
@@ -418,11 +420,27 @@ def load(
             value, source = coerce(setting, environ[env], f"from ${env}"), "env"
         if overrides and key in overrides:
             value, source = coerce(setting, overrides[key], "from -c"), "flag"
+            if setting.secret and _holds_secret(key, value):
+                settings.warnings.append(
+                    f"-c {key}=... puts a secret where ps and shell history show it; use"
+                    f" ${env} (e.g. from a systemd EnvironmentFile=) or 'csnotify config set'"
+                )
         settings.values[key] = value
         settings.sources[key] = source
     for key in overrides or {}:
         lookup(key)
     return settings
+
+
+def _holds_secret(key: str, value: Any) -> bool:
+    """A secret setting's value that is secret: amqp.url only with a password in it."""
+    if not value:
+        return False
+    if key == "amqp.url":
+        from csnotify.redact import mask_uri
+
+        return mask_uri(str(value)) != value
+    return True
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from csnotify.channels.pool import ChannelPool
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings, Stats
 from csnotify.events import Event, Rejected, now_iso
-from csnotify.redact import mask_uri
+from csnotify.redact import mask_text, mask_uri
 from csnotify.store import DeliveryLog, DeliveryRecord
 
 if TYPE_CHECKING:
@@ -195,7 +195,12 @@ async def test_endpoints(sub: Subscription, settings: DeliverySettings) -> list[
         )
         latency = round((time.monotonic() - started) * 1000, 1)
         return TestResult(
-            mask_uri(ep.uri), ep.kind, attempt.ok, latency, attempt.status, attempt.error
+            mask_uri(ep.uri),
+            ep.kind,
+            attempt.ok,
+            latency,
+            attempt.status,
+            mask_text(attempt.error) if attempt.error else None,
         )
 
     try:

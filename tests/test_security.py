@@ -303,3 +303,107 @@ def test_table_cells_are_text_not_markup(tmp_path: Path) -> None:
     assert "│".encode() in shown  # a rich table, as on a terminal
     assert b"\x1b]8;" not in shown  # no hyperlink escape
     assert markup.encode() in shown
+
+
+# -- 4. secrets are not shown -----------------------------------------------------------------
+
+PATH_TOKEN = "abcDEF123ghiJKL456mnoPQR"
+QUERY_SECRET = "q9secretvalue"
+CMD_PASSWORD = "cmdPa55word"
+
+
+def test_path_tokens_query_values_and_command_credentials_are_masked(cli, tmp_path) -> None:
+    hook = program(tmp_path, "hook", "#!/bin/sh\ncat >/dev/null\n")
+    with Receiver(lambda _r: Answer(500, b"nope")) as rx:
+        uris = [f"{rx.url}/services/T0A1B2C3D/B0A1B2C3D/{PATH_TOKEN}",
+                f"{rx.url}/hook?code={QUERY_SECRET}&to=ops",
+                f"cmd:{hook} -u admin:{CMD_PASSWORD} --token={CMD_PASSWORD}x"
+                f" --password {CMD_PASSWORD}y API_KEY={CMD_PASSWORD}z"]  # fmt: skip
+        args = [a for uri in uris for a in ("--to", uri)]
+        r = cli("subscribe", "*", *args, "--name", "s")
+        assert r.exit_code == 0, r.stderr
+        cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT)
+    outputs = [cli(*c) for c in (["list"], ["list", "--json"], ["show", "s"], ["show", "s", "--json"],
+               ["export"], ["match", "VM.START"], ["deliveries"], ["deliveries", "--json"],
+               ["status", "--json"])]  # fmt: skip
+    text = "".join(r.stdout + r.stderr for r in outputs)
+    for secret in (PATH_TOKEN, QUERY_SECRET, CMD_PASSWORD):
+        assert secret not in text
+    assert "to=ops" in text and "-u admin:********" in text and "/B0A1B2C3D/********" in text
+    revealed = cli("show", "s", "--reveal", "--json").stdout
+    assert PATH_TOKEN in revealed and CMD_PASSWORD in revealed  # asked for
+
+
+def test_userinfo_of_the_cloudstack_url_is_masked_in_errors_and_logs(tmp_path) -> None:
+    env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": "http://admin:urlpw42@127.0.0.1:9/client/api",
+           "CSNOTIFY_CLOUDSTACK_API_KEY": "a", "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "b"}  # fmt: skip
+    for args in (["events"], ["-v", "events"], ["listen", "--source", "api", "--once"],
+                 ["listen", "--source", "api", "--once", "--log-format", "json"]):  # fmt: skip
+        r = run_process(*args, env=env)
+        assert r.exit_code == 3, r.stderr
+        assert "urlpw42" not in r.stdout + r.stderr
+        assert "admin:********@127.0.0.1" in r.stderr
+
+
+def test_endpoints_from_stdin_or_a_file_stay_out_of_argv(cli, tmp_path: Path) -> None:
+    secret_uri = "mailto://user:mailpw77@smtp.example?to=ops@example"
+    r = cli(
+        "subscribe", "*", "--to", "-", "--name", "a", input=f"# the on-call mailbox\n{secret_uri}\n"
+    )
+    assert r.exit_code == 0, r.stderr
+    uris = tmp_path / "uris"
+    uris.write_text(f"{secret_uri}\n\nhttps://hooks.example/cs\n")
+    r = cli("subscribe", "*", "--to-file", str(uris), "--name", "b")
+    assert r.exit_code == 0, r.stderr
+    shown = {s["name"]: s for s in cli("list", "--json", "--reveal").json()}
+    assert [e["uri"] for e in shown["a"]["endpoints"]] == [secret_uri]
+    assert len(shown["b"]["endpoints"]) == 2
+    for bad, message in (
+        (["--to-file", str(tmp_path / "none")], "cannot read --to-file"),
+        (["--to", "-"], "no URI"),
+        ([], "give an endpoint"),
+        (["--to", "-", "--key", "-"], "both read stdin"),
+    ):
+        r = cli("subscribe", "*", *bad, "--name", "c", input="\n# nothing\n")
+        assert r.exit_code == 2 and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert "c" not in {s["name"] for s in cli("list", "--json").json()}
+
+
+def test_a_secret_given_with_dash_c_is_warned_about(cli) -> None:
+    r = cli("-c", "cloudstack.secret_key=sk1", "config", "show")
+    assert r.exit_code == 0 and "ps and shell history" in r.stderr
+    assert "$CSNOTIFY_CLOUDSTACK_SECRET_KEY" in r.stderr
+    r = cli("-c", "amqp.url=amqp://127.0.0.1/", "-c", "delivery.timeout=3", "config", "show")
+    assert r.exit_code == 0 and "ps and shell history" not in r.stderr  # no secret in it
+
+
+def test_export_with_secrets_to_a_readable_file_warns(tmp_path: Path) -> None:
+    assert run_process("subscribe", "*", "--to", "https://hooks.example/cs", "--key", "k1",
+                       "--name", "s").exit_code == 0  # fmt: skip
+    for mode, warned in ((0o644, True), (0o600, False)):
+        target = tmp_path / f"export-{mode:o}.json"
+        target.touch(mode)
+        target.chmod(mode)
+        with target.open("w") as out:
+            proc = subprocess.run([sys.executable, "-m", "csnotify", "export", "--with-secrets"],
+                                  stdout=out, stderr=subprocess.PIPE, text=True, check=False)  # fmt: skip
+        assert proc.returncode == 0
+        assert ("others can read (mode 0644)" in proc.stderr) is warned, proc.stderr
+        assert '"key": "k1"' in target.read_text()
+
+
+def test_a_loose_store_or_config_is_made_0600(cli, db_file: Path, config_file: Path) -> None:
+    assert cli("config", "set", "delivery.timeout", "5").exit_code == 0
+    assert cli("list").exit_code == 0
+    for path in (db_file, config_file):
+        path.chmod(0o644)
+    for command, path in ((["list"], db_file), (["config", "show"], config_file)):
+        r = cli(*command)
+        assert r.exit_code == 0
+        notices = [ln for ln in r.stderr.splitlines() if "had mode" in ln]
+        assert notices == [
+            f"csnotify: warning: {path} had mode 0644 (others could read its secrets); made it 0600"
+        ]
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert "had mode" not in cli(*command).stderr  # said once

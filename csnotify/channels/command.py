@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -46,7 +47,10 @@ class CommandChannel:
             return Attempt.failed(
                 f"{argv[0]} is not an absolute path to an executable file", retryable=False
             )
-        payload = message.event.json_text().encode() + b"\n"
+        payload = (
+            json.dumps(message.event.as_json(), ensure_ascii=False, allow_nan=False).encode()
+            + b"\n"
+        )
         close_inherited_fds()
         try:
             proc = await asyncio.create_subprocess_exec(

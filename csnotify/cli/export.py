@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -35,10 +37,28 @@ def export(
     app_state = state(ctx)
     text = export_text(app_state.store().subscriptions(), fmt.lower(), with_secrets)
     if output is None:
+        if with_secrets and (loose := readable_by_others(app_state.terminal.stdout)):
+            app_state.terminal.err(
+                f"csnotify: warning: stdout is a file others can read ({loose});"
+                " its secrets are theirs too: use -o FILE (written 0600)"
+            )
         app_state.terminal.stdout.write(text)
     else:
         write_export(output, text)
         app_state.terminal.err(f"wrote {output}")
+
+
+def readable_by_others(stream: Any) -> str | None:
+    """``mode 0644`` when ``stream`` is a regular file group or others may read."""
+    import stat
+
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # not a file (a test's buffer)
+        return None
+    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o044:
+        return f"mode {info.st_mode & 0o777:04o}"
+    return None
 
 
 @app.command("import")

@@ -3,6 +3,7 @@ disable."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -20,6 +21,7 @@ from csnotify.cli.common import (
     _clock,
     app,
     complete_endpoints,
+    endpoint_uris,
     secret_value,
     state,
 )
@@ -38,10 +40,14 @@ def subscribe(
         ..., metavar="PATTERN...", help="Event-type globs, e.g. 'VM.*' '*.CREATE' '*'."
     ),
     to: list[str] = typer.Option(
-        ...,
+        [],
         "--to",
-        metavar="URI",
-        help="Endpoint: https://..., cmd:PROGRAM ARGS, or an Apprise URI.",
+        metavar="URI|-",
+        help="Endpoint: https://..., cmd:/PROGRAM ARGS, or an Apprise URI; - reads them from"
+        " stdin (one a line), keeping passwords out of argv.",
+    ),
+    to_file: Path | None = typer.Option(
+        None, "--to-file", metavar="FILE", help="Endpoints from FILE, one URI a line."
     ),
     name: str | None = typer.Option(
         None, "--name", help="Name (default: made from pattern and endpoint)."
@@ -93,18 +99,20 @@ def subscribe(
     \b
     Examples:
       csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
-      csnotify subscribe '*' --level ERROR --name oncall --group-wait 30s \\
-          --to 'mailto://user:pass@smtp.example?to=oncall@example'
+      csnotify subscribe '*' --level ERROR --name oncall --group-wait 30s --to - \\
+          < oncall-mail.uri   # mailto://user:pass@smtp.example?to=oncall@example
       csnotify subscribe VM.START VM.STOP --to 'cmd:/usr/local/bin/dns-update' \\
           --where account=admin --where 'resource_name~^web-'
     """
     from csnotify import subscriptions
 
     app_state = state(ctx)
+    if key == "-" and "-" in to:
+        raise BadInput("--key - and --to - both read stdin; put the URIs in --to-file")
     key = secret_value(key, app_state.terminal, "signing key")
     spec = subscriptions.SubscriptionInput(
         patterns=patterns,
-        to=to,
+        to=endpoint_uris(to, to_file, app_state.terminal),
         name=name,
         key=key,
         level=level,

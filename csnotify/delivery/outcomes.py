@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from csnotify.channels.base import Message, attempt_once
 from csnotify.events import Event, now_iso
 from csnotify.models import Subscription
-from csnotify.redact import mask_uri
+from csnotify.redact import mask_text, mask_uri
 from csnotify.store import DeliveryRecord, utcnow
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class Outcomes:
             at=utcnow(),
             http_status=http_status,
             latency_ms=latency_ms,
-            error=error,
+            error=mask_text(error) if error else error,
             webhook_id=message.webhook_id,
             payload=message.event.json_text(),
         )
