@@ -95,6 +95,22 @@ SETTINGS: dict[str, Setting] = {
             minimum=1,
         ),
         Setting(
+            "cloudstack.max_response_mb",
+            int,
+            64,
+            "an API answer larger than this (MB) is refused rather than held in memory",
+            minimum=1,
+            maximum=4096,
+        ),
+        Setting(
+            "cloudstack.max_pages",
+            int,
+            2000,
+            "listEvents pages one poll may read; more is refused as a server that never ends",
+            minimum=1,
+            maximum=1_000_000,
+        ),
+        Setting(
             "amqp.url",
             str,
             "amqp://guest:guest@127.0.0.1:5672/",
@@ -112,6 +128,14 @@ SETTINGS: dict[str, Setting] = {
             "unacknowledged messages per listener",
             minimum=1,
             maximum=65535,
+        ),
+        Setting(
+            "amqp.max_message_bytes",
+            int,
+            1024 * 1024,
+            "a bus message larger than this is logged, counted as rejected and acknowledged",
+            minimum=1024,
+            maximum=1024 * 1024 * 1024,
         ),
         Setting(
             "delivery.timeout",

@@ -10,12 +10,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from helpers import run_process
 from receivers import Answer, Receiver
+from services import bus  # noqa: F401 - fixture
 
 from csnotify.signing import standard_signature
 
@@ -407,3 +409,111 @@ def test_a_loose_store_or_config_is_made_0600(cli, db_file: Path, config_file: P
         ]
         assert path.stat().st_mode & 0o777 == 0o600
         assert "had mode" not in cli(*command).stderr  # said once
+
+
+# -- 5. limits on what an outsider controls ---------------------------------------------------
+
+
+def test_template_width_and_precision_are_bounded(cli) -> None:
+    started = time.monotonic()
+    for template in ("{type:>400000000}", "{description:.99999999999999999999}", "{type:>1001}"):
+        r = cli("subscribe", "*", "--to", "json://127.0.0.1:9/", "--title", template, "--name", "t")
+        assert r.exit_code == 2 and "more than 1000" in r.stderr, r.stderr
+    assert time.monotonic() - started < 5  # refused before any 400 MB string is made
+    r = cli("subscribe", "*", "--to", "json://127.0.0.1:9/", "--title", "{description:.1000}",
+            "--name", "t")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+
+
+class HostileApi:
+    """A spoofed CloudStack API (plain http): an endless answer, or endless full pages."""
+
+    def __init__(self, mode: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                try:
+                    if mode == "huge":
+                        self.wfile.write(b'{"listeventsresponse": {"count": 1, "event": [')
+                        for _ in range(3 * 1024):  # 3 MB, and it would go on
+                            self.wfile.write(b" " * 1024)
+                        return
+                    n = outer.requests
+                    rows = [{"id": f"ev-{n}-{i}", "type": "VM.START", "level": "INFO",
+                             "state": "Completed", "created": "2026-11-25T10:00:00+0000",
+                             "description": "x"} for i in range(2)]  # fmt: skip
+                    doc = {"listeventsresponse": {"count": 10**9, "event": rows}}
+                    self.wfile.write(json.dumps(doc).encode())
+                except OSError:
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/client/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("mode", ["huge", "pages"])
+def test_a_hostile_api_is_bounded(mode: str) -> None:
+    api = HostileApi(mode)
+    try:
+        env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": api.url, "CSNOTIFY_CLOUDSTACK_API_KEY": "a",
+               "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "b", "CSNOTIFY_CLOUDSTACK_MAX_RESPONSE_MB": "1",
+               "CSNOTIFY_CLOUDSTACK_MAX_PAGES": "20", "CSNOTIFY_CLOUDSTACK_PAGE_SIZE": "2",
+               "CSNOTIFY_CLOUDSTACK_TIMEZONE": "UTC"}  # fmt: skip
+        r = run_process("events", "--since", "2026-11-25T09:00:00Z", env=env)
+        assert r.exit_code == 3, r.stdout + r.stderr
+        if mode == "huge":
+            assert "answered more than 1 MB (cloudstack.max_response_mb)" in r.stderr
+        else:
+            assert "more than 20 pages" in r.stderr and api.requests <= 21
+    finally:
+        api.close()
+
+
+def test_a_bus_message_over_max_message_bytes_is_rejected_and_acknowledged(bus) -> None:  # noqa: F811
+    from helpers import load_fixture
+
+    env = {**os.environ, **bus.env(), "CSNOTIFY_AMQP_MAX_MESSAGE_BYTES": "4096"}
+    with Receiver() as rx:
+        assert run_process("subscribe", "*", "--to", rx.url, env=env).exit_code == 0
+        assert run_process("listen", "--source", "amqp", "--once", env=env).exit_code == 0
+        good = load_fixture("amqp/ActionEvent.json")
+        doc = json.loads(good["body_raw"])
+        doc["description"] = "x" * 5000
+        bus.publish(good["routing_key"], json.dumps(doc).encode())
+        bus.publish(good["routing_key"], good["body_raw"].encode())
+        r = run_process("listen", "--source", "amqp", "--once", env=env)
+    assert r.exit_code == 0, r.stderr
+    assert "more than amqp.max_message_bytes (4096)" in r.stderr
+    assert len(rx.requests) == 1 and bus.queued() == 0
+    r = run_process("status", "--json", env=env)
+    assert r.json()["listeners"][-1]["rejected"] == 1
+
+
+def test_the_delivery_log_keeps_a_bounded_payload(cli) -> None:
+    event = {"id": "big", "type": "VM.START", "created": "2026-11-25T10:00:00Z",
+             "description": "d" * 60_000, "raw": {"blob": "r" * 200_000}}  # fmt: skip
+    with Receiver() as rx:
+        assert cli("subscribe", "*", "--to", rx.url, "--name", "s").exit_code == 0
+        assert cli("dispatch", "-", input=json.dumps(event)).exit_code == 0
+        assert cli("redeliver", "s", "--since", "1h").exit_code == 0
+    first, again = rx.bodies()
+    assert len(first["event"]["raw"]["blob"]) == 200_000  # the receiver got it whole
+    assert len(again["event"]["description"]) == 2000  # the log kept its start
+    assert again["event"]["raw"] == {"csnotify_truncated": len(json.dumps(first["event"],
+                                     separators=(",", ":"), ensure_ascii=False))}  # fmt: skip

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from csnotify.models import Subscription
 
 log = logging.getLogger("csnotify")
+MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_KEY = 255
 
 
@@ -51,9 +52,16 @@ class AmqpSource:
     name = "amqp"
 
     def __init__(
-        self, url: str, exchange: str, queue: str, prefetch: int, once: bool = False
+        self,
+        url: str,
+        exchange: str,
+        queue: str,
+        prefetch: int,
+        once: bool = False,
+        max_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.url = url
+        self.max_bytes = max_bytes
         self.exchange_name = exchange
         self.queue_name = queue
         self.prefetch = prefetch
@@ -156,6 +164,13 @@ class AmqpSource:
     async def _on_message(self, listener: Listener, message: Any) -> None:
         self.received += 1
         key = message.routing_key or ""
+        if len(message.body) > self.max_bytes:  # CloudStack's events are a few KB
+            listener.reject(
+                f"message {key[:MAX_KEY]!r}",
+                f"{len(message.body)} bytes, more than amqp.max_message_bytes ({self.max_bytes})",
+            )
+            await self._ack(message)
+            return
         try:
             event = parse_bus_body(message.body, key)
         except BadInput as exc:
