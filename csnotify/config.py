@@ -479,18 +479,25 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def set_value(path: Path, key: str, raw: str) -> Any:
-    """Write one setting into the config file, keeping the others. Returns the typed value."""
+def set_value(path: Path, key: str, raw: str, allow_commands: bool = False) -> Any:
+    """Write one setting into the config file, keeping the others. Returns the typed value.
+    A new ``cmd:`` program for failures.notify needs ``allow_commands``."""
     setting = lookup(key)
     value = coerce(setting, raw, "given to config set")
+    flat = read_file(path)
     if key == "failures.notify" and value:  # checked like --to, before it is needed
         from csnotify.channels import validate_endpoint
+        from csnotify.redact import mask_uri
 
         try:
             value = validate_endpoint(value)
         except BadInput as exc:
             raise BadInput(f"failures.notify: {exc.message.removeprefix('--to ')}") from None
-    flat = read_file(path)
+        if value.startswith("cmd:") and value != flat.get(key) and not allow_commands:
+            raise BadInput(
+                f"failures.notify {mask_uri(value)!r} runs a program on this host; check it,"
+                " then set it with --allow-commands"
+            )
     flat[key] = value
     write(path, flat)
     return value

@@ -517,3 +517,42 @@ def test_the_delivery_log_keeps_a_bounded_payload(cli) -> None:
     assert len(again["event"]["description"]) == 2000  # the log kept its start
     assert again["event"]["raw"] == {"csnotify_truncated": len(json.dumps(first["event"],
                                      separators=(",", ":"), ensure_ascii=False))}  # fmt: skip
+
+
+# -- 6. an import cannot silently turn a webhook into a program -------------------------------
+
+
+def test_import_replace_needs_allow_commands_for_new_programs(cli, tmp_path, db_file) -> None:
+    from helpers import file_digest
+
+    hook = program(tmp_path, "hook", "#!/bin/sh\ncat >/dev/null\n")
+    assert cli("subscribe", "*", "--to", "https://hooks.example/cs", "--name", "s").exit_code == 0
+    exported = tmp_path / "subs.json"
+    assert cli("export", "--with-secrets", "-o", str(exported)).exit_code == 0
+    doc = json.loads(exported.read_text())
+    doc["subscriptions"][0]["endpoints"][0]["uri"] = f"cmd:{hook} --token=tok123secret"
+    doc["subscriptions"].append({**doc["subscriptions"][0], "name": "t"})
+    exported.write_text(json.dumps(doc))
+    before = file_digest(db_file)
+    for args in (["--replace"], []):
+        r = cli("import", str(exported), *args)
+        assert r.exit_code == 2, r.stdout + r.stderr
+        assert f"s: cmd:{hook} --token=********" in r.stderr or not args
+        assert f"t: cmd:{hook} --token=********" in r.stderr and "--allow-commands" in r.stderr
+        assert "tok123secret" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert file_digest(db_file) == before  # nothing written
+    r = cli("import", str(exported), "--replace", "--allow-commands", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["replaced"] == ["s"] and r.json()["created"] == ["t"]
+    again = cli("import", str(exported), "--replace", "--json")  # the same programs: no question
+    assert again.exit_code == 0 and again.json()["unchanged"] == ["s", "t"]
+
+
+def test_failures_notify_program_needs_allow_commands(cli, tmp_path, config_file) -> None:
+    hook = program(tmp_path, "hook", "#!/bin/sh\ncat >/dev/null\n")
+    r = cli("config", "set", "failures.notify", f"cmd:{hook}")
+    assert r.exit_code == 2 and "--allow-commands" in r.stderr
+    assert not config_file.exists()
+    r = cli("config", "set", "failures.notify", f"cmd:{hook}", "--allow-commands")
+    assert r.exit_code == 0, r.stderr
+    assert cli("config", "show", "--json").json()["failures.notify"] == f"cmd:{hook}"

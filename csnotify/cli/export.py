@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.exceptions import Exit
 
 from csnotify.cli.common import EXPORT_FORMATS, JSON_OPT, app, state
 from csnotify.errors import BadInput
+from csnotify.exitcodes import ExitCode
 
 
 @app.command()
@@ -68,17 +70,24 @@ def import_(
         ..., metavar="FILE", help="A 'csnotify export' file, or - for stdin."
     ),
     replace: bool = typer.Option(False, "--replace", help="Overwrite subscriptions that differ."),
+    allow_commands: bool = typer.Option(
+        False,
+        "--allow-commands",
+        help="Accept new or changed cmd: endpoints (asked on a terminal; refused otherwise).",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Create subscriptions from an export file (JSON or TOML). Idempotent by name: ones
-    that exist are left alone unless --replace. A bad file imports nothing.
+    that exist are left alone unless --replace. A bad file imports nothing. cmd: endpoints
+    the store does not have yet are listed and need --allow-commands (or a yes on a
+    terminal): an import must not silently turn a webhook into a program run here.
 
     \b
     Examples:
       csnotify import subscriptions.json
       ssh listener1 csnotify export --with-secrets | csnotify import - --replace
     """
-    from csnotify.export import import_entries, parse_text
+    from csnotify.export import CommandsNeedApproval, import_entries, parse_text
 
     app_state = state(ctx)
     if file == "-":
@@ -91,7 +100,17 @@ def import_(
         except UnicodeDecodeError:
             raise BadInput(f"{file} is not UTF-8 text; is it a 'csnotify export' file?") from None
     entries = list(app_state.terminal.progress(parse_text(text, source), None, "checking"))
-    result = import_entries(app_state.store(), entries, source, replace)
+    store = app_state.store()
+    try:
+        result = import_entries(store, entries, source, replace, allow_commands)
+    except CommandsNeedApproval as exc:
+        if file == "-" or not app_state.terminal.stdin_is_tty:
+            raise
+        for command in exc.commands:
+            app_state.terminal.err(f"new program: {command}")
+        if not typer.confirm("Run these programs for the events they match?", err=True):
+            raise Exit(int(ExitCode.USAGE)) from None
+        result = import_entries(store, entries, source, replace, allow_commands=True)
     if as_json:
         app_state.terminal.json(result.as_json())
         return
