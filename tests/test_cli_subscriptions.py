@@ -45,7 +45,7 @@ def test_json_keys_are_stable(cli) -> None:
     assert list(sub["endpoints"][0]) == [
         "uri", "kind", "enabled", "disabled_reason", "consecutive_failures", "total_failures",
         "total_successes", "last_error", "last_error_at", "last_success_at", "max_per_minute",
-        "total_muted", "total_folded", "strict_order", "total_dropped", "backlog",
+        "total_muted", "total_folded", "strict_order", "total_dropped", "warnings", "backlog",
         "oldest_pending", "next_attempt", "pending_error",
     ]  # fmt: skip
 

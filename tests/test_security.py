@@ -556,3 +556,41 @@ def test_failures_notify_program_needs_allow_commands(cli, tmp_path, config_file
     r = cli("config", "set", "failures.notify", f"cmd:{hook}", "--allow-commands")
     assert r.exit_code == 0, r.stderr
     assert cli("config", "show", "--json").json()["failures.notify"] == f"cmd:{hook}"
+
+
+# -- 8. documented choices --------------------------------------------------------------------
+
+
+def test_tls_verification_opt_outs_are_shown_as_a_warning(cli) -> None:
+    r = cli("subscribe", "*", "--to", "json://127.0.0.1:9/?verify=no", "--to",
+            "https://hooks.example/cs", "--name", "lax")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert (
+        cli("subscribe", "*", "--to", "https://hooks.example/ok", "--name", "strict").exit_code == 0
+    )
+    listed = cli("list", env={"COLUMNS": "200"}).stdout
+    assert "WARNING" in listed and "TLS not verified (verify=no)" in listed
+    shown = cli("show", "lax", env={"COLUMNS": "250"}).stdout
+    assert "WARNING" in shown and "TLS not verified (verify=no)" in shown
+    assert "WARNING" not in cli("show", "strict", env={"COLUMNS": "250"}).stdout
+    doc = {s["name"]: s for s in cli("list", "--json").json()}
+    assert [e["warnings"] for e in doc["lax"]["endpoints"]] == [
+        ["TLS not verified (verify=no)"], []]  # fmt: skip
+
+
+def test_apprise_endpoints_follow_redirects_native_webhooks_do_not(cli) -> None:
+    """What the README says: Apprise (requests) follows a 307 to wherever it points;
+    csnotify's own webhooks never do."""
+    with Receiver() as target:
+        moved = Answer(307, b"", headers={"Location": target.url + "/elsewhere"})
+        with Receiver(lambda _r: moved) as redirecting:
+            apprise_uri = redirecting.url.replace("http://", "json://") + "/a"
+            r = cli("subscribe", "*", "--to", apprise_uri, "--to", redirecting.url + "/w",
+                    "--name", "r")  # fmt: skip
+            assert r.exit_code == 0, r.stderr
+            r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT)
+    paths = sorted(q.path for q in redirecting.requests)
+    assert paths == ["/a", "/w"]
+    assert [q.path for q in target.requests] == ["/elsewhere"]  # only Apprise followed
+    errors = [row["error"] for row in cli("deliveries", "r", "--json").json() if row["error"]]
+    assert errors == ["HTTP 307 (redirects are not followed)"]

@@ -187,8 +187,18 @@ def list_(
         "FAILING",
         "LAST OK",
         "LAST ERROR",
+        "WARNING",
     ]
+    columns, rows = _warning_column(columns, rows)
     app_state.terminal.table(columns, rows, optional=["PATTERNS", "LAST OK", "LAST ERROR"])
+
+
+def _warning_column(columns: list[str], rows: list[list[Any]]) -> tuple[list[str], list[Any]]:
+    """The last column (WARNING) is shown only when a row has one, and then never left
+    out for width: a TLS check turned off is what an operator must see."""
+    if any(row[-1] for row in rows):
+        return columns, [[*row[:-1], "; ".join(row[-1]) or None] for row in rows]
+    return columns[:-1], [row[:-1] for row in rows]
 
 
 def _limit_text(limit: int, own: int | None) -> str:
@@ -222,7 +232,7 @@ def _render_subscription(
     terminal.fields(pairs)
     terminal.out()
     columns = ["ENDPOINT", "KIND", "STATE", "LIMIT", "CONSEC", "FAILED", "OK", "MUTED", "FOLDED"]
-    columns += ["DROPPED", "BACKLOG", "NEXT TRY", "LAST OK", "LAST ERROR"]
+    columns += ["DROPPED", "BACKLOG", "NEXT TRY", "LAST OK", "LAST ERROR", "WARNING"]
     rows = []
     for ep, ep_obj in zip(data["endpoints"], sub.endpoints, strict=True):
         ep_state = "enabled" if ep["enabled"] else f"disabled: {ep['disabled_reason'] or '-'}"
@@ -247,8 +257,10 @@ def _render_subscription(
                 _clock(ep["next_attempt"]),
                 ep["last_success_at"],
                 last_error,
+                ep["warnings"],
             ]
         )
+    columns, rows = _warning_column(columns, rows)
     optional = ["KIND", "CONSEC", "LAST OK", "MUTED", "FOLDED", "DROPPED", "LIMIT", "NEXT TRY"]
     optional.append("BACKLOG")
     terminal.table(columns, rows, optional=optional)
