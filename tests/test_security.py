@@ -594,3 +594,20 @@ def test_apprise_endpoints_follow_redirects_native_webhooks_do_not(cli) -> None:
     assert [q.path for q in target.requests] == ["/elsewhere"]  # only Apprise followed
     errors = [row["error"] for row in cli("deliveries", "r", "--json").json() if row["error"]]
     assert errors == ["HTTP 307 (redirects are not followed)"]
+
+
+# -- bad input in every new option: one line, exit 2, nothing written -----------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("delivery.command_env", "A,B C"), ("delivery.command_env", "1X"),
+     ("cloudstack.max_response_mb", "0"), ("cloudstack.max_pages", "many"),
+     ("amqp.max_message_bytes", "10")],
+)  # fmt: skip
+def test_new_settings_refuse_bad_values(cli, config_file: Path, key: str, value: str) -> None:
+    r = cli("config", "set", key, value)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not config_file.exists()
+    r = cli("-c", f"{key}={value}", "config", "show")
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
