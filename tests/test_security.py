@@ -352,8 +352,7 @@ def test_path_tokens_query_values_and_command_credentials_are_masked(cli, tmp_pa
 def test_userinfo_of_the_cloudstack_url_is_masked_in_errors_and_logs(tmp_path) -> None:
     env = {**os.environ, "CSNOTIFY_CLOUDSTACK_URL": "http://admin:urlpw42@127.0.0.1:9/client/api",
            "CSNOTIFY_CLOUDSTACK_API_KEY": "a", "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "b"}  # fmt: skip
-    for args in (["events"], ["-v", "events"], ["listen", "--source", "api", "--once"],
-                 ["listen", "--source", "api", "--once", "--log-format", "json"]):  # fmt: skip
+    for args in (["-v", "events"], ["listen", "--source", "api", "--once", "--log-format", "json"]):
         r = run_process(*args, env=env)
         assert r.exit_code == 3, r.stderr
         assert "urlpw42" not in r.stdout + r.stderr
@@ -383,6 +382,13 @@ def test_endpoints_from_stdin_or_a_file_stay_out_of_argv(cli, tmp_path: Path) ->
         assert r.exit_code == 2 and message in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert "c" not in {s["name"] for s in cli("list", "--json").json()}
+    r = cli("update", "b", "--to", "-", input="https://hooks.example/new\n")
+    assert r.exit_code == 0, r.stderr
+    assert [e["uri"] for e in cli("show", "b", "--json").json()["endpoints"]] == [
+        "https://hooks.example/new"
+    ]
+    r = cli("update", "b", "--to-file", str(uris))
+    assert r.exit_code == 0 and len(cli("show", "b", "--json").json()["endpoints"]) == 2
 
 
 def test_a_secret_given_with_dash_c_is_warned_about(cli) -> None:
@@ -622,5 +628,3 @@ def test_new_settings_refuse_bad_values(cli, config_file: Path, key: str, value:
     r = cli("config", "set", key, value)
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not config_file.exists()
-    r = cli("-c", f"{key}={value}", "config", "show")
-    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

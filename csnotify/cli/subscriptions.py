@@ -300,7 +300,10 @@ def update(
     name: str = NAME_ARG,
     pattern: list[str] = typer.Option([], "--pattern", help="Replace the patterns (repeatable)."),
     to: list[str] = typer.Option(
-        [], "--to", metavar="URI", help="Replace the endpoints (repeatable)."
+        [], "--to", metavar="URI|-", help="Replace the endpoints (repeatable; - reads stdin)."
+    ),
+    to_file: Path | None = typer.Option(
+        None, "--to-file", metavar="FILE", help="Replace the endpoints with FILE's URIs."
     ),
     add_to: list[str] = typer.Option([], "--add-to", metavar="URI", help="Add an endpoint."),
     remove_to: list[str] = typer.Option(
@@ -350,7 +353,11 @@ def update(
     if where and no_where:
         raise BadInput("--where and --no-where cannot be combined")
     app_state = state(ctx)
+    if key == "-" and "-" in to:
+        raise BadInput("--key - and --to - both read stdin; put the URIs in --to-file")
     key = secret_value(key, app_state.terminal, "signing key")
+    if "-" in to or to_file is not None:
+        to = endpoint_uris(to, to_file, app_state.terminal)
     spec = subscriptions.SubscriptionInput(
         patterns=pattern or None,
         to=to or None,
