@@ -2,7 +2,8 @@
 
 A durable queue (shared by every listener: competing consumers) bound to CloudStack's
 topic exchange with keys derived from the subscriptions. Each message is acknowledged
-once its deliveries are written to the store (with its event id): at-least-once. A
+once its deliveries are written to the store (with its event id): at-least-once. The
+acknowledgements go out batched (``Acks``). A
 message the broker redelivers is skipped if its event id was already accepted. Messages
 that are not CloudStack events are logged and acknowledged, never redelivered forever.
 When the broker goes away, the listener reconnects with backoff.
@@ -11,8 +12,10 @@ When the broker goes away, the listener reconnects with backoff.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput, Unreachable
@@ -63,7 +66,7 @@ class AmqpSource:
         self.bound: set[str] = set()
         self._queue: Any = None
         self._exchange: Any = None
-        self._acks: set[asyncio.Task[None]] = set()
+        self._acks = Acks()
         self.received = 0
 
     async def subscriptions_changed(self, subscriptions: list[Subscription]) -> None:
@@ -121,6 +124,7 @@ class AmqpSource:
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
         self._queue = await channel.declare_queue(self.queue_name, durable=True)
+        self._acks = Acks()  # delivery tags are the channel's
         self.bound.clear()
         await self._bind()
         if self.once:
@@ -150,37 +154,75 @@ class AmqpSource:
         await self._settle()
 
     async def _settle(self) -> None:
-        if self._acks:
-            await asyncio.gather(*self._acks, return_exceptions=True)
+        await self._acks.settle()
 
     async def _on_message(self, listener: Listener, message: Any) -> None:
         self.received += 1
+        done = self._acks.expect(message)  # before any await: tags arrive in order
         key = message.routing_key or ""
         try:
             event = parse_bus_body(message.body, key)
         except BadInput as exc:
             listener.reject(f"message {key[:MAX_KEY]!r}", exc.message)
-            await self._ack(message)
+            done()
             return
         if message.redelivered and await listener.db(listener.state.seen, [event.id]):
             log.info("skipping redelivered event %s %s (already handled)", event.type, event.id)
-            await self._ack(message)
+            done()
             return
-
-        def done() -> None:
-            task = asyncio.ensure_future(self._ack(message))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
-
         await listener.handle(event, done, remember=True)
 
-    async def _ack(self, message: Any) -> None:
-        try:
-            await message.ack()
-        except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
-            log.info(
-                "could not acknowledge message (%s); the broker will redeliver it", _reason(exc)
-            )
+
+class Acks:
+    """Acknowledgements of one channel, sent as few frames as possible.
+
+    Messages are settled in the order they arrived (the pipeline commits them in that
+    order); when some are settled, one ``basic.ack`` with ``multiple`` covers the longest
+    run of settled messages from the oldest unacknowledged one. A message not settled yet
+    holds back only the acknowledgements of the ones after it, never their delivery, and
+    a message is never acknowledged before it is settled."""
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque[list[Any]] = collections.deque()  # [message, settled]
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def expect(self, message: Any) -> Callable[[], None]:
+        """Note an arriving message; call what this returns once it is safe."""
+        entry = [message, False]
+        self._waiting.append(entry)
+
+        def settled() -> None:
+            entry[1] = True
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+        return settled
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        last = None
+        while self._waiting and self._waiting[0][1]:
+            last = self._waiting.popleft()[0]
+        if last is not None:
+            task = asyncio.ensure_future(_ack(last, multiple=True))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait for the acknowledgements already started."""
+        if self._scheduled:
+            self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _ack(message: Any, multiple: bool) -> None:
+    try:
+        await message.ack(multiple=multiple)
+    except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
+        log.info("could not acknowledge message (%s); the broker will redeliver it", _reason(exc))
 
 
 def _connect_reason(exc: BaseException, url: str) -> str:
