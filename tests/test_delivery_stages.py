@@ -266,6 +266,20 @@ async def test_the_pipeline_retries_then_gives_up_and_counts(pipeline_store: Sto
     assert ep.total_failures == 1 and ep.consecutive_failures == 1
 
 
+async def queue_of(conn, bus, count: int):  # noqa: F811
+    """A channel and the bus's queue holding messages m1..m<count>."""
+    import aio_pika
+
+    channel = await conn.channel()
+    exchange = await channel.declare_exchange(bus.exchange, "topic", durable=True)
+    queue = await channel.declare_queue(bus.queue, durable=True)
+    await queue.bind(exchange, "#")
+    for i in range(1, count + 1):
+        await exchange.publish(aio_pika.Message(f"m{i}".encode()), "k")
+    await asyncio.sleep(0.3)
+    return channel, queue
+
+
 @sync
 async def test_acks_cover_only_settled_messages_in_arrival_order(bus) -> None:  # noqa: F811
     """csnotify.sources.amqp.Acks on a real RabbitMQ channel: settling messages 1, 2 and 4
@@ -277,13 +291,7 @@ async def test_acks_cover_only_settled_messages_in_arrival_order(bus) -> None:  
 
     conn = await aio_pika.connect(bus.url)
     async with conn:
-        channel = await conn.channel()
-        exchange = await channel.declare_exchange(bus.exchange, "topic", durable=True)
-        queue = await channel.declare_queue(bus.queue, durable=True)
-        await queue.bind(exchange, "#")
-        for i in range(1, 6):
-            await exchange.publish(aio_pika.Message(f"m{i}".encode()), "k")
-        await asyncio.sleep(0.3)
+        channel, queue = await queue_of(conn, bus, 5)
         acks = Acks()
         messages = [await queue.get(no_ack=False) for _ in range(5)]
         settle = [acks.expect(m)[0] for m in messages]
@@ -308,13 +316,7 @@ async def test_a_message_whose_handling_failed_goes_back_and_holds_back_nothing(
 
     conn = await aio_pika.connect(bus.url)
     async with conn:
-        channel = await conn.channel()
-        exchange = await channel.declare_exchange(bus.exchange, "topic", durable=True)
-        queue = await channel.declare_queue(bus.queue, durable=True)
-        await queue.bind(exchange, "#")
-        for i in range(1, 4):
-            await exchange.publish(aio_pika.Message(f"m{i}".encode()), "k")
-        await asyncio.sleep(0.3)
+        channel, queue = await queue_of(conn, bus, 3)
         acks = Acks()
         marks = [acks.expect(await queue.get(no_ack=False)) for _ in range(3)]
         marks[1][1]()  # m2 failed
