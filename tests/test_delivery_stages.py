@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from services import bus  # noqa: F401 - fixture
 
 from csnotify.channels.base import Attempt, Message
 from csnotify.delivery.intake import Target, resource_key
@@ -263,3 +264,69 @@ async def test_the_pipeline_retries_then_gives_up_and_counts(pipeline_store: Sto
     assert script.sent == ["ev-1"] * 3
     (ep,) = pipeline_store.subscriptions()[0].endpoints
     assert ep.total_failures == 1 and ep.consecutive_failures == 1
+
+
+async def queue_of(conn, bus, count: int):  # noqa: F811
+    """A channel and the bus's queue holding messages m1..m<count>."""
+    import aio_pika
+
+    channel = await conn.channel()
+    exchange = await channel.declare_exchange(bus.exchange, "topic", durable=True)
+    queue = await channel.declare_queue(bus.queue, durable=True)
+    await queue.bind(exchange, "#")
+    for i in range(1, count + 1):
+        await exchange.publish(aio_pika.Message(f"m{i}".encode()), "k")
+    await asyncio.sleep(0.3)
+    return channel, queue
+
+
+@sync
+async def test_acks_cover_only_settled_messages_in_arrival_order(bus) -> None:  # noqa: F811
+    """csnotify.sources.amqp.Acks on a real RabbitMQ channel: settling messages 1, 2 and 4
+    of 5 acknowledges 1 and 2 in one frame; 4 waits for 3, and nothing unsettled is ever
+    acknowledged (closing the channel returns 3, 4 and 5 to the queue)."""
+    import aio_pika
+
+    from csnotify.sources.amqp import Acks
+
+    conn = await aio_pika.connect(bus.url)
+    async with conn:
+        channel, queue = await queue_of(conn, bus, 5)
+        acks = Acks()
+        messages = [await queue.get(no_ack=False) for _ in range(5)]
+        settle = [acks.expect(m)[0] for m in messages]
+        for i in (0, 1, 3):
+            settle[i]()
+        await acks.settle()
+        await channel.close()
+
+        check = await conn.channel()
+        queue = await check.declare_queue(bus.queue, durable=True, passive=True)
+        back = []
+        while (m := await queue.get(no_ack=True, fail=False)) is not None:
+            back.append(m.body.decode())
+    assert back == ["m3", "m4", "m5"]
+
+
+@sync
+async def test_a_message_whose_handling_failed_goes_back_and_holds_back_nothing(bus) -> None:  # noqa: F811
+    import aio_pika
+
+    from csnotify.sources.amqp import Acks
+
+    conn = await aio_pika.connect(bus.url)
+    async with conn:
+        channel, queue = await queue_of(conn, bus, 3)
+        acks = Acks()
+        marks = [acks.expect(await queue.get(no_ack=False)) for _ in range(3)]
+        marks[1][1]()  # m2 failed
+        marks[2][0]()  # m3 settled before m1
+        marks[0][0]()
+        await acks.settle()
+        again = await queue.get(no_ack=False, timeout=5)  # m2, requeued on the open channel
+        assert (again.body, again.redelivered) == (b"m2", True)
+        await again.ack()
+        await channel.close()
+        check = await conn.channel()
+        queue = await check.declare_queue(bus.queue, durable=True, passive=True)
+        assert await queue.get(no_ack=True, fail=False) is None  # m1 and m3 acknowledged

@@ -2,7 +2,8 @@
 
 A durable queue (shared by every listener: competing consumers) bound to CloudStack's
 topic exchange with keys derived from the subscriptions. Each message is acknowledged
-once its deliveries are written to the store (with its event id): at-least-once. A
+once its deliveries are written to the store (with its event id): at-least-once. The
+acknowledgements go out batched (``Acks``). A
 message the broker redelivers is skipped if its event id was already accepted. Messages
 that are not CloudStack events are logged and acknowledged, never redelivered forever.
 When the broker goes away, the listener reconnects with backoff.
@@ -11,8 +12,10 @@ When the broker goes away, the listener reconnects with backoff.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput, Unreachable
@@ -71,7 +74,7 @@ class AmqpSource:
         self.bound: set[str] = set()
         self._queue: Any = None
         self._exchange: Any = None
-        self._acks: set[asyncio.Task[None]] = set()
+        self._acks = Acks()
         self.received = 0
 
     async def subscriptions_changed(self, subscriptions: list[Subscription]) -> None:
@@ -129,6 +132,7 @@ class AmqpSource:
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
         self._queue = await channel.declare_queue(self.queue_name, durable=True)
+        self._acks = Acks()  # delivery tags are the channel's
         self.bound.clear()
         await self._bind()
         if self.once:
@@ -158,44 +162,116 @@ class AmqpSource:
         await self._settle()
 
     async def _settle(self) -> None:
-        if self._acks:
-            await asyncio.gather(*self._acks, return_exceptions=True)
+        await self._acks.settle()
 
     async def _on_message(self, listener: Listener, message: Any) -> None:
         self.received += 1
+        done, failed = self._acks.expect(message)  # before any await: tags arrive in order
+        try:
+            await self._accept(listener, message, done)
+        except BaseException:
+            failed()  # returned to the queue, so that it holds back no other acknowledgement
+            raise
+
+    async def _accept(self, listener: Listener, message: Any, done: Callable[[], None]) -> None:
         key = message.routing_key or ""
         if len(message.body) > self.max_bytes:  # CloudStack's events are a few KB
             listener.reject(
                 f"message {key[:MAX_KEY]!r}",
                 f"{len(message.body)} bytes, more than amqp.max_message_bytes ({self.max_bytes})",
             )
-            await self._ack(message)
+            done()
             return
         try:
             event = parse_bus_body(message.body, key)
         except BadInput as exc:
             listener.reject(f"message {key[:MAX_KEY]!r}", exc.message)
-            await self._ack(message)
+            done()
             return
         if message.redelivered and await listener.db(listener.state.seen, [event.id]):
             log.info("skipping redelivered event %s %s (already handled)", event.type, event.id)
-            await self._ack(message)
+            done()
             return
-
-        def done() -> None:
-            task = asyncio.ensure_future(self._ack(message))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
-
         await listener.handle(event, done, remember=True)
 
-    async def _ack(self, message: Any) -> None:
-        try:
-            await message.ack()
-        except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
-            log.info(
-                "could not acknowledge message (%s); the broker will redeliver it", _reason(exc)
-            )
+
+SETTLED, FAILED = "settled", "failed"
+
+
+class Acks:
+    """Acknowledgements of one channel, sent as few frames as possible.
+
+    Messages are settled in the order they arrived (the pipeline commits them in that
+    order); when some are settled, one ``basic.ack`` with ``multiple`` covers the longest
+    run of settled messages from the oldest unacknowledged one. A message not settled yet
+    holds back only the acknowledgements of the ones after it, never their delivery; one
+    whose handling failed is returned to the queue (``basic.nack``, requeue) so that it
+    holds back nothing. Nothing is acknowledged before it is settled, and the frames go
+    out in the order they were decided."""
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque[list[Any]] = collections.deque()  # [message, state]
+        self._scheduled = False
+        self._sending: asyncio.Task[None] | None = None
+
+    def expect(self, message: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+        """Note an arriving message; returns (settled, failed), to call once it is safe in
+        the store, or when handling it failed."""
+        entry: list[Any] = [message, None]
+
+        def mark(state: str) -> Callable[[], None]:
+            def call() -> None:
+                if entry[1] is None:
+                    entry[1] = state
+                    self._schedule()
+
+            return call
+
+        self._waiting.append(entry)
+        return mark(SETTLED), mark(FAILED)
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        steps: list[tuple[Any, str]] = []
+        last = None
+        while self._waiting and self._waiting[0][1] is not None:
+            message, state = self._waiting.popleft()
+            if state == SETTLED:
+                last = message
+                continue
+            if last is not None:
+                steps.append((last, SETTLED))
+                last = None
+            steps.append((message, FAILED))
+        if last is not None:
+            steps.append((last, SETTLED))
+        if steps:
+            self._sending = asyncio.ensure_future(_send(self._sending, steps))
+
+    async def settle(self) -> None:
+        """Wait for the acknowledgements already decided."""
+        if self._scheduled:
+            self._flush()
+        if self._sending is not None:
+            await asyncio.gather(self._sending, return_exceptions=True)
+
+
+async def _send(before: asyncio.Task[None] | None, steps: list[tuple[Any, str]]) -> None:
+    if before is not None:
+        await asyncio.gather(before, return_exceptions=True)
+    try:
+        for message, state in steps:
+            if state == SETTLED:
+                await message.ack(multiple=True)
+            else:
+                await message.nack(requeue=True)
+    except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
+        log.info("could not acknowledge message (%s); the broker will redeliver it", _reason(exc))
 
 
 def _connect_reason(exc: BaseException, url: str) -> str:
