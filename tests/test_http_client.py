@@ -206,3 +206,25 @@ def test_an_untrusted_certificate_is_a_tls_error(cli, tmp_path: Path) -> None:
     assert row["status"] == "failed"
     assert row["error"].startswith("TLS certificate error:"), row["error"]
     assert rx.requests == []  # nothing was sent over a connection it could not trust
+
+
+def test_a_header_with_a_line_break_is_refused_not_sent() -> None:
+    """The client itself refuses CR/LF in a header (the webhook channel cleans what it
+    builds from events; this holds for whatever calls the client)."""
+    import asyncio
+
+    from csnotify.channels.http import Client, HTTPFailure
+
+    async def post(headers: dict[str, str]) -> None:
+        client = Client(limit=2, cap=1024)
+        try:
+            await client.post(rx.url(), b"{}", headers, timeout=5, body_timeout=2)
+        finally:
+            await client.close()
+
+    with RawServer(lambda *_: OK) as rx:
+        for bad in ({"X-A": "1\r\nX-Injected: 1"}, {"X-A": "1\nX-B: 2"}, {"X-A\r\nX-B": "1"}):
+            with pytest.raises(HTTPFailure, match="line break"):
+                asyncio.run(post(bad))
+        asyncio.run(post({"X-A": "fine"}))
+    assert len(rx.requests) == 1 and b"X-A: fine" in rx.requests[0][1]
