@@ -60,6 +60,7 @@ class Listener:
     out: Callable[[str], None]
     on_outcome: Callable[[Any], None] | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    hurry: asyncio.Event = field(default_factory=asyncio.Event)  # a signal: wait for no backlog
     state: SourceState = field(init=False)
     dispatcher: Pipeline = field(init=False)
     rejected: int = 0
@@ -205,7 +206,9 @@ class Listener:
         """End delivery: after a signal (or --duration), only what is in flight; after
         --once or end of input, everything queued. Sources call this before they close
         their connection, so acknowledgements can still go out."""
-        await self.dispatcher.close(drain=self._planned_end or not self.stop.is_set())
+        await self.dispatcher.close(
+            drain=self._planned_end or not self.stop.is_set(), abort=self.hurry
+        )
 
     async def _stop_after(self, seconds: float) -> None:
         if not await self.sleep(seconds):
@@ -213,6 +216,9 @@ class Listener:
         self.stop.set()
 
     def _on_signal(self, sig: int) -> None:
-        if not self.stop.is_set():
+        """Stop taking events; attempts in flight finish, the rest stays in the store. Also
+        while --once, --duration or the end of input waits for the backlog to go out."""
+        if not self.hurry.is_set():
             log.info("%s: finishing deliveries in flight, then stopping", signal.Signals(sig).name)
+        self.hurry.set()
         self.stop.set()

@@ -43,11 +43,15 @@ def mask_uri(uri: str) -> str:
     return _mask_generic(uri)
 
 
+_USERINFO = re.compile(r"(//[^/?#@:]*):[^/?#]*@")  # //user:password@
+
+
 def _mask_generic(uri: str) -> str:
     try:
         parts = urlsplit(uri)
-    except ValueError:
-        return uri
+    except ValueError:  # not parseable (a broken IPv6 host): mask what looks secret anyway
+        head, sep, _query = _USERINFO.sub(rf"\1:{MASK}@", uri).partition("?")
+        return head + (f"?{MASK}" if sep else "")
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")

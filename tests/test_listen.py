@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import load_fixture, run_process
 from receivers import Answer, Receiver, closed_port
 from services import bus, simulator, wait_for  # noqa: F401 - fixtures
@@ -451,3 +452,60 @@ def test_stdin_source(tmp_path: Path) -> None:
         items[0]["id"],
         items[1]["id"],
     ]
+
+
+def stdin_events(count: int) -> str:
+    return "".join(
+        json.dumps({"id": f"w{i}", "type": "VM.STOP", "created": "2026-11-25T10:00:00Z",
+                    "resource_id": f"vm-{i}", "source": "stdin"}) + "\n"
+        for i in range(count)
+    )  # fmt: skip
+
+
+def backlog() -> int:
+    (ep,) = run_process("status", "--json").json()["endpoints"]
+    return int(ep["backlog"])
+
+
+def test_a_signal_ends_the_final_wait_for_a_backlog(tmp_path: Path) -> None:
+    """At the end of input listen waits for the backlog to go out; a hanging endpoint makes
+    that wait long, and SIGTERM ends it: attempts in flight finish (at most
+    delivery.timeout), the rest stays pending, exit 0."""
+    with Receiver(lambda _r: Answer(200, delay=6)) as rx:
+        subscribe("*", "--to", rx.url)
+        events = tmp_path / "events.jsonl"
+        events.write_text(stdin_events(60))
+        with events.open() as source:  # its end: from there listen waits for the backlog
+            listen = subprocess.Popen(
+                [sys.executable, "-m", "csnotify", "listen", "--source", "stdin"],
+                env={**os.environ, "CSNOTIFY_DELIVERY_TIMEOUT": "2"},
+                stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        assert wait_for(lambda: backlog() == 60 and len(rx.requests) >= 16, 20)
+        started = time.monotonic()
+        rc, _, err = stop(listen)
+        took = time.monotonic() - started
+    assert rc == 0, err
+    assert took < 2 + 1 + 1.5, err  # delivery.timeout + 1 s, and the interpreter's own exit
+    assert backlog() == 60  # none delivered (each timed out), none lost
+
+
+def test_an_endpoint_that_keeps_failing_cannot_keep_the_final_wait_going(
+    cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final wait covers retries due within ONESHOT_WAIT_S of its start, not of now:
+    an endpoint failing every 0.2 s does not keep listen running attempt after attempt."""
+    from csnotify.delivery import pipeline
+
+    monkeypatch.setattr(pipeline, "ONESHOT_WAIT_S", 1.0)
+    with Receiver(lambda _r: Answer(500)) as rx:
+        cli("subscribe", "*", "--to", rx.url, "--name", "f")
+        started = time.monotonic()
+        r = cli("-c", "delivery.retry_schedule=" + ",".join(["0s"] + ["0.2s"] * 40),
+                "listen", "--source", "stdin", input=stdin_events(1))  # fmt: skip
+        took = time.monotonic() - started
+    assert r.exit_code == 0, r.stderr
+    assert took < 4, took  # 41 attempts 0.2 s apart would take 8 s
+    assert 3 <= len(rx.requests) <= 10
+    (ep,) = cli("status", "--json").json()["endpoints"]
+    assert ep["backlog"] == 1  # waits in the store for the next run

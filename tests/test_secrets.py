@@ -116,3 +116,20 @@ def test_the_broker_url_is_masked_without_apprise() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["amqp://csnotify:********@rabbit.example:5672/", "False"]
+
+
+UNPARSEABLE = {
+    "subscribe --to": ("subscribe", "X.*", "--to", "https://u:pw5ecret@[::1/x", "--name", "t1"),
+    "config set failures.notify": ("config", "set", "failures.notify", "http://u:pw5ecret@[::1"),
+    "config set amqp.url": ("config", "set", "amqp.url", "amqp://u:pw5ecret@[::1"),
+    "-c cloudstack.url": ("-c", "cloudstack.url=http://u:pw5ecret@[::1?apikey=k3y", "events"),
+}
+
+
+@pytest.mark.parametrize("case", UNPARSEABLE, ids=UNPARSEABLE.keys())
+def test_a_url_that_does_not_parse_is_still_masked(cli, case: str) -> None:
+    r = cli(*UNPARSEABLE[case])
+    assert r.exit_code == 2
+    assert "not a valid URL" in r.stderr
+    assert "pw5ecret" not in r.stderr + r.stdout and "k3y" not in r.stderr + r.stdout
+    assert "u:********@" in r.stderr

@@ -331,20 +331,25 @@ class Pipeline:
                 worker.need_load = True
                 worker.poke()
 
-    def quiet(self) -> bool:
-        horizon = time.time() + ONESHOT_WAIT_S
+    def quiet(self, horizon: float | None = None) -> bool:
+        """Nothing to send before ``horizon`` (unix time; default ONESHOT_WAIT_S from now)."""
+        if horizon is None:
+            horizon = time.time() + ONESHOT_WAIT_S
         return (
             not self.policy.held
             and self.writer.idle
             and all(w.quiet(horizon) for w in self.workers.values())
         )
 
-    async def drain(self) -> None:
-        """Wait until every delivery is finished or waits for a retry more than
-        ONESHOT_WAIT_S away (it stays in the store), and every batch is sent."""
-        while True:
+    async def drain(self, abort: asyncio.Event | None = None) -> None:
+        """Wait until every delivery is finished or waits for a retry due more than
+        ONESHOT_WAIT_S after the drain began (it stays in the store), and every batch is
+        sent; or until ``abort`` is set. The horizon does not move: an endpoint that keeps
+        failing cannot keep a one-shot run going."""
+        horizon = time.time() + ONESHOT_WAIT_S
+        while abort is None or not abort.is_set():
             await self.writer.flush()
-            if self.quiet():
+            if self.quiet(horizon):
                 return
             await asyncio.sleep(0.02)
 
@@ -356,15 +361,15 @@ class Pipeline:
     async def flush(self) -> None:
         await self.writer.flush()
 
-    async def close(self, drain: bool = True) -> None:
-        """Stop. With ``drain``, wait as ``drain`` does first. Without, no new attempt
-        starts; attempts in flight finish. Pending deliveries and batches stay in the
-        store for the next run. Closing twice is harmless."""
+    async def close(self, drain: bool = True, abort: asyncio.Event | None = None) -> None:
+        """Stop. With ``drain``, wait as ``drain`` does first (until ``abort`` is set).
+        Then no new attempt starts; attempts in flight finish. Pending deliveries and
+        batches stay in the store for the next run. Closing twice is harmless."""
         if self._closed:
             return
         self._closed = True
         if drain:
-            await self.drain()
+            await self.drain(abort)
         self.policy.pause()
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
         await self.outcomes.finish()
