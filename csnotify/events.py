@@ -124,6 +124,7 @@ def parse_time(text: str) -> datetime:
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S = 3650 * 86400  # ten years: dates stay in range whichever way they go
 
 
 def parse_duration(text: str, what: str) -> timedelta:
@@ -131,7 +132,10 @@ def parse_duration(text: str, what: str) -> timedelta:
     match = _DURATION.match(text.strip().lower())
     if not match or len(text) > 20:
         raise BadInput(f"{what} {text!r}: use a duration such as 90s, 30m, 2h or 1d")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_S:
+        raise BadInput(f"{what} {text!r}: at most {MAX_DURATION_S // 86400:.0f}d")
+    return timedelta(seconds=seconds)
 
 
 def parse_schedule(text: str, what: str) -> list[float]:

@@ -309,3 +309,21 @@ def test_unreadable_and_unwritable_files_are_one_line_errors(cli, tmp_path: Path
         r = cli(*args)
         assert r.exit_code == 2, (args, r.stderr)
         assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("config", "set", "delivery.retry_schedule", "0s,99999999999d"),
+        ("mute", "s", "--for", "99999999d", "--reason", "x"),
+        ("redeliver", "s", "--since", "99999999d"),
+    ],
+    ids=["retry_schedule", "mute --for", "redeliver --since"],
+)
+def test_a_duration_out_of_range_is_bad_input_not_a_crash(cli, args: tuple[str, ...]) -> None:
+    cli("subscribe", "*", "--to", "https://h.example/x", "--name", "s")
+    before = cli("export").stdout
+    r = cli(*args)
+    assert r.exit_code == 2, r.stderr
+    assert "at most 3650d" in r.stderr and "internal error" not in r.stderr
+    assert cli("export").stdout == before

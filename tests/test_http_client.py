@@ -228,3 +228,40 @@ def test_a_header_with_a_line_break_is_refused_not_sent() -> None:
                 asyncio.run(post(bad))
         asyncio.run(post({"X-A": "fine"}))
     assert len(rx.requests) == 1 and b"X-A: fine" in rx.requests[0][1]
+
+
+def test_headers_cut_short_are_named_as_such(cli) -> None:
+    with RawServer(lambda *_: b"HTTP/1.1 200 OK\r\nContent-Le") as rx:
+        r = dispatch(cli, rx.url())
+    assert r.exit_code == 1
+    (row,) = delivered_rows(cli)
+    assert "closed in the middle of the answer's headers" in row["error"]
+
+
+STALLED = b"HTTP/1.1 %d X\r\nRetry-After: 0\r\nContent-Length: 100\r\n\r\nonly ten b"
+
+
+def test_a_2xx_whose_body_stalls_fails_with_what_happened(cli) -> None:
+    with RawServer(lambda *_: STALLED % 200) as rx:
+        r = dispatch(cli, rx.url(), 1, "delivery.retry_schedule=0s", "delivery.timeout=5")
+    assert r.exit_code == 1
+    (row,) = delivered_rows(cli)
+    assert row["error"] == "the answer's body did not end within 2 s"  # not the 10 s timeout
+    assert len(rx.requests) == 1
+
+
+def test_an_error_status_counts_even_when_its_body_stalls(cli) -> None:
+    with RawServer(lambda *_: STALLED % 410) as rx:
+        r = dispatch(cli, rx.url(), 2, "delivery.retry_schedule=0s", "delivery.timeout=5")
+    assert r.exit_code == 1
+    ep = cli("show", "h", "--json").json()["endpoints"][0]
+    assert ep["enabled"] is False and "410" in ep["disabled_reason"]  # gone, as a full 410
+    assert len(rx.requests) == 1
+
+
+@pytest.mark.parametrize("host", ["a..b", "x" * 70 + ".example"])
+def test_a_host_name_that_cannot_be_looked_up_is_refused_at_subscribe(cli, host: str) -> None:
+    r = cli("subscribe", "*", "--to", f"http://u:pw@{host}/x", "--name", "bad")
+    assert r.exit_code == 2
+    assert "is not valid" in r.stderr and "pw" not in r.stderr.replace("********", "")
+    assert cli("list", "--json").json() == []

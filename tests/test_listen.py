@@ -509,3 +509,12 @@ def test_an_endpoint_that_keeps_failing_cannot_keep_the_final_wait_going(
     assert 3 <= len(rx.requests) <= 10
     (ep,) = cli("status", "--json").json()["endpoints"]
     assert ep["backlog"] == 1  # waits in the store for the next run
+
+
+def test_a_bad_since_is_one_line_before_anything_starts() -> None:
+    r = run_process("listen", "--source", "api", "--since", "1x")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [
+        "csnotify: error: unrecognised time '1x'; use e.g. 2024-05-14T10:22:31Z,"
+        " 2024-05-14T10:22Z or 2024-05-14"
+    ]

@@ -90,6 +90,17 @@ def _refuse_unwritable(uri: str, spaces: bool) -> None:
             )
 
 
+def host_problem(host: str) -> str | None:
+    """Why ``host`` (from a URL, IPv6 without brackets) cannot be looked up, or None."""
+    if ":" in host:  # IPv6: urlsplit checked it
+        return None
+    try:
+        host.encode("idna")  # empty labels, labels over 63 characters, bad code points
+    except UnicodeError:
+        return f"the host name {host!r} is not valid (empty part, or a part over 63 characters)"
+    return None
+
+
 def _validate_http(uri: str) -> None:
     try:
         parts = urlsplit(uri)
@@ -98,6 +109,8 @@ def _validate_http(uri: str) -> None:
         raise BadInput(f"--to {mask_uri(uri)!r}: not a valid URL ({exc})") from None
     if not parts.hostname:
         raise BadInput(f"--to {mask_uri(uri)!r}: no host; e.g. https://hooks.example/cs")
+    if (problem := host_problem(parts.hostname)) is not None:
+        raise BadInput(f"--to {mask_uri(uri)!r}: {problem}")
     if port == 0:
         raise BadInput(f"--to {mask_uri(uri)!r}: port 0 is not a valid port")
 

@@ -39,11 +39,19 @@ class ConnectFailure(HTTPFailure):
 
 
 class CutShort(HTTPFailure):
-    """The connection closed in the middle of the answer (``status`` if it was read)."""
+    """The answer did not end: the connection closed in its middle (``status`` and
+    ``headers`` when they were read)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
+
+
+class BodyTimeout(CutShort):
+    """The status and headers came, the end of the body did not in time."""
 
 
 @dataclass
@@ -111,11 +119,17 @@ class _Connection(asyncio.Protocol):
         if answer.status is not None and answer.ended_by_close:
             self._finish()
             return
-        if answer.status is None:
-            failure: HTTPFailure = CutShort("the receiver closed the connection without answering")
+        if answer.status is None and answer.got_bytes:
+            failure: HTTPFailure = CutShort(
+                "the connection was closed in the middle of the answer's headers"
+            )
+        elif answer.status is None:
+            failure = CutShort("the receiver closed the connection without answering")
         else:
             failure = CutShort(
-                "the connection was closed in the middle of the response", answer.status
+                "the connection was closed in the middle of the response",
+                answer.status,
+                answer.headers,
             )
         self._fail(failure)
 
@@ -227,9 +241,9 @@ class Client:
         timeout: float,
         body_timeout: float,
     ) -> Response:
-        """Raises TimeoutError when ``timeout`` passes before the answer's headers, or
-        ``body_timeout`` before the end of its body; HTTPFailure when no complete answer
-        came (CutShort carries the status when it was read)."""
+        """Raises TimeoutError when ``timeout`` passes first; BodyTimeout when the end of
+        the body does not come within ``body_timeout`` of the headers; HTTPFailure when
+        no complete answer came (CutShort carries the status when it was read)."""
         target = self._target(url)
         text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
         if text.count("\n") != len(headers) or text.count("\r") != len(headers):
@@ -241,11 +255,18 @@ class Client:
                 head_done, done = conn.send(data)
                 try:
                     await head_done
-                    async with asyncio.timeout(body_timeout):
-                        await done
+                    try:
+                        async with asyncio.timeout(body_timeout):
+                            await done
+                    except TimeoutError:
+                        raise BodyTimeout(
+                            f"the answer's body did not end within {body_timeout:g} s",
+                            conn.answer.status,
+                            conn.answer.headers,
+                        ) from None
                 except CutShort:
                     conn.close()
-                    if again and conn.reused and not conn.answer.got_bytes:
+                    if again and conn.reused and not conn.answer.got_bytes:  # not BodyTimeout
                         continue  # closed while it waited for reuse: once more, on a new one
                     raise
                 except BaseException:
@@ -322,6 +343,10 @@ def make_target(url: str) -> Target:
     except ValueError:
         raise HTTPFailure(f"the port in {url} is not a number from 1 to 65535") from None
     host = parts.hostname
+    from csnotify.channels import host_problem
+
+    if (problem := host_problem(host)) is not None:
+        raise HTTPFailure(f"cannot connect: {problem}")
     shown = f"[{host}]" if ":" in host else host
     if port != default:
         shown = f"{shown}:{port}"

@@ -113,7 +113,7 @@ class WebhookChannel:
         except CutShort as exc:
             if exc.status is None or 200 <= exc.status < 300:
                 return Attempt.failed(str(exc))
-            response = Response(exc.status, {}, b"")  # an error's body is only an excerpt
+            response = Response(exc.status, exc.headers, b"")  # its body was only an excerpt
         except HTTPFailure as exc:
             return Attempt.failed(str(exc))
         status = response.status

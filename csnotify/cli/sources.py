@@ -15,6 +15,8 @@ from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from csnotify.config import Settings
     from csnotify.output import Terminal
     from csnotify.store import Store
@@ -108,7 +110,7 @@ def listen(
         listener = Listener(
             app_state.store(), DeliverySettings.from_settings(settings), options, out, stop=stop
         )
-        src = _make_source(source, settings, interval, since, once, terminal)
+        src = _make_source(source, settings, interval, start, once, terminal)
         try:
             await listener.run(src)
         finally:
@@ -117,6 +119,7 @@ def listen(
                 await close()
         return listener.rejected
 
+    start = _start_time(since)
     _log_start(source, settings, interval, app_state.store())
     rejected = aio.run(run())
     if reader_gone.is_set():
@@ -149,11 +152,22 @@ def _log_start(source: str, settings: Settings, interval: float, store: Store) -
     )
 
 
+def _start_time(since: str | None) -> datetime | None:
+    """--since of the api source, checked before anything starts."""
+    from csnotify.events import parse_since
+
+    start = parse_since(since) if since else None
+    if start is not None and start.timestamp() > time.time() + 60:
+        # the cursor would wait there and every poll until then would deliver nothing
+        raise BadInput(f"--since {since!r} is in the future; give a past time or 30m, 2h, 1d")
+    return start
+
+
 def _make_source(
     name: str,
     settings: Settings,
     interval: float,
-    since: str | None,
+    start: datetime | None,
     once: bool,
     terminal: Terminal,
 ) -> Any:
@@ -173,13 +187,8 @@ def _make_source(
             max_bytes=settings["amqp.max_message_bytes"],
         )
     from csnotify.cloudstack import CloudStackClient, Credentials
-    from csnotify.events import parse_since
     from csnotify.sources.api import ApiSource
 
-    start = parse_since(since) if since else None
-    if start is not None and start.timestamp() > time.time() + 60:
-        # the cursor would wait there and every poll until then would deliver nothing
-        raise BadInput(f"--since {since!r} is in the future; give a past time or 30m, 2h, 1d")
     client = CloudStackClient(
         Credentials.from_settings(settings), timeout=settings["delivery.timeout"] * 3
     )
