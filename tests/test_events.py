@@ -59,11 +59,11 @@ EXPECTED_BUS = {
     "ActionEvent_escaped.json": ("CREATE_TAGS", "ActionEvent", "INFO", "Completed", "Tag",
                                  "8f1e2d3c-4b5a-4968-8776-655443322110"),
     "AlertEvent.json": ("ALERT.MEMORY", "AlertEvent", "WARN", None, None, None),
-    "UsageEvent.json": ("VM.START", "UsageEvent", "INFO", None, "com.cloud.vm.UserVmVO", UUID_VM),
+    "UsageEvent.json": ("VM.START", "UsageEvent", "INFO", None, "VirtualMachine", UUID_VM),
     "ResourceStateEvent.json": ("OperationSucceeded", "ResourceStateEvent", "INFO", "Running",
                                 "VirtualMachine", UUID_VM),
-    "AsyncJobEvent.json": ("submit", "AsyncJobEvent", "INFO", "IN_PROGRESS", "VirtualMachine",
-                           UUID_VM),
+    "AsyncJobEvent.json": ("VM.START", "AsyncJobEvent", "INFO", "submit/IN_PROGRESS",
+                           "VirtualMachine", UUID_VM),
 }  # fmt: skip
 
 

@@ -71,7 +71,8 @@ class Changes:
     records: list[DeliveryRecord] = field(default_factory=list)
     batches: dict[int, Batch | None] = field(default_factory=dict)  # None: sent or gone
     disable: list[tuple[int, str]] = field(default_factory=list)
-    seen: list[str] = field(default_factory=list)  # event ids handled (bus redeliveries)
+    # (event id, content id) of bus messages handled, to tell their redeliveries
+    seen: list[tuple[str, str | None]] = field(default_factory=list)
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)  # source positions
 
     def __bool__(self) -> bool:

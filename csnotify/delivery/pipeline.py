@@ -137,7 +137,7 @@ class Pipeline:
         for target in targets:
             self._take(target, event)
         if remember:
-            self.writer.changes.seen.append(event.id)
+            self.writer.changes.seen.append((event.id, event.digest))
         if on_done is not None:
             if targets or remember:
                 self.writer.after(on_done)

@@ -2,10 +2,19 @@
 
 A durable queue (shared by every listener: competing consumers) bound to CloudStack's
 topic exchange with keys derived from the subscriptions. Each message is acknowledged
-once its deliveries are written to the store (with its event id): at-least-once. A
-message the broker redelivers is skipped if its event id was already accepted. Messages
+once its deliveries are written to the store (with its event id): at-least-once. Messages
 that are not CloudStack events are logged and acknowledged, never redelivered forever.
 When the broker goes away, the listener reconnects with backoff.
+
+Bus messages carry no id (RabbitMQEventBus sets no message id), and CloudStack does
+publish byte-identical twins: the pre- and post-transition messages of volume, snapshot
+and network state machines, per-NIC usage events of one VM in one second, job updates
+without a date. So an event's id is its content id (routing key and body) with its
+occurrence: the n-th identical message this listener takes fresh off the queue, and which
+listener (a run's random tag, so twins taken by two listeners differ too). A message the
+broker marks *redelivered* is matched against the accepted messages of the same content
+that this listener has not itself acknowledged; if there is one, it is that message again
+and is skipped, else it is new.
 """
 
 from __future__ import annotations
@@ -13,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput, Unreachable
-from csnotify.events import parse_bus_body
+from csnotify.events import BUS_ID_NAMESPACE, parse_bus_body
 from csnotify.redact import mask_uri
 from csnotify.sources import Outage
 
@@ -26,6 +36,40 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("csnotify")
 MAX_KEY = 255
+REMEMBERED = 100_000  # content ids counted, and ids acknowledged, per listener run
+
+
+class Occurrences:
+    """Ids for bus messages: content id, occurrence and listener run (see above)."""
+
+    def __init__(self, run: str | None = None) -> None:
+        self.run = run or uuid.uuid4().hex
+        self.counts: dict[str, int] = {}  # content id -> fresh copies taken
+        self.acked: dict[str, None] = {}  # ids this run acknowledged (an ordered set)
+        self.matched: set[str] = set()  # accepted ids a redelivery was taken for
+
+    def fresh(self, digest: str) -> str:
+        n = self.counts.get(digest, 0)
+        self.counts[digest] = n + 1
+        if len(self.counts) > REMEMBERED:
+            for old in list(self.counts)[: REMEMBERED // 2]:
+                del self.counts[old]
+        return str(uuid.uuid5(BUS_ID_NAMESPACE, f"{digest}\n{self.run}\n{n}"))
+
+    def redelivery_of(self, accepted: list[str]) -> str | None:
+        """The accepted message a redelivered one repeats: one of the same content this
+        run has not acknowledged itself (those the broker cannot be redelivering)."""
+        for event_id in accepted:
+            if event_id not in self.acked and event_id not in self.matched:
+                self.matched.add(event_id)
+                return event_id
+        return None
+
+    def acknowledged(self, event_id: str) -> None:
+        self.acked[event_id] = None
+        if len(self.acked) > REMEMBERED:
+            for old in list(self.acked)[: REMEMBERED // 2]:
+                del self.acked[old]
 
 
 def binding_keys(subscriptions: list[Subscription]) -> set[str]:
@@ -65,6 +109,7 @@ class AmqpSource:
         self._exchange: Any = None
         self._acks: set[asyncio.Task[None]] = set()
         self.received = 0
+        self.ids = Occurrences()
 
     async def subscriptions_changed(self, subscriptions: list[Subscription]) -> None:
         self.wanted = binding_keys(subscriptions)
@@ -162,21 +207,28 @@ class AmqpSource:
             listener.reject(f"message {key[:MAX_KEY]!r}", exc.message)
             await self._ack(message)
             return
-        if message.redelivered and await listener.db(listener.state.seen, [event.id]):
-            log.info("skipping redelivered event %s %s (already handled)", event.type, event.id)
-            await self._ack(message)
-            return
+        digest = event.digest or event.id
+        if message.redelivered:
+            accepted = await listener.db(listener.state.accepted, digest)
+            earlier = self.ids.redelivery_of(accepted)
+            if earlier is not None:
+                log.info("skipping redelivered event %s %s (already handled)", event.type, earlier)
+                await self._ack(message)
+                return
+        event.id = self.ids.fresh(digest)
 
         def done() -> None:
-            task = asyncio.ensure_future(self._ack(message))
+            task = asyncio.ensure_future(self._ack(message, event.id))
             self._acks.add(task)
             task.add_done_callback(self._acks.discard)
 
         await listener.handle(event, done, remember=True)
 
-    async def _ack(self, message: Any) -> None:
+    async def _ack(self, message: Any, event_id: str | None = None) -> None:
         try:
             await message.ack()
+            if event_id is not None:
+                self.ids.acknowledged(event_id)
         except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
             log.info(
                 "could not acknowledge message (%s); the broker will redeliver it", _reason(exc)
