@@ -112,6 +112,13 @@ class Listener:
             return  # nothing sent, nothing acknowledged
         await self.dispatcher.submit(event, on_done, remember)
 
+    def acknowledge(self, event_id: str, ack: Callable[[], Any]) -> None:
+        """``ack`` once the store says this (remembered) event is acknowledged."""
+        if self.options.dry_run:
+            ack()
+        else:
+            self.dispatcher.acknowledge(event_id, ack)
+
     def checkpoint(self, source: str, position: dict[str, Any]) -> None:
         """A source position, written with the deliveries of the events before it."""
         if not self.options.dry_run:

@@ -83,7 +83,12 @@ def _cloudstack_name(text: str, names: tuple[str, ...], what: str) -> str:
     raise BadInput(f"unknown {what} {text!r}{hint}")
 
 
+ALL = "*"  # --category '*': every category and phase
+
+
 def parse_category(text: str) -> str:
+    if text.strip() == ALL:
+        return ALL
     return _cloudstack_name(text, CATEGORIES, "--category")
 
 
@@ -130,7 +135,7 @@ class Scope:
                 + "); by default a subscription gets each operation once, its Completed"
                 " ActionEvent, and alerts: add --category/--state to get others"
             )
-        if self.categories and event.category not in self.categories:
+        if self.categories and ALL not in self.categories and event.category not in self.categories:
             return f"category {event.category} is not {' or '.join(sorted(self.categories))}"
         if self.states and not state_words(event.state) & self.states:
             return f"state {event.state} is not {' or '.join(sorted(self.states))}"

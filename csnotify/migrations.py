@@ -153,6 +153,7 @@ def m004_outcomes_and_names(db: Database) -> None:
     db["subscriptions"].add_column("categories", str, not_null_default="[]")
     db["subscriptions"].add_column("states", str, not_null_default="[]")
     db["seen_events"].add_column("digest", str)
+    db["seen_events"].add_column("acked", int, not_null_default=0)
     db.execute("CREATE INDEX seen_events_digest ON seen_events (digest)")
     db["names"].create(
         {"kind": str, "uuid": str, "doc": str, "fetched": float}, pk=("kind", "uuid")

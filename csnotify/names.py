@@ -94,6 +94,8 @@ class Names:
     def __post_init__(self) -> None:
         self.cache: dict[Key, Entry] = {}
         self.pending: dict[Key, asyncio.Future[dict[str, Any] | None]] = {}
+        # look-ups an event already gave up waiting for: later events do not wait for them
+        self.overdue: set[Key] = set()
         self.slots = asyncio.Semaphore(self.in_flight)
         self.paused_until = 0.0
         self.backoff = BACKOFF_START_S
@@ -135,32 +137,34 @@ class Names:
             keys.append((event.resource_type, event.resource_id))
         return keys
 
-    def start(self, event: Event) -> list[asyncio.Future[dict[str, Any] | None]]:
-        """Start the look-ups the event needs that are not cached; returns their futures
-        (empty when everything is known, or the API is paused)."""
-        waits = []
+    def start(self, event: Event) -> dict[Key, asyncio.Future[dict[str, Any] | None]]:
+        """Start the look-ups the event needs that are not cached; returns those worth
+        waiting for (none when everything is known, the API is paused, or a look-up is
+        already overdue for an earlier event)."""
+        waits = {}
         for key in self.wanted(event):
             if self.cached(key) is not None:
-                self.stats.hits += 1
                 continue
             future = self._lookup(key)
-            if future is not None:
-                waits.append(future)
+            if future is not None and key not in self.overdue:
+                waits[key] = future
         return waits
 
     async def enrich(self, event: Event, deadline: float | None = None) -> None:
         """Set the names the cache or the API gives within ``cloudstack.lookup_timeout``
         (or until ``deadline``, a loop time)."""
         waits = self.start(event)
-        if waits:
+        if not waits:
+            self.stats.hits += 1
+        else:
             loop = asyncio.get_running_loop()
             left = (deadline if deadline is not None else loop.time() + self.timeout) - loop.time()
             if left > 0:
-                _, late = await asyncio.wait(waits, timeout=left)
-            else:
-                late = {w for w in waits if not w.done()}
+                await asyncio.wait(waits.values(), timeout=left)
+            late = {key for key, future in waits.items() if not future.done()}
             if late:
                 self.stats.timeouts += 1
+                self.overdue |= late
         self.apply(event)
         if event.domain_id and not event.domain:
             # an account or user answer names the domain; a lone domain UUID is asked after
@@ -253,6 +257,7 @@ class Names:
             log.exception("looking up %s %s failed", kind, uuid)
         finally:
             self.pending.pop(key, None)
+            self.overdue.discard(key)
             if not future.done():
                 future.set_result(doc)
 

@@ -704,11 +704,21 @@ class SourceState:
         }
 
     def accepted(self, digest: str) -> list[str]:
-        """Ids of the accepted bus messages with this content id, oldest first."""
+        """Ids of the accepted bus messages with this content id that may not have been
+        acknowledged (see ``mark_acknowledged``), oldest first."""
         rows = self.store.conn.execute(
-            "SELECT event_id FROM seen_events WHERE digest = ? ORDER BY rowid", (digest,)
+            "SELECT event_id FROM seen_events WHERE digest = ? AND acked = 0 ORDER BY rowid",
+            (digest,),
         )
         return [r[0] for r in rows]
+
+    def mark_acknowledged(self, event_ids: list[str]) -> None:
+        """Ids whose acknowledgement is sent once this transaction is committed: a message
+        not marked so was surely not acknowledged (inside a transaction the caller holds)."""
+        if event_ids:
+            self.store.conn.executemany(
+                "UPDATE seen_events SET acked = 1 WHERE event_id = ?", [(i,) for i in event_ids]
+            )
 
     def remember(self, events: list[tuple[str, str | None]]) -> None:
         """(event id, content id) of events handled (inside a transaction the caller

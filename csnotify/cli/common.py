@@ -310,7 +310,8 @@ CATEGORY_OPT = typer.Option(
     "--category",
     metavar="CATEGORY",
     help="CloudStack category to receive (repeatable): ActionEvent, AlertEvent, UsageEvent,"
-    " ResourceStateEvent, AsyncJobEvent. Default: each operation's outcome, and alerts.",
+    " ResourceStateEvent, AsyncJobEvent, or '*' for all. Default: each operation's outcome,"
+    " and alerts.",
     autocompletion=choices(
         "ActionEvent", "AlertEvent", "UsageEvent", "ResourceStateEvent", "AsyncJobEvent"
     ),

@@ -73,6 +73,7 @@ class Changes:
     disable: list[tuple[int, str]] = field(default_factory=list)
     # (event id, content id) of bus messages handled, to tell their redeliveries
     seen: list[tuple[str, str | None]] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)  # of those, ids about to be acknowledged
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)  # source positions
 
     def __bool__(self) -> bool:
@@ -80,7 +81,8 @@ class Changes:
 
 
 CHANGE_FIELDS = (
-    "new", "retries", "ended", "ended_at", "records", "batches", "disable", "seen", "cursors",
+    "new", "retries", "ended", "ended_at", "records", "batches", "disable", "seen", "acked",
+    "cursors",
 )  # fmt: skip
 
 
@@ -132,6 +134,7 @@ class Outbox:
             for endpoint_id, reason in changes.disable:
                 self.log.write_disable(endpoint_id, reason)
             self.state.remember(changes.seen)
+            self.state.mark_acknowledged(changes.acked)
             for source, position in changes.cursors.items():
                 self.state.write_cursor(source, position)
 

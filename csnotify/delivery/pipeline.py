@@ -146,6 +146,13 @@ class Pipeline:
         await self.writer.room()
         return len(targets)
 
+    def acknowledge(self, event_id: str, ack: Callable[[], Any]) -> None:
+        """Mark a remembered event as acknowledged, then (once that is committed) run
+        ``ack``: so a message the store does not show acknowledged surely was not, and a
+        redelivery can be told from a twin (sources/amqp.py)."""
+        self.writer.changes.acked.append(event_id)
+        self.writer.after(ack)
+
     def checkpoint(self, source: str, position: dict[str, Any]) -> None:
         """Write a source's position with the next commit: in the same transaction as the
         deliveries of the events accepted before it, so both are kept or neither is."""

@@ -208,6 +208,9 @@ class Generator:
         return self._next(Generated("ActionEvent", key, body, item))
 
     def _state(self, op: Operation, resource: str, status: str, moment: datetime) -> Generated:
+        """One state-machine message. Only the VM listener (UserVmStateListener) adds
+        ``status``; the volume, snapshot and network listeners publish the pre- and the
+        post-transition message with identical bodies: byte-identical twins."""
         event = "OperationSucceeded"
         body = {
             "eventDateTime": _bus_time(moment, self.zone),
@@ -215,8 +218,9 @@ class Generator:
             "resource": op.entity,
             "id": resource,
             "new-state": op.new_state,
-            "status": status,
         }
+        if op.entity == "VirtualMachine":
+            body["status"] = status
         return Generated(
             "ResourceStateEvent",
             routing_key("ResourceStateEvent", event, op.entity, resource),

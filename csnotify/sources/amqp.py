@@ -11,10 +11,14 @@ publish byte-identical twins: the pre- and post-transition messages of volume, s
 and network state machines, per-NIC usage events of one VM in one second, job updates
 without a date. So an event's id is its content id (routing key and body) with its
 occurrence: the n-th identical message this listener takes fresh off the queue, and which
-listener (a run's random tag, so twins taken by two listeners differ too). A message the
-broker marks *redelivered* is matched against the accepted messages of the same content
-that this listener has not itself acknowledged; if there is one, it is that message again
-and is skipped, else it is new.
+listener (a run's random tag, so twins taken by two listeners differ too).
+
+A message is acknowledged only after the store marks it so (``Listener.acknowledge``: the
+mark is committed first), so a message the store does not show acknowledged surely was
+not. RabbitMQ redelivers exactly the unacknowledged messages, and a listener accepts and
+acknowledges in arrival order, so a message the broker marks *redelivered* is taken for
+the oldest accepted, unmarked message of the same content not yet matched; it is skipped
+(and marked). With none, it is new. What can still collide is in the README.
 """
 
 from __future__ import annotations
@@ -45,31 +49,34 @@ class Occurrences:
     def __init__(self, run: str | None = None) -> None:
         self.run = run or uuid.uuid4().hex
         self.counts: dict[str, int] = {}  # content id -> fresh copies taken
-        self.acked: dict[str, None] = {}  # ids this run acknowledged (an ordered set)
         self.matched: set[str] = set()  # accepted ids a redelivery was taken for
+        # ids given on the current connection: the broker redelivers none of them on it
+        self.session: dict[str, None] = {}
+
+    def new_session(self) -> None:
+        self.session.clear()
 
     def fresh(self, digest: str) -> str:
         n = self.counts.get(digest, 0)
         self.counts[digest] = n + 1
-        if len(self.counts) > REMEMBERED:
-            for old in list(self.counts)[: REMEMBERED // 2]:
-                del self.counts[old]
-        return str(uuid.uuid5(BUS_ID_NAMESPACE, f"{digest}\n{self.run}\n{n}"))
+        for held in (self.counts, self.session):
+            if len(held) > REMEMBERED:
+                for old in list(held)[: REMEMBERED // 2]:
+                    del held[old]
+        event_id = str(uuid.uuid5(BUS_ID_NAMESPACE, f"{digest}\n{self.run}\n{n}"))
+        self.session[event_id] = None
+        return event_id
 
     def redelivery_of(self, accepted: list[str]) -> str | None:
-        """The accepted message a redelivered one repeats: one of the same content this
-        run has not acknowledged itself (those the broker cannot be redelivering)."""
+        """The accepted message a redelivered one repeats: the oldest of the same content
+        not marked acknowledged (``accepted``) that no redelivery was taken for yet."""
         for event_id in accepted:
-            if event_id not in self.acked and event_id not in self.matched:
+            if event_id not in self.matched and event_id not in self.session:
                 self.matched.add(event_id)
+                if len(self.matched) > REMEMBERED:
+                    self.matched.clear()
                 return event_id
         return None
-
-    def acknowledged(self, event_id: str) -> None:
-        self.acked[event_id] = None
-        if len(self.acked) > REMEMBERED:
-            for old in list(self.acked)[: REMEMBERED // 2]:
-                del self.acked[old]
 
 
 def binding_keys(subscriptions: list[Subscription]) -> set[str]:
@@ -167,6 +174,7 @@ class AmqpSource:
         )
         self._queue = await channel.declare_queue(self.queue_name, durable=True)
         self.bound.clear()
+        self.ids.new_session()
         await self._bind()
         if self.once:
             await self._drain(listener)
@@ -208,27 +216,25 @@ class AmqpSource:
             await self._ack(message)
             return
         digest = event.digest or event.id
+
+        def ack() -> None:
+            task = asyncio.ensure_future(self._ack(message))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
         if message.redelivered:
             accepted = await listener.db(listener.state.accepted, digest)
             earlier = self.ids.redelivery_of(accepted)
             if earlier is not None:
                 log.info("skipping redelivered event %s %s (already handled)", event.type, earlier)
-                await self._ack(message)
+                listener.acknowledge(earlier, ack)
                 return
         event.id = self.ids.fresh(digest)
+        await listener.handle(event, lambda: listener.acknowledge(event.id, ack), remember=True)
 
-        def done() -> None:
-            task = asyncio.ensure_future(self._ack(message, event.id))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
-
-        await listener.handle(event, done, remember=True)
-
-    async def _ack(self, message: Any, event_id: str | None = None) -> None:
+    async def _ack(self, message: Any) -> None:
         try:
             await message.ack()
-            if event_id is not None:
-                self.ids.acknowledged(event_id)
         except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
             log.info(
                 "could not acknowledge message (%s); the broker will redeliver it", _reason(exc)

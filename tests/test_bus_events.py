@@ -1,0 +1,238 @@
+"""Issue 13: bus events as useful as API events. Real parts only: the bus messages one
+successful and one failed asynchronous operation publish, all categories in CloudStack's
+order (tests/fixtures/amqp/operations.jsonl, made by the simulator's generator), replayed
+by `csnotify simulate` onto the real RabbitMQ; the simulator's API answers the look-ups;
+`csnotify listen` as a separate process; a local webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+from helpers import FIXTURES, run_process
+from receivers import Receiver, closed_port
+from services import bus, simulator  # noqa: F401 - fixtures
+
+from csnotify.simulator.generator import ACCOUNT_UUID, USER_UUID
+
+OPERATIONS = FIXTURES / "amqp" / "operations.jsonl"
+KEYS = {
+    "CSNOTIFY_CLOUDSTACK_API_KEY": "test-api-key",
+    "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key",
+}
+
+
+def recorded() -> list[dict]:
+    return [json.loads(line) for line in OPERATIONS.read_text().splitlines()]
+
+
+def subscribe(*args: str) -> None:
+    r = run_process("subscribe", *args)
+    assert r.exit_code == 0, r.stderr
+
+
+def listen_once(env: dict[str, str]) -> str:
+    r = run_process("listen", "--source", "amqp", "--once", env={**os.environ, **env})
+    assert r.exit_code == 0, r.stderr
+    return r.stderr
+
+
+def at(rx: Receiver, path: str) -> list[dict]:
+    return [r.json()["event"] for r in rx.requests if r.path == path]
+
+
+def publish_operations(tmp_path: Path, bus, env: dict[str, str]):  # noqa: F811
+    """Bind the queue (a first listen), then let the simulator publish the operations."""
+    listen_once(env)
+    return simulator(tmp_path, "--replay", str(OPERATIONS), "--rate", "0", "--amqp", bus.url,
+                     "--exchange", bus.exchange)  # fmt: skip
+
+
+def test_two_operations_off_the_bus_named_typed_and_once_each(tmp_path: Path, bus) -> None:  # noqa: F811
+    messages = recorded()
+    with Receiver() as rx:
+        subscribe("VM.*", "--name", "all", "--to", rx.url + "/all")
+        subscribe("VM.*", "--name", "oncall", "--level", "ERROR", "--to", rx.url + "/oncall")
+        subscribe("VM.*", "--name", "web", "--where", "account=admin",
+                  "--where", "resource_name=web-01", "--to", rx.url + "/web")  # fmt: skip
+        subscribe("VM.*", "--name", "byid", "--where", f"account_id={ACCOUNT_UUID}",
+                  "--to", rx.url + "/byid")  # fmt: skip
+        subscribe("VM.*", "--name", "jobs", "--category", "AsyncJobEvent", "--state", "complete",
+                  "--to", rx.url + "/jobs")  # fmt: skip
+        subscribe("VM.START", "--name", "phases", "--state", "Scheduled", "--state", "started",
+                  "--to", rx.url + "/phases")  # fmt: skip
+        subscribe("*", "--name", "everything", "--category", "*", "--to", rx.url + "/everything")
+        subscribe("VM.*", "--name", "cs", "--format", "cloudstack", "--key", "s3cr3t",
+                  "--to", rx.url + "/cs")  # fmt: skip
+        with publish_operations(tmp_path, bus, bus.env()) as sim:
+            assert sim.wait_generated() == len(messages) == 15
+            env = {**bus.env(), **KEYS, "CSNOTIFY_CLOUDSTACK_URL": sim.url}
+            listen_once(env)
+            asked = sim.stats()["requests"]
+    # one notification per operation: its Completed ActionEvent, named, failures at ERROR
+    done = at(rx, "/all")
+    assert [(e["type"], e["state"], e["level"]) for e in done] == [
+        ("VM.START", "Completed", "INFO"), ("VM.STOP", "Completed", "ERROR"),
+    ]  # fmt: skip
+    assert [e["resource_name"] for e in done] == ["web-01", "web-02"]
+    for e in done:
+        assert (e["account"], e["domain"], e["username"]) == ("admin", "ROOT", "admin")
+        assert (e["account_id"], e["user_id"], e["category"]) == (
+            ACCOUNT_UUID, USER_UUID, "ActionEvent",
+        )  # fmt: skip
+    assert [e["resource_name"] for e in at(rx, "/oncall")] == ["web-02"]
+    assert [e["resource_name"] for e in at(rx, "/web")] == ["web-01"]
+    assert len(at(rx, "/byid")) == 2
+    # async jobs by their command, state phase/status, the error text of a failure
+    jobs = at(rx, "/jobs")
+    assert [(e["type"], e["state"], e["level"]) for e in jobs] == [
+        ("VM.START", "complete/SUCCEEDED", "INFO"), ("VM.STOP", "complete/FAILED", "ERROR"),
+    ]  # fmt: skip
+    assert jobs[1]["description"] == "Unable to stop web-02: host kvm-03 is down"
+    assert [e["state"] for e in at(rx, "/phases")] == ["Scheduled", "Started"]
+    assert len(at(rx, "/everything")) == 15  # every category, when asked for
+    # --format cloudstack: the Completed ActionEvents as the bus carried them, byte for byte
+    completed = [m["body_raw"] for m in messages if '"status":"Completed"' in m["body_raw"]]
+    sent = [r for r in rx.requests if r.path == "/cs"]
+    assert [r.body.decode() for r in sent] == completed
+    for r in sent:
+        assert r.headers["User-Agent"] == f"CS-Hookshot/{ACCOUNT_UUID}"
+        mac = hmac.new(b"s3cr3t", r.body, hashlib.sha256).digest()
+        assert r.headers["X-CS-Signature"] == base64.b64encode(mac).decode()
+        assert r.headers["X-CS-Event"] in ("VM.START", "VM.STOP") and r.headers["X-CS-Event-ID"]
+    # names were asked once per UUID, whatever the number of events naming them
+    assert asked.get("listUsers") == 1
+    assert asked.get("listVirtualMachines") == 2
+
+
+class BlackHole:
+    """An API address that accepts connections and never answers (a hung server)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_with_the_api_down_or_hung_events_go_out_unenriched(tmp_path: Path, bus) -> None:  # noqa: F811
+    hole = BlackHole()
+    try:
+        with Receiver() as rx:
+            subscribe("VM.*", "--to", rx.url)
+            with publish_operations(tmp_path, bus, bus.env()) as sim:
+                sim.wait_generated()
+            # refused: one warning, then no look-up is tried while it stays down
+            refused = {**bus.env(), **KEYS,
+                       "CSNOTIFY_CLOUDSTACK_URL": f"http://127.0.0.1:{closed_port()}/client/api"}  # fmt: skip
+            err = listen_once(refused)
+            assert err.count("names cannot be resolved") == 1
+            assert len(rx.requests) == 2
+            first = [r.json()["event"] for r in rx.requests]
+            assert [e["resource_name"] for e in first] == [None, None]
+            assert [e["account_id"] for e in first] == [ACCOUNT_UUID] * 2
+            assert [e["level"] for e in first] == ["INFO", "ERROR"]
+            # hung: each event waits at most cloudstack.lookup_timeout, later ones not at
+            # all for a look-up already overdue; 15 events would otherwise take minutes
+            with publish_operations(tmp_path, bus, bus.env()) as sim:
+                sim.wait_generated()
+            hung = {**bus.env(), **KEYS, "CSNOTIFY_CLOUDSTACK_LOOKUP_TIMEOUT": "0.2",
+                    "CSNOTIFY_CLOUDSTACK_URL": f"http://127.0.0.1:{hole.port}/client/api"}  # fmt: skip
+            r = run_process("listen", "--source", "amqp", "--once", env={**os.environ, **hung},
+                            timeout=30)  # fmt: skip
+            assert r.exit_code == 0, r.stderr
+            assert len(rx.requests) == 4
+            assert [r.json()["event"]["resource_name"] for r in rx.requests[2:]] == [None, None]
+    finally:
+        hole.close()
+
+
+def test_genuine_twins_stay_two_even_when_redelivered(tmp_path: Path, bus) -> None:  # noqa: F811
+    """A volume's pre- and post-transition messages are byte-identical (VolumeStateListener
+    adds no status): two events, two ids, also when the broker redelivers both."""
+    twin = (
+        "management-server.ResourceStateEvent.OperationSucceeded.Volume."
+        "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",
+        b'{"eventDateTime":"2024-05-14 10:22:31 +0000","old-state":"Allocated",'
+        b'"resource":"Volume","id":"0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",'
+        b'"new-state":"Ready"}',
+    )
+    with Receiver() as rx:
+        subscribe("*", "--category", "ResourceStateEvent", "--key", "k", "--to", rx.url)
+        listen_once(bus.env())
+        bus.publish(*twin)
+        bus.publish(*twin)
+        listen_once(bus.env())
+        assert len(rx.requests) == 2
+        # again, but a consumer takes both and goes away without acknowledging them: the
+        # broker redelivers them, flagged, to the listener
+        bus.publish(*twin)
+        bus.publish(*twin)
+        assert take_without_ack(bus, 2) == 2
+        listen_once(bus.env())
+    ids = [r.json()["event"]["id"] for r in rx.requests]
+    assert len(ids) == len(set(ids)) == 4
+    assert len({r.headers["webhook-id"] for r in rx.requests}) == 4
+    assert bus.queued() == 0
+
+
+def take_without_ack(bus, count: int) -> int:  # noqa: F811
+    async def take() -> int:
+        import aio_pika
+
+        conn = await aio_pika.connect(bus.url)
+        taken = 0
+        async with conn:
+            channel = await conn.channel()
+            queue = await channel.declare_queue(bus.queue, durable=True, passive=True)
+            for _ in range(count):
+                if await queue.get(no_ack=False, fail=False) is not None:
+                    taken += 1
+        return taken  # the connection closes: both go back, flagged redelivered
+
+    return asyncio.run(take())
+
+
+def test_a_redelivery_is_told_from_a_twin_by_what_the_store_shows(tmp_path: Path) -> None:
+    """The rule sources/amqp.py applies, on a real store: a redelivered message repeats the
+    oldest accepted message of its content that the store does not show acknowledged."""
+    from csnotify.sources.amqp import Occurrences
+    from csnotify.store import SourceState, Store
+
+    store = Store.open(tmp_path / "s.db")
+    state = SourceState(store)
+    ids = Occurrences()
+    first, second = ids.fresh("content"), ids.fresh("content")
+    assert first != second != Occurrences().fresh("content")  # twins; another listener's
+    with store.transaction():
+        state.remember([(first, "content"), (second, "content")])
+        state.mark_acknowledged([first])
+    assert state.accepted("content") == [second]
+    after_restart = Occurrences()
+    assert after_restart.redelivery_of(state.accepted("content")) == second  # skipped
+    assert after_restart.redelivery_of(state.accepted("content")) is None  # another copy: new
+    third = after_restart.fresh("content")
+    with store.transaction():
+        state.remember([(third, "content")])
+    # accepted on this connection: the broker cannot be redelivering it here
+    assert after_restart.redelivery_of(state.accepted("content")) is None
