@@ -59,6 +59,13 @@ COMMANDS: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 # Fields of an answer worth keeping (answers are otherwise large).
 KEPT = ("name", "username", "displayname", "account", "accountid", "domain", "domainid")
+# What an answer names: event field <- answer key, per kind of look-up.
+COPIED = {
+    "user": (("username", "username"), ("account", "account"), ("account_id", "accountid"),
+             ("domain", "domain"), ("domain_id", "domainid")),
+    "account": (("account", "name"), ("domain", "domain"), ("domain_id", "domainid")),
+    "project": (("project", "name"),),
+}  # fmt: skip
 NOT_FOUND_HINTS = ("entity does not exist", "unable to find", "does not exist")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
@@ -175,31 +182,16 @@ class Names:
                 event.domain = entry.doc.get("name")
 
     def apply(self, event: Event) -> None:
-        """Copy what the cache knows onto the event."""
+        """Copy what the cache knows onto the event (never over what it has)."""
         changed = False
-        if event.user_id and (user := self._doc(("user", event.user_id))):
-            event.username = event.username or user.get("username")
-            event.account = event.account or user.get("account")
-            event.account_id = event.account_id or user.get("accountid")
-            event.domain = event.domain or user.get("domain")
-            event.domain_id = event.domain_id or user.get("domainid")
-            changed = True
-        if (
-            event.account_id
-            and not event.account
-            and (acct := self._doc(("account", event.account_id)))
-        ):
-            event.account = acct.get("name")
-            event.domain = event.domain or acct.get("domain")
-            event.domain_id = event.domain_id or acct.get("domainid")
-            changed = True
-        if (
-            event.project_id
-            and not event.project
-            and (proj := self._doc(("project", event.project_id)))
-        ):
-            event.project = proj.get("name")
-            changed = True
+        for kind, uuid in (
+            ("user", event.user_id), ("account", event.account_id), ("project", event.project_id),
+        ):  # fmt: skip
+            doc = self._doc((kind, uuid)) if uuid else None
+            for field_name, key in COPIED[kind] if doc else ():
+                if not getattr(event, field_name) and doc.get(key):
+                    setattr(event, field_name, doc[key])
+                    changed = True
         if event.resource_id and not event.resource_name and event.resource_type:
             res = self._doc((event.resource_type, event.resource_id))
             if res:

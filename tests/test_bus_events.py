@@ -236,3 +236,115 @@ def test_a_redelivery_is_told_from_a_twin_by_what_the_store_shows(tmp_path: Path
         state.remember([(third, "content")])
     # accepted on this connection: the broker cannot be redelivering it here
     assert after_restart.redelivery_of(state.accepted("content")) is None
+
+
+# -- without services ---------------------------------------------------------------------
+
+
+def test_category_and_state_are_checked_against_cloudstacks_names(cli) -> None:
+    for args, message in (
+        (("--state", "Schedled"), "unknown --state 'Schedled'; did you mean 'Scheduled'"),
+        (("--category", "usage"), "unknown --category 'usage'; did you mean 'UsageEvent'?"),
+        (("--category", "Nonsense"), "unknown --category 'Nonsense'; CloudStack's are"),
+    ):
+        r = cli("subscribe", "VM.*", "--to", "https://h.example/x", *args)
+        assert r.exit_code == 2
+        assert r.stderr.count("\n") == 1 and message in r.stderr
+    assert cli("list", "--json").json() == []  # nothing written
+    r = cli("subscribe", "VM.*", "--to", "https://h.example/x", "--name", "s",
+            "--category", "asyncjobevent", "--state", "FAILED")  # fmt: skip
+    assert r.exit_code == 0
+    shown = cli("show", "s", "--json").json()
+    assert (shown["categories"], shown["states"]) == (["AsyncJobEvent"], ["FAILED"])
+    r = cli("update", "s", "--state", "nope")
+    assert r.exit_code == 2 and cli("show", "s", "--json").json()["states"] == ["FAILED"]
+    cli("update", "s", "--outcomes")
+    shown = cli("show", "s", "--json").json()
+    assert (shown["categories"], shown["states"]) == ([], [])
+
+
+def test_subscribe_says_what_cannot_work_on_the_bus(cli) -> None:
+    r = cli("subscribe", "VM.*", "--to", "https://h.example/x", "--where", "account=web")
+    assert r.exit_code == 0
+    assert "bus events (--source amqp) carry UUIDs" in r.stderr
+    r = cli("subscribe", "*", "--to", "https://h.example/y", "--format", "cloudstack",
+            "--category", "UsageEvent")  # fmt: skip
+    assert r.exit_code == 0 and "only ActionEvents are sent to it" in r.stderr
+    keys = {"CSNOTIFY_CLOUDSTACK_API_KEY": "k", "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "s"}
+    r = cli("subscribe", "VM.*", "--to", "https://h.example/z", "--where", "account=web",
+            env=keys)  # fmt: skip
+    assert r.exit_code == 0 and "carry UUIDs" not in r.stderr
+
+
+def test_alert_levels_per_type_and_bad_values(tmp_path: Path) -> None:
+    alert = (FIXTURES / "amqp" / "AlertEvent.json").read_text()
+    line = json.dumps(json.loads(alert)) + "\n"
+    with Receiver() as rx:
+        subscribe("ALERT.*", "--level", "ERROR", "--to", rx.url)
+        r = run_process("listen", "--source", "stdin", input=line)
+        assert r.exit_code == 0 and rx.requests == []  # WARN by default
+        env = {**os.environ, "CSNOTIFY_CLOUDSTACK_ALERT_LEVELS": "ALERT.MEM*=ERROR"}
+        r = run_process("listen", "--source", "stdin", input=line, env=env)
+        assert r.exit_code == 0, r.stderr
+    (event,) = [req.json()["event"] for req in rx.requests]
+    assert (event["level"], event["subject"]) == ("ERROR", json.loads(alert)["body"]["subject"])
+    assert event["description"] == json.loads(alert)["body"]["body"]
+    bad = run_process("config", "set", "cloudstack.alert_levels", "ALERT.HOST=LOUD")
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1
+    assert "ALERT_TYPE=LEVEL" in bad.stderr
+
+
+def test_titles_read_well_from_every_source() -> None:
+    from csnotify.channels.base import Message
+    from csnotify.channels.human import render_message
+    from csnotify.events import normalise
+    from csnotify.models import Endpoint, Subscription
+
+    def title(doc: dict) -> str:
+        (event,) = normalise(doc)
+        sub = Subscription("s", ["*"], [Endpoint("mailto://a@b.example")])
+        return render_message(Message(event, sub, "mailto://a@b.example"))[0]
+
+    lines = [json.loads(line) for line in OPERATIONS.read_text().splitlines()]
+    completed = [m for m in lines if '"status":"Completed"' in m["body_raw"]]
+    failed_job = lines[-1]
+    assert (
+        title(completed[0])
+        == "[CloudStack] VM.START Completed: " + completed[0]["routing_key"].rsplit(".", 1)[1]
+    )
+    assert title(failed_job).startswith("[ERROR] VM.STOP failed: ")
+    assert title(failed_job).endswith("(Unable to stop web-02: host kvm-03 is down)")
+    alert = json.loads((FIXTURES / "amqp" / "AlertEvent.json").read_text())
+    assert title(alert) == f"[WARN] ALERT.MEMORY: {alert['body']['subject']}"
+    bare = {"id": "e1", "type": "ALERT.STORAGE", "category": "ActionEvent", "source": "stdin"}
+    assert title(bare) == "[CloudStack] ALERT.STORAGE"  # nothing dangling
+
+
+def test_cloudstack_body_for_api_events_has_gsons_keys_order_and_escaping() -> None:
+    from csnotify.events import cloudstack_description, hashmap_order, normalise
+
+    item = json.loads((FIXTURES / "api" / "listevents_response.json").read_text())
+    row = {**item["listeventsresponse"]["event"][0], "description": "key=env & <b>"}
+    (event,) = normalise(row)
+    body = cloudstack_description(event)
+    keys = list(json.loads(body))
+    assert keys == hashmap_order(keys)
+    assert "key\\u003denv \\u0026 \\u003cb\\u003e" in body
+    assert "user" not in keys and "account" not in keys  # no UUIDs known: left out, as Gson
+
+
+def test_match_shows_the_event_with_its_names(tmp_path: Path) -> None:
+    lines = OPERATIONS.read_text().splitlines()
+    message = tmp_path / "message.json"
+    message.write_text(lines[6])  # the Completed VM.START
+    subscribe("VM.*", "--name", "web", "--where", "resource_name=web-01", "--to",
+              "https://hooks.example.com/x")  # fmt: skip
+    r = run_process("match", "--event", str(message))
+    assert "skips   web: filter resource_name=web-01 failed (resource_name is '')" in r.stdout
+    with simulator(tmp_path, "--replay", str(OPERATIONS), "--rate", "0") as sim:
+        sim.wait_generated()
+        env = {**os.environ, **KEYS, "CSNOTIFY_CLOUDSTACK_URL": sim.url}
+        r = run_process("match", "--event", str(message), env=env)
+    assert r.exit_code == 0, r.stderr
+    assert "event: INFO ActionEvent VM.START Completed web-01 (account ROOT/admin)" in r.stdout
+    assert "reaches web" in r.stdout

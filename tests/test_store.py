@@ -94,20 +94,28 @@ def test_a_version_1_store_keeps_its_data_through_m002(cli, tmp_path: Path) -> N
     assert cli("--db", str(path), "mute", "old", "--for", "1h", "--reason", "x").exit_code == 0
 
 
-def test_a_version_2_store_keeps_its_data_through_m003(cli, tmp_path: Path) -> None:
-    """A store written by the release before the outbox (schema version 2), with a pending
-    digest, a mute and counters: all kept; the endpoint gets a backlog of 0."""
+def older_store(path: Path, version: int, group_wait: float = 0) -> sqlite3.Connection:
+    """A store as the release with ``version`` migrations left it, holding subscription
+    'old' ('VM.*'); the caller adds what else it needs, sets user_version and commits."""
     from sqlite_utils import Database
 
-    path = tmp_path / "v2.db"
     conn = sqlite3.connect(path)
-    for name, step in MIGRATIONS[:2]:
+    for name, step in MIGRATIONS[:version]:
         step(Database(conn))
         Database(conn)["migrations"].insert({"name": name, "applied_at": "2026-11-20T00:00:00Z"})
     conn.execute(
         "INSERT INTO subscriptions (id, name, patterns, level, filters, format, enabled,"
-        " group_wait) VALUES (1, 'old', '[\"VM.*\"]', 'INFO', '[]', 'json', 1, 30)"
+        " group_wait) VALUES (1, 'old', '[\"VM.*\"]', 'INFO', '[]', 'json', 1, ?)",
+        (group_wait,),
     )
+    return conn
+
+
+def test_a_version_2_store_keeps_its_data_through_m003(cli, tmp_path: Path) -> None:
+    """A store written by the release before the outbox (schema version 2), with a pending
+    digest, a mute and counters: all kept; the endpoint gets a backlog of 0."""
+    path = tmp_path / "v2.db"
+    conn = older_store(path, 2, group_wait=30)
     conn.execute(
         "INSERT INTO endpoints (id, subscription_id, position, uri, enabled, total_successes,"
         " max_per_minute, total_folded) VALUES (7, 1, 0, 'https://hooks.example/cs', 1, 41, 5, 3)"
@@ -141,17 +149,8 @@ def test_a_version_3_store_moves_its_subscriptions_to_one_notification_per_opera
 ) -> None:
     """Issue 13: a subscription made before categories and states existed gets the new
     default (each operation's outcome, and alerts), as the README's release notes say."""
-    from sqlite_utils import Database
-
     path = tmp_path / "v3.db"
-    conn = sqlite3.connect(path)
-    for name, step in MIGRATIONS[:3]:
-        step(Database(conn))
-        Database(conn)["migrations"].insert({"name": name, "applied_at": "2026-11-20T00:00:00Z"})
-    conn.execute(
-        "INSERT INTO subscriptions (id, name, patterns, level, filters, format, enabled,"
-        " group_wait) VALUES (1, 'old', '[\"VM.*\"]', 'INFO', '[]', 'json', 1, 0)"
-    )
+    conn = older_store(path, 3)
     conn.execute("INSERT INTO seen_events (event_id, seen_at) VALUES ('e1', '2026-11-20')")
     conn.execute("PRAGMA user_version = 3")
     conn.commit()
