@@ -210,13 +210,10 @@ def notes(sub: Subscription, api_keys: bool) -> list[str]:
     from csnotify.names import uses_names
 
     said = []
-    if sub.format == "cloudstack" and (
-        (sub.categories and sub.categories != ["ActionEvent"])
-        or any(f.field == "category" for f in sub.filters)
-    ):
+    if sub.format == "cloudstack" and sub.categories != ["ActionEvent"]:
         said.append(
             f"{sub.name} uses --format cloudstack: only ActionEvents are sent to it, as"
-            " CloudStack's own webhooks send them; other categories are not"
+            " CloudStack's own webhooks send them; alerts and other categories are not"
         )
     if not api_keys and uses_names(sub):
         said.append(
