@@ -171,9 +171,16 @@ def now_iso() -> str:
     return utc_iso(datetime.now(UTC))
 
 
+_UTC_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
 def normalise_time(text: Any) -> str:
     if not isinstance(text, str) or not text:
         return now_iso()
+    if _UTC_ISO.match(text):  # already normalised (dispatch, redeliver, the outbox)
+        with contextlib.suppress(ValueError):  # e.g. month 13: refused below, in words
+            datetime.fromisoformat(text[:19])
+            return text
     return utc_iso(parse_time(text))
 
 

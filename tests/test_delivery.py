@@ -204,7 +204,7 @@ FAILURES = {
     "timeout": (lambda url: url, Answer(200, delay=3), "timed out after 0.5 s"),
     "refused": (lambda _url: f"http://127.0.0.1:{closed_port()}/", None, "cannot connect"),
     "closed midway": (lambda url: url, Answer(200, body=b"x" * 1000, close_midway=True), "closed in the middle"),
-    "dropped": (lambda url: url, Answer(drop=True), "Server disconnected"),
+    "dropped": (lambda url: url, Answer(drop=True), "closed the connection without answering"),
     "redirect": (lambda url: url, Answer(302, headers={"Location": "http://127.0.0.1:1/"}), "redirects are not followed"),
 }  # fmt: skip
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from services import bus  # noqa: F401 - fixture
 
 from csnotify.channels.base import Attempt, Message
 from csnotify.delivery.intake import Target, resource_key
@@ -263,3 +264,37 @@ async def test_the_pipeline_retries_then_gives_up_and_counts(pipeline_store: Sto
     assert script.sent == ["ev-1"] * 3
     (ep,) = pipeline_store.subscriptions()[0].endpoints
     assert ep.total_failures == 1 and ep.consecutive_failures == 1
+
+
+@sync
+async def test_acks_cover_only_settled_messages_in_arrival_order(bus) -> None:  # noqa: F811
+    """csnotify.sources.amqp.Acks on a real RabbitMQ channel: settling messages 1, 2 and 4
+    of 5 acknowledges 1 and 2 in one frame; 4 waits for 3, and nothing unsettled is ever
+    acknowledged (closing the channel returns 3, 4 and 5 to the queue)."""
+    import aio_pika
+
+    from csnotify.sources.amqp import Acks
+
+    conn = await aio_pika.connect(bus.url)
+    async with conn:
+        channel = await conn.channel()
+        exchange = await channel.declare_exchange(bus.exchange, "topic", durable=True)
+        queue = await channel.declare_queue(bus.queue, durable=True)
+        await queue.bind(exchange, "#")
+        for i in range(1, 6):
+            await exchange.publish(aio_pika.Message(f"m{i}".encode()), "k")
+        await asyncio.sleep(0.3)
+        acks = Acks()
+        messages = [await queue.get(no_ack=False) for _ in range(5)]
+        settle = [acks.expect(m) for m in messages]
+        for i in (0, 1, 3):
+            settle[i]()
+        await acks.settle()
+        await channel.close()
+
+        check = await conn.channel()
+        queue = await check.declare_queue(bus.queue, durable=True, passive=True)
+        back = []
+        while (m := await queue.get(no_ack=True, fail=False)) is not None:
+            back.append(m.body.decode())
+    assert back == ["m3", "m4", "m5"]

@@ -75,3 +75,14 @@ def test_cloudstack_webhook_signature_matches_cloudstack() -> None:
     sample = load_fixture("webhook/cloudstack_webhook_delivery.json")
     sig = cloudstack_webhook_signature(sample["secret_key_used"], sample["body_raw"].encode())
     assert sig == sample["headers"]["X-CS-Signature"]
+
+
+def test_webhook_ids_are_the_uuid5_they_always_were() -> None:
+    # csnotify.channels.base derives webhook-id without uuid.UUID objects; a receiver that
+    # stored ids before must see the same id for the same event and endpoint.
+    import uuid
+
+    from csnotify.channels.base import WEBHOOK_ID_NAMESPACE, uuid5_hex
+
+    for seed in ("e1|vm|http://h/", "é|ünïcode|https://x/ä", "x" * 5000):
+        assert uuid5_hex(seed) == uuid.uuid5(WEBHOOK_ID_NAMESPACE, seed).hex

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from csnotify.models import Subscription
 
 WEBHOOK_ID_NAMESPACE = uuid.UUID("0b3c4a52-2f1e-4a43-9d8c-5f2b7e9c1d07")
+_NAMESPACE_BYTES = WEBHOOK_ID_NAMESPACE.bytes
 ERROR_MAX = 500
 
 
@@ -28,7 +30,16 @@ class Message:
         if self.fixed_id:
             return self.fixed_id
         seed = f"{self.event.id}|{self.subscription.name}|{self.uri}"
-        return "msg_" + uuid.uuid5(WEBHOOK_ID_NAMESPACE, seed).hex
+        return "msg_" + uuid5_hex(seed)
+
+
+def uuid5_hex(name: str) -> str:
+    """``uuid.uuid5(WEBHOOK_ID_NAMESPACE, name).hex``, without making UUID objects (it runs
+    once per delivery)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])  # noqa: S324 - UUIDv5 is SHA-1 by definition
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 @dataclass

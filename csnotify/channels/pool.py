@@ -27,12 +27,10 @@ class ChannelPool:
             from csnotify.channels.apprise import AppriseChannel
 
             return AppriseChannel(workers=min(32, self.concurrency))
-        import aiohttp
+        from csnotify.channels.http import Client
+        from csnotify.channels.webhook import BODY_CAP, WebhookChannel
 
-        from csnotify.channels.webhook import WebhookChannel
-
-        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
-        return WebhookChannel(aiohttp.ClientSession(connector=connector))
+        return WebhookChannel(Client(limit=self.concurrency, cap=BODY_CAP))
 
     async def close(self) -> None:
         for channel in self._made.values():

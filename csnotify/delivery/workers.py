@@ -133,8 +133,12 @@ class EndpointWorker:
             timeout = None
             if self.earliest is not None and self.target.enabled:
                 timeout = max(0.0, self.earliest - time.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            if timeout is None:
+                await self._wake.wait()
+                continue
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: no task per wait
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _load(self) -> None:
         room = WINDOW_ROWS - len(self.rows)

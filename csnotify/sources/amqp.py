@@ -2,9 +2,10 @@
 
 A durable queue (shared by every listener: competing consumers) bound to CloudStack's
 topic exchange with keys derived from the subscriptions. Each message is acknowledged
-once its deliveries are written to the store (with its event id): at-least-once. Messages
-that are not CloudStack events are logged and acknowledged, never redelivered forever.
-When the broker goes away, the listener reconnects with backoff.
+once its deliveries are written to the store (with its event id): at-least-once. The
+acknowledgements go out batched (``Acks``). Messages that are not CloudStack events are
+logged and acknowledged, never redelivered forever. When the broker goes away, the
+listener reconnects with backoff.
 
 Bus messages carry no id (RabbitMQEventBus sets no message id), and CloudStack does
 publish byte-identical twins: the pre- and post-transition messages of volume, snapshot
@@ -24,9 +25,11 @@ the oldest accepted, unmarked message of the same content not yet matched; it is
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput, Unreachable
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("csnotify")
 MAX_KEY = 255
-REMEMBERED = 100_000  # content ids counted, and ids acknowledged, per listener run
+REMEMBERED = 100_000  # content ids counted, ids given and matched, per listener run
 
 
 class Occurrences:
@@ -114,7 +117,7 @@ class AmqpSource:
         self.bound: set[str] = set()
         self._queue: Any = None
         self._exchange: Any = None
-        self._acks: set[asyncio.Task[None]] = set()
+        self._acks = Acks()
         self.received = 0
         self.ids = Occurrences()
 
@@ -173,6 +176,7 @@ class AmqpSource:
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
         self._queue = await channel.declare_queue(self.queue_name, durable=True)
+        self._acks = Acks()  # delivery tags are the channel's
         self.bound.clear()
         self.ids.new_session()
         await self._bind()
@@ -203,42 +207,80 @@ class AmqpSource:
         await self._settle()
 
     async def _settle(self) -> None:
-        if self._acks:
-            await asyncio.gather(*self._acks, return_exceptions=True)
+        await self._acks.settle()
 
     async def _on_message(self, listener: Listener, message: Any) -> None:
         self.received += 1
+        done = self._acks.expect(message)  # before any await: tags arrive in order
         key = message.routing_key or ""
         try:
             event = parse_bus_body(message.body, key)
         except BadInput as exc:
             listener.reject(f"message {key[:MAX_KEY]!r}", exc.message)
-            await self._ack(message)
+            done()
             return
         digest = event.digest or event.id
-
-        def ack() -> None:
-            task = asyncio.ensure_future(self._ack(message))
-            self._acks.add(task)
-            task.add_done_callback(self._acks.discard)
-
         if message.redelivered:
             accepted = await listener.db(listener.state.accepted, digest)
             earlier = self.ids.redelivery_of(accepted)
             if earlier is not None:
                 log.info("skipping redelivered event %s %s (already handled)", event.type, earlier)
-                listener.acknowledge(earlier, ack)
+                listener.acknowledge(earlier, done)
                 return
         event.id = self.ids.fresh(digest)
-        await listener.handle(event, lambda: listener.acknowledge(event.id, ack), remember=True)
+        await listener.handle(event, lambda: listener.acknowledge(event.id, done), remember=True)
 
-    async def _ack(self, message: Any) -> None:
-        try:
-            await message.ack()
-        except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
-            log.info(
-                "could not acknowledge message (%s); the broker will redeliver it", _reason(exc)
-            )
+
+class Acks:
+    """Acknowledgements of one channel, sent as few frames as possible.
+
+    Messages are settled in the order they arrived (the pipeline commits them in that
+    order); when some are settled, one ``basic.ack`` with ``multiple`` covers the longest
+    run of settled messages from the oldest unacknowledged one. A message not settled yet
+    holds back only the acknowledgements of the ones after it, never their delivery, and
+    a message is never acknowledged before it is settled."""
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque[list[Any]] = collections.deque()  # [message, settled]
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def expect(self, message: Any) -> Callable[[], None]:
+        """Note an arriving message; call what this returns once it is safe."""
+        entry = [message, False]
+        self._waiting.append(entry)
+
+        def settled() -> None:
+            entry[1] = True
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+        return settled
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        last = None
+        while self._waiting and self._waiting[0][1]:
+            last = self._waiting.popleft()[0]
+        if last is not None:
+            task = asyncio.ensure_future(_ack(last, multiple=True))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait for the acknowledgements already started."""
+        if self._scheduled:
+            self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _ack(message: Any, multiple: bool) -> None:
+    try:
+        await message.ack(multiple=multiple)
+    except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
+        log.info("could not acknowledge message (%s); the broker will redeliver it", _reason(exc))
 
 
 def _connect_reason(exc: BaseException, url: str) -> str:
