@@ -171,7 +171,8 @@ class Listener:
         async def save(rows: list[Any]) -> None:
             await self.db(names.save, rows)
 
-        self.names.save = save
+        if not self.options.dry_run:  # --dry-run writes nothing
+            self.names.save = save
 
     async def _load(self) -> list[Subscription]:
         subs: list[Subscription] = await self.db(self.store.subscriptions)

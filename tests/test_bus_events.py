@@ -112,6 +112,33 @@ def test_two_operations_off_the_bus_named_typed_and_once_each(tmp_path: Path, bu
     assert asked.get("listVirtualMachines") == 2
 
 
+def test_names_are_kept_in_the_store_and_unknown_uuids_too(tmp_path: Path, bus) -> None:  # noqa: F811
+    unknown = json.loads((FIXTURES / "amqp" / "ActionEvent.json").read_text())  # a VM no API knows
+    with Receiver() as rx:
+        subscribe("VM.*", "--to", rx.url)
+        with publish_operations(tmp_path, bus, bus.env()) as sim:
+            sim.wait_generated()
+            env = {**bus.env(), **KEYS, "CSNOTIFY_CLOUDSTACK_URL": sim.url}
+            for second in ("31", "32"):
+                body = unknown["body_raw"].replace("10:22:31", f"10:22:{second}")
+                bus.publish(unknown["routing_key"], body.encode())
+            shown = run_process("listen", "--source", "amqp", "--once", "--dry-run",
+                                env={**os.environ, **env}).stdout  # fmt: skip
+            assert "VM.START Completed web-01 (account ROOT/admin)" in shown
+            before = sim.stats()["requests"]["listVirtualMachines"]  # --dry-run keeps none
+            listen_once(env)
+            asked = sim.stats()["requests"]["listVirtualMachines"] - before
+        assert asked == 3  # web-01, web-02, and the unknown one once
+        # another run, another API: every name comes from the store, nothing is asked
+        with publish_operations(tmp_path, bus, bus.env()) as sim:
+            sim.wait_generated()
+            listen_once({**bus.env(), **KEYS, "CSNOTIFY_CLOUDSTACK_URL": sim.url})
+            again = sim.stats()["requests"]
+    assert "listUsers" not in again and "listVirtualMachines" not in again
+    names = [r.json()["event"]["resource_name"] for r in rx.requests]
+    assert names == ["web-01", "web-02", None, None, "web-01", "web-02"]
+
+
 class BlackHole:
     """An API address that accepts connections and never answers (a hung server)."""
 
