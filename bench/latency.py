@@ -80,14 +80,17 @@ def pct(values: list[float], p: float) -> float:
     return ordered[max(0, int(len(ordered) * p) - 1)] * 1000
 
 
-class Rig:
-    def __init__(self, tmp: Path) -> None:
+class Bus:
+    """A private exchange and queue, a receiver process, and a store for one measurement."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
         tag = uuid.uuid4().hex[:6]
-        self.exchange, self.queue = f"bench-events-{tag}", f"bench-csnotify-{tag}"
+        self.exchange, self.queue = f"bench-{tag}", f"bench-{tag}"
+        self.db = tmp / f"{name}.db"
         self.env = {
             **os.environ,
-            "CSNOTIFY_DB": str(tmp / "bench.db"),
-            "CSNOTIFY_CONFIG": str(tmp / "c.toml"),
+            "CSNOTIFY_DB": str(self.db),
+            "CSNOTIFY_CONFIG": str(tmp / f"{name}.toml"),
             "CSNOTIFY_AMQP_URL": AMQP,
             "CSNOTIFY_AMQP_EXCHANGE": self.exchange,
             "CSNOTIFY_AMQP_QUEUE": self.queue,
@@ -97,17 +100,23 @@ class Rig:
         )
         assert self.receiver.stdout is not None
         self.base = f"http://127.0.0.1:{int(self.receiver.stdout.readline())}"
+
+    def subscribe(self, url: str, name: str, *extra: str) -> None:
         subprocess.run(
             [sys.executable, "-m", "csnotify", "subscribe", "VM.*", "--key", "generate",
-             "--to", f"{self.base}/timed/hook"],
+             "--to", url, "--name", name, *extra],
             env=self.env, check=True, capture_output=True,
         )  # fmt: skip
 
-    def received(self) -> int:
-        return int(get_json(self.base + "/stats").get("/timed/hook", 0))
+    def listen(self, *settings: str) -> subprocess.Popen[bytes]:
+        flags = [arg for kv in settings for arg in ("-c", kv)]
+        return subprocess.Popen(
+            [sys.executable, "-m", "csnotify", *flags, "listen", "--source", "amqp"],
+            env=self.env, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
 
-    def arrivals(self) -> dict[str, float]:
-        return get_json(self.base + "/times")
+    def count(self, path: str) -> int:
+        return int(get_json(self.base + "/stats").get(path, 0))
 
     async def connect(self) -> None:
         import aio_pika
@@ -118,6 +127,10 @@ class Rig:
             self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
 
+    async def declare(self) -> None:
+        queue = await self.channel.declare_queue(self.queue, durable=True)
+        await queue.bind(self.ex, "#")
+
     async def publish(self, n: int) -> str:
         import aio_pika
 
@@ -127,17 +140,39 @@ class Rig:
         )
         return event_id
 
-    def listen(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "csnotify", "listen", "--source", "amqp"],
-            env=self.env, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    async def wait_received(self, count: int, timeout: float) -> int:
+    async def wait(self, path: str, count: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
-        while (got := self.received()) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+        while (got := self.count(path)) < count and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return got
+
+    async def queued(self) -> int:
+        queue = await self.channel.declare_queue(self.queue, durable=True, passive=True)
+        return int(queue.declaration_result.message_count)
+
+    async def close(self) -> None:
+        channel = await self.conn.channel()
+        await channel.queue_delete(self.queue)
+        await channel.exchange_delete(self.exchange)
+        await self.conn.close()
+        self.receiver.terminate()
+
+
+class Rig(Bus):
+    """A bus with one signed webhook that notes arrival times (/timed/hook)."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp, "bench")
+        self.subscribe(f"{self.base}/timed/hook", "hook")
+
+    def received(self) -> int:
+        return self.count("/timed/hook")
+
+    def arrivals(self) -> dict[str, float]:
+        return get_json(self.base + "/times")
+
+    async def wait_received(self, count: int, timeout: float) -> int:
+        return await self.wait("/timed/hook", count, timeout)
 
     async def queue_ready(self) -> None:
         import aio_pika
@@ -151,13 +186,6 @@ class Rig:
                 continue
             await channel.close()
             return
-
-    async def close(self) -> None:
-        channel = await self.conn.channel()
-        await channel.queue_delete(self.queue)
-        await channel.exchange_delete(self.exchange)
-        await self.conn.close()
-        self.receiver.terminate()
 
 
 async def bare_consumer_latency(rate: float, seconds: float) -> list[float]:

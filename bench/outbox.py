@@ -19,100 +19,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import AMQP, get_json, message, pct, rss_mb
+from latency import Bus, get_json, pct, rss_mb
 from results import write_section
 
-HERE = Path(__file__).resolve().parent
 PREFETCH = 100
-
-
-class Bus:
-    """A private exchange and queue, a receiver process, and a store for one measurement."""
-
-    def __init__(self, tmp: Path, name: str) -> None:
-        tag = uuid.uuid4().hex[:6]
-        self.exchange, self.queue = f"bench-ox-{tag}", f"bench-ox-{tag}"
-        self.db = tmp / f"{name}.db"
-        self.env = {
-            **os.environ,
-            "CSNOTIFY_DB": str(self.db),
-            "CSNOTIFY_CONFIG": str(tmp / f"{name}.toml"),
-            "CSNOTIFY_AMQP_URL": AMQP,
-            "CSNOTIFY_AMQP_EXCHANGE": self.exchange,
-            "CSNOTIFY_AMQP_QUEUE": self.queue,
-        }
-        self.receiver = subprocess.Popen(
-            [sys.executable, str(HERE / "receiver.py")], stdout=subprocess.PIPE, text=True
-        )
-        assert self.receiver.stdout is not None
-        self.base = f"http://127.0.0.1:{int(self.receiver.stdout.readline())}"
-
-    def subscribe(self, url: str, name: str, *extra: str) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "csnotify", "subscribe", "VM.*", "--key", "generate",
-             "--to", url, "--name", name, *extra],
-            env=self.env, check=True, capture_output=True,
-        )  # fmt: skip
-
-    def listen(self, *settings: str) -> subprocess.Popen[bytes]:
-        flags = [arg for kv in settings for arg in ("-c", kv)]
-        return subprocess.Popen(
-            [sys.executable, "-m", "csnotify", *flags, "listen", "--source", "amqp"],
-            env=self.env, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def count(self, path: str) -> int:
-        return int(get_json(self.base + "/stats").get(path, 0))
-
-    async def connect(self) -> None:
-        import aio_pika
-
-        self.conn = await aio_pika.connect(AMQP)
-        self.channel = await self.conn.channel(publisher_confirms=False)
-        self.ex = await self.channel.declare_exchange(
-            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-
-    async def declare(self) -> None:
-        queue = await self.channel.declare_queue(self.queue, durable=True)
-        await queue.bind(self.ex, "#")
-
-    async def publish(self, n: int) -> str:
-        import aio_pika
-
-        key, body, event_id = message(n)
-        await self.ex.publish(
-            aio_pika.Message(body, content_type="text/plain", delivery_mode=2), key
-        )
-        return event_id
-
-    async def wait(self, path: str, count: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while (got := self.count(path)) < count and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        return got
-
-    async def queued(self) -> int:
-        queue = await self.channel.declare_queue(self.queue, durable=True, passive=True)
-        return int(queue.declaration_result.message_count)
-
-    async def close(self) -> None:
-        channel = await self.conn.channel()
-        await channel.queue_delete(self.queue)
-        await channel.exchange_delete(self.exchange)
-        await self.conn.close()
-        self.receiver.terminate()
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput, Unreachable
+from csnotify.events import strict_json
 from csnotify.servertime import ServerClock, parse_zone
 from csnotify.signing import signed_api_query
 
@@ -52,6 +53,8 @@ class Credentials:
     ca_file: str = ""
     timezone: str = ""  # cloudstack.timezone: empty = learn it
     page_size: int = PAGE_SIZE
+    max_response_mb: int = 64  # an answer larger than this is refused, not held in memory
+    max_pages: int = 2000  # listEvents pages one poll may read
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Credentials:
@@ -63,6 +66,8 @@ class Credentials:
             settings["cloudstack.ca_file"],
             settings["cloudstack.timezone"],
             settings["cloudstack.page_size"],
+            settings["cloudstack.max_response_mb"],
+            settings["cloudstack.max_pages"],
         )
         creds.clock()  # an unknown zone is bad input before anything is sent
         if not creds.api_key or not creds.secret_key:
@@ -120,7 +125,8 @@ class CloudStackClient:
         }
         url = f"{self.creds.url}?{signed_api_query(query, self.creds.secret_key)}"
         try:
-            response = await self._http.get(url)
+            async with self._http.stream("GET", url) as response:
+                body = await self._capped(response)
         except httpx.TimeoutException:
             raise ApiUnavailable(
                 f"CloudStack API at {self.creds.url} did not answer in time"
@@ -129,13 +135,28 @@ class CloudStackClient:
             raise ApiUnavailable(
                 f"cannot reach the CloudStack API at {self.creds.url}: {exc}"
             ) from None
-        return self._answer(command, response)
+        return self._answer(command, response, body)
 
-    def _answer(self, command: str, response: httpx.Response) -> dict[str, Any]:
+    async def _capped(self, response: httpx.Response) -> bytes:
+        """The body, refused past ``max_response_mb``: a hostile or spoofed API (plain
+        http) must not make us hold gigabytes."""
+        limit = self.creds.max_response_mb * 1024 * 1024
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise ApiUnavailable(
+                    f"CloudStack API at {self.creds.url} answered more than"
+                    f" {self.creds.max_response_mb} MB (cloudstack.max_response_mb); refused"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _answer(self, command: str, response: httpx.Response, body: bytes) -> dict[str, Any]:
         wrapper = command.lower() + "response"
         try:
-            doc = response.json()
-        except ValueError:
+            doc = strict_json(body)
+        except (ValueError, RecursionError):  # not JSON, or a non-finite number
             doc = None
         inner = doc.get(wrapper) if isinstance(doc, dict) else None
         status = response.status_code
@@ -244,10 +265,18 @@ class EventReader:
     clock: ServerClock
     pagesize: int = PAGE_SIZE
     rounds: int = MAX_ROUNDS
+    pages: int = 0  # pages asked for in this read (cloudstack.max_pages)
 
     async def page(
         self, number: int, start: str | None, end: str | None, filters: dict[str, Any]
     ) -> tuple[int, list[dict[str, Any]]]:
+        self.pages += 1
+        if self.pages > self.client.creds.max_pages:
+            raise ApiUnavailable(
+                f"listEvents needed more than {self.client.creds.max_pages} pages in one read"
+                " (cloudstack.max_pages); a server that never ends its pages is refused. If the"
+                " backlog is real, raise cloudstack.max_pages or start later with --since"
+            )
         while True:
             try:
                 return await self.client.list_page(number, self.pagesize, start, end, **filters)
@@ -274,6 +303,7 @@ class EventReader:
         """Every row created from ``start`` to ``end`` (UTC, inclusive; the server may add
         rows just outside). ``known``: ids already handled at a second, which count as
         read there. ``enough``: stop once that many newest rows are complete."""
+        self.pages = 0
         await self.learn_zone()
         known = known or {}
         at_start = known.get(start, set()) if start else set()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from csnotify.errors import BadInput
-from csnotify.files import chosen_path, write_private
+from csnotify.files import chosen_path, tighten, write_private
 
 APP_NAME = "csnotify"
 
@@ -66,6 +66,12 @@ def _alert_levels(value: Any) -> object:
     from csnotify.events import parse_alert_levels
 
     return parse_alert_levels(str(value))
+
+
+def _env_names(value: Any) -> object:
+    from csnotify.channels import env_names
+
+    return env_names(str(value))
 
 
 SETTINGS: dict[str, Setting] = {
@@ -134,6 +140,22 @@ SETTINGS: dict[str, Setting] = {
             check=_alert_levels,
         ),
         Setting(
+            "cloudstack.max_response_mb",
+            int,
+            64,
+            "an API answer larger than this (MB) is refused rather than held in memory",
+            minimum=1,
+            maximum=4096,
+        ),
+        Setting(
+            "cloudstack.max_pages",
+            int,
+            2000,
+            "listEvents pages one poll may read; more is refused as a server that never ends",
+            minimum=1,
+            maximum=1_000_000,
+        ),
+        Setting(
             "amqp.url",
             str,
             "amqp://guest:guest@127.0.0.1:5672/",
@@ -151,6 +173,14 @@ SETTINGS: dict[str, Setting] = {
             "unacknowledged messages per listener",
             minimum=1,
             maximum=65535,
+        ),
+        Setting(
+            "amqp.max_message_bytes",
+            int,
+            1024 * 1024,
+            "a bus message larger than this is logged, counted as rejected and acknowledged",
+            minimum=1024,
+            maximum=1024 * 1024 * 1024,
         ),
         Setting(
             "delivery.timeout",
@@ -207,6 +237,14 @@ SETTINGS: dict[str, Setting] = {
             " the rest go out as one digest (0: no limit)",
             minimum=0,
             maximum=10000,
+        ),
+        Setting(
+            "delivery.command_env",
+            str,
+            "",
+            "names of environment variables (comma-separated) that cmd: programs get besides"
+            " PATH, HOME, LANG, TZ and CSNOTIFY_EVENT_*; nothing else of csnotify's environment",
+            check=_env_names,
         ),
         Setting(
             "failures.disable_after",
@@ -429,6 +467,8 @@ def load(
     """Effective settings with the origin of each value."""
     file_values = read_file(path)
     settings = Settings(path=path)
+    if (notice := tighten(path)) is not None:
+        settings.warnings.append(notice)
     for key in list(file_values):
         if key in RETIRED:
             del file_values[key]
@@ -449,11 +489,27 @@ def load(
             value, source = coerce(setting, environ[env], f"from ${env}"), "env"
         if overrides and key in overrides:
             value, source = coerce(setting, overrides[key], "from -c"), "flag"
+            if setting.secret and _holds_secret(key, value):
+                settings.warnings.append(
+                    f"-c {key}=... puts a secret where ps and shell history show it; use"
+                    f" ${env} (e.g. from a systemd EnvironmentFile=) or 'csnotify config set'"
+                )
         settings.values[key] = value
         settings.sources[key] = source
     for key in overrides or {}:
         lookup(key)
     return settings
+
+
+def _holds_secret(key: str, value: Any) -> bool:
+    """A secret setting's value that is secret: amqp.url only with a password in it."""
+    if not value:
+        return False
+    if key == "amqp.url":
+        from csnotify.redact import mask_uri
+
+        return mask_uri(str(value)) != value
+    return True
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -468,18 +524,25 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def set_value(path: Path, key: str, raw: str) -> Any:
-    """Write one setting into the config file, keeping the others. Returns the typed value."""
+def set_value(path: Path, key: str, raw: str, allow_commands: bool = False) -> Any:
+    """Write one setting into the config file, keeping the others. Returns the typed value.
+    A new ``cmd:`` program for failures.notify needs ``allow_commands``."""
     setting = lookup(key)
     value = coerce(setting, raw, "given to config set")
+    flat = read_file(path)
     if key == "failures.notify" and value:  # checked like --to, before it is needed
         from csnotify.channels import validate_endpoint
+        from csnotify.redact import mask_uri
 
         try:
             value = validate_endpoint(value)
         except BadInput as exc:
             raise BadInput(f"failures.notify: {exc.message.removeprefix('--to ')}") from None
-    flat = read_file(path)
+        if value.startswith("cmd:") and value != flat.get(key) and not allow_commands:
+            raise BadInput(
+                f"failures.notify {mask_uri(value)!r} runs a program on this host; check it,"
+                " then set it with --allow-commands"
+            )
     flat[key] = value
     write(path, flat)
     return value

@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from csnotify.channels.base import Message
+from csnotify.channels.base import Message, attempt_once
 from csnotify.channels.pool import ChannelPool
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings, Stats
 from csnotify.events import Event, Rejected, now_iso
-from csnotify.redact import mask_uri
+from csnotify.redact import mask_text, mask_uri
 from csnotify.store import DeliveryLog, DeliveryRecord
 
 if TYPE_CHECKING:
@@ -185,14 +185,22 @@ def synthetic_event(sub: Subscription) -> Event:
 async def test_endpoints(sub: Subscription, settings: DeliverySettings) -> list[TestResult]:
     """One attempt per endpoint (enabled or not), now; nothing is counted or logged."""
     event = synthetic_event(sub)
-    channels = ChannelPool(settings.concurrency)
+    channels = ChannelPool(settings.concurrency, settings.command_env)
 
     async def one(ep: Endpoint) -> TestResult:
         started = time.monotonic()
-        attempt = await channels.get(ep.uri).send(Message(event, sub, ep.uri), settings.timeout)
+        message = Message(event, sub, ep.uri)
+        attempt = await attempt_once(
+            channels.get(ep.uri), message, settings.timeout, mask_uri(ep.uri)
+        )
         latency = round((time.monotonic() - started) * 1000, 1)
         return TestResult(
-            mask_uri(ep.uri), ep.kind, attempt.ok, latency, attempt.status, attempt.error
+            mask_uri(ep.uri),
+            ep.kind,
+            attempt.ok,
+            latency,
+            attempt.status,
+            mask_text(attempt.error) if attempt.error else None,
         )
 
     try:

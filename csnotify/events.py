@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterator
@@ -74,7 +75,9 @@ class Event:
     def json_text(self) -> str:
         """``as_json()`` serialised once, however many endpoints the event goes to."""
         if self._json is None:
-            self._json = json.dumps(self.as_json(), separators=(",", ":"), ensure_ascii=False)
+            self._json = json.dumps(
+                self.as_json(), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
         return self._json
 
     def fields(self) -> dict[str, Any]:
@@ -583,9 +586,32 @@ def refuse_lone_surrogates(doc: Any) -> None:
         ) from None
 
 
+class NonFinite(ValueError):
+    """NaN, Infinity or a number too large for a float (1e999): JSON has no such value, and
+    what we wrote on would not be JSON either."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFinite(f"the number {text[:20]} is too large")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise NonFinite(f"{name} is not a JSON number")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses non-finite numbers (raises ``NonFinite``)."""
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+
+
 def loads(text: str) -> Any:
     try:
-        doc = json.loads(text)
+        doc = strict_json(text)
+    except NonFinite as exc:
+        raise BadInput(f"invalid JSON ({exc})") from None
     except json.JSONDecodeError as exc:
         raise BadInput(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
@@ -615,7 +641,11 @@ def parse_stream(text: str, routing_key: str | None = None) -> Iterator[Event | 
     whole: Any = None
     if stripped[0] in "[{":
         try:
-            whole = json.loads(stripped)
+            whole = strict_json(stripped)
+        except NonFinite as exc:  # in one document, or in the first of JSON lines
+            if "\n" not in stripped:
+                yield Rejected("line 1", f"invalid JSON ({exc})")
+                return
         except (ValueError, RecursionError):  # not one document: JSON lines, or bad
             whole = None
     if isinstance(whole, list):
@@ -696,7 +726,10 @@ def gson_dumps(doc: dict[str, Any]) -> str:
     """JSON as CloudStack's Gson writes it: compact, non-ASCII kept, HTML characters escaped,
     null values left out, keys in the order given (``as_hashmap`` for CloudStack's)."""
     text = json.dumps(
-        {k: v for k, v in doc.items() if v is not None}, separators=(",", ":"), ensure_ascii=False
+        {k: v for k, v in doc.items() if v is not None},
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
     )
     for char, escape in _GSON_ESCAPES.items():
         text = text.replace(char, escape)

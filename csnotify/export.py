@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput
 from csnotify.files import write_private
-from csnotify.redact import MASK
+from csnotify.models import COMMAND
+from csnotify.redact import MASK, mask_uri
 from csnotify.subscriptions import (
     MAX_GROUP_WAIT_S,
     MAX_RATE,
@@ -192,8 +193,40 @@ class ImportResult:
         return {k: getattr(self, k) for k in ("created", "replaced", "unchanged", "skipped")}
 
 
+class CommandsNeedApproval(BadInput):
+    """The import would run programs that the store does not run yet."""
+
+    def __init__(self, source: str, commands: list[str]) -> None:
+        super().__init__(
+            f"{source} would run {len(commands)} new or changed cmd: program(s):"
+            f" {'; '.join(commands)}; check them, then import with --allow-commands"
+        )
+        self.commands = commands
+
+
+def new_commands(store: Store, subs: list[Subscription], replace: bool) -> list[str]:
+    """``name: cmd:...`` (masked) for each cmd: endpoint the import would add: a file from
+    elsewhere must not silently turn a webhook into a program run on this host."""
+    found = []
+    for sub in subs:
+        current = store.subscription(sub.name)
+        if current is not None and not replace:
+            continue  # left as it is
+        have = {ep.uri for ep in current.endpoints} if current is not None else set()
+        found += [
+            f"{sub.name}: {mask_uri(ep.uri)}"
+            for ep in sub.endpoints
+            if ep.kind == COMMAND and ep.uri not in have
+        ]
+    return found
+
+
 def import_entries(
-    store: Store, entries: list[Any], source: str, replace: bool = False
+    store: Store,
+    entries: list[Any],
+    source: str,
+    replace: bool = False,
+    allow_commands: bool = False,
 ) -> ImportResult:
     subs = [_checked_entry(e, f"{source}: subscription {i + 1}") for i, e in enumerate(entries)]
     names = [s.name for s in subs]
@@ -202,6 +235,8 @@ def import_entries(
         raise BadInput(f"{source}: name(s) given more than once: {', '.join(dupes)}")
     result = ImportResult()
     with store.transaction():
+        if not allow_commands and (commands := new_commands(store, subs, replace)):
+            raise CommandsNeedApproval(source, commands)
         for sub in subs:
             current = store.subscription(sub.name)
             if current is None:

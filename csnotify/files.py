@@ -50,6 +50,25 @@ def create_private_file(path: Path) -> None:
     path.chmod(PRIVATE_FILE)
 
 
+def tighten(path: Path) -> str | None:
+    """A file of ours that holds secrets but others may read (made by hand, copied, an old
+    umask) is made 0600; returns the line that says so, or None if nothing was loose."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    loose = info.st_mode & 0o077
+    if not loose or info.st_uid != os.geteuid():
+        return None
+    try:
+        path.chmod(PRIVATE_FILE)
+    except OSError:
+        return None
+    return (
+        f"{path} had mode {info.st_mode & 0o777:04o} (others could read its secrets); made it 0600"
+    )
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Replace ``path`` atomically with ``data``, mode 0600: a crash leaves old or new."""
     try:

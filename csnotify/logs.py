@@ -9,6 +9,7 @@ import sys
 from typing import IO
 
 from csnotify.output import printable
+from csnotify.redact import mask_text
 
 FORMATS = ("text", "json")
 # What an operator should see in a journal at default verbosity without it being a
@@ -22,12 +23,12 @@ class JsonFormatter(logging.Formatter):
         doc = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
-            "message": record.getMessage(),
+            "message": mask_text(record.getMessage()),
         }
         for key, value in getattr(record, "fields", {}).items():
             doc[key] = value
         if record.exc_info and record.exc_info[1] is not None:
-            doc["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            doc["error"] = mask_text(f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
         return printable(json.dumps(doc, ensure_ascii=False))
 
 
@@ -37,12 +38,18 @@ class TextFormatter(logging.Formatter):
         self.traceback = traceback
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"csnotify: {record.levelname.lower()}: {printable(record.getMessage())}"
+        line = f"csnotify: {record.levelname.lower()}: {one_line(record.getMessage())}"
         if record.exc_info and record.exc_info[1] is not None:
             if self.traceback:
-                return line + "\n" + self.formatException(record.exc_info)
-            line += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+                return line + "\n" + mask_text(self.formatException(record.exc_info))
+            line += f" ({one_line(f'{type(record.exc_info[1]).__name__}: {record.exc_info[1]}')})"
         return line
+
+
+def one_line(text: str) -> str:
+    """A log record is one line: line breaks in an event field or a receiver's answer are
+    shown as \\n, so that they cannot forge a record of their own."""
+    return mask_text(printable(text)).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def setup(

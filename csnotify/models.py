@@ -36,6 +36,28 @@ def endpoint_kind(uri: str) -> str:
     return APPRISE
 
 
+# Query options by which an URI turns TLS certificate checks off (Apprise's verify=no,
+# and the spellings other tools use), with the values that mean "off" for each.
+_OFF = ("no", "false", "0", "off", "n")
+_ON = ("1", "yes", "true", "on", "y")
+_TLS_OFF = {"verify": _OFF, "verify_ssl": _OFF, "no_verify_ssl": _ON, "insecure": _ON}
+
+
+def warnings(uri: str) -> list[str]:
+    """What an operator should know about an endpoint URI: a TLS check turned off (the
+    messages, and any password in the URI, go to whoever answers)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        query = parse_qsl(urlsplit(uri).query, keep_blank_values=True)
+    except ValueError:
+        return []
+    for name, value in query:
+        if value.strip().lower() in _TLS_OFF.get(name.lower(), ()):
+            return [f"TLS not verified ({name}={value})"]
+    return []
+
+
 @dataclass
 class Endpoint:
     uri: str
@@ -82,6 +104,7 @@ class Endpoint:
             "total_folded": self.total_folded,
             "strict_order": self.strict_order,
             "total_dropped": self.total_dropped,
+            "warnings": warnings(self.uri),
         }
 
 

@@ -138,13 +138,19 @@ class Terminal:
         droppable = [columns.index(c) for c in optional if c in columns]
         while droppable and _natural_width(columns, rows, keep) > width:
             keep.remove(droppable.pop())
-        table = Table(title=title or None, show_lines=False, header_style="bold")
+        from rich.text import Text
+
+        # Cells are Text, never markup: an event's "[link=...]" is shown, not made a link.
+        table = Table(title=Text(title) if title else None, show_lines=False, header_style="bold")
         for i in keep:
             table.add_column(
-                columns[i], overflow="fold", min_width=len(columns[i]), no_wrap=columns[i] in whole
+                Text(columns[i]),
+                overflow="fold",
+                min_width=len(columns[i]),
+                no_wrap=columns[i] in whole,
             )
         for row in rows:
-            table.add_row(*(cell_text(row[i]) for i in keep))
+            table.add_row(*(Text(cell_text(row[i])) for i in keep))
         return table
 
     def fields(self, pairs: Sequence[tuple[str, Any]]) -> None:

@@ -1,6 +1,7 @@
-"""Hide secrets in what we show: signing keys, passwords in URIs, token-like query values,
-and the private parts of Apprise URIs (tokens, webhook ids, signatures) as Apprise itself
-marks them in its privacy form of the URL."""
+"""Hide secrets in what we show: signing keys, passwords in URIs, query values, token-like
+path segments (Slack's and Discord's webhook URLs carry their secret there), credential
+arguments of ``cmd:`` endpoints, and the private parts of Apprise URIs (tokens, webhook
+ids, signatures) as Apprise itself marks them in its privacy form of the URL."""
 
 from __future__ import annotations
 
@@ -16,11 +17,26 @@ _URL_DELIMITERS = re.compile(r"[/?&=@:#]")
 NOT_APPRISE = ("http", "https", "amqp", "amqps")
 
 
+# Query parameters that address or shape a message rather than authorise it: shown.
+# Every other value is masked (``?code=``, ``?sig=``, ``?apikey=`` ... all look alike).
+PUBLIC_PARAMS = frozenset(
+    {"to", "cc", "bcc", "from", "name", "format", "mode", "verify", "no_verify_ssl",
+     "priority", "overflow", "region", "topic", "channel", "lang"}
+)  # fmt: skip
+# A path segment this long, of letters and digits both, is taken for a token.
+_TOKEN = re.compile(r"(?=[^/]*[A-Za-z])(?=[^/]*[0-9])[A-Za-z0-9_\-.~+=%]{16,}")
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()]+")
+# cmd: arguments: --password X, --token=X, API_KEY=X, -u user:pass
+_SECRET_FLAG = re.compile(r"^-{1,2}[\w-]*(pass|secret|token|key|auth|cred)[\w-]*$", re.I)
+_USER_FLAG = ("-u", "--user")
+
+
 def mask_uri(uri: str) -> str:
     """The URI with its secrets masked: what Apprise calls private for an Apprise URI, then
-    the password of the user part and secret-looking query values of any URI."""
+    the password of the user part, query values and token-like path segments of any URI,
+    and credential-like arguments of a ``cmd:`` endpoint."""
     if uri.startswith("cmd:"):
-        return uri
+        return mask_command(uri)
     scheme = uri.split(":", 1)[0].lower()
     if scheme not in NOT_APPRISE and "://" in uri:
         uri = _mask_apprise(uri)
@@ -36,14 +52,56 @@ def _mask_generic(uri: str) -> str:
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
         user, sep, _password = userinfo.partition(":")
-        netloc = f"{user}:{MASK}@{host}" if sep else netloc
+        user = MASK if _TOKEN.fullmatch(user) else user
+        netloc = f"{user}:{MASK}@{host}" if sep else f"{user}@{host}"
+    path = "/".join(MASK if _TOKEN.fullmatch(seg) else seg for seg in parts.path.split("/"))
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode(
-            [(k, MASK if _SECRET_PARAM.search(k) and v else v) for k, v in pairs], safe="*@:/"
+            [(k, v if k.lower() in PUBLIC_PARAMS or not v else MASK) for k, v in pairs],
+            safe="*@:/",
         )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+
+
+def mask_command(uri: str) -> str:
+    """``cmd:/bin/hook -u user:pass --token=abc API_KEY=xyz https://u:p@h/`` with the
+    password, the token, the key and the URL's secrets masked; the rest as written."""
+    import shlex
+
+    try:
+        argv = shlex.split(uri[len("cmd:") :])
+    except ValueError:
+        return "cmd:" + MASK
+    shown = [
+        _mask_argument(previous, arg) for previous, arg in zip(["", *argv], argv, strict=False)
+    ]
+    if shown == argv:
+        return uri
+    return "cmd:" + " ".join(
+        shlex.quote(a.replace(MASK, "MASKED")).replace("MASKED", MASK) for a in shown
+    )
+
+
+def _mask_argument(previous: str, arg: str) -> str:
+    name, eq, value = arg.partition("=")
+    if previous in _USER_FLAG and ":" in arg:
+        return arg.partition(":")[0] + ":" + MASK
+    if _SECRET_FLAG.match(previous) and "=" not in previous:
+        return MASK
+    if eq and value and (_SECRET_FLAG.match(name) or _SECRET_PARAM.search(name)):
+        return f"{name}={MASK}"
+    return mask_text(arg) if "://" in arg else arg
+
+
+def mask_text(text: str) -> str:
+    """Free text (an error message, a log line) with the secrets of every URL in it
+    masked, without Apprise (log lines are many; an Apprise URI's own masking happens
+    where the URI is named)."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda m: _mask_generic(m.group()), text)
 
 
 @lru_cache(maxsize=1024)

@@ -13,9 +13,13 @@ import binascii
 import functools
 import hashlib
 import hmac
+import math
+import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from csnotify.errors import BadInput
 
@@ -79,23 +83,50 @@ class Verified:
     timestamp: int | None
 
 
+SCHEMES = ("standard", "cloudstack")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
 def verify(
     key: str,
     headers: dict[str, str],
     body: bytes,
     tolerance: float = 300,
     now: float | None = None,
+    scheme: str = "standard",
 ) -> Verified:
-    """Check a delivery's signature; raises ``SignatureMismatch`` saying why not."""
+    """Check a delivery's signature; raises ``SignatureMismatch`` saying why not, and
+    ``BadInput`` for a key or tolerance that cannot verify anything (an empty key would
+    accept a signature anyone can make).
+
+    ``X-CS-Signature`` is checked only with ``scheme="cloudstack"``: it signs the body
+    alone, so a captured Standard Webhooks delivery (same key) could otherwise be
+    replayed as one forever."""
+    validate_key(key)
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise BadInput(f"--tolerance {tolerance!r}: give a number of seconds, 0 or more")
+    if scheme not in SCHEMES:
+        raise BadInput(f"--scheme {scheme!r}: use standard or cloudstack")
     lower = {k.strip().lower(): v.strip() for k, v in headers.items()}
+    if scheme == "cloudstack":
+        if "x-cs-signature" not in lower:
+            raise SignatureMismatch("no X-CS-Signature header")
+        expected = cloudstack_webhook_signature(key, body)
+        if not _same(expected, lower["x-cs-signature"]):
+            raise SignatureMismatch("X-CS-Signature does not match the body and key")
+        return Verified("cloudstack", lower.get("x-cs-event-id"), None)
     if "webhook-signature" in lower:
         return _verify_standard(key, lower, body, tolerance, now)
     if "x-cs-signature" in lower:
-        expected = cloudstack_webhook_signature(key, body)
-        if not hmac.compare_digest(expected, lower["x-cs-signature"]):
-            raise SignatureMismatch("X-CS-Signature does not match the body and key")
-        return Verified("cloudstack", lower.get("x-cs-event-id"), None)
-    raise SignatureMismatch("no webhook-signature or X-CS-Signature header")
+        raise SignatureMismatch(
+            "no webhook-signature header (X-CS-Signature is checked only with --scheme cloudstack)"
+        )
+    raise SignatureMismatch("no webhook-signature header")
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time, as bytes: a non-ASCII signature is simply not equal."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
 
 
 def _verify_standard(
@@ -105,22 +136,18 @@ def _verify_standard(
     stamp = headers.get("webhook-timestamp")
     if not msg_id or not stamp:
         raise SignatureMismatch("webhook-id or webhook-timestamp header missing")
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise SignatureMismatch(f"webhook-timestamp {stamp!r} is not a number") from None
+    if not _TIMESTAMP.fullmatch(stamp):
+        raise SignatureMismatch(f"webhook-timestamp {stamp!r} is not 1-12 digits of unix time")
+    timestamp = int(stamp)
     current = time.time() if now is None else now
     if tolerance and abs(current - timestamp) > tolerance:
         raise SignatureMismatch(
             f"webhook-timestamp is {int(current - timestamp)} s off (tolerance {tolerance:g} s)"
         )
-    try:
-        expected = standard_signature(key, msg_id, timestamp, body).split(",", 1)[1]
-    except (binascii.Error, ValueError):
-        raise SignatureMismatch("the key is not a valid whsec_ key") from None
+    expected = standard_signature(key, msg_id, timestamp, body).split(",", 1)[1]
     for candidate in headers["webhook-signature"].split():
         version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
+        if version == "v1" and _same(expected, value):
             return Verified("standard-webhooks", msg_id, timestamp)
     raise SignatureMismatch("webhook-signature does not match the body and key")
 
@@ -129,6 +156,34 @@ class SignatureMismatch(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def remember_id(path: Path, verified: Verified, tolerance: float, now: float | None = None) -> None:
+    """Refuse a ``webhook-id`` already verified (a replay), else record it in ``path``
+    (lines of ``TIMESTAMP ID``, under an exclusive lock for concurrent receivers). Ids
+    whose timestamps are past the tolerance are dropped: the timestamp check refuses them."""
+    import fcntl
+
+    if not verified.msg_id:
+        raise SignatureMismatch("--seen needs a webhook-id (Standard Webhooks deliveries)")
+    current = time.time() if now is None else now
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise BadInput(f"--seen {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "r+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        kept = []
+        for line in f.read().splitlines():
+            stamp, _, msg_id = line.partition(" ")
+            if msg_id == verified.msg_id:
+                raise SignatureMismatch(f"webhook-id {msg_id} was already verified (a replay)")
+            if stamp.isdigit() and (not tolerance or current - int(stamp) <= tolerance):
+                kept.append(line)
+        kept.append(f"{verified.timestamp or int(current)} {verified.msg_id}")
+        f.seek(0)
+        f.truncate()
+        f.write("\n".join(kept) + "\n")
 
 
 def parse_header_lines(text: str) -> dict[str, str]:

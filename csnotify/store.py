@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput, CsnotifyError
-from csnotify.files import chosen_path, create_private_file
+from csnotify.files import chosen_path, create_private_file, tighten
 from csnotify.matching import parse_filter
 from csnotify.models import Endpoint, Mute, Subscription
 
@@ -86,11 +86,21 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
+        self.notices: list[str] = []  # for the operator: what opening it changed
 
     @classmethod
     def open(cls, path: Path) -> Store:
         try:
             create_private_file(path)
+            notices = [
+                n
+                for p in (
+                    path,
+                    path.with_name(path.name + "-wal"),
+                    path.with_name(path.name + "-shm"),
+                )
+                if (n := tighten(p))
+            ]
             conn = sqlite3.connect(
                 path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
@@ -102,6 +112,7 @@ class Store:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             store = cls(path, conn)
+            store.notices = notices
             store.migrate()
         except sqlite3.DatabaseError as exc:
             raise BadInput(f"cannot use store {path}: {exc}; check --db or CSNOTIFY_DB") from None

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from csnotify import matching
 from csnotify.channels import command_argv, validate_endpoint
 from csnotify.errors import BadInput, NotFound
-from csnotify.models import COMMAND, WEBHOOK, Endpoint, Subscription, endpoint_kind
+from csnotify.models import COMMAND, WEBHOOK, Endpoint, Subscription, endpoint_kind, warnings
 from csnotify.redact import mask_uri
 
 if TYPE_CHECKING:
@@ -361,4 +361,5 @@ def summary(sub: Subscription) -> dict[str, Any]:
         "failing": len(failing),
         "last_success": last_success or "-",
         "last_error": last_error or "-",
+        "warnings": [w for ep in sub.endpoints for w in warnings(ep.uri)],
     }

@@ -8,6 +8,7 @@ objects. Every value is turned into text before it is formatted.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -69,6 +70,8 @@ def default_body(values: Mapping[str, Any]) -> str:
 
 
 _formatter = string.Formatter()
+MAX_WIDTH = 1000  # characters: a longer message is not read by a person anyway
+_NUMBERS = re.compile(r"[0-9]+")
 
 
 def _parts(template: str, what: str) -> list[tuple[str, str | None, str]]:
@@ -89,6 +92,7 @@ def _parts(template: str, what: str) -> list[tuple[str, str | None, str]]:
                     f"{what} template {template!r}: {{{name}}} is not an event field;"
                     f" use {', '.join('{' + f + '}' for f in FIELDS)}"
                 )
+            _refuse_wide(template, spec or "", what)
             try:
                 format("", spec or "")
             except ValueError as exc:
@@ -97,6 +101,17 @@ def _parts(template: str, what: str) -> list[tuple[str, str | None, str]]:
                 ) from None
         parts.append((literal, name, spec or ""))
     return parts
+
+
+def _refuse_wide(template: str, spec: str, what: str) -> None:
+    """A width or precision is a number of characters of a message: {type:>400000000}
+    would cost 400 MB to check and to send, so more than MAX_WIDTH is refused."""
+    for number in _NUMBERS.findall(spec):
+        if len(number) > len(str(MAX_WIDTH)) or int(number) > MAX_WIDTH:
+            raise BadInput(
+                f"{what} template {template!r}: width or precision {number[:12]} is more than"
+                f" {MAX_WIDTH}"
+            )
 
 
 def validate(template: str, what: str) -> str:

@@ -129,6 +129,20 @@ def closed_port() -> int:
     return port
 
 
+def self_signed(directory: Path, name: str = "localhost") -> ssl.SSLContext:
+    """A server TLS context with a self-signed certificate for ``name``, made by openssl in
+    ``directory`` (no client trusts it)."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", f"/CN={name}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 class SmtpSink:
     """A real SMTP server (aiosmtpd) keeping every message it receives. With ``tls_dir``,
     it requires STARTTLS with a self-signed certificate made there by openssl."""
@@ -153,15 +167,7 @@ class SmtpSink:
         self.tls = tls_dir is not None
         extra: dict[str, Any] = {}
         if tls_dir is not None:
-            key, cert = tls_dir / "key.pem", tls_dir / "cert.pem"
-            subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                 "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
-                check=True, capture_output=True,
-            )  # fmt: skip
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(str(cert), str(key))
-            extra = {"tls_context": context, "require_starttls": True}
+            extra = {"tls_context": self_signed(tls_dir), "require_starttls": True}
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **extra)
 
     def __enter__(self) -> SmtpSink:

@@ -45,7 +45,7 @@ def test_json_keys_are_stable(cli) -> None:
     assert list(sub["endpoints"][0]) == [
         "uri", "kind", "enabled", "disabled_reason", "consecutive_failures", "total_failures",
         "total_successes", "last_error", "last_error_at", "last_success_at", "max_per_minute",
-        "total_muted", "total_folded", "strict_order", "total_dropped", "backlog",
+        "total_muted", "total_folded", "strict_order", "total_dropped", "warnings", "backlog",
         "oldest_pending", "next_attempt", "pending_error",
     ]  # fmt: skip
 
@@ -212,7 +212,7 @@ BAD_SUBSCRIBE = [
     (["VM.*", "--to", "hooks.example.com/cs"], "not an URI"),
     (["VM.*", "--to", "https://"], "no host"),
     (["VM.*", "--to", "nosuchservice://abc"], "Apprise cannot use this URI"),
-    (["VM.*", "--to", "cmd:/nonexistent/program --x"], "is not an executable file"),
+    (["VM.*", "--to", "cmd:/nonexistent/program --x"], "not an absolute path to an executable"),
     (["VM.*", "--to", "cmd:"], "no program after 'cmd:'"),
     (["VM.*", "--to", HOOK, "--name", "taken"], "exists"),
     (["VM.*", "--to", HOOK, "--name", "bad name!"], "invalid name"),

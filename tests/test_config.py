@@ -63,7 +63,7 @@ def test_set_writes_private_toml(cli, config_file: Path) -> None:
         ("delivery.per_endpoint", "99999999999999", "delivery.per_endpoint must be at most 1000"),
         ("delivery.timeout", "1e300", "delivery.timeout must be at most 3600"),
         ("failures.notify", "nosuch://x", "failures.notify: 'nosuch://x': Apprise cannot use"),
-        ("failures.notify", "cmd:/no/such/program", "is not an executable file"),
+        ("failures.notify", "cmd:/no/such/program", "not an absolute path to an executable"),
         ("cloudstack.url", "http://cloud example/api", "contains ' '; an URL has no spaces"),
         ("cloudstack.url", "http://cloud\x1b[2J/api", "contains '\\x1b'"),
         ("amqp.url", "amqp://cs:pw@host\n/", "contains '\\n'"),

@@ -568,8 +568,9 @@ def test_verify_command(cli, tmp_path: Path) -> None:
 
 def test_verify_cloudstack_signature(cli, tmp_path: Path) -> None:
     sample = load_fixture("webhook/cloudstack_webhook_delivery.json")
-    r = cli("verify", "--key", sample["secret_key_used"], "-H", f"X-CS-Signature: {sample['headers']['X-CS-Signature']}",
-            "-", input=sample["body_raw"])  # fmt: skip
+    r = cli("verify", "--key", sample["secret_key_used"], "--scheme", "cloudstack",
+            "-H", f"X-CS-Signature: {sample['headers']['X-CS-Signature']}", "-",
+            input=sample["body_raw"])  # fmt: skip
     assert r.exit_code == 0, r.stderr
     assert "valid cloudstack signature" in r.stdout
 

@@ -266,6 +266,20 @@ async def test_the_pipeline_retries_then_gives_up_and_counts(pipeline_store: Sto
     assert ep.total_failures == 1 and ep.consecutive_failures == 1
 
 
+async def queue_of(conn, bus, count: int):  # noqa: F811
+    """A channel and the bus's queue holding messages m1..m<count>."""
+    import aio_pika
+
+    channel = await conn.channel()
+    exchange = await channel.declare_exchange(bus.exchange, "topic", durable=True)
+    queue = await channel.declare_queue(bus.queue, durable=True)
+    await queue.bind(exchange, "#")
+    for i in range(1, count + 1):
+        await exchange.publish(aio_pika.Message(f"m{i}".encode()), "k")
+    await asyncio.sleep(0.3)
+    return channel, queue
+
+
 @sync
 async def test_acks_cover_only_settled_messages_in_arrival_order(bus) -> None:  # noqa: F811
     """csnotify.sources.amqp.Acks on a real RabbitMQ channel: settling messages 1, 2 and 4
@@ -277,16 +291,10 @@ async def test_acks_cover_only_settled_messages_in_arrival_order(bus) -> None:  
 
     conn = await aio_pika.connect(bus.url)
     async with conn:
-        channel = await conn.channel()
-        exchange = await channel.declare_exchange(bus.exchange, "topic", durable=True)
-        queue = await channel.declare_queue(bus.queue, durable=True)
-        await queue.bind(exchange, "#")
-        for i in range(1, 6):
-            await exchange.publish(aio_pika.Message(f"m{i}".encode()), "k")
-        await asyncio.sleep(0.3)
+        channel, queue = await queue_of(conn, bus, 5)
         acks = Acks()
         messages = [await queue.get(no_ack=False) for _ in range(5)]
-        settle = [acks.expect(m) for m in messages]
+        settle = [acks.expect(m)[0] for m in messages]
         for i in (0, 1, 3):
             settle[i]()
         await acks.settle()
@@ -298,3 +306,27 @@ async def test_acks_cover_only_settled_messages_in_arrival_order(bus) -> None:  
         while (m := await queue.get(no_ack=True, fail=False)) is not None:
             back.append(m.body.decode())
     assert back == ["m3", "m4", "m5"]
+
+
+@sync
+async def test_a_message_whose_handling_failed_goes_back_and_holds_back_nothing(bus) -> None:  # noqa: F811
+    import aio_pika
+
+    from csnotify.sources.amqp import Acks
+
+    conn = await aio_pika.connect(bus.url)
+    async with conn:
+        channel, queue = await queue_of(conn, bus, 3)
+        acks = Acks()
+        marks = [acks.expect(await queue.get(no_ack=False)) for _ in range(3)]
+        marks[1][1]()  # m2 failed
+        marks[2][0]()  # m3 settled before m1
+        marks[0][0]()
+        await acks.settle()
+        again = await queue.get(no_ack=False, timeout=5)  # m2, requeued on the open channel
+        assert (again.body, again.redelivered) == (b"m2", True)
+        await again.ack()
+        await channel.close()
+        check = await conn.channel()
+        queue = await check.declare_queue(bus.queue, durable=True, passive=True)
+        assert await queue.get(no_ack=True, fail=False) is None  # m1 and m3 acknowledged

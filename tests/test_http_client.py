@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from receivers import self_signed
 
 pytestmark = [pytest.mark.usefixtures("fast_retries")]
 
@@ -198,24 +198,33 @@ def test_user_info_becomes_basic_auth_and_paths_are_encoded(cli) -> None:
     assert "Authorization: Basic Ym90OnMzY3JAdA==" in lines  # bot:s3cr@t
 
 
-@pytest.fixture
-def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-def test_an_untrusted_certificate_is_a_tls_error(cli, self_signed: ssl.SSLContext) -> None:
-    with RawServer(lambda *_: OK, tls=self_signed) as rx:
+def test_an_untrusted_certificate_is_a_tls_error(cli, tmp_path: Path) -> None:
+    with RawServer(lambda *_: OK, tls=self_signed(tmp_path, "127.0.0.1")) as rx:
         r = dispatch(cli, rx.url(scheme="https"))
     assert r.exit_code == 1
     (row,) = delivered_rows(cli)
     assert row["status"] == "failed"
     assert row["error"].startswith("TLS certificate error:"), row["error"]
     assert rx.requests == []  # nothing was sent over a connection it could not trust
+
+
+def test_a_header_with_a_line_break_is_refused_not_sent() -> None:
+    """The client itself refuses CR/LF in a header (the webhook channel cleans what it
+    builds from events; this holds for whatever calls the client)."""
+    import asyncio
+
+    from csnotify.channels.http import Client, HTTPFailure
+
+    async def post(headers: dict[str, str]) -> None:
+        client = Client(limit=2, cap=1024)
+        try:
+            await client.post(rx.url(), b"{}", headers, timeout=5, body_timeout=2)
+        finally:
+            await client.close()
+
+    with RawServer(lambda *_: OK) as rx:
+        for bad in ({"X-A": "1\r\nX-Injected: 1"}, {"X-A": "1\nX-B: 2"}, {"X-A\r\nX-B": "1"}):
+            with pytest.raises(HTTPFailure, match="line break"):
+                asyncio.run(post(bad))
+        asyncio.run(post({"X-A": "fine"}))
+    assert len(rx.requests) == 1 and b"X-A: fine" in rx.requests[0][1]

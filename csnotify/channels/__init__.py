@@ -7,6 +7,7 @@ are imported by the commands that deliver, so that management commands start fas
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,12 +31,28 @@ def command_argv(uri: str) -> list[str]:
 
 
 def resolve_program(program: str) -> str | None:
-    if "/" in program:
-        path = Path(program).expanduser()
-        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
-    import shutil
+    """The program if it is an absolute path to an executable file. A bare name would be
+    looked up on PATH at every delivery: whoever can write a directory early on PATH
+    would choose what runs."""
+    if not program.startswith("/"):
+        return None
+    path = Path(program)
+    return str(path) if path.is_file() and os.access(path, os.X_OK) else None
 
-    return shutil.which(program)
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_names(value: str) -> tuple[str, ...]:
+    """``"HTTPS_PROXY, LDAP_URI"`` -> the names, refusing what is not a variable name."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise BadInput(
+                f"delivery.command_env: {name!r} is not an environment variable name;"
+                " give names separated by commas, e.g. HTTPS_PROXY,LDAP_URI"
+            )
+    return names
 
 
 def validate_endpoint(uri: str) -> str:
@@ -53,8 +70,8 @@ def validate_endpoint(uri: str) -> str:
         argv = command_argv(uri)
         if resolve_program(argv[0]) is None:
             raise BadInput(
-                f"--to {mask_uri(uri)!r}: {argv[0]!r} is not an executable file"
-                " (give its full path, and check it exists and has the x bit)"
+                f"--to {mask_uri(uri)!r}: {argv[0]!r} is not an absolute path to an executable"
+                " file (give its full path, e.g. cmd:/usr/bin/logger, and check its x bit)"
             )
     else:
         _validate_apprise(uri)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
@@ -60,3 +61,14 @@ class Channel(Protocol):
     async def send(self, message: Message, timeout: float) -> Attempt: ...
 
     async def close(self) -> None: ...
+
+
+async def attempt_once(channel: Channel, message: Message, timeout: float, label: str) -> Attempt:
+    """One attempt that always ends as an outcome: a channel that raises (a bug, a value
+    its library refuses) is a failed attempt with the error, recorded and counted like any
+    other, never an event acknowledged and lost."""
+    try:
+        return await channel.send(message, timeout)
+    except Exception as exc:
+        logging.getLogger("csnotify").exception("the channel for %s raised", label)
+        return Attempt.failed(f"internal error: {type(exc).__name__}: {exc}")

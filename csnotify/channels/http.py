@@ -231,10 +231,10 @@ class Client:
         ``body_timeout`` before the end of its body; HTTPFailure when no complete answer
         came (CutShort carries the status when it was read)."""
         target = self._target(url)
-        lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
-        data = b"".join(
-            (target.head, f"Content-Length: {len(body)}\r\n{''.join(lines)}\r\n".encode(), body)
-        )
+        text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+            raise HTTPFailure("a header name or value holds a line break (not sent)")
+        data = b"".join((target.head, f"Content-Length: {len(body)}\r\n{text}\r\n".encode(), body))
         async with self._slots, asyncio.timeout(timeout):
             for again in (True, False):
                 conn = await self._connection(target.origin, reuse=again)

@@ -8,8 +8,9 @@ from csnotify.models import APPRISE, COMMAND, endpoint_kind
 
 
 class ChannelPool:
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, command_env: tuple[str, ...] = ()) -> None:
         self.concurrency = concurrency
+        self.command_env = command_env
         self._made: dict[str, Channel] = {}
 
     def get(self, uri: str) -> Channel:
@@ -22,7 +23,7 @@ class ChannelPool:
         if kind == COMMAND:
             from csnotify.channels.command import CommandChannel
 
-            return CommandChannel()
+            return CommandChannel(self.command_env)
         if kind == APPRISE:
             from csnotify.channels.apprise import AppriseChannel
 

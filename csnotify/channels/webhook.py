@@ -10,6 +10,7 @@ ended (within ``BODY_WAIT_S``): a delivery cut short is not known to have landed
 from __future__ import annotations
 
 import json
+import re
 import time
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ USER_AGENT = f"csnotify/{__version__}"
 BODY_CAP = 64 * 1024
 BODY_WAIT_S = 2.0  # for the body, once the status and headers came
 RETRYABLE_4XX = (408, 429)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def body_and_headers(message: Message) -> tuple[bytes, dict[str, str]]:
@@ -44,7 +46,7 @@ def body_and_headers(message: Message) -> tuple[bytes, dict[str, str]]:
         }
         if sub.key:
             headers["X-CS-Signature"] = cloudstack_webhook_signature(sub.key, body)
-        return body, headers
+        return body, {name: header_value(value) for name, value in headers.items()}
     if sub.format == "cloudevents":
         doc: dict[str, Any] = {
             "specversion": "1.0",
@@ -57,12 +59,18 @@ def body_and_headers(message: Message) -> tuple[bytes, dict[str, str]]:
         }
         if event.resource_id:
             doc["subject"] = event.resource_id
-        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
         return body, {"Content-Type": "application/cloudevents+json", "User-Agent": USER_AGENT}
     # {"event": <event>, "subscription": NAME}, reusing the event's one serialisation
     name = json.dumps(sub.name, ensure_ascii=False)
     body = f'{{"event":{event.json_text()},"subscription":{name}}}'.encode()
     return body, {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+
+
+def header_value(value: str) -> str:
+    """An event field bound for a header, with control characters (CR, LF, ...) made
+    spaces: a header cannot hold them, and they would split it into two."""
+    return _CONTROL.sub(" ", value)
 
 
 def signed_headers(message: Message, body: bytes, now: float | None = None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from csnotify import __version__
 from csnotify.errors import BadInput, CsnotifyError
 from csnotify.exitcodes import ExitCode
 from csnotify.output import Terminal
+from csnotify.redact import mask_text
 
 if TYPE_CHECKING:
     from csnotify.config import Settings
@@ -89,8 +90,8 @@ def _fail(ctx: typer.Context, message: str, code: int, exc: BaseException | None
     if exc is not None and state is not None and state.verbose:
         import traceback
 
-        terminal.err("".join(traceback.format_exception(exc)).rstrip())
-    terminal.err(f"csnotify: error: {message}")
+        terminal.err(mask_text("".join(traceback.format_exception(exc)).rstrip()))
+    terminal.err(f"csnotify: error: {mask_text(message)}")
     raise Exit(int(code))
 
 
@@ -131,6 +132,8 @@ class AppState:
             from csnotify.store import Store, db_path
 
             self._store = Store.open(db_path(self.db, os.environ))
+            for notice in self._store.notices:
+                self.terminal.err(f"csnotify: warning: {notice}")
         return self._store
 
     def config_path(self) -> Path:
@@ -271,6 +274,7 @@ LEVELS = choices("INFO", "WARN", "ERROR")
 WEBHOOK_FORMATS = choices("json", "cloudevents", "cloudstack")
 EXPORT_FORMATS = choices("json", "toml")
 SOURCE_NAMES = choices("api", "amqp", "stdin")
+VERIFY_SCHEMES = choices("standard", "cloudstack")
 
 
 def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None:
@@ -286,6 +290,34 @@ def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None
     if not text:
         raise BadInput(f"{what}: nothing on stdin")
     return text
+
+
+def endpoint_uris(to: list[str], to_file: Path | None, terminal: Terminal) -> list[str]:
+    """``--to`` values, with ``-`` read from stdin (one URI a line; a hidden prompt on a
+    terminal) and ``--to-file`` lines added: URIs with passwords stay out of argv."""
+    uris = [u for u in to if u != "-"]
+    if "-" in to:
+        if terminal.stdin_is_tty:
+            uris.append(secret_value("-", terminal, "endpoint URI") or "")
+        else:
+            uris += _uri_lines(terminal.stdin.read(), "--to - (stdin)")
+    if to_file is not None:
+        try:
+            text = to_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read --to-file {to_file}: {exc}") from None
+        uris += _uri_lines(text, f"--to-file {to_file}")
+    if not uris:
+        raise BadInput("give an endpoint: --to URI, --to - (stdin) or --to-file FILE")
+    return uris
+
+
+def _uri_lines(text: str, where: str) -> list[str]:
+    lines = [ln.strip() for ln in text.splitlines()]
+    uris = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not uris:
+        raise BadInput(f"{where}: no URI (one a line; # starts a comment)")
+    return uris
 
 
 NAME_ARG = typer.Argument(

@@ -60,6 +60,9 @@ def config_set(
         ..., help="Setting, e.g. delivery.timeout.", autocompletion=complete_setting_keys
     ),
     value: str = typer.Argument(..., help="New value; - reads it from stdin (for secrets)."),
+    allow_commands: bool = typer.Option(
+        False, "--allow-commands", help="Accept a cmd: program for failures.notify."
+    ),
 ) -> None:
     """Write one setting into the config file (created 0600 if missing).
 
@@ -73,7 +76,8 @@ def config_set(
 
     app_state = state(ctx)
     path = app_state.config_path()
-    typed = config.set_value(path, key, secret_value(value, app_state.terminal, key) or "")
+    given = secret_value(value, app_state.terminal, key) or ""
+    typed = config.set_value(path, key, given, allow_commands)
     shown = config.mask_setting(key, typed) if config.SETTINGS[key].secret else typed
     text = str(shown).lower() if isinstance(shown, bool) else repr(shown)  # as TOML writes it
     app_state.say(f"{key} = {text} in {path}")

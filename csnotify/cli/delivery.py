@@ -12,6 +12,7 @@ from typer.exceptions import Exit
 from csnotify.cli.common import (
     JSON_OPT,
     NAME_ARG,
+    VERIFY_SCHEMES,
     _delivery_settings,
     _read_input,
     app,
@@ -126,11 +127,14 @@ def test_(
 def verify(
     ctx: typer.Context,
     body_file: str = typer.Argument("-", metavar="[BODY|-]", help="Request body (default stdin)."),
-    key: str = typer.Option(
-        ...,
+    key: str | None = typer.Option(
+        None,
         "--key",
         envvar="CSNOTIFY_VERIFY_KEY",
-        help="The subscription's key (whsec_... or plain).",
+        help="The subscription's key (whsec_... or plain); better --key-file or the variable.",
+    ),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", metavar="FILE", help="Read the key from FILE (keeps it out of ps)."
     ),
     header: list[str] = typer.Option([], "--header", "-H", metavar="'NAME: VALUE'"),
     headers_file: Path | None = typer.Option(
@@ -139,20 +143,36 @@ def verify(
     tolerance: float = typer.Option(
         300, "--tolerance", help="Max age of webhook-timestamp, s (0: any)."
     ),
+    scheme: str = typer.Option(
+        "standard",
+        "--scheme",
+        metavar="standard|cloudstack",
+        help="Standard Webhooks, or CloudStack's X-CS-Signature (checked only when asked).",
+        autocompletion=VERIFY_SCHEMES,
+    ),
+    seen: Path | None = typer.Option(
+        None,
+        "--seen",
+        metavar="FILE",
+        help="Refuse a webhook-id already verified; ids are recorded in FILE.",
+    ),
 ) -> None:
     """For receivers: check the signature of a delivery (Standard Webhooks, or CloudStack's
-    X-CS-Signature). Exit status 0 if it is valid, 1 if not.
+    X-CS-Signature with --scheme cloudstack). Exit status 0 if it is valid, 1 if not, 2 if
+    the key cannot verify anything (empty, malformed).
 
     \b
     Examples:
-      csnotify verify --key whsec_... --headers headers.txt body.json
-      csnotify verify --key "$KEY" -H "webhook-id: msg_1" -H "webhook-timestamp: 1732530000" \\
+      csnotify verify --key-file /etc/hook.key --headers headers.txt body.json
+      CSNOTIFY_VERIFY_KEY=whsec_... csnotify verify --seen /var/lib/hook/seen \\
+          -H "webhook-id: msg_1" -H "webhook-timestamp: 1732530000" \\
           -H "webhook-signature: v1,..." < body.json
     """
-    from csnotify.signing import SignatureMismatch, parse_header_lines
+    from csnotify.signing import SignatureMismatch, parse_header_lines, remember_id
     from csnotify.signing import verify as check
 
     app_state = state(ctx)
+    key = _verify_key(key, key_file)
     headers = parse_header_lines("\n".join(header))
     if headers_file is not None:
         try:
@@ -171,13 +191,28 @@ def verify(
         except OSError as exc:
             raise BadInput(f"cannot read {body_file}: {exc.strerror}") from None
     try:
-        result = check(key, headers, body, tolerance)
+        result = check(key, headers, body, tolerance, scheme=scheme)
+        if seen is not None:
+            remember_id(seen, result, tolerance)
     except SignatureMismatch as exc:
         app_state.terminal.err(f"csnotify: invalid: {exc.reason}")
         raise Exit(int(ExitCode.FAILED)) from None
     app_state.say(
         f"valid {result.scheme} signature" + (f" (id {result.msg_id})" if result.msg_id else "")
     )
+
+
+def _verify_key(key: str | None, key_file: Path | None) -> str:
+    if key is not None and key_file is not None:
+        raise BadInput("give --key or --key-file, not both")
+    if key_file is not None:
+        try:
+            return key_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read --key-file {key_file}: {exc}") from None
+    if key is None:
+        raise BadInput("give the key: --key-file FILE, CSNOTIFY_VERIFY_KEY, or --key")
+    return key
 
 
 @app.command()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
+from typer.exceptions import Exit
 
 from csnotify.cli.common import EXPORT_FORMATS, JSON_OPT, app, state
 from csnotify.errors import BadInput
+from csnotify.exitcodes import ExitCode
 
 
 @app.command()
@@ -35,10 +39,28 @@ def export(
     app_state = state(ctx)
     text = export_text(app_state.store().subscriptions(), fmt.lower(), with_secrets)
     if output is None:
+        if with_secrets and (loose := readable_by_others(app_state.terminal.stdout)):
+            app_state.terminal.err(
+                f"csnotify: warning: stdout is a file others can read ({loose});"
+                " its secrets are theirs too: use -o FILE (written 0600)"
+            )
         app_state.terminal.stdout.write(text)
     else:
         write_export(output, text)
         app_state.terminal.err(f"wrote {output}")
+
+
+def readable_by_others(stream: Any) -> str | None:
+    """``mode 0644`` when ``stream`` is a regular file group or others may read."""
+    import stat
+
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # not a file (a test's buffer)
+        return None
+    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o044:
+        return f"mode {info.st_mode & 0o777:04o}"
+    return None
 
 
 @app.command("import")
@@ -48,17 +70,24 @@ def import_(
         ..., metavar="FILE", help="A 'csnotify export' file, or - for stdin."
     ),
     replace: bool = typer.Option(False, "--replace", help="Overwrite subscriptions that differ."),
+    allow_commands: bool = typer.Option(
+        False,
+        "--allow-commands",
+        help="Accept new or changed cmd: endpoints (asked on a terminal; refused otherwise).",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Create subscriptions from an export file (JSON or TOML). Idempotent by name: ones
-    that exist are left alone unless --replace. A bad file imports nothing.
+    that exist are left alone unless --replace. A bad file imports nothing. cmd: endpoints
+    the store does not have yet are listed and need --allow-commands (or a yes on a
+    terminal): an import must not silently turn a webhook into a program run here.
 
     \b
     Examples:
       csnotify import subscriptions.json
       ssh listener1 csnotify export --with-secrets | csnotify import - --replace
     """
-    from csnotify.export import import_entries, parse_text
+    from csnotify.export import CommandsNeedApproval, import_entries, parse_text
 
     app_state = state(ctx)
     if file == "-":
@@ -71,7 +100,17 @@ def import_(
         except UnicodeDecodeError:
             raise BadInput(f"{file} is not UTF-8 text; is it a 'csnotify export' file?") from None
     entries = list(app_state.terminal.progress(parse_text(text, source), None, "checking"))
-    result = import_entries(app_state.store(), entries, source, replace)
+    store = app_state.store()
+    try:
+        result = import_entries(store, entries, source, replace, allow_commands)
+    except CommandsNeedApproval as exc:
+        if file == "-" or not app_state.terminal.stdin_is_tty:
+            raise
+        for command in exc.commands:
+            app_state.terminal.err(f"new program: {command}")
+        if not typer.confirm("Run these programs for the events they match?", err=True):
+            raise Exit(int(ExitCode.USAGE)) from None
+        result = import_entries(store, entries, source, replace, allow_commands=True)
     if as_json:
         app_state.terminal.json(result.as_json())
         return

@@ -184,6 +184,7 @@ def _make_source(
             settings["amqp.queue"],
             settings["amqp.prefetch"],
             once=once,
+            max_bytes=settings["amqp.max_message_bytes"],
         )
     from csnotify.cloudstack import CloudStackClient, Credentials
     from csnotify.events import parse_since

@@ -3,6 +3,7 @@ disable."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -22,6 +23,7 @@ from csnotify.cli.common import (
     _clock,
     app,
     complete_endpoints,
+    endpoint_uris,
     secret_value,
     state,
 )
@@ -40,10 +42,14 @@ def subscribe(
         ..., metavar="PATTERN...", help="Event-type globs, e.g. 'VM.*' '*.CREATE' '*'."
     ),
     to: list[str] = typer.Option(
-        ...,
+        [],
         "--to",
-        metavar="URI",
-        help="Endpoint: https://..., cmd:PROGRAM ARGS, or an Apprise URI.",
+        metavar="URI|-",
+        help="Endpoint: https://..., cmd:/PROGRAM ARGS, or an Apprise URI; - reads them from"
+        " stdin (one a line), keeping passwords out of argv.",
+    ),
+    to_file: Path | None = typer.Option(
+        None, "--to-file", metavar="FILE", help="Endpoints from FILE, one URI a line."
     ),
     name: str | None = typer.Option(
         None, "--name", help="Name (default: made from pattern and endpoint)."
@@ -103,18 +109,20 @@ def subscribe(
     Examples:
       csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
       csnotify subscribe 'VM.*' --state Scheduled --state Completed --to https://hooks.example/cs
-      csnotify subscribe '*' --level ERROR --name oncall --group-wait 30s \\
-          --to 'mailto://user:pass@smtp.example?to=oncall@example'
+      csnotify subscribe '*' --level ERROR --name oncall --group-wait 30s --to - \\
+          < oncall-mail.uri   # mailto://user:pass@smtp.example?to=oncall@example
       csnotify subscribe VM.START VM.STOP --to 'cmd:/usr/local/bin/dns-update' \\
           --where account=admin --where 'resource_name~^web-'
     """
     from csnotify import subscriptions
 
     app_state = state(ctx)
+    if key == "-" and "-" in to:
+        raise BadInput("--key - and --to - both read stdin; put the URIs in --to-file")
     key = secret_value(key, app_state.terminal, "signing key")
     spec = subscriptions.SubscriptionInput(
         patterns=patterns,
-        to=to,
+        to=endpoint_uris(to, to_file, app_state.terminal),
         name=name,
         key=key,
         level=level,
@@ -201,8 +209,18 @@ def list_(
         "FAILING",
         "LAST OK",
         "LAST ERROR",
+        "WARNING",
     ]
+    columns, rows = _warning_column(columns, rows)
     app_state.terminal.table(columns, rows, optional=["PATTERNS", "LAST OK", "LAST ERROR"])
+
+
+def _warning_column(columns: list[str], rows: list[list[Any]]) -> tuple[list[str], list[Any]]:
+    """The last column (WARNING) is shown only when a row has one, and then never left
+    out for width: a TLS check turned off is what an operator must see."""
+    if any(row[-1] for row in rows):
+        return columns, [[*row[:-1], "; ".join(row[-1]) or None] for row in rows]
+    return columns[:-1], [row[:-1] for row in rows]
 
 
 def _limit_text(limit: int, own: int | None) -> str:
@@ -236,7 +254,7 @@ def _render_subscription(
     terminal.fields(pairs)
     terminal.out()
     columns = ["ENDPOINT", "KIND", "STATE", "LIMIT", "CONSEC", "FAILED", "OK", "MUTED", "FOLDED"]
-    columns += ["DROPPED", "BACKLOG", "NEXT TRY", "LAST OK", "LAST ERROR"]
+    columns += ["DROPPED", "BACKLOG", "NEXT TRY", "LAST OK", "LAST ERROR", "WARNING"]
     rows = []
     for ep, ep_obj in zip(data["endpoints"], sub.endpoints, strict=True):
         ep_state = "enabled" if ep["enabled"] else f"disabled: {ep['disabled_reason'] or '-'}"
@@ -261,8 +279,10 @@ def _render_subscription(
                 _clock(ep["next_attempt"]),
                 ep["last_success_at"],
                 last_error,
+                ep["warnings"],
             ]
         )
+    columns, rows = _warning_column(columns, rows)
     optional = ["KIND", "CONSEC", "LAST OK", "MUTED", "FOLDED", "DROPPED", "LIMIT", "NEXT TRY"]
     optional.append("BACKLOG")
     terminal.table(columns, rows, optional=optional)
@@ -302,7 +322,10 @@ def update(
     name: str = NAME_ARG,
     pattern: list[str] = typer.Option([], "--pattern", help="Replace the patterns (repeatable)."),
     to: list[str] = typer.Option(
-        [], "--to", metavar="URI", help="Replace the endpoints (repeatable)."
+        [], "--to", metavar="URI|-", help="Replace the endpoints (repeatable; - reads stdin)."
+    ),
+    to_file: Path | None = typer.Option(
+        None, "--to-file", metavar="FILE", help="Replace the endpoints with FILE's URIs."
     ),
     add_to: list[str] = typer.Option([], "--add-to", metavar="URI", help="Add an endpoint."),
     remove_to: list[str] = typer.Option(
@@ -361,7 +384,11 @@ def update(
     if outcomes and (category or state_):
         raise BadInput("--outcomes cannot be combined with --category or --state")
     app_state = state(ctx)
+    if key == "-" and "-" in to:
+        raise BadInput("--key - and --to - both read stdin; put the URIs in --to-file")
     key = secret_value(key, app_state.terminal, "signing key")
+    if "-" in to or to_file is not None:
+        to = endpoint_uris(to, to_file, app_state.terminal)
     spec = subscriptions.SubscriptionInput(
         patterns=pattern or None,
         to=to or None,

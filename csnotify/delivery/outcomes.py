@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from csnotify.channels.base import Message
+from csnotify.channels.base import Message, attempt_once
 from csnotify.events import Event, now_iso
 from csnotify.models import Subscription
-from csnotify.redact import mask_uri
+from csnotify.redact import mask_text, mask_uri
 from csnotify.store import DeliveryRecord, utcnow
 
 if TYPE_CHECKING:
@@ -66,9 +66,9 @@ class Outcomes:
             at=utcnow(),
             http_status=http_status,
             latency_ms=latency_ms,
-            error=error,
+            error=mask_text(error) if error else error,
             webhook_id=message.webhook_id,
-            payload=message.event.json_text(),
+            payload=kept_payload(message.event),
         )
         self.writer.changes.records.append(record)
         if self.on_outcome is not None:
@@ -140,10 +140,34 @@ class Outcomes:
             body="{description}",
         )
         channel = self.channels.get(uri)
-        attempt = await channel.send(Message(event, admin, uri), self.settings.timeout)
+        attempt = await attempt_once(
+            channel, Message(event, admin, uri), self.settings.timeout, mask_uri(uri)
+        )
         if not attempt.ok:
             log.error("could not tell failures.notify %s: %s", mask_uri(uri), attempt.error)
 
     async def finish(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+PAYLOAD_KEPT = 64 * 1024  # bytes of an event the delivery log keeps (x rows x endpoints)
+FIELD_KEPT = 2000  # characters of each field of an event too large to keep whole
+
+
+def kept_payload(event: Event) -> str:
+    """The event as the delivery log keeps it (for redeliver): whole up to PAYLOAD_KEPT;
+    a larger one loses its ``raw`` document and the ends of its long fields, and says so
+    in ``raw``, so that an outsider's huge event cannot fill the store 100 times over."""
+    text = event.json_text()
+    if len(text) <= PAYLOAD_KEPT:
+        return text
+    import json
+
+    doc = {
+        name: value[:FIELD_KEPT] if isinstance(value, str) else value
+        for name, value in event.as_json().items()
+        if name != "raw"
+    }
+    doc["raw"] = {"csnotify_truncated": len(text)}
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

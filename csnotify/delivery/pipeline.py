@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from csnotify.aio import locked_thread
-from csnotify.channels.base import Attempt, Message
+from csnotify.channels.base import Attempt, Message, attempt_once
 from csnotify.channels.pool import ChannelPool
 from csnotify.delivery.intake import Intake, Target, resource_key
 from csnotify.delivery.outbox import LEASE_S, Changes, Outbox, PendingRow, Writer
@@ -55,7 +55,7 @@ class Pipeline:
         self.restore = restore
         self.stats = Stats()
         self.db_lock = asyncio.Lock()
-        self.channels = ChannelPool(settings.concurrency)
+        self.channels = ChannelPool(settings.concurrency, settings.command_env)
         self.outbox = Outbox(store, settings.log_max)
         self.writer = Writer(self.outbox, self.db_lock, self._committed)
         self.intake = Intake()
@@ -257,12 +257,8 @@ class Pipeline:
             self._give_up(worker, row, message, Attempt.failed(why, retryable=False), None)
             return
         started = time.monotonic()
-        try:
-            async with self._slots:
-                attempt = await target.channel.send(message, s.timeout)
-        except Exception as exc:  # a channel bug is a failed attempt, never a lost event
-            log.exception("the channel for %s raised", target.label)
-            attempt = Attempt.failed(f"internal error: {type(exc).__name__}: {exc}")
+        async with self._slots:
+            attempt = await attempt_once(target.channel, message, s.timeout, target.label)
         row.attempts += 1
         latency = round((time.monotonic() - started) * 1000, 2)
         if attempt.ok:

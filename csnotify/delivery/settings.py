@@ -23,9 +23,11 @@ class DeliverySettings:
     notify: str = ""
     log_max: int = 100
     human_max_per_minute: int = 10
+    command_env: tuple[str, ...] = ()  # variables cmd: programs get besides the basic ones
 
     @classmethod
     def from_settings(cls, s: Settings) -> DeliverySettings:
+        from csnotify.channels import env_names
         from csnotify.events import parse_duration, parse_schedule
 
         return cls(
@@ -39,6 +41,7 @@ class DeliverySettings:
             notify=s["failures.notify"],
             log_max=s["log.max_per_endpoint"],
             human_max_per_minute=s["delivery.human_max_per_minute"],
+            command_env=env_names(s["delivery.command_env"]),
         )
 
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from csnotify.models import Subscription
 
 log = logging.getLogger("csnotify")
+MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_KEY = 255
 REMEMBERED = 100_000  # content ids counted, ids given and matched, per listener run
 
@@ -105,9 +106,16 @@ class AmqpSource:
     name = "amqp"
 
     def __init__(
-        self, url: str, exchange: str, queue: str, prefetch: int, once: bool = False
+        self,
+        url: str,
+        exchange: str,
+        queue: str,
+        prefetch: int,
+        once: bool = False,
+        max_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.url = url
+        self.max_bytes = max_bytes
         self.exchange_name = exchange
         self.queue_name = queue
         self.prefetch = prefetch
@@ -211,8 +219,22 @@ class AmqpSource:
 
     async def _on_message(self, listener: Listener, message: Any) -> None:
         self.received += 1
-        done = self._acks.expect(message)  # before any await: tags arrive in order
+        done, failed = self._acks.expect(message)  # before any await: tags arrive in order
+        try:
+            await self._accept(listener, message, done)
+        except BaseException:
+            failed()  # returned to the queue, so that it holds back no other acknowledgement
+            raise
+
+    async def _accept(self, listener: Listener, message: Any, done: Callable[[], None]) -> None:
         key = message.routing_key or ""
+        if len(message.body) > self.max_bytes:  # CloudStack's events are a few KB
+            listener.reject(
+                f"message {key[:MAX_KEY]!r}",
+                f"{len(message.body)} bytes, more than amqp.max_message_bytes ({self.max_bytes})",
+            )
+            done()
+            return
         try:
             event = parse_bus_body(message.body, key)
         except BadInput as exc:
@@ -231,54 +253,81 @@ class AmqpSource:
         await listener.handle(event, lambda: listener.acknowledge(event.id, done), remember=True)
 
 
+SETTLED, FAILED = "settled", "failed"
+
+
 class Acks:
     """Acknowledgements of one channel, sent as few frames as possible.
 
     Messages are settled in the order they arrived (the pipeline commits them in that
     order); when some are settled, one ``basic.ack`` with ``multiple`` covers the longest
     run of settled messages from the oldest unacknowledged one. A message not settled yet
-    holds back only the acknowledgements of the ones after it, never their delivery, and
-    a message is never acknowledged before it is settled."""
+    holds back only the acknowledgements of the ones after it, never their delivery; one
+    whose handling failed is returned to the queue (``basic.nack``, requeue) so that it
+    holds back nothing. Nothing is acknowledged before it is settled, and the frames go
+    out in the order they were decided."""
 
     def __init__(self) -> None:
-        self._waiting: collections.deque[list[Any]] = collections.deque()  # [message, settled]
+        self._waiting: collections.deque[list[Any]] = collections.deque()  # [message, state]
         self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sending: asyncio.Task[None] | None = None
 
-    def expect(self, message: Any) -> Callable[[], None]:
-        """Note an arriving message; call what this returns once it is safe."""
-        entry = [message, False]
+    def expect(self, message: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+        """Note an arriving message; returns (settled, failed), to call once it is safe in
+        the store, or when handling it failed."""
+        entry: list[Any] = [message, None]
+
+        def mark(state: str) -> Callable[[], None]:
+            def call() -> None:
+                if entry[1] is None:
+                    entry[1] = state
+                    self._schedule()
+
+            return call
+
         self._waiting.append(entry)
+        return mark(SETTLED), mark(FAILED)
 
-        def settled() -> None:
-            entry[1] = True
-            if not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
-
-        return settled
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
+        steps: list[tuple[Any, str]] = []
         last = None
-        while self._waiting and self._waiting[0][1]:
-            last = self._waiting.popleft()[0]
+        while self._waiting and self._waiting[0][1] is not None:
+            message, state = self._waiting.popleft()
+            if state == SETTLED:
+                last = message
+                continue
+            if last is not None:
+                steps.append((last, SETTLED))
+                last = None
+            steps.append((message, FAILED))
         if last is not None:
-            task = asyncio.ensure_future(_ack(last, multiple=True))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            steps.append((last, SETTLED))
+        if steps:
+            self._sending = asyncio.ensure_future(_send(self._sending, steps))
 
     async def settle(self) -> None:
-        """Wait for the acknowledgements already started."""
+        """Wait for the acknowledgements already decided."""
         if self._scheduled:
             self._flush()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sending is not None:
+            await asyncio.gather(self._sending, return_exceptions=True)
 
 
-async def _ack(message: Any, multiple: bool) -> None:
+async def _send(before: asyncio.Task[None] | None, steps: list[tuple[Any, str]]) -> None:
+    if before is not None:
+        await asyncio.gather(before, return_exceptions=True)
     try:
-        await message.ack(multiple=multiple)
+        for message, state in steps:
+            if state == SETTLED:
+                await message.ack(multiple=True)
+            else:
+                await message.nack(requeue=True)
     except Exception as exc:  # noqa: BLE001 - the channel is gone; the broker redelivers
         log.info("could not acknowledge message (%s); the broker will redeliver it", _reason(exc))
 
