@@ -55,6 +55,19 @@ def _max_age(value: Any) -> object:
     return value
 
 
+def _ttl(value: Any) -> object:
+    from csnotify.events import parse_duration
+
+    parse_duration(str(value), "the duration")
+    return value
+
+
+def _alert_levels(value: Any) -> object:
+    from csnotify.events import parse_alert_levels
+
+    return parse_alert_levels(str(value))
+
+
 def _env_names(value: Any) -> object:
     from csnotify.channels import env_names
 
@@ -93,6 +106,38 @@ SETTINGS: dict[str, Setting] = {
             500,
             "listEvents page size to start from; lowered to the server's limit when it says so",
             minimum=1,
+        ),
+        Setting(
+            "cloudstack.lookup_timeout",
+            float,
+            2.0,
+            "seconds a bus event may wait for the API to resolve its names (account, user,"
+            " resource); past it the event goes out unenriched",
+            minimum=0.0,
+            maximum=60,
+        ),
+        Setting(
+            "cloudstack.names_ttl",
+            str,
+            "1h",
+            "how long a name resolved through the API is kept (in memory and in the store);"
+            " a UUID the API does not know is asked again after a tenth of it",
+            check=_ttl,
+        ),
+        Setting(
+            "cloudstack.lookups_in_flight",
+            int,
+            4,
+            "API look-ups for names at once, whatever the rate of bus events",
+            minimum=1,
+            maximum=64,
+        ),
+        Setting(
+            "cloudstack.alert_levels",
+            str,
+            "",
+            "level per alert type, e.g. ALERT.HOST=ERROR,ALERT.USAGE.*=INFO (default WARN)",
+            check=_alert_levels,
         ),
         Setting(
             "cloudstack.max_response_mb",

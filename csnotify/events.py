@@ -28,9 +28,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from csnotify.errors import BadInput
-from csnotify.fields import EVENT_FIELDS
+from csnotify.fields import CATEGORIES, EVENT_FIELDS, is_outcome  # noqa: F401 - re-exported
 
-CATEGORIES = ("ActionEvent", "AlertEvent", "UsageEvent", "ResourceStateEvent", "AsyncJobEvent")
 CLOUDEVENTS_PREFIX = "org.apache.cloudstack."
 # Namespace for ids of bus messages, which carry none: the same message gives the same id.
 BUS_ID_NAMESPACE = uuid.UUID("6f1c1f0e-6a55-4b9e-9a57-3b0f7e0c5a11")
@@ -55,10 +54,18 @@ class Event:
     resource_name: str | None = None
     description: str | None = None
     source: str = "stdin"
+    account_id: str | None = None
+    domain_id: str | None = None
+    user_id: str | None = None
+    project: str | None = None
+    project_id: str | None = None
+    subject: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     # The bus body exactly as received, for byte-compatible --format cloudstack.
     raw_text: str | None = field(default=None, repr=False, compare=False)
     _json: str | None = field(default=None, repr=False, compare=False)
+    # A bus message's content id (routing key and body); ``id`` may add its occurrence.
+    digest: str | None = field(default=None, repr=False, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in FIELDS}
@@ -76,6 +83,19 @@ class Event:
     def fields(self) -> dict[str, Any]:
         """Template and filter values: the flat fields, no ``raw``."""
         return {name: getattr(self, name) for name in FIELDS}
+
+    def changed(self) -> None:
+        """Fields were set after parsing (names resolved): serialise again."""
+        self._json = None
+
+
+def describe(event: Event) -> str:
+    """One line for people: what happened to what, whose (``match``, ``listen --dry-run``)."""
+    what = event.resource_name or event.resource_id
+    owner = "/".join(p for p in (event.domain, event.account or event.account_id) if p)
+    parts = [event.level, event.category, event.type, event.state, what]
+    text = " ".join(p for p in parts if p)
+    return f"{text} (account {owner})" if owner else text
 
 
 # -- time ------------------------------------------------------------------------------
@@ -222,6 +242,9 @@ def from_list_item(item: dict[str, Any], source: str = "api") -> Event:
         resource_name=_text(item.get("resourcename")),
         description=_text(item.get("description")),
         source=source,
+        domain_id=_text(item.get("domainid")),
+        project=_text(item.get("project")),
+        project_id=_text(item.get("projectid")),
         raw=item,
     )
 
@@ -290,6 +313,27 @@ def guess_category(body: dict[str, Any]) -> str:
     raise BadInput("not a CloudStack event-bus message (no known keys); give --routing-key")
 
 
+# UsageEvent bodies name the resource by its Java class (UsageEventUtils): the entity it is.
+USAGE_CLASSES = {
+    "com.cloud.vm.UserVmVO": "VirtualMachine",
+    "com.cloud.vm.VMInstanceVO": "VirtualMachine",
+    "com.cloud.storage.VolumeVO": "Volume",
+    "com.cloud.storage.SnapshotVO": "Snapshot",
+    "com.cloud.network.dao.NetworkVO": "Network",
+    "com.cloud.network.dao.IPAddressVO": "IpAddress",
+    "com.cloud.storage.VMTemplateVO": "Template",
+    "com.cloud.network.VpnUserVO": "VpnUser",
+    "com.cloud.vm.NicVO": "Nic",
+}
+# ActionEventUtils prefixes the description of a failed operation's Completed event.
+FAILED_PREFIX = "Error while"
+
+
+def bus_digest(routing_key: str | None, raw_text: str) -> str:
+    """The id of a message's content: the same routing key and bytes give the same id."""
+    return str(uuid.uuid5(BUS_ID_NAMESPACE, f"{routing_key or ''}\n{raw_text}"))
+
+
 def from_bus(
     body: dict[str, Any], routing_key: str | None = None, raw_text: str | None = None
 ) -> Event:
@@ -297,70 +341,133 @@ def from_bus(
     category = key.category if key else guess_category(body)
     if raw_text is None:
         raw_text = json.dumps(body, separators=(",", ":"), sort_keys=True)
-    event_id = str(uuid.uuid5(BUS_ID_NAMESPACE, f"{routing_key or ''}\n{raw_text}"))
-    key_type = key.type if key else None
-    common: dict[str, Any] = {
-        "id": event_id,
-        "category": category,
-        "created": normalise_time(body.get("eventDateTime")),
-        "source": "amqp",
-        "raw": body,
-        "raw_text": raw_text,
-    }
-    if category == "ActionEvent":
-        return Event(
-            type=_require_type(body.get("event") or _dotted(key_type), "ActionEvent"),
-            level=_level(body.get("level")),
-            state=_text(body.get("status")),
-            account=_text(body.get("account")),
-            username=_text(body.get("user")),
-            resource_type=_text(body.get("entity")) or (key.resource_type if key else None),
-            resource_id=_text(body.get("entityuuid")) or (key.resource_id if key else None),
-            description=_text(body.get("description")),
-            **common,
-        )
-    if category == "AlertEvent":
-        return Event(
-            type=_require_type(body.get("event") or _dotted(key_type), "AlertEvent"),
-            level="WARN",
-            resource_type=key.resource_type if key else None,
-            resource_id=key.resource_id if key else None,
-            description=_text(body.get("subject")) or _text(body.get("body")),
-            **common,
-        )
-    if category == "UsageEvent":
-        return Event(
-            type=_require_type(body.get("event") or _dotted(key_type), "UsageEvent"),
-            account=_text(body.get("account")),
-            resource_type=_text(body.get("resource")),
-            resource_id=_text(body.get("id")),
-            description=f"usage {body.get('event')} for {body.get('resource')} {body.get('id')}",
-            **common,
-        )
-    if category == "ResourceStateEvent":
-        old, new = _text(body.get("old-state")), _text(body.get("new-state"))
-        return Event(
-            type=_require_type(
-                key_type or body.get("event") or "StateTransition", "ResourceStateEvent"
-            ),
-            state=new,
-            resource_type=_text(body.get("resource")),
-            resource_id=_text(body.get("id")),
-            description=f"{body.get('resource')} {body.get('id')}: {old} -> {new}",
-            **common,
-        )
-    status = _text(body.get("status"))
-    return Event(
-        type=_require_type(key_type or "AsyncJob", "AsyncJobEvent"),
-        level="ERROR" if status in ("FAILED",) else "INFO",
-        state=status,
-        account=_text(body.get("account")),
-        username=_text(body.get("user")),
-        resource_type=_text(body.get("instanceType")),
-        resource_id=_text(body.get("instanceUuid")),
-        description=f"{body.get('commandEventType')} job {body.get('jobId')} {status}",
-        **common,
+    digest = bus_digest(routing_key, raw_text)
+    event = Event(
+        id=digest,
+        type="?",
+        category=category,
+        created=normalise_time(body.get("eventDateTime")),
+        source="amqp",
+        raw=body,
+        raw_text=raw_text,
+        digest=digest,
     )
+    _BUS_PARSERS[category](event, body, key)
+    return event
+
+
+def _action_event(event: Event, body: dict[str, Any], key: RoutingKey | None) -> None:
+    """ActionEventUtils.publishOnEventBus: UUIDs for user, account and project; no level
+    (a failed operation's Completed event says ``Error while ...``)."""
+    event.type = _require_type(body.get("event") or _dotted(key and key.type), "ActionEvent")
+    event.state = _text(body.get("status"))
+    event.description = _text(body.get("description"))
+    failed = (event.description or "").startswith(FAILED_PREFIX)
+    event.level = "ERROR" if failed else _level(body.get("level"))
+    event.account_id = _text(body.get("account"))
+    event.user_id = _text(body.get("user"))
+    event.project_id = _text(body.get("project"))
+    event.resource_type = _text(body.get("entity")) or (key.resource_type if key else None)
+    event.resource_id = _text(body.get("entityuuid")) or (key.resource_id if key else None)
+
+
+def _alert_event(event: Event, body: dict[str, Any], key: RoutingKey | None) -> None:
+    """AlertManagerImpl.publishAlertOnEventBus: subject and body, no level (WARN here;
+    ``cloudstack.alert_levels`` may raise or lower one alert type)."""
+    event.type = _require_type(body.get("event") or _dotted(key and key.type), "AlertEvent")
+    event.level = "WARN"
+    event.resource_type = key.resource_type if key else None
+    event.resource_id = key.resource_id if key else None
+    event.subject = _text(body.get("subject"))
+    event.description = _text(body.get("body")) or event.subject
+
+
+def _usage_event(event: Event, body: dict[str, Any], key: RoutingKey | None) -> None:
+    """UsageEventUtils.publishUsageEvent: the resource as a Java class name."""
+    event.type = _require_type(body.get("event") or _dotted(key and key.type), "UsageEvent")
+    event.account_id = _text(body.get("account"))
+    event.account = _text(body.get("accountName"))  # recent versions
+    cls = _text(body.get("resource"))
+    event.resource_type = USAGE_CLASSES.get(cls or "", cls)
+    event.resource_id = _text(body.get("id"))
+    event.description = f"usage {event.type} for {event.resource_type} {event.resource_id}"
+
+
+def _state_event(event: Event, body: dict[str, Any], key: RoutingKey | None) -> None:
+    old, new = _text(body.get("old-state")), _text(body.get("new-state"))
+    event.type = _require_type(
+        (key and key.type) or body.get("event") or "StateTransition", "ResourceStateEvent"
+    )
+    event.state = new
+    event.resource_type = _text(body.get("resource"))
+    event.resource_id = _text(body.get("id"))
+    event.description = f"{body.get('resource')} {body.get('id')}: {old} -> {new}"
+
+
+def parse_alert_levels(text: str) -> dict[str, str]:
+    """``cloudstack.alert_levels``: ``ALERT.HOST=ERROR,ALERT.USAGE.*=INFO``."""
+    levels: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, level = item.partition("=")
+        if not sep or not kind.strip() or level.strip().upper() not in ("INFO", "WARN", "ERROR"):
+            raise BadInput(
+                f"{item!r}: give ALERT_TYPE=LEVEL pairs with INFO, WARN or ERROR, e.g."
+                " ALERT.HOST=ERROR,ALERT.MEMORY=WARN"
+            )
+        levels[kind.strip().upper()] = level.strip().upper()
+    return levels
+
+
+def alert_level(event: Event, levels: dict[str, str]) -> str:
+    """An alert's level as configured (exact type first, then globs), else WARN."""
+    import fnmatch
+
+    kind = event.type.upper()
+    if kind in levels:
+        return levels[kind]
+    for pattern, level in levels.items():
+        if fnmatch.fnmatchcase(kind, pattern):
+            return level
+    return event.level
+
+
+def job_error(body: dict[str, Any]) -> str | None:
+    """A failed job's error text: ``jobResult`` is an object in 4.20, a JSON string before."""
+    result = body.get("jobResult")
+    if isinstance(result, str):
+        with contextlib.suppress(ValueError, RecursionError):
+            result = json.loads(result)
+    if isinstance(result, dict):
+        return _text(result.get("errortext"))
+    return None
+
+
+def _job_event(event: Event, body: dict[str, Any], key: RoutingKey | None) -> None:
+    """ApiServer.handleAsyncJobPublishEvent: the routing key's type is the job's phase
+    (submit, update, complete); the operation is ``commandEventType``."""
+    phase = key.type if key else None
+    status = _text(body.get("status"))
+    event.type = _require_type(body.get("commandEventType") or phase or "AsyncJob", "AsyncJobEvent")
+    event.state = "/".join(p for p in (phase, status) if p) or None
+    failed = status == "FAILED"
+    event.level = "ERROR" if failed else "INFO"
+    event.account_id = _text(body.get("account"))
+    event.user_id = _text(body.get("user"))
+    event.account = _text(body.get("accountname"))  # with event.accountinfo true
+    event.username = _text(body.get("username"))
+    event.resource_type = _text(body.get("instanceType"))
+    event.resource_id = _text(body.get("instanceUuid"))
+    error = job_error(body) if failed else None
+    event.description = error or f"job {body.get('jobId')} {(status or 'unknown').lower()}"
+
+
+_BUS_PARSERS = {
+    "ActionEvent": _action_event,
+    "AlertEvent": _alert_event,
+    "UsageEvent": _usage_event,
+    "ResourceStateEvent": _state_event,
+    "AsyncJobEvent": _job_event,
+}
 
 
 def _dotted(key_part: str | None) -> str | None:
@@ -390,8 +497,12 @@ def from_normalised(doc: dict[str, Any]) -> Event:
         resource_name=_text(values["resource_name"]),
         description=_text(values["description"]),
         source=_text(values["source"]) or "stdin",
+        **{name: _text(values[name]) for name in _ID_FIELDS},
         raw=doc.get("raw") if isinstance(doc.get("raw"), dict) else {},
     )
+
+
+_ID_FIELDS = ("account_id", "domain_id", "user_id", "project", "project_id", "subject")
 
 
 def from_cloudevent(doc: dict[str, Any]) -> Event:
@@ -580,31 +691,75 @@ def _safely(make: Any, where: str) -> Iterator[Event | Rejected]:
 _GSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "=": "\\u003d", "'": "\\u0027"}
 
 
+def java_hash(text: str) -> int:
+    """``String.hashCode()``: over UTF-16 code units, 32 bits."""
+    h = 0
+    data = text.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + (data[i] << 8 | data[i + 1])) & 0xFFFFFFFF
+    return h
+
+
+def hashmap_order(keys: list[str]) -> list[str]:
+    """The order a ``java.util.HashMap`` of these keys iterates in, which is the order Gson
+    writes CloudStack's event descriptions (ActionEventUtils, ApiServer and the others
+    build them as HashMaps): by bucket (``hash ^ hash >>> 16`` masked by the table size,
+    16 doubled while more than 3/4 full), ties in insertion order."""
+    size = 16
+    while len(keys) > size * 0.75:
+        size *= 2
+
+    def bucket(key: str) -> int:
+        h = java_hash(key)
+        return (h ^ (h >> 16)) & (size - 1)
+
+    position = {key: n for n, key in enumerate(keys)}
+    return sorted(keys, key=lambda k: (bucket(k), position[k]))
+
+
+def as_hashmap(doc: Any) -> Any:
+    """Objects re-ordered as CloudStack's HashMaps iterate (nested ones too)."""
+    if isinstance(doc, dict):
+        return {k: as_hashmap(doc[k]) for k in hashmap_order(list(doc))}
+    if isinstance(doc, list):
+        return [as_hashmap(v) for v in doc]
+    return doc
+
+
 def gson_dumps(doc: dict[str, Any]) -> str:
-    """JSON as CloudStack's Gson writes it: compact, non-ASCII kept, HTML characters escaped."""
-    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """JSON as CloudStack's Gson writes it: compact, non-ASCII kept, HTML characters escaped,
+    null values left out, keys in the order given (``as_hashmap`` for CloudStack's)."""
+    text = json.dumps(
+        {k: v for k, v in doc.items() if v is not None},
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
     for char, escape in _GSON_ESCAPES.items():
         text = text.replace(char, escape)
     return text
 
 
 def cloudstack_description(event: Event) -> str:
-    """The body CloudStack's own webhooks send: the bus description JSON."""
+    """The body CloudStack's own webhooks send: the bus description JSON, byte for byte
+    when the event came off the bus; otherwise built as ActionEventUtils.publishOnEventBus
+    builds it (its keys, UUIDs where known, a HashMap's order, Gson's escaping)."""
     if event.raw_text is not None:
         return event.raw_text
     if event.source == "amqp" and event.raw:
-        return gson_dumps(event.raw)
+        return gson_dumps(as_hashmap(event.raw))
     moment = parse_time(event.created) if event.created else datetime.now(UTC)
     doc: dict[str, Any] = {
         "eventDateTime": moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000"),
-        "entityuuid": event.resource_id,
-        "description": event.description,
         "event": event.type,
-        "user": event.username,
-        "account": event.account,
-        "entity": event.resource_type,
         "status": event.state,
+        "description": event.description,
+        "user": event.user_id,
+        "account": event.account_id,
+        "project": event.project_id,
+        "entity": event.resource_type,
+        "entityuuid": event.resource_id,
     }
     if event.resource_type and event.resource_id:
         doc[event.resource_type] = event.resource_id
-    return gson_dumps({k: v for k, v in doc.items() if v is not None})
+    return gson_dumps(as_hashmap({k: v for k, v in doc.items() if v is not None}))

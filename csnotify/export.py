@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 EXPORT_FORMATS = ("json", "toml")
 _ITEM_KEYS = {"name", "enabled", "patterns", "level", "where", "format", "key", "title", "body"}
-_ITEM_KEYS |= {"endpoints", "group_wait"}
+_ITEM_KEYS |= {"endpoints", "group_wait", "categories", "states"}
 
 
 def to_item(sub: Subscription, with_secrets: bool) -> dict[str, Any]:
@@ -42,6 +42,9 @@ def to_item(sub: Subscription, with_secrets: bool) -> dict[str, Any]:
             item[optional] = data[optional]
     if sub.group_wait:
         item["group_wait"] = sub.group_wait
+    for scope in ("categories", "states"):
+        if data[scope]:
+            item[scope] = data[scope]
     item["endpoints"] = []
     for ep in data["endpoints"]:
         entry = {"uri": ep["uri"], "enabled": ep["enabled"]}
@@ -160,6 +163,8 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
         format=entry.get("format"),
         title=entry.get("title"),
         body=entry.get("body"),
+        categories=_text_list(entry, "categories", where) if "categories" in entry else None,
+        states=_text_list(entry, "states", where) if "states" in entry else None,
     )
     try:
         sub, _ = build(spec, taken=set())

@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings
-from csnotify.events import Event, now_iso
+from csnotify.events import Event, alert_level, describe, now_iso
 from csnotify.matching import Matcher, explain
 from csnotify.redact import mask_uri
 from csnotify.store import SourceState
 
 if TYPE_CHECKING:
     from csnotify.models import Subscription
+    from csnotify.names import Names
     from csnotify.store import Store
 
 log = logging.getLogger("csnotify")
@@ -61,6 +62,8 @@ class Listener:
     on_outcome: Callable[[Any], None] | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     hurry: asyncio.Event = field(default_factory=asyncio.Event)  # a signal: wait for no backlog
+    names: Names | None = None  # resolves the UUIDs of bus events (API keys configured)
+    alert_levels: dict[str, str] = field(default_factory=dict)
     state: SourceState = field(init=False)
     dispatcher: Pipeline = field(init=False)
     rejected: int = 0
@@ -75,6 +78,7 @@ class Listener:
         self.dispatcher = Pipeline(self.store, self.settings, self.on_outcome, restore=True)
         self.matcher: Matcher[Subscription] = Matcher([])
         self.subscriptions: list[Subscription] = []
+        self._in_order = asyncio.Lock()  # events are accepted in arrival order
 
     # -- what sources call --------------------------------------------------------------
 
@@ -82,7 +86,25 @@ class Listener:
         self, event: Event, on_done: Callable[[], Any] | None = None, remember: bool = False
     ) -> None:
         """Accept one event; ``on_done`` runs once its deliveries are safe in the store.
-        With ``remember`` its id is kept (in the same transaction) to spot redeliveries."""
+        With ``remember`` its id is kept (in the same transaction) to spot redeliveries.
+
+        A bus event's names are resolved first (its look-ups start at once; it waits at
+        most ``cloudstack.lookup_timeout`` from its arrival), and events are accepted in
+        the order they arrived, whatever their look-ups took."""
+        if event.category == "AlertEvent" and self.alert_levels:
+            event.level = alert_level(event, self.alert_levels)
+        if self.names is None or event.source != "amqp":
+            await self._accept(event, on_done, remember)
+            return
+        deadline = asyncio.get_running_loop().time() + self.names.timeout
+        self.names.start(event)
+        async with self._in_order:
+            await self.names.enrich(event, deadline)
+            await self._accept(event, on_done, remember)
+
+    async def _accept(
+        self, event: Event, on_done: Callable[[], Any] | None, remember: bool
+    ) -> None:
         self.events += 1
         if self.options.print_events:
             self.out(event.json_text())
@@ -90,6 +112,13 @@ class Listener:
             self._show(event)
             return  # nothing sent, nothing acknowledged
         await self.dispatcher.submit(event, on_done, remember)
+
+    def acknowledge(self, event_id: str, ack: Callable[[], Any]) -> None:
+        """``ack`` once the store says this (remembered) event is acknowledged."""
+        if self.options.dry_run:
+            ack()
+        else:
+            self.dispatcher.acknowledge(event_id, ack)
 
     def checkpoint(self, source: str, position: dict[str, Any]) -> None:
         """A source position, written with the deliveries of the events before it."""
@@ -124,12 +153,27 @@ class Listener:
                     muted = f" (muted by mute {mute.id})" if mute else ""
                     targets.append(f"{s.name} -> {mask_uri(ep.uri)}{muted}")
         self.out(
-            f"{event.type} {event.id}: " + ("; ".join(targets) if targets else "no subscription")
+            f"{event.type} {event.id} [{describe(event)}]: "
+            + ("; ".join(targets) if targets else "no subscription")
         )
         taken = {s.name for s in subs}
         for sub in self.subscriptions:
             if sub.name not in taken:
                 self.out(f"  skips {sub.name}: {explain(sub, event).reason}")
+
+    async def _restore_names(self) -> None:
+        if self.names is None:
+            return
+        from csnotify.store import NameStore
+
+        names = NameStore(self.store)
+        self.names.restore(await self.db(names.load, self.names.clock() - self.names.ttl))
+
+        async def save(rows: list[Any]) -> None:
+            await self.db(names.save, rows)
+
+        if not self.options.dry_run:  # --dry-run writes nothing
+            self.names.save = save
 
     async def _load(self) -> list[Subscription]:
         subs: list[Subscription] = await self.db(self.store.subscriptions)
@@ -179,6 +223,7 @@ class Listener:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         await self.dispatcher.__aenter__()
+        await self._restore_names()
         subs = await self._load()
         await self.db(self.state.changed)
         await source.subscriptions_changed(subs)
@@ -192,6 +237,8 @@ class Listener:
         try:
             await source.run(self)
         finally:
+            if self.names is not None:
+                await self.names.close()
             await self.finish()
             self.stop.set()
             for task in helpers:

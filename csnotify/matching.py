@@ -1,8 +1,11 @@
-"""Which subscriptions an event reaches: type patterns, minimum level, ``--where`` filters.
+"""Which subscriptions an event reaches: type patterns, minimum level, categories and
+states, ``--where`` filters.
 
 Patterns are case-insensitive globs on the event type (``VM.*``, ``*.CREATE``, ``*``).
 Level is a minimum (INFO < WARN < ERROR). Filters AND together: ``FIELD=VALUE`` is an
-exact match, ``FIELD~REGEX`` a regular-expression search.
+exact match, ``FIELD~REGEX`` a regular-expression search. Categories and states are
+CloudStack's names; with neither (and no ``--where`` on them), a subscription gets each
+operation's outcome once (its Completed ActionEvent) and alerts.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from csnotify.errors import BadInput
-from csnotify.fields import EVENT_FIELDS
+from csnotify.fields import CATEGORIES, EVENT_FIELDS, is_outcome
 
 LEVELS = ("INFO", "WARN", "ERROR")
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
@@ -45,6 +48,98 @@ def parse_level(text: str) -> str:
     if level not in LEVEL_RANK:
         raise BadInput(f"unknown level {text!r}; use one of {', '.join(LEVELS)}")
     return level
+
+
+# CloudStack's names for what ``--state`` tests: ActionEvent phases (Event.State),
+# async-job phases (the routing key's type) and statuses (JobInfo.Status), and the states
+# of the state machines that publish ResourceStateEvents (VirtualMachine.State,
+# Volume.State, Snapshot.State, Network.State).
+ACTION_STATES = ("Created", "Scheduled", "Started", "Completed")
+JOB_STATES = ("submit", "update", "complete", "IN_PROGRESS", "SUCCEEDED", "FAILED", "CANCELLED")
+RESOURCE_STATES = (
+    "Starting", "Running", "Stopping", "Stopped", "Destroyed", "Expunging", "Migrating",
+    "Error", "Unknown", "Shutdown", "Restoring", "Allocated", "Creating", "Ready", "Resizing",
+    "Copying", "UploadOp", "Uploading", "Uploaded", "Destroy", "Expunged", "Attaching",
+    "Snapshotting", "RevertSnapshotting", "CreatedOnPrimary", "BackingUp", "BackedUp",
+    "Destroying", "Hidden", "Setup", "Implementing", "Implemented",
+)  # fmt: skip
+STATES = tuple(dict.fromkeys((*ACTION_STATES, *JOB_STATES, *RESOURCE_STATES)))
+
+
+def _cloudstack_name(text: str, names: tuple[str, ...], what: str) -> str:
+    """``text`` as CloudStack spells it (any case), or a one-line error with suggestions."""
+    import difflib
+
+    value = text.strip()
+    by_folded = {n.lower(): n for n in names}
+    if value.lower() in by_folded:
+        return by_folded[value.lower()]
+    close = difflib.get_close_matches(value.lower(), list(by_folded), n=3, cutoff=0.6)
+    hint = (
+        "; did you mean " + " or ".join(repr(by_folded[c]) for c in close) + "?"
+        if close
+        else f"; CloudStack's are {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}"
+    )
+    raise BadInput(f"unknown {what} {text!r}{hint}")
+
+
+ALL = "*"  # --category '*': every category and phase
+
+
+def parse_category(text: str) -> str:
+    if text.strip() == ALL:
+        return ALL
+    return _cloudstack_name(text, CATEGORIES, "--category")
+
+
+def parse_state(text: str) -> str:
+    return _cloudstack_name(text, STATES, "--state")
+
+
+def state_words(state: str | None) -> set[str]:
+    """An async job's state is ``phase/status`` (``complete/FAILED``): either word matches."""
+    return set(state.split("/")) if state else set()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a subscription takes of a matching type, by category and state."""
+
+    categories: frozenset[str]
+    states: frozenset[str]
+    outcomes_only: bool  # neither given: each operation's outcome, and alerts
+    actions_only: bool  # --format cloudstack: ActionEvents, as CloudStack's webhooks
+
+    @classmethod
+    def of(cls, sub: Any) -> Scope:
+        categories, states = getattr(sub, "categories", []), getattr(sub, "states", [])
+        on_where = any(f.field in ("category", "state") for f in sub.filters)
+        explicit = bool(categories or states) or on_where
+        return cls(
+            frozenset(categories),
+            frozenset(states),
+            not explicit,
+            getattr(sub, "format", "json") == "cloudstack",
+        )
+
+    def reason(self, event: Any) -> str | None:
+        """None if the event is in scope, else why not (for people)."""
+        if self.actions_only and event.category != "ActionEvent":
+            return (
+                f"--format cloudstack gets ActionEvents only, as CloudStack's webhooks"
+                f" (this is a {event.category})"
+            )
+        if self.outcomes_only and not is_outcome(event):
+            return (
+                f"not the outcome phase ({event.category} {event.state or ''}".rstrip()
+                + "); by default a subscription gets each operation once, its Completed"
+                " ActionEvent, and alerts: add --category/--state to get others"
+            )
+        if self.categories and ALL not in self.categories and event.category not in self.categories:
+            return f"category {event.category} is not {' or '.join(sorted(self.categories))}"
+        if self.states and not state_words(event.state) & self.states:
+            return f"state {event.state} is not {' or '.join(sorted(self.states))}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -99,7 +194,8 @@ class Matcher(Generic[S]):
     - catch-alls (``*``) in a list;
     - anything else (``V?.*``, ``*.SNAPSHOT.*``) as regular expressions, scanned.
 
-    ``S`` is anything with ``patterns``, ``level``, ``filters`` and ``enabled``.
+    ``S`` is anything with ``patterns``, ``level``, ``filters`` and ``enabled`` (and
+    ``categories``, ``states``, ``format`` if it has them).
     """
 
     def __init__(self, subscriptions: list[S]) -> None:
@@ -111,6 +207,7 @@ class Matcher(Generic[S]):
         self.subscriptions = [s for s in subscriptions if s.enabled]
         self.rank = [LEVEL_RANK[s.level] for s in self.subscriptions]
         self.filters = [_compiled_filters(s.filters) for s in self.subscriptions]
+        self.scopes = [Scope.of(s) for s in self.subscriptions]
         for i, sub in enumerate(self.subscriptions):
             for pattern in {p.upper() for p in sub.patterns}:
                 self._add(pattern, i)
@@ -151,7 +248,11 @@ class Matcher(Generic[S]):
         rank = LEVEL_RANK.get(event.level, 0)
         out = []
         for i in self.candidates(event.type):
-            if rank >= self.rank[i] and self._filters_pass(i, event):
+            if (
+                rank >= self.rank[i]
+                and self.scopes[i].reason(event) is None
+                and self._filters_pass(i, event)
+            ):
                 out.append(self.subscriptions[i])
         return out
 
@@ -199,6 +300,9 @@ def explain(subscription: Any, event: Any) -> Verdict:
         return Verdict(
             name, False, f"level {event.level} is below its minimum {subscription.level}", pattern
         )
+    out_of_scope = Scope.of(subscription).reason(event)
+    if out_of_scope is not None:
+        return Verdict(name, False, out_of_scope, pattern)
     for f in subscription.filters:
         value = getattr(event, f.field, None)
         text = "" if value is None else str(value)

@@ -144,8 +144,25 @@ def m003_outbox(db: Database) -> None:
     db["endpoints"].add_column("total_dropped", int, not_null_default=0)
 
 
+def m004_outcomes_and_names(db: Database) -> None:
+    """Issue 13. Subscriptions choose CloudStack categories and states; existing ones get
+    the new default (both empty: each operation's outcome, and alerts). Names resolved
+    from UUIDs through the API are kept with the time they were read. A seen bus message
+    keeps its content id, so a broker redelivery is told from a twin CloudStack really
+    published twice."""
+    db["subscriptions"].add_column("categories", str, not_null_default="[]")
+    db["subscriptions"].add_column("states", str, not_null_default="[]")
+    db["seen_events"].add_column("digest", str)
+    db["seen_events"].add_column("acked", int, not_null_default=0)
+    db.execute("CREATE INDEX seen_events_digest ON seen_events (digest)")
+    db["names"].create(
+        {"kind": str, "uuid": str, "doc": str, "fetched": float}, pk=("kind", "uuid")
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_operator_control", m002_operator_control),
     ("m003_outbox", m003_outbox),
+    ("m004_outcomes_and_names", m004_outcomes_and_names),
 ]

@@ -121,6 +121,10 @@ class Subscription:
     body: str | None = None
     enabled: bool = True
     group_wait: float = 0.0  # seconds; human channels collect events this long, send one
+    # Which events of a matching type: CloudStack categories and states (phases). Both
+    # empty: each operation's outcome and alerts (see matching.scope_reason).
+    categories: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
     created: str | None = None
     updated: str | None = None
     id: int | None = None
@@ -147,6 +151,8 @@ class Subscription:
             "title": self.title,
             "body": self.body,
             "group_wait": self.group_wait,
+            "categories": list(self.categories),
+            "states": list(self.states),
             "created": self.created,
             "updated": self.updated,
             "endpoints": [ep.as_json(reveal) for ep in self.endpoints],

@@ -380,6 +380,8 @@ def _subscription_row(sub: Subscription, created: str, updated: str) -> dict[str
         "body": sub.body,
         "enabled": int(sub.enabled),
         "group_wait": sub.group_wait,
+        "categories": json.dumps(sub.categories),
+        "states": json.dumps(sub.states),
         "created": created,
         "updated": updated,
     }
@@ -399,6 +401,8 @@ def _subscription(row: sqlite3.Row, endpoints: list[Endpoint]) -> Subscription:
         body=row["body"],
         enabled=bool(row["enabled"]),
         group_wait=row["group_wait"],
+        categories=json.loads(row["categories"]),
+        states=json.loads(row["states"]),
         created=row["created"],
         updated=row["updated"],
     )
@@ -655,6 +659,27 @@ def backlog(store: Store) -> dict[int, dict[str, object]]:
 NO_BACKLOG = {"backlog": 0, "oldest_pending": None, "next_attempt": None, "pending_error": None}
 
 
+class NameStore:
+    """Names read from CloudStack's API by UUID (``names.py``), kept between runs: the
+    answer (or None: the API knows no such UUID) and when it was read."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load(self, since: float) -> list[tuple[str, str, dict[str, Any] | None, float]]:
+        rows = self.store.conn.execute(
+            "SELECT kind, uuid, doc, fetched FROM names WHERE fetched >= ?", (since,)
+        )
+        return [(r[0], r[1], json.loads(r[2]) if r[2] else None, r[3]) for r in rows]
+
+    def save(self, rows: list[tuple[str, str, dict[str, Any] | None, float]]) -> None:
+        with self.store.transaction():
+            self.store.conn.executemany(
+                "INSERT OR REPLACE INTO names (kind, uuid, doc, fetched) VALUES (?, ?, ?, ?)",
+                [(k, u, json.dumps(d) if d is not None else None, t) for k, u, d, t in rows],
+            )
+
+
 class SourceState:
     """What sources keep between runs: cursors (api) and recently seen event ids (amqp
     redeliveries), the latter bounded to ``max_seen`` rows."""
@@ -689,25 +714,32 @@ class SourceState:
             for r in self.store.conn.execute("SELECT source, position, updated FROM cursors")
         }
 
-    def seen(self, event_ids: list[str]) -> set[str]:
-        if not event_ids:
-            return set()
-        marks = ",".join("?" * len(event_ids))
+    def accepted(self, digest: str) -> list[str]:
+        """Ids of the accepted bus messages with this content id that may not have been
+        acknowledged (see ``mark_acknowledged``), oldest first."""
         rows = self.store.conn.execute(
-            f"SELECT event_id FROM seen_events WHERE event_id IN ({marks})",  # noqa: S608
-            event_ids,
+            "SELECT event_id FROM seen_events WHERE digest = ? AND acked = 0 ORDER BY rowid",
+            (digest,),
         )
-        return {r[0] for r in rows}
+        return [r[0] for r in rows]
 
-    def remember(self, event_ids: list[str]) -> None:
-        """Event ids handled (inside a transaction the caller holds), the oldest beyond
-        ``max_seen`` forgotten."""
-        if not event_ids:
+    def mark_acknowledged(self, event_ids: list[str]) -> None:
+        """Ids whose acknowledgement is sent once this transaction is committed: a message
+        not marked so was surely not acknowledged (inside a transaction the caller holds)."""
+        if event_ids:
+            self.store.conn.executemany(
+                "UPDATE seen_events SET acked = 1 WHERE event_id = ?", [(i,) for i in event_ids]
+            )
+
+    def remember(self, events: list[tuple[str, str | None]]) -> None:
+        """(event id, content id) of events handled (inside a transaction the caller
+        holds), the oldest beyond ``max_seen`` forgotten."""
+        if not events:
             return
         now = utcnow()
         self.store.conn.executemany(
-            "INSERT OR IGNORE INTO seen_events (event_id, seen_at) VALUES (?, ?)",
-            [(i, now) for i in event_ids],
+            "INSERT OR IGNORE INTO seen_events (event_id, seen_at, digest) VALUES (?, ?, ?)",
+            [(i, now, d) for i, d in events],
         )
         self.store.conn.execute(
             "DELETE FROM seen_events WHERE rowid <= (SELECT MAX(rowid) FROM seen_events) - ?",

@@ -82,6 +82,8 @@ class SubscriptionInput:
     max_per_minute: str | None = None  # a number, or "default"
     group_wait: str | None = None  # a duration such as 30s; 0 switches grouping off
     strict_order: bool | None = None  # per endpoint: total order instead of per resource
+    categories: list[str] | None = None  # CloudStack's categories; [] = the default
+    states: list[str] | None = None  # CloudStack's states (phases); [] = the default
 
 
 MAX_GROUP_WAIT_S = 3600.0
@@ -179,6 +181,10 @@ def apply(sub: Subscription, spec: SubscriptionInput) -> tuple[Subscription, boo
         new.level = matching.parse_level(spec.level)
     if spec.where is not None:
         new.filters = [matching.parse_filter(w) for w in spec.where]
+    if spec.categories is not None:
+        new.categories = list(dict.fromkeys(matching.parse_category(c) for c in spec.categories))
+    if spec.states is not None:
+        new.states = list(dict.fromkeys(matching.parse_state(c) for c in spec.states))
     if spec.format is not None:
         new.format = _checked_format(spec.format)
     if spec.title is not None:
@@ -197,6 +203,25 @@ def apply(sub: Subscription, spec: SubscriptionInput) -> tuple[Subscription, boo
     if spec.name is not None and spec.name != sub.name:
         new.name = check_name(spec.name)
     return new, generated
+
+
+def notes(sub: Subscription, api_keys: bool) -> list[str]:
+    """What an operator should know about a subscription as written (not errors)."""
+    from csnotify.names import uses_names
+
+    said = []
+    if sub.format == "cloudstack" and sub.categories != ["ActionEvent"]:
+        said.append(
+            f"{sub.name} uses --format cloudstack: only ActionEvents are sent to it, as"
+            " CloudStack's own webhooks send them; alerts and other categories are not"
+        )
+    if not api_keys and uses_names(sub):
+        said.append(
+            f"{sub.name} filters on names: bus events (--source amqp) carry UUIDs, so these"
+            " filters match them only with API keys to resolve names (cloudstack.api_key,"
+            " cloudstack.secret_key); or filter on account_id, domain_id, user_id"
+        )
+    return said
 
 
 def find(store: Store, name: str) -> Subscription:

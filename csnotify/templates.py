@@ -18,8 +18,56 @@ from csnotify.fields import EVENT_FIELDS
 
 FIELDS = (*EVENT_FIELDS, "subscription")
 
+# What ``show`` says the default is; the default itself is ``default_title`` (it leaves
+# out what the event does not have, and words failures and alerts differently).
 DEFAULT_TITLE = "[CloudStack] {type} {state}: {resource_name}"
 DEFAULT_BODY = "{level} {type} {state} {resource_type} {resource_name}\n{description}\n{created}"
+# Separators a title must not end with when the field after them was empty.
+DANGLING = " :-|,;/([–"
+
+
+def tidy(text: str) -> str:
+    """One line, single spaces, no separator left dangling at the end."""
+    return " ".join(text.split()).rstrip(DANGLING).replace("()", "").strip()
+
+
+def _phase(state: str | None) -> str:
+    """``Completed`` as is; an async job's ``complete/SUCCEEDED`` as ``SUCCEEDED``."""
+    return (state or "").rsplit("/", 1)[-1]
+
+
+def default_title(values: Mapping[str, Any]) -> str:
+    """``[CloudStack] VM.START Completed: web-01``; a failure
+    ``[ERROR] VM.STOP failed: web-01 (Unable to stop vm: ...)``; an alert
+    ``[WARN] ALERT.MEMORY: System Alert: Low Available Memory in cluster ...``."""
+    level = values.get("level") or "INFO"
+    tag = "[CloudStack]" if level == "INFO" else f"[{level}]"
+    name = values.get("resource_name") or values.get("resource_id") or ""
+    kind = values.get("type") or ""
+    if values.get("category") == "AlertEvent" or values.get("subject"):
+        text = f"{tag} {kind}: {values.get('subject') or values.get('description') or ''}"
+    elif level == "ERROR" and values.get("category") in ("ActionEvent", "AsyncJobEvent"):
+        text = f"{tag} {kind} failed: {name} ({values.get('description') or ''})"
+    else:
+        text = f"{tag} {kind} {_phase(values.get('state'))}: {name}"
+    return tidy(text)
+
+
+def default_body(values: Mapping[str, Any]) -> str:
+    """What happened, to what, whose and when; empty parts left out."""
+    what = " ".join(
+        str(values[k])
+        for k in ("level", "type", "state", "resource_type", "resource_name")
+        if values.get(k)
+    )
+    who = ", ".join(
+        f"{label} {values[k]}" for k, label in (("account", "account"), ("domain", "domain"),
+                                                ("username", "user"), ("project", "project"))
+        if values.get(k)
+    )  # fmt: skip
+    lines = [what, values.get("subject"), values.get("description"), who, values.get("created")]
+    return "\n".join(str(line) for line in lines if line)
+
 
 _formatter = string.Formatter()
 MAX_WIDTH = 1000  # characters: a longer message is not read by a person anyway

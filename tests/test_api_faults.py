@@ -77,7 +77,7 @@ def test_api_faults_back_off_and_lose_nothing(fault: str, tmp_path: Path) -> Non
     with Receiver() as rx, simulator(tmp_path, "--count", "300", "--rate", "40/s") as sim:
         proxy = FaultyApi(sim.url.rsplit("/client/api", 1)[0])
         subprocess.run(
-            [sys.executable, "-m", "csnotify", "subscribe", "*", "--to", rx.url],
+            [sys.executable, "-m", "csnotify", "subscribe", "*", "--category", "*", "--to", rx.url],
             check=True,
             capture_output=True,
         )

@@ -51,7 +51,7 @@ def stop(proc: subprocess.Popen[str]) -> str:
 
 
 def subscribe_all(rx: Receiver) -> None:
-    r = run_process("subscribe", "*", "--to", rx.url, "--name", "all")
+    r = run_process("subscribe", "*", "--category", "*", "--to", rx.url, "--name", "all")
     assert r.exit_code == 0, r.stderr
 
 

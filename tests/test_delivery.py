@@ -54,7 +54,8 @@ def endpoint_state(cli, name: str, index: int = 0) -> dict:
 
 def test_signed_json_webhook(cli) -> None:
     with Receiver() as rx:
-        key = subscribe(cli, "VM.*", "--to", rx.url + "/hook", "--key", "generate", "--name", "vm")
+        key = subscribe(cli, "VM.*", "--to", rx.url + "/hook", "--key", "generate", "--name", "vm",
+                        "--category", "*")  # every phase  # fmt: skip
         r = cli("dispatch", str(LIST_RESPONSE), "--json")
         assert r.exit_code == 0, r.stderr
         summary = r.json()
@@ -182,7 +183,7 @@ def test_retry_after_is_capped_by_the_last_step_of_the_schedule(cli) -> None:
 def test_dispatch_a_json_array(cli) -> None:
     items = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
     with Receiver() as rx:
-        subscribe(cli, "*", "--to", rx.url)
+        subscribe(cli, "*", "--to", rx.url, "--category", "*")
         r = cli("dispatch", "-", "--json", input=json.dumps(items))
     assert r.json()["delivered"] == 3
     assert [b["event"]["id"] for b in rx.bodies()] == [i["id"] for i in items]
@@ -434,7 +435,7 @@ def test_sms_through_an_smseagle_gateway(cli) -> None:
         r = cli("dispatch", str(alert))
         assert r.exit_code == 0, r.stderr
     (text,) = gw.texts()
-    assert text.startswith("WARN ALERT.MEMORY")
+    assert text.startswith("[WARN] ALERT.MEMORY: System Alert:")
     assert "Low Available Memory" in text
     assert len(text) <= 160
     assert gw.requests[0].json()["params"]["access_token"] == "tok123"
@@ -445,7 +446,7 @@ def test_other_apprise_services_work_unchanged(cli) -> None:
     """Apprise's generic json:// service, pointed at a local receiver."""
     with Receiver() as rx:
         uri = rx.url.replace("http://", "json://") + "/notify"
-        subscribe(cli, "VM.START", "--to", uri, "--name", "jsonsvc")
+        subscribe(cli, "VM.START", "--to", uri, "--name", "jsonsvc", "--category", "*")
         cli("dispatch", str(LIST_RESPONSE))
     assert len(rx.requests) == 3
     body = rx.requests[0].json()

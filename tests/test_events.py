@@ -59,11 +59,11 @@ EXPECTED_BUS = {
     "ActionEvent_escaped.json": ("CREATE_TAGS", "ActionEvent", "INFO", "Completed", "Tag",
                                  "8f1e2d3c-4b5a-4968-8776-655443322110"),
     "AlertEvent.json": ("ALERT.MEMORY", "AlertEvent", "WARN", None, None, None),
-    "UsageEvent.json": ("VM.START", "UsageEvent", "INFO", None, "com.cloud.vm.UserVmVO", UUID_VM),
+    "UsageEvent.json": ("VM.START", "UsageEvent", "INFO", None, "VirtualMachine", UUID_VM),
     "ResourceStateEvent.json": ("OperationSucceeded", "ResourceStateEvent", "INFO", "Running",
                                 "VirtualMachine", UUID_VM),
-    "AsyncJobEvent.json": ("submit", "AsyncJobEvent", "INFO", "IN_PROGRESS", "VirtualMachine",
-                           UUID_VM),
+    "AsyncJobEvent.json": ("VM.START", "AsyncJobEvent", "INFO", "submit/IN_PROGRESS",
+                           "VirtualMachine", UUID_VM),
 }  # fmt: skip
 
 
@@ -206,3 +206,21 @@ def test_cmk_inner_object_is_a_list_response() -> None:
     broken = json.dumps({"count": 2, "event": [items[0], {"id": "x"}]}, indent=1)
     out = list(parse_stream(broken))
     assert out[0].id == items[0]["id"] and "event 2" in str(out[1])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_BUS))
+def test_gson_key_order_is_a_java_hashmaps(name: str) -> None:
+    """CloudStack builds each description as a HashMap: its iteration order is what Gson
+    writes, and ``hashmap_order`` gives it for any key set (nested objects too)."""
+    from csnotify.events import as_hashmap, hashmap_order, java_hash
+
+    def bucket(key: str) -> int:  # HashMap.hash, in a table of 16
+        return (java_hash(key) ^ (java_hash(key) >> 16)) & 15
+
+    sample = load_fixture(f"amqp/{name}")
+    keys = list(json.loads(sample["body_raw"]))
+    buckets = [bucket(k) for k in keys]
+    assert buckets == sorted(buckets)  # CloudStack's own order is by bucket
+    assert [bucket(k) for k in hashmap_order(sorted(keys))] == buckets
+    assert hashmap_order(keys) == keys  # ties keep their insertion order
+    assert gson_dumps(as_hashmap(sample["body"])) == sample["body_raw"]

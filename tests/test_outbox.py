@@ -94,7 +94,7 @@ def test_amqp_a_hanging_and_a_failing_endpoint_hold_up_nobody(tmp_path: Path, bu
         Receiver(lambda _r: Answer(500, b"down")) as failing,
     ):
         for name, rx in (("ok", healthy), ("hang", hanging), ("fail", failing)):
-            subscribe("VM.*", "--to", rx.url, "--name", name)
+            subscribe("VM.*", "--to", rx.url, "--name", name, "--category", "*")
         env = {**bus.env(), "CSNOTIFY_DELIVERY_TIMEOUT": "3"}
         listen = start_listen("--source", "amqp", env=env)
         try:
@@ -129,8 +129,8 @@ def test_api_a_hanging_endpoint_holds_up_nobody(tmp_path: Path) -> None:
         Receiver(lambda _r: Answer(200, delay=60)) as hanging,
         simulator(tmp_path, "--count", "300", "--rate", "300/s") as sim,
     ):
-        subscribe("*", "--to", healthy.url, "--name", "ok")
-        subscribe("*", "--to", hanging.url, "--name", "hang")
+        subscribe("*", "--to", healthy.url, "--name", "ok", "--category", "*")
+        subscribe("*", "--to", hanging.url, "--name", "hang", "--category", "*")
         env = {**api_env(sim), "CSNOTIFY_DELIVERY_TIMEOUT": "3"}
         listen = start_listen("--source", "api", "--interval", "0.3", "--since", "10m", env=env)
         try:
@@ -165,7 +165,7 @@ def test_order_per_resource_with_many_in_flight(tmp_path: Path, bus) -> None:  #
         return Answer(200)
 
     with Receiver(slow) as rx:
-        subscribe("VM.*", "--to", rx.url, "--name", "ordered")
+        subscribe("VM.*", "--to", rx.url, "--name", "ordered", "--category", "*")
         env = bus.env()
         assert (
             run_process("listen", "--source", "amqp", "--once", env={**os.environ, **env}).exit_code

@@ -293,7 +293,9 @@ def test_operations_are_sequenced_as_cloudstack_does() -> None:
     while len(items) < 9 or items[-1].routing_key.split(".")[2] != "complete":
         items.append(next(stream))
     kinds = [(i.category, i.routing_key.split(".")[2]) for i in items]
-    assert kinds[0] == ("AsyncJobEvent", "submit")
+    # ApiServer.queueCommand records Scheduled, then AsyncJobManagerImpl publishes submit
+    assert [c for c, _ in kinds[:2]] == ["ActionEvent", "AsyncJobEvent"]
+    assert kinds[1][1] == "submit" and kinds[-1][1] == "complete"
     states = [i.list_item["state"] for i in items if i.list_item]
     assert states == ["Scheduled", "Started", "Completed"]
     scheduled = next(i.list_item for i in items if i.list_item)
@@ -302,8 +304,13 @@ def test_operations_are_sequenced_as_cloudstack_does() -> None:
         for i in items
         if i.list_item and i.list_item["state"] != "Scheduled"
     )
-    transitions = [i.body["status"] for i in items if i.category == "ResourceStateEvent"]
-    assert transitions == ["preStateTransitionEvent", "postStateTransitionEvent"]
+    pre, post = (i for i in items if i.category == "ResourceStateEvent")
+    if pre.body["resource"] == "VirtualMachine":  # UserVmStateListener adds the status
+        assert (pre.body["status"], post.body["status"]) == (
+            "preStateTransitionEvent", "postStateTransitionEvent",
+        )  # fmt: skip
+    else:  # volume, snapshot and network listeners publish byte-identical twins
+        assert "status" not in pre.body and pre.body_text == post.body_text
     assert [k for c, k in kinds if c == "AsyncJobEvent"] == ["submit", "update", "complete"]
     assert "jobResult" in items[-1].body
     usage = [i.body["resource"] for i in items if i.category == "UsageEvent"]

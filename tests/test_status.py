@@ -34,7 +34,9 @@ def test_status_of_a_fresh_store(cli) -> None:
 def test_status_after_listening(tmp_path) -> None:
     items = load_fixture("api/listevents_response.json")["listeventsresponse"]["event"]
     with Receiver() as rx:
-        assert run_process("subscribe", "*", "--to", rx.url, "--name", "all").exit_code == 0
+        assert (
+            run_process("subscribe", "*", "--category", "*", "--to", rx.url, "--name", "all")
+        ).exit_code == 0
         assert run_process("subscribe", "*", "--to", "http://127.0.0.1:9/", "--name", "dead",
                            "--disabled").exit_code == 0  # fmt: skip
         text = "\n".join(json.dumps(i) for i in items) + "\n"

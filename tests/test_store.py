@@ -90,24 +90,32 @@ def test_a_version_1_store_keeps_its_data_through_m002(cli, tmp_path: Path) -> N
     assert sub["group_wait"] == 0 and sub["patterns"] == ["VM.*"]
     (ep,) = sub["endpoints"]
     assert (ep["total_successes"], ep["max_per_minute"], ep["total_muted"]) == (41, None, 0)
-    assert Store.open(path).schema_version == len(MIGRATIONS) == 3
+    assert Store.open(path).schema_version == len(MIGRATIONS) == 4
     assert cli("--db", str(path), "mute", "old", "--for", "1h", "--reason", "x").exit_code == 0
+
+
+def older_store(path: Path, version: int, group_wait: float = 0) -> sqlite3.Connection:
+    """A store as the release with ``version`` migrations left it, holding subscription
+    'old' ('VM.*'); the caller adds what else it needs, sets user_version and commits."""
+    from sqlite_utils import Database
+
+    conn = sqlite3.connect(path)
+    for name, step in MIGRATIONS[:version]:
+        step(Database(conn))
+        Database(conn)["migrations"].insert({"name": name, "applied_at": "2026-11-20T00:00:00Z"})
+    conn.execute(
+        "INSERT INTO subscriptions (id, name, patterns, level, filters, format, enabled,"
+        " group_wait) VALUES (1, 'old', '[\"VM.*\"]', 'INFO', '[]', 'json', 1, ?)",
+        (group_wait,),
+    )
+    return conn
 
 
 def test_a_version_2_store_keeps_its_data_through_m003(cli, tmp_path: Path) -> None:
     """A store written by the release before the outbox (schema version 2), with a pending
     digest, a mute and counters: all kept; the endpoint gets a backlog of 0."""
-    from sqlite_utils import Database
-
     path = tmp_path / "v2.db"
-    conn = sqlite3.connect(path)
-    for name, step in MIGRATIONS[:2]:
-        step(Database(conn))
-        Database(conn)["migrations"].insert({"name": name, "applied_at": "2026-11-20T00:00:00Z"})
-    conn.execute(
-        "INSERT INTO subscriptions (id, name, patterns, level, filters, format, enabled,"
-        " group_wait) VALUES (1, 'old', '[\"VM.*\"]', 'INFO', '[]', 'json', 1, 30)"
-    )
+    conn = older_store(path, 2, group_wait=30)
     conn.execute(
         "INSERT INTO endpoints (id, subscription_id, position, uri, enabled, total_successes,"
         " max_per_minute, total_folded) VALUES (7, 1, 0, 'https://hooks.example/cs', 1, 41, 5, 3)"
@@ -129,11 +137,38 @@ def test_a_version_2_store_keeps_its_data_through_m003(cli, tmp_path: Path) -> N
     mutes = cli("--db", str(path), "mutes", "--json").json()
     assert [m["reason"] for m in mutes] == ["deploy"]
     store = Store.open(path)
-    assert store.schema_version == 3
+    assert store.schema_version == 4
     assert [r[0] for r in store.conn.execute("SELECT name FROM migrations ORDER BY name")] == [
-        "m001_initial", "m002_operator_control", "m003_outbox",
+        "m001_initial", "m002_operator_control", "m003_outbox", "m004_outcomes_and_names",
     ]  # fmt: skip
     assert store.conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
+
+
+def test_a_version_3_store_moves_its_subscriptions_to_one_notification_per_operation(
+    cli, tmp_path: Path
+) -> None:
+    """Issue 13: a subscription made before categories and states existed gets the new
+    default (each operation's outcome, and alerts), as the README's release notes say."""
+    path = tmp_path / "v3.db"
+    conn = older_store(path, 3)
+    conn.execute("INSERT INTO seen_events (event_id, seen_at) VALUES ('e1', '2026-11-20')")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    sub = cli("--db", str(path), "show", "old", "--json").json()
+    assert (sub["categories"], sub["states"]) == ([], [])
+    scheduled = tmp_path / "scheduled.json"
+    scheduled.write_text(
+        '{"routing_key": "management-server.ActionEvent.VM-START.VirtualMachine.v1",'
+        ' "body": {"event": "VM.START", "status": "Scheduled", "entityuuid": "v1"}}'
+    )
+    r = cli("--db", str(path), "match", "--event", str(scheduled))
+    assert "skips   old: not the outcome phase (ActionEvent Scheduled)" in r.stdout
+    completed = scheduled.read_text().replace("Scheduled", "Completed")
+    scheduled.write_text(completed)
+    assert "reaches old" in cli("--db", str(path), "match", "--event", str(scheduled)).stdout
+    store = Store.open(path)
+    assert [tuple(r) for r in store.conn.execute("SELECT digest FROM seen_events")] == [(None,)]
 
 
 def test_newer_store_is_refused(cli, tmp_path: Path) -> None:

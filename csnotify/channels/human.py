@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from csnotify.channels.base import Message
 from csnotify.pacing import DIGEST_TYPE, digest_text
-from csnotify.templates import DEFAULT_BODY, DEFAULT_TITLE, render
+from csnotify.templates import default_body, default_title, render, tidy
 
 SMS_LIMIT = 160
 # Apprise services that end up as a text message: short body, no separate title.
@@ -16,7 +16,6 @@ SMS_SCHEMES = frozenset(
         "threema", "voipms", "smsc",
     }
 )  # fmt: skip
-SMS_BODY = "{level} {type} {state} {resource_name}: {description}"
 
 
 def is_sms(uri: str) -> bool:
@@ -38,7 +37,12 @@ def render_message(message: Message) -> tuple[str, str]:
     values["subscription"] = message.subscription.name
     sub = message.subscription
     if is_sms(message.uri):
-        return "", _short(render(sub.body or SMS_BODY, values, "--body"))
-    title = " ".join(render(sub.title or DEFAULT_TITLE, values, "--title").split())
-    body = render(sub.body or DEFAULT_BODY, values, "--body")
+        if sub.body:
+            return "", _short(render(sub.body, values, "--body"))
+        text = default_title(values)
+        if values.get("level") != "ERROR" and values.get("description"):  # a failure's is in it
+            text = f"{text} - {values['description']}"
+        return "", _short(text)
+    title = tidy(render(sub.title, values, "--title")) if sub.title else default_title(values)
+    body = render(sub.body, values, "--body") if sub.body else default_body(values)
     return title, body

@@ -38,7 +38,9 @@ def body_and_headers(message: Message) -> tuple[bytes, dict[str, str]]:
         body = cloudstack_description(event).encode()
         headers = {
             "Content-Type": "application/json; charset=UTF-8",
-            "User-Agent": f"CS-Hookshot/{event.account or '-'} {USER_AGENT}",
+            # WebhookDeliveryThread.updateRequestHeaders: "CS-Hookshot/" + the event's
+            # resource account UUID, nothing else
+            "User-Agent": f"CS-Hookshot/{event.account_id or ''}",
             "X-CS-Event-ID": event.id,
             "X-CS-Event": event.type,
         }

@@ -337,6 +337,24 @@ STRICT_ORDER_OPT = typer.Option(
     " one resource in order, different resources in parallel).",
     show_default=False,
 )
+CATEGORY_OPT = typer.Option(
+    [],
+    "--category",
+    metavar="CATEGORY",
+    help="CloudStack category to receive (repeatable): ActionEvent, AlertEvent, UsageEvent,"
+    " ResourceStateEvent, AsyncJobEvent, or '*' for all. Default: each operation's outcome,"
+    " and alerts.",
+    autocompletion=choices(
+        "ActionEvent", "AlertEvent", "UsageEvent", "ResourceStateEvent", "AsyncJobEvent"
+    ),
+)
+STATE_OPT = typer.Option(
+    [],
+    "--state",
+    metavar="STATE",
+    help="CloudStack state (phase) to receive (repeatable), e.g. Scheduled, Started,"
+    " Completed, FAILED, Running.",
+)
 GROUP_WAIT_OPT = typer.Option(
     None,
     "--group-wait",

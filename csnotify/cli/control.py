@@ -55,7 +55,7 @@ def match(
       csnotify match VM.CREATE --level ERROR --json
       csnotify match --event captured-bus-message.json
     """
-    from csnotify.events import Event, now_iso, parse_stream
+    from csnotify.events import Event, describe, now_iso, parse_stream
     from csnotify.matching import FILTER_FIELDS, explain, parse_level
     from csnotify.mutes import MuteSet
     from csnotify.redact import mask_uri
@@ -71,6 +71,11 @@ def match(
                 f"{event_file}: {first if first is not None else 'no event in the file'}"
             )
         event = first
+        if event.source == "amqp":  # names resolved as the listener would
+            from csnotify import aio
+            from csnotify.names import resolve
+
+            aio.run(resolve(app_state.settings(), [event]))
     else:
         if not event_type:
             raise BadInput("give an event TYPE (e.g. VM.START) or --event FILE")
@@ -107,6 +112,7 @@ def match(
     if as_json:
         app_state.terminal.json({"event": event.fields(), "subscriptions": verdicts})
         return
+    app_state.terminal.out(f"event: {describe(event)}")
     if not subs:
         app_state.terminal.err("no subscriptions yet; create one with 'csnotify subscribe'")
         return

@@ -107,16 +107,21 @@ def listen(
             stop.set()
 
     async def run() -> int:
+        from csnotify.events import parse_alert_levels
+        from csnotify.names import from_settings
+
+        names = from_settings(settings) if source != "api" else None
         listener = Listener(
-            app_state.store(), DeliverySettings.from_settings(settings), options, out, stop=stop
-        )
+            app_state.store(), DeliverySettings.from_settings(settings), options, out, stop=stop,
+            names=names, alert_levels=parse_alert_levels(settings["cloudstack.alert_levels"]),
+        )  # fmt: skip
         src = _make_source(source, settings, interval, start, once, terminal)
         try:
             await listener.run(src)
         finally:
-            close = getattr(getattr(src, "client", None), "close", None)
-            if close is not None:
-                await close()
+            for client in (getattr(src, "client", None), names and names.client):
+                if client is not None:
+                    await client.close()
         return listener.rejected
 
     start = _start_time(since)
@@ -142,7 +147,8 @@ def _log_start(source: str, settings: Settings, interval: float, store: Store) -
         "stdin": "standard input",
     }[source]
     subs = store.subscriptions()
-    logging.getLogger("csnotify").log(
+    logger = logging.getLogger("csnotify")
+    logger.log(
         NOTICE,
         "listening: source %s, %s; %d subscriptions (%d enabled)",
         source,
@@ -150,6 +156,14 @@ def _log_start(source: str, settings: Settings, interval: float, store: Store) -
         len(subs),
         sum(s.enabled for s in subs),
     )
+    if source == "amqp" and not (
+        settings["cloudstack.api_key"] and settings["cloudstack.secret_key"]
+    ):
+        from csnotify.names import names_hint
+
+        hint = names_hint(subs)
+        if hint:
+            logger.warning("%s", hint)
 
 
 def _start_time(since: str | None) -> datetime | None:

@@ -10,11 +10,13 @@ import typer
 from typer.exceptions import Exit
 
 from csnotify.cli.common import (
+    CATEGORY_OPT,
     GROUP_WAIT_OPT,
     JSON_OPT,
     LEVELS,
     MAX_PER_MINUTE_OPT,
     NAME_ARG,
+    STATE_OPT,
     STRICT_ORDER_OPT,
     WEBHOOK_FORMATS,
     AppState,
@@ -64,6 +66,8 @@ def subscribe(
     where: list[str] = typer.Option(
         [], "--where", metavar="FIELD=VALUE|FIELD~REGEX", help="Filter (repeatable, ANDed)."
     ),
+    category: list[str] = CATEGORY_OPT,
+    state_: list[str] = STATE_OPT,
     fmt: str = typer.Option(
         "json",
         "--format",
@@ -96,9 +100,15 @@ def subscribe(
     different resources go out in parallel (delivery.per_endpoint at once).
     --strict-order sends one at a time, in acceptance order, for receivers that need it.
 
+    By default a subscription gets each operation once: its outcome (the Completed
+    ActionEvent, success or failure) and alerts. --category and --state ask for other
+    phases and categories (Scheduled, Started; UsageEvent, ResourceStateEvent,
+    AsyncJobEvent). --format cloudstack gets ActionEvents only, as CloudStack's webhooks.
+
     \b
     Examples:
       csnotify subscribe 'VM.*' --to https://hooks.example/cs --key generate
+      csnotify subscribe 'VM.*' --state Scheduled --state Completed --to https://hooks.example/cs
       csnotify subscribe '*' --level ERROR --name oncall --group-wait 30s --to - \\
           < oncall-mail.uri   # mailto://user:pass@smtp.example?to=oncall@example
       csnotify subscribe VM.START VM.STOP --to 'cmd:/usr/local/bin/dns-update' \\
@@ -123,10 +133,13 @@ def subscribe(
         max_per_minute=max_per_minute,
         group_wait=group_wait,
         strict_order=strict_order,
+        categories=category,
+        states=state_,
     )
     created = subscriptions.subscribe(app_state.store(), spec, enabled=not disabled)
     sub = created.subscription
     _warn_group_wait(app_state, sub)
+    _notes(app_state, sub)
     if as_json:
         data = sub.as_json()
         if created.generated_key:
@@ -140,6 +153,15 @@ def subscribe(
     )
     if created.generated_key:
         app_state.terminal.out(f"signing key (shown once, keep it): {created.generated_key}")
+
+
+def _notes(app_state: AppState, sub: Subscription) -> None:
+    from csnotify.subscriptions import notes
+
+    settings = app_state.settings()
+    keys = bool(settings["cloudstack.api_key"] and settings["cloudstack.secret_key"])
+    for line in notes(sub, keys):
+        app_state.terminal.err(f"csnotify: note: {line}")
 
 
 def _warn_group_wait(app_state: AppState, sub: Subscription) -> None:
@@ -320,6 +342,13 @@ def update(
     ),
     where: list[str] = typer.Option([], "--where", help="Replace the filters (repeatable)."),
     no_where: bool = typer.Option(False, "--no-where", help="Remove all filters."),
+    category: list[str] = CATEGORY_OPT,
+    state_: list[str] = STATE_OPT,
+    outcomes: bool = typer.Option(
+        False,
+        "--outcomes",
+        help="Back to the default: outcomes and alerts (no --category/--state).",
+    ),
     fmt: str | None = typer.Option(
         None, "--format", metavar="json|cloudevents|cloudstack", autocompletion=WEBHOOK_FORMATS
     ),
@@ -352,6 +381,8 @@ def update(
 
     if where and no_where:
         raise BadInput("--where and --no-where cannot be combined")
+    if outcomes and (category or state_):
+        raise BadInput("--outcomes cannot be combined with --category or --state")
     app_state = state(ctx)
     if key == "-" and "-" in to:
         raise BadInput("--key - and --to - both read stdin; put the URIs in --to-file")
@@ -371,6 +402,8 @@ def update(
         max_per_minute=max_per_minute,
         group_wait=group_wait,
         strict_order=strict_order,
+        categories=[] if outcomes else (category or None),
+        states=[] if outcomes else (state_ or None),
     )
     result = subscriptions.update(
         app_state.store(),
@@ -384,6 +417,7 @@ def update(
     )
     if group_wait is not None:
         _warn_group_wait(app_state, result.subscription)
+    _notes(app_state, result.subscription)
     if result.discarded:
         app_state.terminal.err(
             f"csnotify: warning: {result.discarded} pending deliveries of the removed"

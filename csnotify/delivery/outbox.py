@@ -71,7 +71,9 @@ class Changes:
     records: list[DeliveryRecord] = field(default_factory=list)
     batches: dict[int, Batch | None] = field(default_factory=dict)  # None: sent or gone
     disable: list[tuple[int, str]] = field(default_factory=list)
-    seen: list[str] = field(default_factory=list)  # event ids handled (bus redeliveries)
+    # (event id, content id) of bus messages handled, to tell their redeliveries
+    seen: list[tuple[str, str | None]] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)  # of those, ids about to be acknowledged
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)  # source positions
 
     def __bool__(self) -> bool:
@@ -79,7 +81,8 @@ class Changes:
 
 
 CHANGE_FIELDS = (
-    "new", "retries", "ended", "ended_at", "records", "batches", "disable", "seen", "cursors",
+    "new", "retries", "ended", "ended_at", "records", "batches", "disable", "seen", "acked",
+    "cursors",
 )  # fmt: skip
 
 
@@ -131,6 +134,7 @@ class Outbox:
             for endpoint_id, reason in changes.disable:
                 self.log.write_disable(endpoint_id, reason)
             self.state.remember(changes.seen)
+            self.state.mark_acknowledged(changes.acked)
             for source, position in changes.cursors.items():
                 self.state.write_cursor(source, position)
 

@@ -137,7 +137,7 @@ class Pipeline:
         for target in targets:
             self._take(target, event)
         if remember:
-            self.writer.changes.seen.append(event.id)
+            self.writer.changes.seen.append((event.id, event.digest))
         if on_done is not None:
             if targets or remember:
                 self.writer.after(on_done)
@@ -145,6 +145,13 @@ class Pipeline:
                 on_done()
         await self.writer.room()
         return len(targets)
+
+    def acknowledge(self, event_id: str, ack: Callable[[], Any]) -> None:
+        """Mark a remembered event as acknowledged, then (once that is committed) run
+        ``ack``: so a message the store does not show acknowledged surely was not, and a
+        redelivery can be told from a twin (sources/amqp.py)."""
+        self.writer.changes.acked.append(event_id)
+        self.writer.after(ack)
 
     def checkpoint(self, source: str, position: dict[str, Any]) -> None:
         """Write a source's position with the next commit: in the same transaction as the

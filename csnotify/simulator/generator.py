@@ -1,6 +1,7 @@
-"""Realistic CloudStack events: each operation emits what CloudStack emits for it (async
-job submitted, action Scheduled/Started/Completed with parentid, state transitions, usage
-records, job completion), plus an occasional alert. Shapes follow shared/fixtures."""
+"""Realistic CloudStack events: each operation emits what CloudStack emits for it, in
+CloudStack's order (action Scheduled, async job submitted, action Started, job updated,
+state transitions, action Completed, usage record, job completed), plus an occasional
+alert. Bodies are written as Gson writes CloudStack's HashMaps (``as_hashmap``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from csnotify.events import gson_dumps
+from csnotify.events import as_hashmap, gson_dumps
 
 SOURCE = "management-server"
 ACCOUNT_UUID = "5e4f1a2b-8c3d-11ee-9a7b-0242ac120002"
@@ -78,10 +79,11 @@ class Generated:
     body: dict[str, Any]
     list_item: dict[str, Any] | None = None
     seq: int = 0
+    text: str | None = None  # replayed: the body's bytes as captured
 
     @property
     def body_text(self) -> str:
-        return gson_dumps(self.body)
+        return self.text if self.text is not None else gson_dumps(as_hashmap(self.body))
 
 
 def routing_key(
@@ -134,28 +136,37 @@ class Generator:
         item.seq = self.seq
         return item
 
-    def _operation(self, op: Operation, clock: Any) -> Iterator[Generated]:
+    def operation(
+        self, op: Operation, clock: Any, failed: bool, name: str | None = None
+    ) -> Iterator[Generated]:
+        """Everything one asynchronous operation publishes, in CloudStack's order:
+        ApiServer.queueCommand records the Scheduled ActionEvent, then submits the job
+        (framework/jobs AsyncJobManagerImpl.submitAsyncJob publishes ``submit``); the job
+        starts (Started), attaches its instance (updateAsyncJobAttachment publishes
+        ``update``), moves the state machine (pre- and post-transition), completes the
+        ActionEvent (``Error while ...`` when it failed), records usage, and
+        completeAsyncJob publishes ``complete`` with the job's result."""
         resource = self._uuid()
         job = self._uuid()
-        name = f"{op.entity.lower()[:3]}-{self.rng.randrange(1, 999):03d}"
-        failed = self.rng.random() < self.failure_rate
-        yield self._next(self._job("submit", op, resource, job, "IN_PROGRESS"))
+        name = name or f"{op.entity.lower()[:3]}-{self.rng.randrange(1, 999):03d}"
         scheduled = self._action(op, resource, name, "Scheduled", clock(), None, failed=False)
         yield scheduled
         parent = scheduled.list_item["id"] if scheduled.list_item else None
+        yield self._next(self._job("submit", op, resource, job, "IN_PROGRESS", name))
         yield self._action(op, resource, name, "Started", clock(), parent, failed=False)
+        yield self._next(self._job("update", op, resource, job, "IN_PROGRESS", name))
         if op.old_state and not failed:
             yield self._next(self._state(op, resource, "preStateTransitionEvent", clock()))
             yield self._next(self._state(op, resource, "postStateTransitionEvent", clock()))
         yield self._action(op, resource, name, "Completed", clock(), parent, failed=failed)
         if op.usage and not failed:
             yield self._next(self._usage(op, resource, clock()))
-        # ApiServer.handleAsyncJobPublishEvent: submit, then update when the job's status
-        # changes, then complete (framework/jobs AsyncJobManagerImpl.completeAsyncJob).
-        yield self._next(self._job("update", op, resource, job, "IN_PROGRESS"))
         yield self._next(
-            self._job("complete", op, resource, job, "FAILED" if failed else "SUCCEEDED")
+            self._job("complete", op, resource, job, "FAILED" if failed else "SUCCEEDED", name)
         )
+
+    def _operation(self, op: Operation, clock: Any) -> Iterator[Generated]:
+        yield from self.operation(op, clock, failed=self.rng.random() < self.failure_rate)
 
     def _action(
         self, op: Operation, resource: str, name: str, state: str, moment: datetime,
@@ -197,6 +208,9 @@ class Generator:
         return self._next(Generated("ActionEvent", key, body, item))
 
     def _state(self, op: Operation, resource: str, status: str, moment: datetime) -> Generated:
+        """One state-machine message. Only the VM listener (UserVmStateListener) adds
+        ``status``; the volume, snapshot and network listeners publish the pre- and the
+        post-transition message with identical bodies: byte-identical twins."""
         event = "OperationSucceeded"
         body = {
             "eventDateTime": _bus_time(moment, self.zone),
@@ -204,8 +218,9 @@ class Generator:
             "resource": op.entity,
             "id": resource,
             "new-state": op.new_state,
-            "status": status,
         }
+        if op.entity == "VirtualMachine":
+            body["status"] = status
         return Generated(
             "ResourceStateEvent",
             routing_key("ResourceStateEvent", event, op.entity, resource),
@@ -224,7 +239,9 @@ class Generator:
         }
         return Generated("UsageEvent", routing_key("UsageEvent", op.usage, cls, resource), body)
 
-    def _job(self, phase: str, op: Operation, resource: str, job: str, status: str) -> Generated:
+    def _job(
+        self, phase: str, op: Operation, resource: str, job: str, status: str, name: str = ""
+    ) -> Generated:
         body = {
             "jobId": job,
             "commandEventType": op.event_type,
@@ -240,7 +257,9 @@ class Generator:
             "status": status,
         }  # fmt: skip
         if status == "FAILED":
-            body["jobResult"] = {"errorcode": 530, "errortext": f"Failed to {op.verb}"}
+            # the job's ExceptionResponse (ApiAsyncJobDispatcher.runJob)
+            why = f"Unable to {op.event_type.rsplit('.', 1)[-1].lower()} {name or resource}"
+            body["jobResult"] = {"errorcode": 530, "errortext": f"{why}: host kvm-03 is down"}
         elif status == "SUCCEEDED":
             body["jobResult"] = {op.entity.lower(): {"id": resource}}
         return Generated(

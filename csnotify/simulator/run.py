@@ -114,7 +114,11 @@ def replayed(path: Path) -> Iterator[Generated]:
                 else loads(doc.get("body_raw", "{}"))
             )
             seq += 1
-            yield Generated(doc["routing_key"].split(".")[1], doc["routing_key"], body, None, seq)
+            row = doc.get("list_item") if isinstance(doc.get("list_item"), dict) else None
+            text = doc["body_raw"] if isinstance(doc.get("body_raw"), str) else None
+            yield Generated(
+                doc["routing_key"].split(".")[1], doc["routing_key"], body, row, seq, text
+            )
             continue
         else:
             rows = [doc]
@@ -144,6 +148,7 @@ def _stream(options: SimulatorOptions, zone: tzinfo) -> Iterator[Generated]:
 async def _emit(item: Generated, api: Api, publisher: BusPublisher | None, record: Any) -> None:
     if item.list_item is not None:
         api.log.add(item.list_item)
+        api.directory.learn(item.list_item)
     if publisher is not None and item.routing_key:
         await publisher.publish(item)
     if record is not None:

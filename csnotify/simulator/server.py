@@ -1,5 +1,7 @@
-"""The simulator's HTTP API at /client/api: listEvents, listCapabilities and listApis,
-with requests verified the way CloudStack's ApiServer verifies them."""
+"""The simulator's HTTP API at /client/api: listEvents, listCapabilities, listApis, and the
+list commands that name what the event bus gives by UUID (listUsers, listAccounts,
+listDomains, listProjects, listVirtualMachines, listVolumes, listNetworks,
+listSnapshots), with requests verified the way CloudStack's ApiServer verifies them."""
 
 from __future__ import annotations
 
@@ -27,6 +29,70 @@ class EventLog:
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
+
+
+# list command -> (kind in the directory, item key of the response); the answer wraps
+# them as CloudStack does: {"listvirtualmachinesresponse": {"count": 1, "virtualmachine": [..]}}
+LIST_COMMANDS = {
+    "listUsers": ("user", "user"),
+    "listAccounts": ("account", "account"),
+    "listDomains": ("domain", "domain"),
+    "listProjects": ("project", "project"),
+    "listVirtualMachines": ("VirtualMachine", "virtualmachine"),
+    "listVolumes": ("Volume", "volume"),
+    "listNetworks": ("Network", "network"),
+    "listSnapshots": ("Snapshot", "snapshot"),
+}
+
+
+@dataclass
+class Directory:
+    """The simulated cloud's users, accounts, domains and resources, by UUID: what the list
+    commands answer. Resources are learned from the listEvents rows the simulator makes
+    (their ``resourceid``, ``resourcetype`` and ``resourcename``)."""
+
+    items: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from csnotify.simulator.generator import ACCOUNT_UUID, DOMAIN_UUID, USER_UUID
+
+        domain = {"id": DOMAIN_UUID, "name": "ROOT", "path": "ROOT", "level": 0}
+        self.add("domain", domain)
+        owner = {"account": "admin", "accountid": ACCOUNT_UUID, "domain": "ROOT",
+                 "domainid": DOMAIN_UUID}  # fmt: skip
+        self.add("account", {"id": ACCOUNT_UUID, "name": "admin", "accounttype": 1,
+                             "domain": "ROOT", "domainid": DOMAIN_UUID})  # fmt: skip
+        self.add("user", {"id": USER_UUID, "username": "admin", **owner})
+
+    def add(self, kind: str, item: dict[str, Any]) -> None:
+        self.items.setdefault(kind, {})[item["id"]] = item
+
+    def learn(self, row: dict[str, Any]) -> None:
+        kind, uuid, name = row.get("resourcetype"), row.get("resourceid"), row.get("resourcename")
+        if kind and uuid and name and uuid not in self.items.get(kind, {}):
+            owner = {k: row.get(k) for k in ("account", "domainid", "domain")}
+            self.add(kind, {"id": uuid, "name": name, **owner})
+
+    def answer(self, command: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """By ``id``, as CloudStack: an unknown UUID is refused by ParamProcessWorker
+        (translateUuidToInternalId) with a 431 before the command runs."""
+        kind, key = LIST_COMMANDS[command]
+        wrapper = f"{command.lower()}response"
+        uuid = params.get("id")
+        if uuid is None:
+            found = list(self.items.get(kind, {}).values())
+        elif uuid in self.items.get(kind, {}):
+            found = [self.items[kind][uuid]]
+        else:
+            return 431, error(
+                command,
+                431,
+                f"Unable to execute API command {command.lower()} due to invalid value."
+                f" Invalid parameter id value={uuid} due to incorrect long value format, or"
+                " entity does not exist or due to incorrect parameter annotation for the"
+                " field in api cmd class.",
+            )
+        return 200, {wrapper: {"count": len(found), key: found} if found else {}}
 
 
 @dataclass
@@ -205,6 +271,7 @@ class Api:
     log: EventLog
     behaviour: Behaviour = field(default_factory=Behaviour)
     requests: dict[str, int] = field(default_factory=dict)
+    directory: Directory = field(default_factory=Directory)
 
     def verify(self, params: dict[str, str]) -> bool:
         if params.get("apiKey") != self.api_key or "signature" not in params:
@@ -232,6 +299,8 @@ class Api:
             return 200, CAPABILITIES
         if command == "listApis":
             return 200, APIS
+        if command in LIST_COMMANDS:
+            return self.directory.answer(command, params)
         return 432, error(
             command or "api",
             432,

@@ -3,10 +3,23 @@
 A durable queue (shared by every listener: competing consumers) bound to CloudStack's
 topic exchange with keys derived from the subscriptions. Each message is acknowledged
 once its deliveries are written to the store (with its event id): at-least-once. The
-acknowledgements go out batched (``Acks``). A
-message the broker redelivers is skipped if its event id was already accepted. Messages
-that are not CloudStack events are logged and acknowledged, never redelivered forever.
-When the broker goes away, the listener reconnects with backoff.
+acknowledgements go out batched (``Acks``). Messages that are not CloudStack events are
+logged and acknowledged, never redelivered forever. When the broker goes away, the
+listener reconnects with backoff.
+
+Bus messages carry no id (RabbitMQEventBus sets no message id), and CloudStack does
+publish byte-identical twins: the pre- and post-transition messages of volume, snapshot
+and network state machines, per-NIC usage events of one VM in one second, job updates
+without a date. So an event's id is its content id (routing key and body) with its
+occurrence: the n-th identical message this listener takes fresh off the queue, and which
+listener (a run's random tag, so twins taken by two listeners differ too).
+
+A message is acknowledged only after the store marks it so (``Listener.acknowledge``: the
+mark is committed first), so a message the store does not show acknowledged surely was
+not. RabbitMQ redelivers exactly the unacknowledged messages, and a listener accepts and
+acknowledges in arrival order, so a message the broker marks *redelivered* is taken for
+the oldest accepted, unmarked message of the same content not yet matched; it is skipped
+(and marked). With none, it is new. What can still collide is in the README.
 """
 
 from __future__ import annotations
@@ -15,11 +28,12 @@ import asyncio
 import collections
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from csnotify.errors import BadInput, Unreachable
-from csnotify.events import parse_bus_body
+from csnotify.events import BUS_ID_NAMESPACE, parse_bus_body
 from csnotify.redact import mask_uri
 from csnotify.sources import Outage
 
@@ -30,6 +44,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("csnotify")
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_KEY = 255
+REMEMBERED = 100_000  # content ids counted, ids given and matched, per listener run
+
+
+class Occurrences:
+    """Ids for bus messages: content id, occurrence and listener run (see above)."""
+
+    def __init__(self, run: str | None = None) -> None:
+        self.run = run or uuid.uuid4().hex
+        self.counts: dict[str, int] = {}  # content id -> fresh copies taken
+        self.matched: set[str] = set()  # accepted ids a redelivery was taken for
+        # ids given on the current connection: the broker redelivers none of them on it
+        self.session: dict[str, None] = {}
+
+    def new_session(self) -> None:
+        self.session.clear()
+
+    def fresh(self, digest: str) -> str:
+        n = self.counts.get(digest, 0)
+        self.counts[digest] = n + 1
+        for held in (self.counts, self.session):
+            if len(held) > REMEMBERED:
+                for old in list(held)[: REMEMBERED // 2]:
+                    del held[old]
+        event_id = str(uuid.uuid5(BUS_ID_NAMESPACE, f"{digest}\n{self.run}\n{n}"))
+        self.session[event_id] = None
+        return event_id
+
+    def redelivery_of(self, accepted: list[str]) -> str | None:
+        """The accepted message a redelivered one repeats: the oldest of the same content
+        not marked acknowledged (``accepted``) that no redelivery was taken for yet."""
+        for event_id in accepted:
+            if event_id not in self.matched and event_id not in self.session:
+                self.matched.add(event_id)
+                if len(self.matched) > REMEMBERED:
+                    self.matched.clear()
+                return event_id
+        return None
 
 
 def binding_keys(subscriptions: list[Subscription]) -> set[str]:
@@ -76,6 +127,7 @@ class AmqpSource:
         self._exchange: Any = None
         self._acks = Acks()
         self.received = 0
+        self.ids = Occurrences()
 
     async def subscriptions_changed(self, subscriptions: list[Subscription]) -> None:
         self.wanted = binding_keys(subscriptions)
@@ -134,6 +186,7 @@ class AmqpSource:
         self._queue = await channel.declare_queue(self.queue_name, durable=True)
         self._acks = Acks()  # delivery tags are the channel's
         self.bound.clear()
+        self.ids.new_session()
         await self._bind()
         if self.once:
             await self._drain(listener)
@@ -188,11 +241,16 @@ class AmqpSource:
             listener.reject(f"message {key[:MAX_KEY]!r}", exc.message)
             done()
             return
-        if message.redelivered and await listener.db(listener.state.seen, [event.id]):
-            log.info("skipping redelivered event %s %s (already handled)", event.type, event.id)
-            done()
-            return
-        await listener.handle(event, done, remember=True)
+        digest = event.digest or event.id
+        if message.redelivered:
+            accepted = await listener.db(listener.state.accepted, digest)
+            earlier = self.ids.redelivery_of(accepted)
+            if earlier is not None:
+                log.info("skipping redelivered event %s %s (already handled)", event.type, earlier)
+                listener.acknowledge(earlier, done)
+                return
+        event.id = self.ids.fresh(digest)
+        await listener.handle(event, lambda: listener.acknowledge(event.id, done), remember=True)
 
 
 SETTLED, FAILED = "settled", "failed"

@@ -1,0 +1,349 @@
+"""Names for the UUIDs the event bus carries, read through CloudStack's API.
+
+CloudStack's bus messages name the user, account, project and resource by UUID only
+(ActionEventUtils.publishOnEventBus, ApiServer.handleAsyncJobPublishEvent,
+UsageEventUtils). With API keys configured, ``Names`` resolves them before matching, so
+``--where account=web`` and templates with ``{resource_name}`` work on the bus source
+as on the api source:
+
+- ``listUsers`` gives the username, account and domain of the acting user (one call for
+  all three); ``listAccounts`` the account and domain when there is no user;
+  ``listDomains`` a domain's name; ``listProjects`` the project's; the resource type's
+  own list command (``listVirtualMachines``, ``listVolumes``, ...) the resource's name.
+  Each is called with ``id=UUID`` and ``listall=true``.
+- Answers are kept in memory and in the store for ``cloudstack.names_ttl``; a UUID the
+  API does not know (a deleted resource) is kept as unknown for a tenth of that.
+- At most ``cloudstack.lookups_in_flight`` look-ups run at once, and one UUID is asked
+  once however many events name it meanwhile.
+- An event waits at most ``cloudstack.lookup_timeout`` for its names; then it goes on
+  unenriched (the look-up carries on and serves the next events). While the API cannot
+  be reached, events do not wait at all: look-ups pause with a growing backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from csnotify.cloudstack import ApiRefused, ApiUnavailable
+
+if TYPE_CHECKING:
+    from csnotify.cloudstack import CloudStackClient
+    from csnotify.events import Event
+
+log = logging.getLogger("csnotify")
+
+# kind -> (list command, item key of its response, extra parameters). Resource kinds are
+# CloudStack's entity names as ActionEvents carry them (``entity``) and async jobs
+# (``instanceType``).
+COMMANDS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "user": ("listUsers", "user", {}),
+    "account": ("listAccounts", "account", {}),
+    "domain": ("listDomains", "domain", {}),
+    "project": ("listProjects", "project", {}),
+    "VirtualMachine": ("listVirtualMachines", "virtualmachine", {}),
+    "Volume": ("listVolumes", "volume", {}),
+    "Network": ("listNetworks", "network", {}),
+    "Snapshot": ("listSnapshots", "snapshot", {}),
+    "Template": ("listTemplates", "template", {"templatefilter": "all"}),
+    "Iso": ("listIsos", "iso", {"isofilter": "all"}),
+    "Vpc": ("listVPCs", "vpc", {}),
+    "Host": ("listHosts", "host", {}),
+    "IpAddress": ("listPublicIpAddresses", "publicipaddress", {}),
+    "SecurityGroup": ("listSecurityGroups", "securitygroup", {}),
+    "KubernetesCluster": ("listKubernetesClusters", "kubernetescluster", {}),
+}
+# Fields of an answer worth keeping (answers are otherwise large).
+KEPT = ("name", "username", "displayname", "account", "accountid", "domain", "domainid")
+# What an answer names: event field <- answer key, per kind of look-up.
+COPIED = {
+    "user": (("username", "username"), ("account", "account"), ("account_id", "accountid"),
+             ("domain", "domain"), ("domain_id", "domainid")),
+    "account": (("account", "name"), ("domain", "domain"), ("domain_id", "domainid")),
+    "project": (("project", "name"),),
+}  # fmt: skip
+NOT_FOUND_HINTS = ("entity does not exist", "unable to find", "does not exist")
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 60.0
+Key = tuple[str, str]
+
+
+@dataclass
+class Entry:
+    doc: dict[str, Any] | None  # None: the API knows no such UUID
+    fetched: float
+
+
+@dataclass
+class LookupStats:
+    calls: int = 0  # API requests made
+    hits: int = 0  # answered from memory
+    timeouts: int = 0  # events that went on before their names came
+    failures: int = 0
+
+
+@dataclass
+class Names:
+    client: CloudStackClient
+    ttl: float = 3600.0
+    in_flight: int = 4
+    timeout: float = 2.0
+    save: (
+        Callable[[list[tuple[str, str, dict[str, Any] | None, float]]], Awaitable[None]] | None
+    ) = None
+    clock: Callable[[], float] = time.time
+    stats: LookupStats = field(default_factory=LookupStats)
+
+    def __post_init__(self) -> None:
+        self.cache: dict[Key, Entry] = {}
+        self.pending: dict[Key, asyncio.Future[dict[str, Any] | None]] = {}
+        # look-ups an event already gave up waiting for: later events do not wait for them
+        self.overdue: set[Key] = set()
+        self.slots = asyncio.Semaphore(self.in_flight)
+        self.paused_until = 0.0
+        self.backoff = BACKOFF_START_S
+        self.refused: set[str] = set()  # commands the API will not run for these keys
+        self._unsaved: list[tuple[str, str, dict[str, Any] | None, float]] = []
+        self._saving: asyncio.Task[None] | None = None
+
+    # -- the cache ---------------------------------------------------------------------
+
+    def restore(self, rows: list[tuple[str, str, dict[str, Any] | None, float]]) -> None:
+        """Answers kept in the store by an earlier run."""
+        for kind, uuid, doc, fetched in rows:
+            self.cache[(kind, uuid)] = Entry(doc, fetched)
+
+    def cached(self, key: Key) -> Entry | None:
+        entry = self.cache.get(key)
+        if entry is None:
+            return None
+        life = self.ttl if entry.doc is not None else self.ttl / 10
+        return entry if self.clock() - entry.fetched < life else None
+
+    # -- look-ups ------------------------------------------------------------------------
+
+    def wanted(self, event: Event) -> list[Key]:
+        """The look-ups that would name what the event leaves unnamed."""
+        keys: list[Key] = []
+        if event.user_id and not event.username:
+            keys.append(("user", event.user_id))
+        elif event.account_id and not event.account:
+            keys.append(("account", event.account_id))
+        if event.project_id and not event.project:
+            keys.append(("project", event.project_id))
+        if (
+            event.resource_id
+            and not event.resource_name
+            and event.resource_type in COMMANDS
+            and event.resource_type not in ("user", "account", "domain", "project")
+        ):
+            keys.append((event.resource_type, event.resource_id))
+        return keys
+
+    def start(self, event: Event) -> dict[Key, asyncio.Future[dict[str, Any] | None]]:
+        """Start the look-ups the event needs that are not cached; returns those worth
+        waiting for (none when everything is known, the API is paused, or a look-up is
+        already overdue for an earlier event)."""
+        waits = {}
+        for key in self.wanted(event):
+            if self.cached(key) is not None:
+                continue
+            future = self._lookup(key)
+            if future is not None and key not in self.overdue:
+                waits[key] = future
+        return waits
+
+    async def enrich(self, event: Event, deadline: float | None = None) -> None:
+        """Set the names the cache or the API gives within ``cloudstack.lookup_timeout``
+        (or until ``deadline``, a loop time)."""
+        waits = self.start(event)
+        if not waits:
+            self.stats.hits += 1
+        else:
+            loop = asyncio.get_running_loop()
+            left = (deadline if deadline is not None else loop.time() + self.timeout) - loop.time()
+            if left > 0:
+                await asyncio.wait(waits.values(), timeout=left)
+            late = {key for key, future in waits.items() if not future.done()}
+            if late:
+                self.stats.timeouts += 1
+                self.overdue |= late
+        self.apply(event)
+        if event.domain_id and not event.domain:
+            # an account or user answer names the domain; a lone domain UUID is asked after
+            entry = self.cached(("domain", event.domain_id))
+            if entry is None:
+                self._lookup(("domain", event.domain_id))
+            elif entry.doc:
+                event.domain = entry.doc.get("name")
+
+    def apply(self, event: Event) -> None:
+        """Copy what the cache knows onto the event (never over what it has)."""
+        changed = False
+        for kind, uuid in (
+            ("user", event.user_id), ("account", event.account_id), ("project", event.project_id),
+        ):  # fmt: skip
+            doc = self._doc((kind, uuid)) if uuid else None
+            for field_name, key in COPIED[kind] if doc else ():
+                if not getattr(event, field_name) and doc.get(key):
+                    setattr(event, field_name, doc[key])
+                    changed = True
+        if event.resource_id and not event.resource_name and event.resource_type:
+            res = self._doc((event.resource_type, event.resource_id))
+            if res:
+                event.resource_name = res.get("name") or res.get("displayname")
+                changed = True
+        if changed:
+            event.changed()
+
+    def _doc(self, key: Key) -> dict[str, Any] | None:
+        entry = self.cache.get(key)  # an expired answer still names (it is being renewed)
+        return entry.doc if entry is not None else None
+
+    def _lookup(self, key: Key) -> asyncio.Future[dict[str, Any] | None] | None:
+        if key in self.pending:
+            return self.pending[key]
+        if self.clock() < self.paused_until or COMMANDS[key[0]][0] in self.refused:
+            return None
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self.pending[key] = future
+        task = asyncio.ensure_future(self._ask(key, future))
+        task.add_done_callback(lambda _t: None)
+        return future
+
+    async def _ask(self, key: Key, future: asyncio.Future[dict[str, Any] | None]) -> None:
+        kind, uuid = key
+        command, item_key, extra = COMMANDS[kind]
+        doc: dict[str, Any] | None = None
+        try:
+            async with self.slots:
+                if self.clock() < self.paused_until:
+                    return
+                self.stats.calls += 1
+                try:
+                    answer = await self.client.call(command, id=uuid, listall="true", **extra)
+                except ApiRefused as exc:
+                    if not any(h in str(exc).lower() for h in NOT_FOUND_HINTS):
+                        raise
+                    answer = {}  # ParamProcessWorker: an unknown UUID is a 431
+            items = answer.get(item_key)
+            found = items[0] if isinstance(items, list) and items else None
+            doc = {k: found[k] for k in KEPT if k in found} if isinstance(found, dict) else None
+            self._keep(key, doc)
+            self._reachable()
+        except ApiUnavailable as exc:
+            self.stats.failures += 1
+            self._unreachable(str(exc))
+        except ApiRefused as exc:
+            self.stats.failures += 1
+            self.refused.add(command)
+            log.error(  # noqa: TRY400 - a refusal, said in one line, no traceback
+                "cannot resolve names with %s: %s; events go out with UUIDs", command, exc
+            )
+        except Exception:  # a look-up must never stop an event
+            self.stats.failures += 1
+            log.exception("looking up %s %s failed", kind, uuid)
+        finally:
+            self.pending.pop(key, None)
+            self.overdue.discard(key)
+            if not future.done():
+                future.set_result(doc)
+
+    def _keep(self, key: Key, doc: dict[str, Any] | None) -> None:
+        now = self.clock()
+        self.cache[key] = Entry(doc, now)
+        if self.save is not None:
+            self._unsaved.append((key[0], key[1], doc, now))
+            if self._saving is None or self._saving.done():
+                self._saving = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0.2)  # gather a burst's answers into one write
+        rows, self._unsaved = self._unsaved, []
+        if rows and self.save is not None:
+            try:
+                await self.save(rows)
+            except Exception:
+                log.exception("could not keep %d resolved names in the store", len(rows))
+
+    async def close(self) -> None:
+        if self._saving is not None:
+            await asyncio.gather(self._saving, return_exceptions=True)
+        if self._unsaved and self.save is not None:
+            await self._flush()
+
+    def _unreachable(self, reason: str) -> None:
+        if self.paused_until == 0.0:
+            log.warning(
+                "names cannot be resolved (%s); events go out with UUIDs until the API answers",
+                reason,
+            )
+        self.paused_until = self.clock() + self.backoff
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+
+    def _reachable(self) -> None:
+        if self.paused_until:
+            log.warning("the CloudStack API answers again; names are resolved")
+        self.paused_until = 0.0
+        self.backoff = BACKOFF_START_S
+
+
+# Filters that test names: on the bus they match only once names are resolved.
+NAME_FIELDS = ("account", "domain", "username", "project", "resource_name")
+
+
+def uses_names(subscription: Any) -> bool:
+    return any(f.field in NAME_FIELDS for f in subscription.filters)
+
+
+def names_hint(subscriptions: list[Any]) -> str | None:
+    """What to tell an operator whose name filters cannot match bus events (no API keys)."""
+    named = [s.name for s in subscriptions if s.enabled and uses_names(s)]
+    if not named:
+        return None
+    return (
+        f"bus events carry UUIDs, not names: the name filters of {', '.join(named[:5])}"
+        f"{' ...' if len(named) > 5 else ''} match them only with API keys to resolve names"
+        " (set cloudstack.api_key and cloudstack.secret_key, or use --where account_id=UUID)"
+    )
+
+
+def from_settings(settings: Any, timeout: float | None = None) -> Names | None:
+    """A resolver with the configured keys, or None when there are none."""
+    from csnotify.cloudstack import CloudStackClient, Credentials
+    from csnotify.errors import BadInput
+    from csnotify.events import parse_duration
+
+    if not settings["cloudstack.api_key"] or not settings["cloudstack.secret_key"]:
+        return None
+    try:
+        creds = Credentials.from_settings(settings)
+    except BadInput:
+        return None
+    wait = settings["cloudstack.lookup_timeout"] if timeout is None else timeout
+    client = CloudStackClient(creds, timeout=max(5.0, wait))
+    return Names(
+        client,
+        ttl=parse_duration(
+            settings["cloudstack.names_ttl"], "cloudstack.names_ttl"
+        ).total_seconds(),
+        in_flight=settings["cloudstack.lookups_in_flight"],
+        timeout=wait,
+    )
+
+
+async def resolve(settings: Any, events: list[Event]) -> None:
+    """Names for a few events now (``match``): cache-less, bounded by the timeout."""
+    names = from_settings(settings)
+    if names is None:
+        return
+    try:
+        for event in events:
+            if event.source == "amqp":
+                await names.enrich(event)
+    finally:
+        await names.client.close()
