@@ -10,19 +10,28 @@ given as a URL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
 class Dialect:
-    name: str  # sqlite | mysql | postgresql
-    # Column that orders seen_events by insertion (SQLite's rowid; an identity elsewhere).
-    sequence: str = "seq"
-    # Claims take rows with SELECT ... FOR UPDATE SKIP LOCKED (server databases); SQLite's
-    # single writer takes them with one UPDATE ... RETURNING.
-    skip_locked: bool = True
-    # New ids come back through RETURNING (PostgreSQL has no lastrowid).
-    returning_id: bool = False
+    """A plain class, not a dataclass: every command imports this module (start-up)."""
+
+    __slots__ = ("name", "returning_id", "sequence", "skip_locked")
+
+    def __init__(
+        self,
+        name: str,  # sqlite | mysql | postgresql
+        sequence: str = "seq",
+        skip_locked: bool = True,
+        returning_id: bool = False,
+    ) -> None:
+        self.name = name
+        # Column that orders seen_events by insertion (SQLite's rowid; an identity elsewhere).
+        self.sequence = sequence
+        # Claims take rows with SELECT ... FOR UPDATE SKIP LOCKED (server databases);
+        # SQLite's single writer takes them with one UPDATE ... RETURNING.
+        self.skip_locked = skip_locked
+        # New ids come back through RETURNING (PostgreSQL has no lastrowid).
+        self.returning_id = returning_id
 
     def insert_ignore(self, table: str, columns: Sequence[str]) -> str:
         """An INSERT that skips rows whose key exists."""
