@@ -73,8 +73,11 @@ EXIT_STATUS = [
         " an invalid signature).",
     ),
     ("2", "Usage error or bad input; nothing was written."),
-    ("3", "The CloudStack API, the broker or the store's database server could not be reached "
-          "or refused the credentials."),
+    (
+        "3",
+        "The CloudStack API, the broker or the store's database server could not be reached "
+        "or refused the credentials.",
+    ),
     ("141", "The reader of the output went away (csnotify list | head -1); it stopped quietly."),
 ]
 

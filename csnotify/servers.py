@@ -260,17 +260,33 @@ def migrate(conn: ServerConnection, steps: Steps) -> list[str]:
             )
         applied = []
         for name, step in steps:
-            if name in done:
-                continue
-            # PostgreSQL runs a step and its record as one transaction; MySQL commits each
-            # DDL statement, so the lock alone keeps a second host out.
-            with conn.transaction() if conn.dialect is POSTGRESQL else nullcontext():
-                step(ServerSchema(conn))
-                conn.execute(
-                    "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, _now())
-                )
-            applied.append(name)
+            if name not in done:
+                _run_step(conn, name, step, first=not done and not applied)
+                applied.append(name)
     return applied
+
+
+def _run_step(conn: ServerConnection, name: str, step: Callable[[Any], None], first: bool) -> None:
+    """PostgreSQL runs a step and its record as one transaction. MySQL commits each DDL
+    statement (the lock alone keeps a second host out), so the tables a failed step made
+    are dropped; after a failed first step the database is empty again, so that a missing
+    grant, once given, does not meet half a schema."""
+    before = conn.tables() - ({"migrations"} if first else set())
+    try:
+        with conn.transaction() if conn.dialect is POSTGRESQL else nullcontext():
+            step(ServerSchema(conn))
+            conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, _now()))
+    except Exception:
+        made = conn.tables() - before
+        with suppress(Exception):
+            if made and conn.dialect is MYSQL:
+                conn.execute("SET SESSION foreign_key_checks = 0")
+            if made:
+                conn.execute(f"DROP TABLE {', '.join(chr(34) + t + chr(34) for t in made)}")
+        if made and conn.dialect is MYSQL:
+            with suppress(Exception):
+                conn.execute("SET SESSION foreign_key_checks = 1")
+        raise
 
 
 def applied_count(conn: ServerConnection) -> int:

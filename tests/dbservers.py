@@ -38,7 +38,7 @@ def require(kind: str) -> None:
         )
 
 
-def _admin(kind: str, sql: str) -> None:
+def admin_sql(kind: str, sql: str) -> None:
     """One statement as the server's administrator, outside any database."""
     from csnotify.servers import parse_url
 
@@ -66,11 +66,11 @@ def fresh_database(kind: str) -> Iterator[str]:
     """The URL of a new, empty database, dropped on the way out."""
     require(kind)
     name = f"csnotify_test_{uuid.uuid4().hex[:12]}"
-    _admin(kind, f"CREATE DATABASE {name}")
+    admin_sql(kind, f"CREATE DATABASE {name}")
     try:
         yield f"{SERVERS[kind]}/{name}"
     finally:
-        _admin(kind, f"DROP DATABASE {name}" + (" WITH (FORCE)" if kind == "postgresql" else ""))
+        admin_sql(kind, f"DROP DATABASE {name}" + (" WITH (FORCE)" if kind == "postgresql" else ""))
 
 
 def database_exists(kind: str, name: str) -> bool:

@@ -13,10 +13,18 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from dbservers import SERVERS, backend, database_exists, require, server_db  # noqa: F401
-from helpers import run_process
+from dbservers import (  # noqa: F401 - fixtures
+    SERVERS,
+    admin_sql,
+    backend,
+    database_exists,
+    require,
+    server_db,
+)
+from helpers import REPO, run_process
 from receivers import Answer, Receiver
 
 from csnotify.delivery.outbox import Changes, Outbox, PendingRow
@@ -483,3 +491,81 @@ def test_another_applications_database_on_a_server_is_refused(cli, server_db: st
     assert "is not a csnotify store (it holds tables orders" in r.stderr
     assert conn.tables() == {"orders"}
     conn.close()
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+def test_a_user_with_the_readmes_grants_runs_the_store(cli, kind: str) -> None:
+    """The README's CREATE/GRANT statements, as written there, are all the user needs; a
+    password with characters to percent-encode works and is never shown."""
+    require(kind)
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("What the database user needs:", 1)[1].split("```sql", 1)[1]
+    mysql_sql, pg_sql = block.split("```", 1)[0].split("-- PostgreSQL")
+    tag = uuid.uuid4().hex[:8]
+    user, database, password = f"csn_{tag}", f"csnotify_test_{tag}", "p@ss:w/rd%1"
+    statements = [
+        line.strip().rstrip(";")
+        .replace("csnotify", database, 1 if "DATABASE" in line else 0)
+        .replace("'csnotify'", f"'{user}'").replace("csnotify.*", f"{database}.*")
+        .replace("USER csnotify", f"USER {user}").replace("OWNER csnotify", f"OWNER {user}")
+        .replace("'...'", f"'{password}'")
+        for line in (mysql_sql if kind == "mysql" else pg_sql).splitlines()
+        if line.strip() and not line.startswith("--")
+    ]  # fmt: skip
+    try:
+        for sql in statements:
+            admin_sql(kind, sql)
+        host = SERVERS[kind].split("@", 1)[1]
+        url = f"{kind}://{user}:{quote(password, safe='')}@{host}/{database}"
+        r = cli("--db", url, "subscribe", "VM.*", "--to", "https://h.example/x", "--name", "g")
+        assert r.exit_code == 0, r.stderr
+        r = cli("--db", url, "status", "--json")
+        assert r.exit_code == 0, r.stderr
+        assert r.json()["store"] == f"{kind}://{user}:***@{host}/{database}"
+        assert password not in r.stdout + r.stderr
+        assert [s["name"] for s in cli("--db", url, "list", "--json").json()] == ["g"]
+    finally:
+        if kind == "mysql":
+            admin_sql(kind, f"DROP USER IF EXISTS '{user}'@'%'")
+            admin_sql(kind, f"DROP DATABASE IF EXISTS {database}")
+        else:
+            admin_sql(kind, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            admin_sql(kind, f"DROP USER IF EXISTS {user}")
+
+
+def test_a_missing_grant_leaves_the_database_as_it_was(cli, server_db: str) -> None:  # noqa: F811
+    """A user who may not make the whole schema (MariaDB: no INDEX grant, and each DDL
+    statement commits; PostgreSQL: no CREATE in the schema) fails at the first migration,
+    exit 3, and the database is left empty; once the grant is given, the store is made."""
+    from csnotify.servers import connect, parse_url
+
+    url = parse_url(server_db)
+    kind, user = url.dialect.name, f"csn_{uuid.uuid4().hex[:8]}"
+    as_user = f"{kind}://{user}:pw@{SERVERS[kind].split('@', 1)[1]}/{url.database}"
+    if kind == "mysql":
+        admin_sql(kind, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
+        admin_sql(kind, f"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, REFERENCES"
+                        f" ON {url.database}.* TO '{user}'@'%'")  # fmt: skip
+        give = f"GRANT INDEX ON {url.database}.* TO '{user}'@'%'"
+    else:  # PostgreSQL 15: only the database's owner creates in schema public
+        admin_sql(kind, f"CREATE USER {user} PASSWORD 'pw'")
+        give = f"ALTER DATABASE {url.database} OWNER TO {user}"
+    try:
+        r = cli("--db", as_user, "subscribe", "VM.*", "--to", "https://h.example/x")
+        assert r.exit_code == 3, r.stderr
+        assert "denied" in r.stderr and ":pw@" not in r.stderr
+        conn = connect(url)
+        assert conn.tables() == set()
+        conn.close()
+        admin_sql(kind, give)
+        r = cli("--db", as_user, "subscribe", "VM.*", "--to", "https://h.example/x")
+        assert r.exit_code == 0, r.stderr
+    finally:
+        if kind == "postgresql":
+            admin_sql(kind, f"ALTER DATABASE {url.database} OWNER TO postgres")
+            conn = connect(url)
+            conn.execute(f"DROP OWNED BY {user}")
+            conn.close()
+            admin_sql(kind, f"DROP USER IF EXISTS {user}")
+        else:
+            admin_sql(kind, f"DROP USER IF EXISTS '{user}'@'%'")
