@@ -233,7 +233,7 @@ def test_a_retry_survives_a_restart_with_the_same_webhook_id(tmp_path: Path, db_
     assert row["status"] == "delivered" and row["attempts"] == 2
 
 
-def test_the_schedule_ends_in_a_counted_failure(tmp_path: Path, backend) -> None:  # noqa: F811
+def test_the_schedule_ends_in_a_counted_failure(tmp_path: Path) -> None:
     with Receiver(lambda _r: Answer(500, b"nope")) as rx:
         subscribe("*", "--to", rx.url, "--name", "doomed")
         env = {**os.environ, "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s,0.1s,0.2s"}
