@@ -115,7 +115,12 @@ def _placeholders(sql: str) -> str:
 
 class ServerConnection:
     """The part of ``sqlite3.Connection`` the store uses, over PyMySQL or psycopg; in
-    autocommit mode except inside ``transaction()``."""
+    autocommit mode except inside ``transaction()``.
+
+    A connection the server dropped (restart, fail-over, idle timeout) is opened again
+    when next used; a read or a BEGIN that found it dropped is tried once more on the new
+    one. A write outside a transaction, or anything inside one, is not repeated: the caller
+    sees the error (the outbox's writer tries its transaction again)."""
 
     def __init__(self, url: DatabaseUrl, raw: Any) -> None:
         self.url = url
@@ -124,20 +129,27 @@ class ServerConnection:
         self.in_transaction = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> ServerCursor:
-        cursor = self.raw.cursor()
-        cursor.execute(_placeholders(sql), tuple(params))
+        sql, params = _placeholders(sql), tuple(params)
+        try:
+            cursor = self._cursor()
+            cursor.execute(sql, params)
+        except Exception:
+            if self.in_transaction or not self._dropped() or not _repeatable(sql):
+                raise
+            cursor = self._cursor()
+            cursor.execute(sql, params)
         return ServerCursor(cursor)
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> ServerCursor:
         rows = [tuple(p) for p in seq]
-        cursor = self.raw.cursor()
+        cursor = self._cursor()
         if rows:
             cursor.executemany(_placeholders(sql), rows)
         return ServerCursor(cursor, rowcount=max(cursor.rowcount, 0) if rows else 0)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.raw.cursor().execute("BEGIN")
+        self.execute("BEGIN")
         self.in_transaction = True
         try:
             yield
@@ -148,6 +160,17 @@ class ServerConnection:
             raise
         finally:
             self.in_transaction = False
+
+    def _cursor(self) -> Any:
+        if self._dropped():
+            self.close()
+            self.raw = _open(self.url)
+        return self.raw.cursor()
+
+    def _dropped(self) -> bool:
+        if self.dialect is MYSQL:
+            return not self.raw.open  # PyMySQL closes its side on a network error
+        return bool(self.raw.closed or self.raw.broken)
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -180,11 +203,20 @@ class ServerConnection:
             self.raw.close()
 
 
+def _repeatable(sql: str) -> bool:
+    """Statements that change nothing when run twice."""
+    return sql.startswith(("SELECT", "BEGIN"))
+
+
+def _open(url: DatabaseUrl) -> Any:
+    return _connect_mysql(url) if url.dialect is MYSQL else _connect_postgresql(url)
+
+
 def connect(url: DatabaseUrl) -> ServerConnection:
     """A connection in autocommit mode; Unreachable (one line, password masked) if the
     server cannot be reached, refuses the user or lacks the database."""
     try:
-        raw = _connect_mysql(url) if url.dialect is MYSQL else _connect_postgresql(url)
+        raw = _open(url)
     except ImportError as exc:
         extra = "mysql" if url.dialect is MYSQL else "postgresql"
         raise BadInput(

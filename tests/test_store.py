@@ -569,3 +569,27 @@ def test_a_missing_grant_leaves_the_database_as_it_was(cli, server_db: str) -> N
             admin_sql(kind, f"DROP USER IF EXISTS {user}")
         else:
             admin_sql(kind, f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+def test_a_connection_the_server_dropped_is_opened_again(server_db: str) -> None:  # noqa: F811
+    """A database restart or fail-over ends the store's connection: the next read opens a
+    new one, and so does the next transaction."""
+    store = open_store(server_db, {})
+    mysql = store.dialect.name == "mysql"
+    try:
+        for use in ("read", "write"):
+            (conn_id,) = store.conn.execute(
+                "SELECT CONNECTION_ID()" if mysql else "SELECT pg_backend_pid()"
+            ).fetchone()
+            kind = "mysql" if mysql else "postgresql"
+            admin_sql(
+                kind, f"KILL {conn_id}" if mysql else f"SELECT pg_terminate_backend({conn_id})"
+            )
+            if use == "read":
+                assert store.subscriptions() == []
+            else:
+                with store.transaction():
+                    store.insert_mute(Mute(None, None, "VM.*", "r", "2026-11-26T00:00:00Z", "2099"))
+        assert [m.reason for m in store.mutes()] == ["r"]
+    finally:
+        store.close()
