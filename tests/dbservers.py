@@ -10,8 +10,12 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from csnotify.servers import ServerConnection
 
 SERVERS = {
     "mysql": os.environ.get("CSNOTIFY_TEST_MYSQL", "mysql://root@127.0.0.1:3306"),
@@ -38,27 +42,19 @@ def require(kind: str) -> None:
         )
 
 
+def admin_connection(kind: str) -> ServerConnection:
+    """The server's administrator, in its own database (not a test's)."""
+    from csnotify.servers import connect, parse_url
+
+    return connect(parse_url(f"{SERVERS[kind]}/{'mysql' if kind == 'mysql' else 'postgres'}"))
+
+
 def admin_sql(kind: str, sql: str) -> None:
-    """One statement as the server's administrator, outside any database."""
-    from csnotify.servers import parse_url
-
-    url = parse_url(SERVERS[kind] + "/x")
-    if kind == "mysql":
-        import pymysql
-
-        conn = pymysql.connect(host=url.host, port=url.port, user=url.user, password=url.password)
-        try:
-            conn.cursor().execute(sql)
-        finally:
-            conn.close()
-    else:
-        import psycopg
-
-        with psycopg.connect(
-            host=url.host, port=url.port, user=url.user, password=url.password,
-            dbname="postgres", autocommit=True,
-        ) as pg:  # fmt: skip
-            pg.execute(sql)  # type: ignore[arg-type]
+    conn = admin_connection(kind)
+    try:
+        conn.execute(sql)
+    finally:
+        conn.close()
 
 
 @contextmanager
@@ -74,9 +70,7 @@ def fresh_database(kind: str) -> Iterator[str]:
 
 
 def database_exists(kind: str, name: str) -> bool:
-    from csnotify.servers import connect, parse_url
-
-    conn = connect(parse_url(f"{SERVERS[kind]}/{'mysql' if kind == 'mysql' else 'postgres'}"))
+    conn = admin_connection(kind)
     try:
         sql = (
             "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?"
