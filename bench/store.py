@@ -255,6 +255,18 @@ def unpack(ref: str, into: Path) -> Path:
     return into
 
 
+CHOICE = """Choice (issue 15): SQLite stays on `sqlite3` itself, as before: SQLAlchemy Core costs \
+about twice as much per statement there, and SQLite must not get slower. MariaDB/MySQL and \
+PostgreSQL run the same SQL through `csnotify/servers.py`, a thin layer over PyMySQL and \
+psycopg 3 (placeholders, rows by name, reconnecting): closer to the bare driver than \
+SQLAlchemy Core, which would still need the dialect hooks `csnotify/dialects.py` holds \
+(upsert, insert-ignore, RETURNING, SKIP LOCKED claims). The server driver is imported only \
+for a URL: `python -X importtime` puts psycopg at about 0.3 s and PyMySQL at about 0.05 s of \
+such a command's start-up; SQLite commands import neither (tests/test_cli_meta.py). The \
+outbox on a server costs several times SQLite's per delivery (a round trip per statement); \
+sharing it between listeners is issue 15's next step."""
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -275,6 +287,8 @@ def main() -> None:
             *statement_table(tmp, args.rows // 4, args.rounds),
             "",
             *outbox_table(tmp, args.rows, args.rounds, args.against),
+            "",
+            CHOICE,
         ]
     body = "## Store: database layer (bench/store.py)\n\n" + "\n".join(lines)
     print(body)
