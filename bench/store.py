@@ -281,7 +281,7 @@ def main() -> None:
         lines = [
             f"Command: `.venv/bin/python bench/store.py --rows {args.rows} --rounds"
             f" {args.rounds} --against {args.against}` (SQLAlchemy {_version('sqlalchemy')},"
-            f" PyMySQL {_version('pymysql')}, psycopg {_version('psycopg')}; MariaDB and"
+            f" PyMySQL {_version('PyMySQL')}, psycopg {_version('psycopg')}; MariaDB and"
             " PostgreSQL on 127.0.0.1). Medians of the rounds; layers alternate in each round.",
             "",
             *statement_table(tmp, args.rows // 4, args.rounds),
@@ -370,10 +370,13 @@ def outbox_table(tmp: Path, rows: int, rounds: int, against: str) -> list[str]:
     ]
 
 
-def _version(module: str) -> str:
+def _version(distribution: str) -> str:
+    """The installed release (PyMySQL's ``__version__`` imitates mysqlclient's)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return str(__import__(module).__version__)
-    except ImportError:
+        return version(distribution)
+    except PackageNotFoundError:
         return "not installed"
 
 
