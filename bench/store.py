@@ -261,7 +261,7 @@ PostgreSQL run the same SQL through `csnotify/servers.py`, a thin layer over PyM
 psycopg 3 (placeholders, rows by name, reconnecting): closer to the bare driver than \
 SQLAlchemy Core, which would still need the dialect hooks `csnotify/dialects.py` holds \
 (upsert, insert-ignore, RETURNING, SKIP LOCKED claims). The server driver is imported only \
-for a URL: `python -X importtime` puts psycopg at about 0.3 s and PyMySQL at about 0.05 s of \
+for a URL: `python -X importtime` puts psycopg at about 0.3 s and PyMySQL at about 0.07 s of \
 such a command's start-up; SQLite commands import neither (tests/test_cli_meta.py). The \
 outbox on a server costs several times SQLite's per delivery (a round trip per statement); \
 sharing it between listeners is issue 15's next step."""
