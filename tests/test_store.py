@@ -332,7 +332,7 @@ def test_the_cli_round_trip_on_every_backend(cli, backend: str, fast_retries) ->
     log = cli("--db", backend, "deliveries", "vms", "--json").json()
     assert sorted((d["endpoint"], d["status"]) for d in log) == sorted(
         [(ok.url, "delivered")] * 2 + [(bad.url, "failed")] * 2
-    )  # two a endpoint kept: the oldest trimmed
+    )  # two kept per endpoint: the oldest trimmed
     eps = {e["uri"]: e for e in cli("--db", backend, "show", "vms", "--json").json()["endpoints"]}
     assert (eps[ok.url]["total_successes"], eps[ok.url]["total_failures"]) == (3, 0)
     assert (eps[bad.url]["total_failures"], eps[bad.url]["consecutive_failures"]) == (3, 3)
