@@ -58,7 +58,8 @@ FILES = [
     ("~/.local/share/csnotify/csnotify.db",
      "The store (SQLite, WAL): subscriptions, endpoints and their counters, the delivery log, "
      "mutes, pending digests, source cursors. Mode 0600 in a 0700 directory. Override with "
-     "--db or CSNOTIFY_DB."),
+     "--db or CSNOTIFY_DB: another file, or a MariaDB/MySQL or PostgreSQL database given as "
+     "mysql://USER:PASSWORD@HOST:3306/DATABASE or postgresql://USER:PASSWORD@HOST:5432/DATABASE."),
     ("~/.config/csnotify/config.toml",
      "Settings (TOML), mode 0600. Override with --config or CSNOTIFY_CONFIG."),
     ("~/.cmk/config", "CloudMonkey's configuration, read by config import-cmk."),
@@ -72,7 +73,11 @@ EXIT_STATUS = [
         " an invalid signature).",
     ),
     ("2", "Usage error or bad input; nothing was written."),
-    ("3", "The CloudStack API or the broker could not be reached or refused the credentials."),
+    (
+        "3",
+        "The CloudStack API, the broker or the store's database server could not be reached "
+        "or refused the credentials.",
+    ),
     ("141", "The reader of the output went away (csnotify list | head -1); it stopped quietly."),
 ]
 
@@ -186,7 +191,7 @@ def render() -> str:
         out += [".TP", f"\\fI{esc(term)}\\fR", esc(text)]
     out += [".SH ENVIRONMENT"]
     fixed = [
-        ("CSNOTIFY_DB", "The store file (as --db)."),
+        ("CSNOTIFY_DB", "The store: a file or a database URL (as --db)."),
         ("CSNOTIFY_CONFIG", "The config file (as --config)."),
         ("NO_COLOR", "No colour or other escape codes in tables."),
         ("CSNOTIFY_VERIFY_KEY", "The key for verify (keeps it off the command line)."),

@@ -74,7 +74,7 @@ def collect(store: Store, now: float | None = None) -> dict[str, Any]:
                 {"subscription": sub.name, "subscription_enabled": sub.enabled, **data}
             )
     return {
-        "store": str(store.path),
+        "store": store.location,
         "listeners": listeners,
         "cursors": cursors,
         "queue": None,

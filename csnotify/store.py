@@ -1,5 +1,7 @@
-"""The SQLite store: subscriptions, endpoints with their counters, the bounded delivery
-log, source cursors and recently seen event ids.
+"""The store: subscriptions, endpoints with their counters, the bounded delivery log,
+source cursors and recently seen event ids; in SQLite by default, or in MariaDB/MySQL or
+PostgreSQL given as a URL (csnotify/servers.py), with each query written once
+(csnotify/dialects.py holds what differs).
 
 Writes go through sqlite-utils inside ``BEGIN IMMEDIATE`` transactions, so a writer waits
 for the lock (busy timeout) instead of failing half-way. Reads use the plain sqlite3
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,7 +24,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from csnotify.errors import BadInput, CsnotifyError
+from csnotify.dialects import SQLITE, Dialect, quoted
+from csnotify.errors import BadInput, CsnotifyError, Unreachable
 from csnotify.files import chosen_path, create_private_file, tighten
 from csnotify.matching import parse_filter
 from csnotify.models import Endpoint, Mute, Subscription
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from sqlite_utils import Database
+
+    from csnotify.servers import ServerConnection
 
 
 APP_NAME = "csnotify"
@@ -44,6 +50,22 @@ def default_db_path() -> Path:
 
 def db_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
     return chosen_path(explicit, environ, "CSNOTIFY_DB", default_db_path)
+
+
+def is_url(target: str | os.PathLike[str] | None) -> bool:
+    """``scheme://...``: a database server, not a file."""
+    return bool(target) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", str(target)) is not None
+
+
+def chosen_store(explicit: str | None, environ: Mapping[str, str]) -> str | Path:
+    """--db, else CSNOTIFY_DB, else the default file: a URL as given, a path resolved."""
+    given = explicit or environ.get("CSNOTIFY_DB")
+    return given if given and is_url(given) else db_path(explicit, environ)
+
+
+def open_store(explicit: str | None, environ: Mapping[str, str]) -> Store:
+    target = chosen_store(explicit, environ)
+    return Store.open_url(target) if isinstance(target, str) else Store.open(target)
 
 
 def log_time(moment: datetime) -> str:
@@ -83,9 +105,17 @@ class DeliveryRecord:
 
 
 class Store:
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        self.path = path
-        self.conn = conn
+    def __init__(
+        self,
+        path: Path | None,
+        conn: sqlite3.Connection | ServerConnection,
+        dialect: Dialect = SQLITE,
+        location: str | None = None,
+    ) -> None:
+        self.path = path  # None on a database server
+        self.conn: Any = conn
+        self.dialect = dialect
+        self.location = location or str(path)  # as shown: a server's password masked
         self.notices: list[str] = []  # for the operator: what opening it changed
 
     @classmethod
@@ -124,6 +154,24 @@ class Store:
             ) from None
         return store
 
+    @classmethod
+    def open_url(cls, text: str) -> Store:
+        """The store in a MariaDB/MySQL or PostgreSQL database, migrated."""
+        from csnotify import servers
+        from csnotify.migrations import MIGRATIONS
+
+        url = servers.parse_url(text)
+        conn = servers.connect(url)
+        try:
+            servers.migrate(conn, MIGRATIONS)
+        except CsnotifyError:
+            conn.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the user may not create tables
+            conn.close()
+            raise Unreachable(f"cannot use store {url}: {servers.reason(exc, url)}") from None
+        return cls(None, conn, url.dialect, str(url))
+
     def close(self) -> None:
         self.conn.close()
 
@@ -137,12 +185,20 @@ class Store:
 
     @property
     def schema_version(self) -> int:
+        if self.dialect is not SQLITE:
+            from csnotify.servers import applied_count
+
+            return applied_count(self.conn)
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> list[str]:
         """Apply the steps this store lacks; returns their names."""
         from csnotify.migrations import MIGRATIONS
 
+        if self.dialect is not SQLITE:
+            from csnotify.servers import migrate
+
+            return migrate(self.conn, MIGRATIONS)
         if self.schema_version == len(MIGRATIONS):
             return []
         if self.schema_version > len(MIGRATIONS):
@@ -166,6 +222,10 @@ class Store:
     def transaction(self) -> Iterator[None]:
         """A write transaction that takes the lock up front, waiting up to the busy
         timeout; everything in it is committed together or not at all."""
+        if self.dialect is not SQLITE:
+            with self.conn.transaction():
+                yield
+            return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -190,6 +250,21 @@ class Store:
                 f"store {self.path} is read-only for this user ({exc}); check the permissions"
                 " of the file and its directory, or give another --db"
             ) from None
+
+    def insert_id(self, sql: str, params: Sequence[Any]) -> int:
+        """Run an INSERT made by ``dialect.insert``; the new row's id."""
+        cursor = self.conn.execute(sql, params)
+        return int(cursor.fetchone()[0] if self.dialect.returning_id else cursor.lastrowid or 0)
+
+    def insert_row(self, table: str, values: dict[str, Any]) -> int:
+        return self.insert_id(self.dialect.insert(table, list(values)), list(values.values()))
+
+    def update_row(self, table: str, row_id: int, values: dict[str, Any]) -> None:
+        sets = ", ".join(f"{quoted(c)} = ?" for c in values)
+        self.conn.execute(
+            f"UPDATE {table} SET {sets} WHERE id = ?",  # noqa: S608 - fixed names
+            (*values.values(), row_id),
+        )
 
     # -- subscriptions: reads --------------------------------------------------------
 
@@ -225,9 +300,7 @@ class Store:
 
     def insert(self, sub: Subscription) -> None:
         now = utcnow()
-        table = self.db["subscriptions"]
-        table.insert(_subscription_row(sub, created=now, updated=now))
-        sub_id = table.last_pk
+        sub_id = self.insert_row("subscriptions", _subscription_row(sub, created=now, updated=now))
         self._write_endpoints(sub_id, sub.endpoints, {})
 
     def save(self, old_name: str, sub: Subscription, endpoint_flags: bool = False) -> int:
@@ -240,9 +313,7 @@ class Store:
             self.conn.execute(
                 "UPDATE mutes SET subscription = ? WHERE subscription = ?", (sub.name, old_name)
             )
-        self.db["subscriptions"].update(
-            sub_id, _subscription_row(sub, created=created, updated=utcnow())
-        )
+        self.update_row("subscriptions", sub_id, _subscription_row(sub, created, utcnow()))
         existing = {
             e["uri"]: e["id"]
             for e in self.conn.execute(
@@ -268,7 +339,6 @@ class Store:
         existing: dict[str, int],
         endpoint_flags: bool = False,
     ) -> None:
-        table = self.db["endpoints"]
         for position, ep in enumerate(endpoints):
             if ep.uri in existing:
                 values: dict[str, Any] = {"position": position}
@@ -276,9 +346,10 @@ class Store:
                 values["strict_order"] = int(ep.strict_order)
                 if endpoint_flags:
                     values |= {"enabled": int(ep.enabled), "disabled_reason": ep.disabled_reason}
-                table.update(existing[ep.uri], values)
+                self.update_row("endpoints", existing[ep.uri], values)
             else:
-                table.insert(
+                self.insert_row(
+                    "endpoints",
                     {
                         "subscription_id": sub_id,
                         "position": position,
@@ -287,7 +358,7 @@ class Store:
                         "disabled_reason": ep.disabled_reason,
                         "max_per_minute": ep.max_per_minute,
                         "strict_order": int(ep.strict_order),
-                    }
+                    },
                 )
 
     def delete(self, name: str) -> None:
@@ -322,7 +393,7 @@ class Store:
         if reset:
             values |= {"consecutive_failures": 0, "total_failures": 0, "total_successes": 0}
             values |= {"last_error": None, "last_error_at": None}
-        self.db["endpoints"].update(ep.id, values)
+        self.update_row("endpoints", ep.id, values)
 
     # -- mutes ---------------------------------------------------------------------
 
@@ -333,13 +404,13 @@ class Store:
         return [Mute(*(r[f] for f in fields), id=r["id"]) for r in rows]
 
     def insert_mute(self, mute: Mute) -> int:
-        cursor = self.conn.execute(
-            "INSERT INTO mutes (subscription, endpoint, pattern, reason, created, until)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+        return self.insert_id(
+            self.dialect.insert(
+                "mutes", ("subscription", "endpoint", "pattern", "reason", "created", "until")
+            ),
             (mute.subscription, mute.endpoint, mute.pattern, mute.reason, mute.created,
              mute.until),
         )  # fmt: skip
-        return int(cursor.lastrowid or 0)
 
     def end_mutes(self, ids: list[int], at: str) -> None:
         """End them at ``at``; they stay (for 'mutes --all') until they expire."""
@@ -387,7 +458,7 @@ def _subscription_row(sub: Subscription, created: str, updated: str) -> dict[str
     }
 
 
-def _subscription(row: sqlite3.Row, endpoints: list[Endpoint]) -> Subscription:
+def _subscription(row: Any, endpoints: list[Endpoint]) -> Subscription:
     return Subscription(
         id=row["id"],
         name=row["name"],
@@ -408,7 +479,7 @@ def _subscription(row: sqlite3.Row, endpoints: list[Endpoint]) -> Subscription:
     )
 
 
-def _endpoint(row: sqlite3.Row) -> Endpoint:
+def _endpoint(row: Any) -> Endpoint:
     return Endpoint(
         id=row["id"],
         uri=row["uri"],
@@ -448,6 +519,18 @@ class DeliveryLog:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        dialect = store.dialect
+        self._save_batch = dialect.upsert(
+            "batches", ("endpoint_id", "kind", "due", "doc"), ("endpoint_id",)
+        )
+        self._count_trimmed = dialect.upsert(
+            "trimmed",
+            ("endpoint_id", "minute", "status", "count"),
+            ("endpoint_id", "minute", "status"),
+            add=("count",),
+            rows="SELECT endpoint_id, substr(at, 1, 16), status, count(*) FROM deliveries"
+            " WHERE endpoint_id = ? AND id <= ? GROUP BY endpoint_id, substr(at, 1, 16), status",
+        )
 
     def write(
         self,
@@ -462,11 +545,7 @@ class DeliveryLog:
             if pending is None:
                 conn.execute("DELETE FROM batches WHERE endpoint_id = ?", (endpoint_id,))
             else:
-                conn.execute(
-                    "INSERT OR REPLACE INTO batches (endpoint_id, kind, due, doc)"
-                    " VALUES (?, ?, ?, ?)",
-                    (endpoint_id, *pending),
-                )
+                conn.execute(self._save_batch, (endpoint_id, *pending))
         conn.executemany(
             f"INSERT INTO deliveries ({', '.join(RECORD_FIELDS)})"  # noqa: S608 - fixed names
             f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
@@ -506,14 +585,7 @@ class DeliveryLog:
         ).fetchone()
         if row is None:
             return
-        conn.execute(
-            "INSERT INTO trimmed (endpoint_id, minute, status, count)"
-            " SELECT endpoint_id, substr(at, 1, 16), status, count(*) FROM deliveries"
-            " WHERE endpoint_id = ? AND id <= ? GROUP BY 1, 2, 3"
-            " ON CONFLICT (endpoint_id, minute, status) DO UPDATE"
-            " SET count = count + excluded.count",
-            (endpoint_id, row[0]),
-        )
+        conn.execute(self._count_trimmed, (endpoint_id, row[0]))
         conn.execute(
             "DELETE FROM deliveries WHERE endpoint_id = ? AND id <= ?", (endpoint_id, row[0])
         )
@@ -577,7 +649,7 @@ class DeliveryLog:
         since: str | None,
         until: str | None,
         failed: bool,
-    ) -> list[sqlite3.Row]:
+    ) -> list[Any]:
         """Messages sent to these endpoints between ``since`` and ``until`` (ISO, UTC),
         oldest first, one per event and endpoint (its latest outcome), with their payload;
         with ``failed`` only those whose latest outcome is a failure."""
@@ -675,7 +747,9 @@ class NameStore:
     def save(self, rows: list[tuple[str, str, dict[str, Any] | None, float]]) -> None:
         with self.store.transaction():
             self.store.conn.executemany(
-                "INSERT OR REPLACE INTO names (kind, uuid, doc, fetched) VALUES (?, ?, ?, ?)",
+                self.store.dialect.upsert(
+                    "names", ("kind", "uuid", "doc", "fetched"), keys=("kind", "uuid")
+                ),
                 [(k, u, json.dumps(d) if d is not None else None, t) for k, u, d, t in rows],
             )
 
@@ -687,7 +761,7 @@ class SourceState:
     def __init__(self, store: Store, max_seen: int = 100_000) -> None:
         self.store = store
         self.max_seen = max_seen
-        self._data_version: int | None = None
+        self._data_version: Any = None
 
     def cursor(self, source: str) -> dict[str, Any] | None:
         row = self.store.conn.execute(
@@ -702,9 +776,7 @@ class SourceState:
     def write_cursor(self, source: str, position: dict[str, Any]) -> None:
         """``save_cursor`` inside a transaction the caller holds."""
         self.store.conn.execute(
-            "INSERT INTO cursors (source, position, updated) VALUES (?, ?, ?)"
-            " ON CONFLICT(source) DO UPDATE SET position = excluded.position,"
-            " updated = excluded.updated",
+            self.store.dialect.upsert("cursors", ("source", "position", "updated"), ("source",)),
             (source, json.dumps(position), utcnow()),
         )
 
@@ -718,7 +790,8 @@ class SourceState:
         """Ids of the accepted bus messages with this content id that may not have been
         acknowledged (see ``mark_acknowledged``), oldest first."""
         rows = self.store.conn.execute(
-            "SELECT event_id FROM seen_events WHERE digest = ? AND acked = 0 ORDER BY rowid",
+            f"SELECT event_id FROM seen_events WHERE digest = ? AND acked = 0"  # noqa: S608
+            f" ORDER BY {self.store.dialect.sequence}",
             (digest,),
         )
         return [r[0] for r in rows]
@@ -737,17 +810,32 @@ class SourceState:
         if not events:
             return
         now = utcnow()
-        self.store.conn.executemany(
-            "INSERT OR IGNORE INTO seen_events (event_id, seen_at, digest) VALUES (?, ?, ?)",
+        conn, dialect = self.store.conn, self.store.dialect
+        conn.executemany(
+            dialect.insert_ignore("seen_events", ("event_id", "seen_at", "digest")),
             [(i, now, d) for i, d in events],
         )
-        self.store.conn.execute(
-            "DELETE FROM seen_events WHERE rowid <= (SELECT MAX(rowid) FROM seen_events) - ?",
-            (self.max_seen,),
+        # in two statements: MySQL deletes from no table its subquery reads
+        (newest,) = conn.execute(f"SELECT MAX({dialect.sequence}) FROM seen_events").fetchone()  # noqa: S608
+        conn.execute(
+            f"DELETE FROM seen_events WHERE {dialect.sequence} <= ?",  # noqa: S608 - a column name
+            (int(newest or 0) - self.max_seen,),
         )
 
     def changed(self) -> bool:
-        """True when another process committed to the store since the last call."""
-        version = int(self.store.conn.execute("PRAGMA data_version").fetchone()[0])
+        """True when another process committed to the store since the last call (on a
+        database server: when subscriptions, endpoints or mutes look different)."""
+        if self.store.dialect is SQLITE:
+            version: Any = int(self.store.conn.execute("PRAGMA data_version").fetchone()[0])
+        else:
+            version = tuple(self.store.conn.execute(SETTINGS_FINGERPRINT).fetchone())
         last, self._data_version = self._data_version, version
         return last is not None and version != last
+
+
+SETTINGS_FINGERPRINT = (
+    "SELECT (SELECT count(*) FROM subscriptions), (SELECT MAX(updated) FROM subscriptions),"
+    " (SELECT count(*) FROM endpoints), (SELECT SUM(enabled) FROM endpoints),"
+    " (SELECT MAX(id) FROM endpoints), (SELECT count(*) FROM mutes),"
+    " (SELECT MAX(id) FROM mutes), (SELECT MAX(until) FROM mutes)"
+)

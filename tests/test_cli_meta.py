@@ -102,7 +102,8 @@ def test_negative_numbers_are_values_not_options(cli) -> None:
     assert r.exit_code == 2 and "-5 is not in the range" in r.stderr
 
 
-HEAVY = ["apprise", "httpx", "aio_pika", "pika", "aiormq", "sqlite_utils", "rich.table"]
+HEAVY = ["apprise", "httpx", "aio_pika", "pika", "aiormq", "sqlite_utils", "rich.table", "pymysql",
+         "psycopg", "csnotify.servers"]  # fmt: skip
 PROBE = """
 import json, sys
 sys.argv = ["csnotify", *json.loads(sys.argv[1])]

@@ -3,7 +3,8 @@ each endpoint drains its own pending deliveries, in order per resource, with ret
 in the store and a bounded backlog.
 
 Everything through the real CLI (listen as a separate process), the real RabbitMQ, real
-HTTP receivers (healthy, never answering, failing, 410, 429) and a real SQLite file. Bus
+HTTP receivers (healthy, never answering, failing, 410, 429) and a real SQLite file; the
+tests that take ``backend`` run on MariaDB and PostgreSQL too. Bus
 messages are built as CloudStack publishes them: UUIDs, no level, every phase of an
 operation (Scheduled, Started, Completed)."""
 
@@ -21,6 +22,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
+from dbservers import backend  # noqa: F401 - fixture
 from helpers import run_process
 from receivers import Answer, Receiver
 from services import bus, simulator, wait_for  # noqa: F401 - fixtures
@@ -149,7 +151,7 @@ def test_api_a_hanging_endpoint_holds_up_nobody(tmp_path: Path) -> None:
 # -- order, concurrency ------------------------------------------------------------------
 
 
-def test_order_per_resource_with_many_in_flight(tmp_path: Path, bus) -> None:  # noqa: F811
+def test_order_per_resource_with_many_in_flight(tmp_path: Path, bus, backend) -> None:  # noqa: F811
     """Ten VMs, three phases each: a receiver that is slow at random still gets each VM's
     phases in order, while it is sent several VMs at once."""
     in_flight, most = [0], [0]
@@ -251,7 +253,7 @@ def test_the_schedule_ends_in_a_counted_failure(tmp_path: Path) -> None:
 # -- a bounded backlog -------------------------------------------------------------------
 
 
-def test_backlog_cap_gives_up_the_oldest_and_counts_them(tmp_path: Path) -> None:
+def test_backlog_cap_gives_up_the_oldest_and_counts_them(tmp_path: Path, backend) -> None:  # noqa: F811
     with Receiver(lambda _r: Answer(500, b"down")) as rx:
         subscribe("*", "--to", rx.url, "--name", "capped")
         env = {**os.environ, "CSNOTIFY_DELIVERY_RETRY_SCHEDULE": "0s,1h",

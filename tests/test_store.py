@@ -1,7 +1,9 @@
-"""The SQLite store: schema, migrations, WAL, file modes, default path, concurrent writers."""
+"""The store: schema, migrations, WAL, file modes, default path, concurrent writers (SQLite);
+the same store on MariaDB and PostgreSQL (issue 15)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import stat
@@ -9,13 +11,27 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from helpers import run_process
+from dbservers import (  # noqa: F401 - fixtures
+    SERVERS,
+    admin_sql,
+    backend,
+    database_exists,
+    require,
+    server_db,
+)
+from helpers import REPO, run_process
+from receivers import Answer, Receiver
 
+from csnotify.delivery.outbox import Changes, Outbox, PendingRow
+from csnotify.events import from_normalised
 from csnotify.migrations import MIGRATIONS
-from csnotify.store import Store
+from csnotify.models import Mute
+from csnotify.store import DeliveryLog, SourceState, Store, open_store
 
 TABLES = {"subscriptions", "endpoints", "deliveries", "cursors", "seen_events", "migrations"}
 ENDPOINT_COUNTERS = {
@@ -313,3 +329,305 @@ def test_every_command_that_creates_the_store_makes_it_private(
         side = store.with_name(store.name + extra)
         if side.exists():
             assert stat.S_IMODE(side.stat().st_mode) == 0o600
+
+
+# -- every backend: SQLite, MariaDB, PostgreSQL (issue 15) -------------------------------
+
+
+def test_a_new_store_records_its_migrations_once(backend: str) -> None:  # noqa: F811
+    store = open_store(backend, {})
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        names = [r[0] for r in store.conn.execute("SELECT name FROM migrations ORDER BY name")]
+        assert names == [name for name, _ in MIGRATIONS]
+        assert store.migrate() == []
+    finally:
+        store.close()
+    again = open_store(backend, {})
+    assert again.schema_version == len(MIGRATIONS)
+    again.close()
+
+
+def test_the_cli_round_trip_on_every_backend(cli, backend: str, fast_retries) -> None:  # noqa: F811
+    """subscribe, list, dispatch to a real receiver (one endpoint failing), deliveries, the
+    counters, a mute, a renamed subscription and the trimmed log, with --db given."""
+    events = "".join(
+        json.dumps({"id": f"ev-{i}", "type": "VM.START", "created": "2026-11-26T10:00:00Z"}) + "\n"
+        for i in range(3)
+    )
+    with Receiver() as ok, Receiver(lambda _r: Answer(500, b"down")) as bad:
+        r = cli("--db", backend, "subscribe", "VM.*", "--to", ok.url, "--to", bad.url,
+                "--name", "vms", "--key", "generate")  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        assert [s["name"] for s in cli("--db", backend, "list", "--json").json()] == ["vms"]
+        r = cli("--db", backend, "-c", "log.max_per_endpoint=2", "dispatch", "-", input=events)
+        assert r.exit_code == 1, r.stderr  # the failing endpoint's deliveries failed
+        assert [b["event"]["id"] for b in ok.bodies()] == ["ev-0", "ev-1", "ev-2"]
+        assert ok.requests[0].headers["webhook-signature"].startswith("v1,")
+    log = cli("--db", backend, "deliveries", "vms", "--json").json()
+    assert sorted((d["endpoint"], d["status"]) for d in log) == sorted(
+        [(ok.url, "delivered")] * 2 + [(bad.url, "failed")] * 2
+    )  # two kept per endpoint: the oldest trimmed
+    eps = {e["uri"]: e for e in cli("--db", backend, "show", "vms", "--json").json()["endpoints"]}
+    assert (eps[ok.url]["total_successes"], eps[ok.url]["total_failures"]) == (3, 0)
+    assert (eps[bad.url]["total_failures"], eps[bad.url]["consecutive_failures"]) == (3, 3)
+    assert cli("--db", backend, "mute", "vms", "--for", "1h", "--reason", "deploy").exit_code == 0
+    assert cli("--db", backend, "update", "vms", "--rename", "vm-events").exit_code == 0
+    assert [m["subscription"] for m in cli("--db", backend, "mutes", "--json").json()] == [
+        "vm-events"
+    ]
+    assert cli("--db", backend, "unsubscribe", "vm-events", "--yes").exit_code == 0
+    assert cli("--db", backend, "list", "--json").json() == []
+
+
+def test_source_state_and_batches_on_every_backend(backend: str) -> None:  # noqa: F811
+    store = open_store(backend, {})
+    other = open_store(backend, {})
+    try:
+        state = SourceState(store, max_seen=3)
+        with store.transaction():
+            state.remember([("a", "x"), ("b", "x")])
+        with store.transaction():
+            state.remember([("b", "x"), ("c", "x"), ("d", "y"), ("e", "x")])  # b again: once
+        assert state.accepted("x") == ["c", "e"]  # a and b forgotten (max_seen 3), in order
+        with store.transaction():
+            state.mark_acknowledged(["c"])
+        assert state.accepted("x") == ["e"] and state.accepted("y") == ["d"]
+        state.save_cursor("api", {"created": "1"})
+        state.save_cursor("api", {"created": "2"})
+        assert state.cursor("api") == {"created": "2"}
+        log = DeliveryLog(store)
+        with store.transaction():
+            log.write([], 10, [(5, ("digest", 1.5, "{}"))])
+        with store.transaction():
+            log.write([], 10, [(5, ("group", 2.5, '{"n": 1}'))])
+        assert log.batches() == {5: ("group", 2.5, '{"n": 1}')}
+        assert state.changed() is False  # the first call only takes note
+        with other.transaction():
+            other.insert_mute(Mute("x", None, None, "r", "2026-11-26T00:00:00Z", "2099-01-01"))
+        assert state.changed() is True
+        assert state.changed() is False
+    finally:
+        store.close()
+        other.close()
+
+
+CLAIMER = textwrap.dedent(
+    """
+    import json, sys
+    from csnotify.delivery.outbox import Outbox
+    from csnotify.store import open_store
+    outbox = Outbox(open_store(sys.argv[1], {}), 100)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    got = []
+    while rows := outbox.claim(1, 2):
+        got += [r.id for r in rows]
+    print(json.dumps(got), flush=True)
+    """
+)
+
+
+def started_together(script: str, *args: str, count: int = 2) -> list[str]:
+    """``count`` Python processes running ``script``, let go at once once all are ready;
+    the last line each printed."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]  # fmt: skip
+    for p in procs:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.stderr else ""
+    for p in procs:  # all at once: communicate() would wait for each to end
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.close()
+    results = [(p.stdout.read(), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+    for p, (_out, err) in zip(procs, results, strict=True):
+        assert p.wait(timeout=60) == 0, err
+    return [out.strip().splitlines()[-1] for out, _err in results]
+
+
+def test_two_processes_never_claim_the_same_pending_row(backend: str) -> None:  # noqa: F811
+    store = open_store(backend, {})
+    rows = [
+        PendingRow(1, from_normalised({"id": f"ev-{i}", "type": "VM.START"}), f"vm-{i}", 0.0,
+                   claimed=False)
+        for i in range(600)
+    ]  # fmt: skip
+    Outbox(store, 100).commit(Changes(new=rows))
+    store.close()
+    first, second = (set(json.loads(line)) for line in started_together(CLAIMER, backend))
+    assert first and second  # both claimed, at the same time
+    assert not first & second
+    assert first | second == {r.id for r in rows}
+
+
+MIGRATOR = textwrap.dedent(
+    """
+    import json, sys
+    from csnotify import servers
+    from csnotify.migrations import MIGRATIONS
+    conn = servers.connect(servers.parse_url(sys.argv[1]))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(servers.migrate(conn, MIGRATIONS)), flush=True)
+    """
+)
+
+
+def test_two_processes_opening_a_fresh_database_migrate_it_once(server_db: str) -> None:  # noqa: F811
+    done = sorted(json.loads(line) for line in started_together(MIGRATOR, server_db))
+    assert done == [[], [name for name, _ in MIGRATIONS]]
+    store = open_store(server_db, {})
+    counts = store.conn.execute("SELECT name, count(*) FROM migrations GROUP BY name").fetchall()
+    store.close()
+    assert sorted(tuple(r) for r in counts) == [(name, 1) for name, _ in MIGRATIONS]
+
+
+def test_store_urls_that_cannot_work_are_one_line_and_write_nothing(cli, db_file: Path) -> None:
+    r = cli("--db", "redis://127.0.0.1:6379/0", "subscribe", "VM.*", "--to", "https://h.example/")
+    assert r.exit_code == 2
+    assert "the scheme 'redis://' is not a store csnotify knows" in r.stderr
+    r = cli("--db", "mysql://root:hunter2@127.0.0.1:1/events", "list")
+    assert r.exit_code == 3
+    assert "mysql://root:********@127.0.0.1:1/events" in r.stderr and "hunter2" not in r.stderr
+    for r in (
+        cli("--db", "mysql://root@127.0.0.1:3306/", "list"),
+        cli("--db", "postgresql://u:hunter2@127.0.0.1:5432/a/b", "list"),
+    ):
+        assert r.exit_code == 2 and "cannot read the database URL" in r.stderr
+        assert "hunter2" not in r.stderr
+    for r in (
+        cli("--db", "redis://127.0.0.1:6379/0", "list"),
+        cli("--db", "mysql://root:hunter2@127.0.0.1:1/events", "list"),
+    ):
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not db_file.exists()
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+def test_a_missing_database_is_named_and_not_created(cli, kind: str) -> None:
+    require(kind)
+    name = f"csnotify_missing_{uuid.uuid4().hex[:8]}"
+    url = SERVERS[kind].replace("@", ":hunter2@", 1)  # trust / no password: any is taken
+    r = cli("--db", f"{url}/{name}", "subscribe", "VM.*", "--to", "https://h.example/")
+    assert r.exit_code == 3, r.stderr
+    assert name in r.stderr and "127.0.0.1" in r.stderr and "hunter2" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not database_exists(kind, name)
+
+
+def test_another_applications_database_on_a_server_is_refused(cli, server_db: str) -> None:  # noqa: F811
+    from csnotify.servers import connect, parse_url
+
+    conn = connect(parse_url(server_db))
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    r = cli("--db", server_db, "subscribe", "VM.*", "--to", "https://h.example/")
+    assert r.exit_code == 2
+    assert "is not a csnotify store (it holds tables orders" in r.stderr
+    assert conn.tables() == {"orders"}
+    conn.close()
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+def test_a_user_with_the_readmes_grants_runs_the_store(cli, kind: str) -> None:
+    """The README's CREATE/GRANT statements, as written there, are all the user needs; a
+    password with characters to percent-encode works and is never shown."""
+    require(kind)
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("What the database user needs:", 1)[1].split("```sql", 1)[1]
+    mysql_sql, pg_sql = block.split("```", 1)[0].split("-- PostgreSQL")
+    tag = uuid.uuid4().hex[:8]
+    user, database, password = f"csn_{tag}", f"csnotify_test_{tag}", "p@ss:w/rd%1"
+    statements = [
+        line.strip().rstrip(";")
+        .replace("csnotify", database, 1 if "DATABASE" in line else 0)
+        .replace("'csnotify'", f"'{user}'").replace("csnotify.*", f"{database}.*")
+        .replace("USER csnotify", f"USER {user}").replace("OWNER csnotify", f"OWNER {user}")
+        .replace("'...'", f"'{password}'")
+        for line in (mysql_sql if kind == "mysql" else pg_sql).splitlines()
+        if line.strip() and not line.startswith("--")
+    ]  # fmt: skip
+    try:
+        for sql in statements:
+            admin_sql(kind, sql)
+        host = SERVERS[kind].split("@", 1)[1]
+        url = f"{kind}://{user}:{quote(password, safe='')}@{host}/{database}"
+        r = cli("--db", url, "subscribe", "VM.*", "--to", "https://h.example/x", "--name", "g")
+        assert r.exit_code == 0, r.stderr
+        r = cli("--db", url, "status", "--json")
+        assert r.exit_code == 0, r.stderr
+        assert r.json()["store"] == f"{kind}://{user}:********@{host}/{database}"
+        assert password not in r.stdout + r.stderr
+        assert [s["name"] for s in cli("--db", url, "list", "--json").json()] == ["g"]
+    finally:
+        if kind == "mysql":
+            admin_sql(kind, f"DROP USER IF EXISTS '{user}'@'%'")
+            admin_sql(kind, f"DROP DATABASE IF EXISTS {database}")
+        else:
+            admin_sql(kind, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            admin_sql(kind, f"DROP USER IF EXISTS {user}")
+
+
+def test_a_missing_grant_leaves_the_database_as_it_was(cli, server_db: str) -> None:  # noqa: F811
+    """A user who may not make the whole schema (MariaDB: no INDEX grant, and each DDL
+    statement commits; PostgreSQL: no CREATE in the schema) fails at the first migration,
+    exit 3, and the database is left empty; once the grant is given, the store is made."""
+    from csnotify.servers import connect, parse_url
+
+    url = parse_url(server_db)
+    kind, user = url.dialect.name, f"csn_{uuid.uuid4().hex[:8]}"
+    as_user = f"{kind}://{user}:pw@{SERVERS[kind].split('@', 1)[1]}/{url.database}"
+    if kind == "mysql":
+        admin_sql(kind, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
+        admin_sql(kind, f"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, REFERENCES"
+                        f" ON {url.database}.* TO '{user}'@'%'")  # fmt: skip
+        give = f"GRANT INDEX ON {url.database}.* TO '{user}'@'%'"
+    else:  # PostgreSQL 15: only the database's owner creates in schema public
+        admin_sql(kind, f"CREATE USER {user} PASSWORD 'pw'")
+        give = f"ALTER DATABASE {url.database} OWNER TO {user}"
+    try:
+        r = cli("--db", as_user, "subscribe", "VM.*", "--to", "https://h.example/x")
+        assert r.exit_code == 3, r.stderr
+        assert "denied" in r.stderr and ":pw@" not in r.stderr
+        conn = connect(url)
+        assert conn.tables() == set()
+        conn.close()
+        admin_sql(kind, give)
+        r = cli("--db", as_user, "subscribe", "VM.*", "--to", "https://h.example/x")
+        assert r.exit_code == 0, r.stderr
+    finally:
+        if kind == "postgresql":
+            admin_sql(kind, f"ALTER DATABASE {url.database} OWNER TO postgres")
+            conn = connect(url)
+            conn.execute(f"DROP OWNED BY {user}")
+            conn.close()
+            admin_sql(kind, f"DROP USER IF EXISTS {user}")
+        else:
+            admin_sql(kind, f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+def test_a_connection_the_server_dropped_is_opened_again(server_db: str) -> None:  # noqa: F811
+    """A database restart or fail-over ends the store's connection: the next read opens a
+    new one, and so does the next transaction."""
+    store = open_store(server_db, {})
+    mysql = store.dialect.name == "mysql"
+    try:
+        for use in ("read", "write"):
+            (conn_id,) = store.conn.execute(
+                "SELECT CONNECTION_ID()" if mysql else "SELECT pg_backend_pid()"
+            ).fetchone()
+            kind = "mysql" if mysql else "postgresql"
+            admin_sql(
+                kind, f"KILL {conn_id}" if mysql else f"SELECT pg_terminate_backend({conn_id})"
+            )
+            if use == "read":
+                assert store.subscriptions() == []
+            else:
+                with store.transaction():
+                    store.insert_mute(Mute(None, None, "VM.*", "r", "2026-11-26T00:00:00Z", "2099"))
+        assert [m.reason for m in store.mutes()] == ["r"]
+    finally:
+        store.close()

@@ -120,7 +120,7 @@ Examples:
 @dataclass
 class AppState:
     terminal: Terminal
-    db: Path | None
+    db: str | None  # a file or a database URL
     config: Path | None
     overrides: list[str] = field(default_factory=list)
     verbose: int = 0
@@ -129,9 +129,9 @@ class AppState:
 
     def store(self) -> Store:
         if self._store is None:
-            from csnotify.store import Store, db_path
+            from csnotify.store import open_store
 
-            self._store = Store.open(db_path(self.db, os.environ))
+            self._store = open_store(self.db, os.environ)
             for notice in self._store.notices:
                 self.terminal.err(f"csnotify: warning: {notice}")
         return self._store
@@ -183,8 +183,14 @@ Run 'csnotify --help' for all commands, 'csnotify COMMAND --help' for one.
 @app.callback(invoke_without_command=True)
 def main_options(
     ctx: typer.Context,
-    db: Path | None = typer.Option(
-        None, "--db", envvar="CSNOTIFY_DB", help="Store file.", show_default=False
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        envvar="CSNOTIFY_DB",
+        metavar="PATH|URL",
+        help="Store: a SQLite file, or mysql://USER:PASS@HOST:3306/DB or"
+        " postgresql://USER:PASS@HOST:5432/DB.",
+        show_default=False,
     ),
     config: Path | None = typer.Option(
         None, "--config", envvar="CSNOTIFY_CONFIG", help="Config file (TOML)."
@@ -210,10 +216,10 @@ def _query_store(ctx: typer.Context, sql: str, params: tuple[Any, ...] = ()) -> 
     """Rows for shell completion, read-only from the store if it exists (else none)."""
     import sqlite3
 
-    from csnotify.store import db_path
+    from csnotify.store import chosen_store
 
-    path = db_path(ctx.find_root().params.get("db"), os.environ)
-    if not path.exists():
+    path = chosen_store(ctx.find_root().params.get("db"), os.environ)
+    if isinstance(path, str) or not path.exists():  # a server is not asked on each <Tab>
         return []
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

@@ -12,7 +12,9 @@ the events and outcomes that arrived meanwhile.
 A process claims the rows it works on (``owner``, ``lease``). Rows are claimed when a
 worker loads them and renewed while it holds them; a process that stops releases its
 claims, and the claims of a process that died on this host are released when another one
-starts, so nothing waits for a lease to run out after a crash on one machine.
+starts, so nothing waits for a lease to run out after a crash on one machine. On a
+database server several processes claim at once: each takes rows with ``SELECT ... FOR
+UPDATE SKIP LOCKED``, so a row is claimed by one of them.
 """
 
 from __future__ import annotations
@@ -86,12 +88,22 @@ CHANGE_FIELDS = (
 )  # fmt: skip
 
 
+PENDING_COLUMNS = (
+    "endpoint_id", "event_id", "event_type", "resource", "payload", "raw_text", "webhook_id",
+    "accepted", "attempts", "next_at", "owner", "lease",
+)  # fmt: skip
+CLAIMED_COLUMNS = (
+    "id, event_id, resource, payload, raw_text, webhook_id, accepted, attempts, next_at, last_error"
+)
+
+
 class Outbox:
     def __init__(self, store: Store, log_max: int) -> None:
         self.store = store
         self.log = DeliveryLog(store)
         self.state = SourceState(store)
         self.log_max = log_max
+        self._insert = store.dialect.insert("pending", PENDING_COLUMNS)
 
     def commit(self, changes: Changes) -> None:
         """Everything in one transaction; new rows get their ids."""
@@ -100,10 +112,8 @@ class Outbox:
         with self.store.transaction():
             for row in changes.new:
                 event = row.event
-                cursor = conn.execute(
-                    "INSERT INTO pending (endpoint_id, event_id, event_type, resource, payload,"
-                    " raw_text, webhook_id, accepted, attempts, next_at, owner, lease)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                row.id = self.store.insert_id(
+                    self._insert,
                     (
                         row.endpoint_id,
                         event.id,
@@ -113,12 +123,12 @@ class Outbox:
                         event.raw_text,
                         row.webhook_id,
                         row.accepted,
+                        0,
                         row.next_at,
                         OWNER if row.claimed else None,
                         now + LEASE_S if row.claimed else None,
                     ),
                 )
-                row.id = int(cursor.lastrowid or 0)
             if changes.retries:
                 conn.executemany(
                     "UPDATE pending SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
@@ -141,14 +151,28 @@ class Outbox:
     def claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
         """The oldest unclaimed rows of an endpoint, now ours, oldest first."""
         now = time.time()
+        conn = self.store.conn
         with self.store.transaction():
-            rows = self.store.conn.execute(
-                "UPDATE pending SET owner = ?, lease = ? WHERE id IN (SELECT id FROM pending"
-                " WHERE endpoint_id = ? AND (owner IS NULL OR lease < ?) ORDER BY id LIMIT ?)"
-                " RETURNING id, event_id, resource, payload, raw_text, webhook_id, accepted,"
-                " attempts, next_at, last_error",
-                (OWNER, now + LEASE_S, endpoint_id, now, limit),
-            ).fetchall()
+            if self.store.dialect.skip_locked:  # other processes claim at the same time
+                rows = conn.execute(
+                    f"SELECT {CLAIMED_COLUMNS} FROM pending WHERE endpoint_id = ?"  # noqa: S608
+                    " AND (owner IS NULL OR lease < ?) ORDER BY id LIMIT ?"
+                    " FOR UPDATE SKIP LOCKED",
+                    (endpoint_id, now, limit),
+                ).fetchall()
+                if rows:
+                    conn.execute(
+                        "UPDATE pending SET owner = ?, lease = ?"  # noqa: S608
+                        f" WHERE id IN ({','.join('?' * len(rows))})",
+                        (OWNER, now + LEASE_S, *(r["id"] for r in rows)),
+                    )
+            else:  # SQLite: this transaction holds the only write lock
+                rows = conn.execute(
+                    "UPDATE pending SET owner = ?, lease = ? WHERE id IN (SELECT id FROM pending"  # noqa: S608
+                    " WHERE endpoint_id = ? AND (owner IS NULL OR lease < ?) ORDER BY id LIMIT ?)"
+                    f" RETURNING {CLAIMED_COLUMNS}",
+                    (OWNER, now + LEASE_S, endpoint_id, now, limit),
+                ).fetchall()
         out = []
         for r in sorted(rows, key=lambda r: r["id"]):
             event = from_normalised(json.loads(r["payload"]))
@@ -186,9 +210,9 @@ class Outbox:
         owners = [
             r[0]
             for r in self.store.conn.execute(
-                "SELECT DISTINCT owner FROM pending WHERE substr(owner, 1, ?) = ?",
-                (len(HOST) + 1, f"{HOST}:"),
+                "SELECT DISTINCT owner FROM pending WHERE owner LIKE ?", (f"{HOST}:%",)
             )
+            if r[0].startswith(f"{HOST}:")  # LIKE: '_' in a host name matches any character
         ]
         dead = [o for o in owners if o != OWNER and not _alive(o)]
         if not dead:
