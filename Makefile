@@ -23,7 +23,7 @@ format: venv
 	$(BIN)/ruff format .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --durations=10
 
 demo: venv
 	$(BIN)/csnotify demo

@@ -26,6 +26,7 @@ KILLS = 3
 # Attempts running plus ended ones whose outcome is not committed yet, for one endpoint:
 # each at most delivery.per_endpoint (see delivery/workers.py).
 IN_FLIGHT = 2 * DeliverySettings().per_endpoint
+PREFETCH = 100
 
 
 def start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
@@ -112,7 +113,7 @@ def test_amqp_sigkill_loses_nothing(tmp_path: Path, bus) -> None:  # noqa: F811
             check=True,
             capture_output=True,
         )
-        env = {**os.environ, **bus.env(), "CSNOTIFY_AMQP_PREFETCH": "100"}
+        env = {**os.environ, **bus.env(), "CSNOTIFY_AMQP_PREFETCH": str(PREFETCH)}
         first = start(env, "--source", "amqp", "--once")
         first.wait(timeout=30)  # declares and binds the queue
         with simulator(
@@ -134,7 +135,11 @@ def test_amqp_sigkill_loses_nothing(tmp_path: Path, bus) -> None:  # noqa: F811
         proc = kill_and_restart(rx, env, ("--source", "amqp"), len(expected))
         duplicates = finish(rx, proc, "amqp", expected, by_content)
     # only what was in flight at each kill comes again
-    assert duplicates <= KILLS * IN_FLIGHT
+    # Besides the deliveries in flight, a kill repeats the messages the store marked
+    # acknowledged whose acknowledgement the broker had not processed: redelivered, they
+    # cannot be told from a twin CloudStack published (issue 13), so they go out again.
+    # At most amqp.prefetch of them are unacknowledged at any moment.
+    assert duplicates <= KILLS * (IN_FLIGHT + PREFETCH)
 
 
 def test_api_sigkill_loses_nothing(tmp_path: Path) -> None:

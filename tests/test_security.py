@@ -244,10 +244,10 @@ def test_a_background_child_holding_stderr_does_not_turn_success_into_timeout(
 
 
 def test_cr_lf_in_a_header_bound_field_is_cleaned_and_delivered(cli) -> None:
-    """--format cloudstack puts the account in User-Agent and the type in X-CS-Event: a
-    CR/LF there once made the channel raise, and the event vanished."""
-    event = {"id": "e1", "type": "VM.START", "created": "2026-11-25T10:00:00Z",
-             "account": "adm\r\nX-Injected: 1", "description": "d"}  # fmt: skip
+    """--format cloudstack puts the event's id in X-CS-Event-ID and its type in
+    X-CS-Event: a CR/LF there once made the channel raise, and the event vanished."""
+    event = {"id": "e1\r\nX-Injected: 1", "type": "VM.START", "created": "2026-11-25T10:00:00Z",
+             "account": "adm", "description": "d"}  # fmt: skip
     with Receiver() as rx:
         r = cli("subscribe", "*", "--to", rx.url, "--format", "cloudstack", "--key", "k",
                 "--name", "cs")  # fmt: skip
@@ -259,7 +259,7 @@ def test_cr_lf_in_a_header_bound_field_is_cleaned_and_delivered(cli) -> None:
     assert len(rx.requests) == 2
     headers = {k.lower(): v for k, v in rx.requests[0].headers.items()}
     assert "x-injected" not in headers
-    assert headers["user-agent"].startswith("CS-Hookshot/adm  X-Injected: 1 ")
+    assert headers["x-cs-event-id"] == "e1  X-Injected: 1"  # the line break made spaces
     rows = cli("deliveries", "cs", "--json").json()
     assert [row["status"] for row in rows] == ["delivered"]
 

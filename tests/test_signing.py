@@ -42,7 +42,7 @@ def test_spec_test_vector() -> None:
     assert sig == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 
-@pytest.mark.parametrize("key", [generate_key(), "a plain shared secret"])
+@pytest.mark.parametrize("key", [generate_key(), "a plain shared secret"], ids=["whsec", "plain"])
 def test_signature_verifies_independently(key: str) -> None:
     body = b'{"event": {"type": "VM.START"}}'
     ts = int(time.time())
