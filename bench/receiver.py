@@ -2,8 +2,8 @@
 
 POST /<anything> answers 200 and counts per path; /slow/<anything> sleeps 5 s first;
 /hang/<anything> never answers (an endpoint that is up but dead);
-/timed/<anything> also notes when each event id arrived (wall clock, comparable across
-processes on one machine). GET /stats returns the counts, GET /times the arrival times.
+/timed/<anything> also notes when the event of each resource id arrived (wall clock,
+comparable across processes on one machine). GET /stats returns the counts, GET /times the arrival times.
 The port is printed on stdout.
 """
 
@@ -29,7 +29,7 @@ async def receive(request: web.Request) -> web.Response:
         counts[request.path] += 1
         await asyncio.sleep(3600)
     elif request.path.startswith("/timed"):
-        arrivals[json.loads(body)["event"]["id"]] = time.time()
+        arrivals[json.loads(body)["event"]["resource_id"]] = time.time()
     counts[request.path] += 1
     return web.Response(text="ok")
 
