@@ -3,7 +3,8 @@
 POST /<anything> answers 200 and counts per path; /slow/<anything> sleeps 5 s first;
 /hang/<anything> never answers (an endpoint that is up but dead);
 /timed/<anything> also notes when the event of each resource id arrived (wall clock,
-comparable across processes on one machine). GET /stats returns the counts, GET /times the arrival times.
+comparable across processes on one machine). GET /stats returns the counts, GET /times
+the arrival times.
 The port is printed on stdout.
 """
 
