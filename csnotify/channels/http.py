@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from csnotify.channels import host_problem
+from csnotify.redact import mask_uri
+
 HEAD_CAP = 64 * 1024  # bytes of status line and headers before the answer is refused
 URL_CACHE = 4096
 
@@ -222,7 +225,8 @@ class _Connection(asyncio.Protocol):
 
 
 class Client:
-    """POSTs with at most ``limit`` connections open at once (idle ones included)."""
+    """POSTs, at most ``limit`` at once; at most ``limit`` idle connections are kept for
+    reuse (across origins), the others closed."""
 
     def __init__(self, limit: int, cap: int) -> None:
         self.cap = cap
@@ -336,15 +340,13 @@ def make_target(url: str) -> Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
-        raise HTTPFailure(f"not an http(s) URL with a host: {url}")
+        raise HTTPFailure(f"not an http(s) URL with a host: {mask_uri(url)}")
     default = 443 if scheme == "https" else 80
     try:
         port = parts.port or default
     except ValueError:
-        raise HTTPFailure(f"the port in {url} is not a number from 1 to 65535") from None
+        raise HTTPFailure(f"the port in {mask_uri(url)} is not a number from 1 to 65535") from None
     host = parts.hostname
-    from csnotify.channels import host_problem
-
     if (problem := host_problem(host)) is not None:
         raise HTTPFailure(f"cannot connect: {problem}")
     shown = f"[{host}]" if ":" in host else host

@@ -338,10 +338,8 @@ class Pipeline:
                 worker.need_load = True
                 worker.poke()
 
-    def quiet(self, horizon: float | None = None) -> bool:
-        """Nothing to send before ``horizon`` (unix time; default ONESHOT_WAIT_S from now)."""
-        if horizon is None:
-            horizon = time.time() + ONESHOT_WAIT_S
+    def quiet(self, horizon: float) -> bool:
+        """Nothing to send before ``horizon`` (unix time)."""
         return (
             not self.policy.held
             and self.writer.idle
