@@ -414,7 +414,7 @@ def test_source_state_and_batches_on_every_backend(backend: str) -> None:  # noq
 
 CLAIMER = textwrap.dedent(
     """
-    import json, sys
+    import json, sys, time
     from csnotify.delivery.outbox import Outbox
     from csnotify.store import open_store
     outbox = Outbox(open_store(sys.argv[1], {}), 100)
@@ -423,6 +423,7 @@ CLAIMER = textwrap.dedent(
     got = []
     while rows := outbox.claim(1, 2):
         got += [r.id for r in rows]
+        time.sleep(0.005)  # as if delivering: without it one process could take every row
     print(json.dumps(got), flush=True)
     """
 )
