@@ -223,10 +223,11 @@ def _level(value: Any) -> str:
 # -- listEvents ------------------------------------------------------------------------
 
 
-def from_list_item(item: dict[str, Any], source: str = "api") -> Event:
+def from_list_item(item: dict[str, Any], source: str = "api", checked: bool = False) -> Event:
     if not isinstance(item.get("id"), str):
         raise BadInput("listEvents item has no id")
-    refuse_lone_surrogates(item)
+    if not checked:
+        refuse_lone_surrogates(item)
     return Event(
         id=item["id"],
         type=_require_type(item.get("type"), "listEvents item"),
@@ -529,14 +530,19 @@ def from_cloudevent(doc: dict[str, Any]) -> Event:
 # -- dispatch on shape -------------------------------------------------------------------
 
 
-def normalise(doc: Any, routing_key: str | None = None, source: str | None = None) -> list[Event]:
-    """All events in one parsed JSON document, whatever its shape."""
+def normalise(
+    doc: Any, routing_key: str | None = None, source: str | None = None, checked: bool = False
+) -> list[Event]:
+    """All events in one parsed JSON document, whatever its shape. ``checked``: the caller
+    made sure it holds no lone surrogate (``loads`` does, cheaply, from the text)."""
     if not isinstance(doc, dict):
         raise BadInput(f"expected a JSON object, got {type(doc).__name__}")
-    refuse_lone_surrogates(doc)
+    if not checked:
+        refuse_lone_surrogates(doc)
     if "listeventsresponse" in doc or is_list_inner(doc):
         events = [
-            from_list_item(_object(i, "listEvents item"), "api") for i in list_response_items(doc)
+            from_list_item(_object(i, "listEvents item"), "api", checked=True)
+            for i in list_response_items(doc)
         ]
     elif "specversion" in doc:
         events = [from_cloudevent(doc)]
@@ -552,7 +558,9 @@ def normalise(doc: Any, routing_key: str | None = None, source: str | None = Non
         events = [from_bus(doc, routing_key)]
     elif "id" in doc and "type" in doc:
         ours = any(k in doc for k in ("category", "source", "resource_type", "raw"))
-        events = [from_normalised(doc) if ours else from_list_item(doc, source or "api")]
+        events = [
+            from_normalised(doc) if ours else from_list_item(doc, source or "api", checked=True)
+        ]
     else:
         events = [from_bus(doc)]
     if source:
@@ -652,9 +660,11 @@ def parse_stream(text: str, routing_key: str | None = None) -> Iterator[Event | 
                 return
         except (ValueError, RecursionError):  # not one document: JSON lines, or bad
             whole = None
+    checked = "\\u" not in stripped  # only an escape can make a lone surrogate
     if isinstance(whole, list):
         for n, item in enumerate(whole, 1):
-            yield from _safely(lambda item=item: normalise(item, routing_key), f"item {n}")
+            make = lambda item=item: normalise(item, routing_key, checked=checked)  # noqa: E731
+            yield from _safely(make, f"item {n}")
         return
     if isinstance(whole, dict) and ("listeventsresponse" in whole or is_list_inner(whole)):
         try:
@@ -663,15 +673,18 @@ def parse_stream(text: str, routing_key: str | None = None) -> Iterator[Event | 
             yield Rejected("line 1", exc.message)
             return
         for n, item in enumerate(items, 1):
-            make = lambda item=item: [from_list_item(_object(item, "listEvents item"), "api")]  # noqa: E731
+            make = lambda item=item: [  # noqa: E731
+                from_list_item(_object(item, "listEvents item"), "api", checked=checked)
+            ]
             yield from _safely(make, f"event {n}")
         return
     if isinstance(whole, dict):
-        yield from _safely(lambda: normalise(whole, routing_key), "line 1")
+        yield from _safely(lambda: normalise(whole, routing_key, checked=checked), "line 1")
         return
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            yield from _safely(lambda line=line: normalise(loads(line), routing_key), f"line {n}")
+            make = lambda line=line: normalise(loads(line), routing_key, checked=True)  # noqa: E731
+            yield from _safely(make, f"line {n}")
 
 
 def _safely(make: Any, where: str) -> Iterator[Event | Rejected]:

@@ -674,7 +674,17 @@ def test_a_lone_surrogate_is_a_counted_rejection_not_a_silent_drop(cli) -> None:
         ]
         r = cli("listen", "--source", "stdin", input=f"{bad}\n")
         assert r.exit_code == 1 and "line 1: invalid Unicode" in r.stderr
-    assert [b["event"]["description"] for b in rx.bodies()] == ["\U0001f600"]
+        # one document (an array, a listEvents response): the item, not the document
+        listed = good.replace('"ok"', '"ok2"').replace('"type"', '"level": "INFO", "type"')
+        for doc, where in ((f"[{bad}, {good.replace('ok', 'ok1')}]", "item 1"),
+                           (f'{{"listeventsresponse": {{"event": [{listed}, {bad}]}}}}',
+                            "event 2")):  # fmt: skip
+            r = cli("dispatch", "-", "--json", input=doc)
+            assert r.exit_code == 1, r.stdout + r.stderr
+            assert r.json()["delivered"] == 1
+            assert r.json()["rejected"] == [f"{where}: invalid Unicode: a lone surrogate \\ud800"
+                                            " (half of a UTF-16 pair) in the event"]  # fmt: skip
+    assert [b["event"]["description"] for b in rx.bodies()] == ["\U0001f600"] * 3
     assert cli("status", "--json").json()["listeners"][0]["rejected"] == 1
 
 

@@ -175,6 +175,52 @@ async def test_a_row_waiting_for_its_retry_holds_back_its_resource_only() -> Non
     await w.stop()
 
 
+@sync
+async def test_an_attempt_that_raises_waits_instead_of_spinning() -> None:
+    """A bug or a broken store inside an attempt (a stand-in attempt raises here: nothing
+    in the real path is meant to): the row stays pending and is tried again after a
+    growing wait, not at once for ever (that spun a CPU at 100% and kept --duration 1
+    running). When the fault clears, it is delivered."""
+    tries: list[float] = []
+    broken = True
+
+    async def claim(_endpoint: int, _limit: int) -> list[PendingRow]:
+        return []
+
+    async def attempt(w: EndpointWorker, row: PendingRow) -> None:
+        tries.append(time.time())
+        if broken:
+            raise RuntimeError("no such table: pacing")
+        w.end(row)
+        w.saved()
+
+    w = EndpointWorker(target(), 4, claim, attempt)
+    w.need_load = False
+    row = PendingRow(1, event(0), "vm-0", 0.0)
+    row.id = 1
+    w.accept(row)
+    w.start()
+    await asyncio.sleep(0.5)
+    assert len(tries) == 1 and row.id in w.rows and not row.running
+    assert row.next_at >= tries[0] + 0.9  # FAULT_WAIT_S
+    assert w.quiet(tries[0] + 0.5) and not w.quiet(tries[0] + 2)  # a one-shot run may end
+    for _ in range(1000):  # the second try, one wait later
+        if len(tries) > 1:
+            break
+        await asyncio.sleep(0.01)
+    assert len(tries) == 2 and tries[1] >= tries[0] + 0.9
+    assert row.next_at >= tries[1] + 1.9  # the wait doubles
+    broken = False
+    row.next_at = 0.0
+    w.poke()
+    for _ in range(1000):
+        if not w.rows:
+            break
+        await asyncio.sleep(0.01)
+    assert len(tries) == 3 and not w.rows and w.faults == 0
+    await w.stop()
+
+
 # -- outbox and writer -------------------------------------------------------------------
 
 

@@ -215,7 +215,17 @@ class _Connection(asyncio.Protocol):
                 future.set_result(None)
         self._parser = None
 
-    def _fail(self, failure: HTTPFailure) -> None:
+    def expire(self, body_timeout: float | None) -> None:
+        """The request's time is up: the whole of it (TimeoutError), or, with
+        ``body_timeout``, the wait for the end of the body after the headers came."""
+        if body_timeout is None:
+            self._fail(TimeoutError())
+        else:
+            answer = self.answer
+            message = f"the answer's body did not end within {body_timeout:g} s"
+            self._fail(BodyTimeout(message, answer.status, answer.headers))
+
+    def _fail(self, failure: Exception) -> None:
         for future in (self._head_done, self._done):
             if future is not None and not future.done():
                 future.set_exception(failure)
@@ -253,21 +263,22 @@ class Client:
         if text.count("\n") != len(headers) or text.count("\r") != len(headers):
             raise HTTPFailure("a header name or value holds a line break (not sent)")
         data = b"".join((target.head, f"Content-Length: {len(body)}\r\n{text}\r\n".encode(), body))
-        async with self._slots, asyncio.timeout(timeout):
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            deadline = loop.time() + timeout
             for again in (True, False):
-                conn = await self._connection(target.origin, reuse=again)
+                conn = await self._connection(target.origin, reuse=again, deadline=deadline)
                 head_done, done = conn.send(data)
+                # Timers end the wait (cheaper per request than two asyncio.timeout scopes)
+                timer = loop.call_at(deadline, conn.expire, None)
                 try:
                     await head_done
-                    try:
-                        async with asyncio.timeout(body_timeout):
-                            await done
-                    except TimeoutError:
-                        raise BodyTimeout(
-                            f"the answer's body did not end within {body_timeout:g} s",
-                            conn.answer.status,
-                            conn.answer.headers,
-                        ) from None
+                    timer.cancel()
+                    if loop.time() + body_timeout < deadline:
+                        timer = loop.call_at(loop.time() + body_timeout, conn.expire, body_timeout)
+                    else:
+                        timer = loop.call_at(deadline, conn.expire, None)
+                    await done
                 except CutShort:
                     conn.close()
                     if again and conn.reused and not conn.answer.got_bytes:  # not BodyTimeout
@@ -276,6 +287,8 @@ class Client:
                 except BaseException:
                     conn.close()
                     raise
+                finally:
+                    timer.cancel()
                 answer = conn.answer
                 self._release(target.origin, conn)
                 return Response(answer.status or 0, answer.headers, b"".join(answer.chunks))
@@ -291,7 +304,9 @@ class Client:
 
     # -- connections --------------------------------------------------------------------
 
-    async def _connection(self, origin: tuple[str, str, int], reuse: bool) -> _Connection:
+    async def _connection(
+        self, origin: tuple[str, str, int], reuse: bool, deadline: float
+    ) -> _Connection:
         idle = self._idle.get(origin) if reuse else None
         while idle:
             conn = idle.pop()
@@ -304,9 +319,10 @@ class Client:
         tls = self._tls_context() if scheme == "https" else None
         loop = asyncio.get_running_loop()
         try:
-            _transport, conn = await loop.create_connection(
-                lambda: _Connection(self.cap), host, port, ssl=tls
-            )
+            async with asyncio.timeout_at(deadline):
+                _transport, conn = await loop.create_connection(
+                    lambda: _Connection(self.cap), host, port, ssl=tls
+                )
         except ssl.SSLCertVerificationError as exc:
             raise ConnectFailure(f"TLS certificate error: {exc.verify_message or exc}") from None
         except ssl.SSLError as exc:

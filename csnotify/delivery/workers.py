@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("csnotify")
 WINDOW_ROWS = 512  # pending rows held in memory per endpoint
 REFILL_AT = WINDOW_ROWS // 2
+# A row whose attempt raised (a bug, a broken store) waits this long, doubling per fault
+# in a row up to FAULT_WAIT_MAX_S, instead of being tried again at once for ever.
+FAULT_WAIT_S = 1.0
+FAULT_WAIT_MAX_S = 300.0
 
 
 class EndpointWorker:
@@ -48,6 +52,7 @@ class EndpointWorker:
         self.loading = False  # claiming rows from the store
         self.earliest: float | None = None  # the next retry among the waiting rows
         self.overflowing = False  # the backlog is full (logged once)
+        self.faults = 0  # attempts in a row that raised
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -192,8 +197,16 @@ class EndpointWorker:
     async def _one(self, row: PendingRow) -> None:
         try:
             await self._attempt(self, row)
-        except Exception:  # a bug must not stop this endpoint
-            log.exception("delivery to %s failed unexpectedly", self.target.label)
+            self.faults = 0
+        except Exception:  # a bug must not stop this endpoint, nor spin on the row
+            self.faults += 1
+            wait = min(FAULT_WAIT_MAX_S, FAULT_WAIT_S * 2 ** min(self.faults - 1, 16))
+            row.next_at = time.time() + wait
+            log.exception(
+                "delivery to %s failed unexpectedly; it stays pending, next try in %.0f s",
+                self.target.label,
+                wait,
+            )
         finally:
             row.running = False
             self.running -= 1

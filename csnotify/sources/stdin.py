@@ -47,7 +47,7 @@ class StdinSource:
                 if not line.strip():
                     continue
                 try:
-                    events = normalise(loads(line), source="stdin")
+                    events = normalise(loads(line), source="stdin", checked=True)
                 except BadInput as exc:
                     listener.reject(f"line {number}", exc.message)
                     continue
