@@ -67,7 +67,9 @@ class Pipeline:
         self._backlogs: dict[int, int] = {}
         self._keeper: asyncio.Task[None] | None = None
         self._closed = False
-        self._mine: set[int] = set()  # ids of the rows this run accepted
+        # ids of the rows this one-shot run accepted and that did not end yet (waiting()); a
+        # listener (restore) never asks, and runs for months: it keeps no set per row
+        self._mine: set[int] | None = None if restore else set()
 
     @property
     def targets(self) -> dict[int, Target]:
@@ -221,7 +223,8 @@ class Pipeline:
             if worker is not None:
                 worker.saved()
         for row in changes.new:
-            self._mine.add(row.id)
+            if self._mine is not None:
+                self._mine.add(row.id)
             worker = self.workers.get(row.endpoint_id)
             if worker is None:
                 continue
@@ -310,6 +313,8 @@ class Pipeline:
 
     def _end(self, worker: EndpointWorker, row: PendingRow) -> None:
         worker.end(row)
+        if self._mine is not None:
+            self._mine.discard(row.id)
         self.writer.changes.ended.append(row.id)
         self.writer.changes.ended_at.append(worker.target.id)
         self.writer.kick()
@@ -361,7 +366,8 @@ class Pipeline:
     def waiting(self) -> int:
         """Deliveries accepted by this run that wait in the store (for a retry, or for
         their endpoint to be enabled)."""
-        return sum(1 for w in self.workers.values() for r in w.rows.values() if r.id in self._mine)
+        mine = self._mine or set()
+        return sum(1 for w in self.workers.values() for r in w.rows.values() if r.id in mine)
 
     async def flush(self) -> None:
         await self.writer.flush()
