@@ -25,6 +25,7 @@ class FaultyApi:
         self.upstream = upstream
         self.fault: str | None = None
         self.hits = 0
+        self.clean = 0  # answers passed on unchanged
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +52,8 @@ class FaultyApi:
                 if fault == "truncated":
                     body = body[: len(body) // 2]
                 self._send(200, body)
+                if fault is None:
+                    proxy.clean += 1
 
             def _send(self, status: int, body: bytes) -> None:
                 self.send_response(status)
@@ -93,9 +96,13 @@ def test_api_faults_back_off_and_lose_nothing(fault: str, tmp_path: Path) -> Non
             time.sleep(1)
             assert len(rx.requests) <= during + 1  # nothing new gets through while it is broken
             proxy.fault = None
+            clean = proxy.clean
             sim.wait_generated()
             expected = [r["list_item"]["id"] for r in sim.recorded() if r["list_item"]]
             assert wait_for(lambda: len(rx.requests) >= len(expected), 60)
+            # polls answered since the recovery (on a loaded machine every event may have
+            # been read before the fault, and listen stopped before it polled again)
+            assert wait_for(lambda: proxy.clean > clean + 4, 60)
             time.sleep(1)
         finally:
             listen.terminate()

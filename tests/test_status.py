@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from helpers import load_fixture, run_process
@@ -81,14 +82,19 @@ def test_status_shows_the_queue_depth(bus) -> None:  # noqa: F811
 
 
 def test_status_watch_keeps_reporting() -> None:
+    from services import wait_for
+
     proc = subprocess.Popen([sys.executable, "-m", "csnotify", "status", "--watch", "--json", "--interval", "0.3"],
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(2)
+    lines: list[str] = []  # read as they come: a loaded machine may take seconds to start it
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    assert wait_for(lambda: len(lines) >= 3, 60)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=10)
-    reports = [json.loads(line) for line in out.splitlines()]
-    assert len(reports) >= 3
-    assert proc.returncode == 0
+    assert proc.wait(timeout=10) == 0
+    reader.join(timeout=10)
+    reports = [json.loads(line) for line in lines]
+    assert len(reports) >= 3 and all("subscriptions" in r for r in reports)
 
 
 def test_a_killed_listener_shows_stopped_not_running(tmp_path) -> None:
