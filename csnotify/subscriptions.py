@@ -389,6 +389,16 @@ def set_enabled(
         return find(store, sub.name)
 
 
+def owner_text(sub: Subscription) -> str:
+    """Who a subscription belongs to, for people: an account (domain/account), a domain,
+    global (made by a global API caller), or '-' (made at a shell)."""
+    if sub.owner_scope == "account":
+        return f"account {sub.owner_domain}/{sub.owner_account}"
+    if sub.owner_scope == "domain":
+        return f"domain {sub.owner_domain}"
+    return sub.owner_scope or "-"
+
+
 def summary(sub: Subscription) -> dict[str, Any]:
     """One row of ``list``: what an operator scans for."""
     failing = [ep for ep in sub.endpoints if ep.consecutive_failures]
@@ -403,5 +413,6 @@ def summary(sub: Subscription) -> dict[str, Any]:
         "failing": len(failing),
         "last_success": last_success or "-",
         "last_error": last_error or "-",
+        "owner": owner_text(sub),
         "warnings": [w for ep in sub.endpoints for w in warnings(ep.uri)],
     }
