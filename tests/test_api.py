@@ -4,6 +4,7 @@ problem+json with the CLI's own lines, tokens, scope and the endpoint policy hol
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -300,3 +301,65 @@ def test_serve_refuses_bad_options_in_one_line(cli) -> None:
     ]:
         r = run_process(*args, timeout=30)
         assert r.exit_code == 2 and word in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def _listed(account: str, path: str, n: int) -> dict[str, object]:
+    """An event as listEvents gives it (the api source's shape)."""
+    return {"id": f"ev-{account}-{n}", "type": "VM.START", "level": "INFO", "account": account,
+            "domain": path.rsplit("/", 1)[-1], "domainid": f"d-{path}",
+            "domainpath": "/" + path.removeprefix("ROOT").strip("/") + ("/" if path != "ROOT" else ""),
+            "username": account, "description": "started", "resourcetype": "VirtualMachine",
+            "resourcename": f"vm-{n}", "created": "2026-11-26T10:00:00+0000", "state": "Completed"}  # fmt: skip
+
+
+def test_an_api_made_subscription_gets_only_its_owners_events(cli, tmp_path: Path) -> None:
+    """Delivered through the real pipeline (dispatch: the matcher every source uses): an
+    account's subscription to '*' gets only that account's events, a domain admin's those
+    of the domain and its subdomains; the operator's gets all."""
+    acme = make_token("acme", "ROOT/customers")
+    globex = make_token("globex", "ROOT/customers")
+    admin = make_token("custadmin", "ROOT/customers", "domain")
+    allow = ("-c", "api.allow_schemes=http", "-c", "api.allow_networks=127.0.0.0/8")
+    with Receiver() as receiver:
+        with ApiServer(*allow) as server:
+            for token, name in [(acme, "acme"), (globex, "globex"), (admin, "customers")]:
+                with server.client(token) as http:
+                    assert http.post("/v1/subscriptions", json={
+                        "name": name, "patterns": ["*"],
+                        "endpoints": [{"uri": f"{receiver.url}/{name}"}]}).status_code == 201  # fmt: skip
+        assert cli("subscribe", "*", "--to", f"{receiver.url}/ops", "--name", "ops").exit_code == 0
+        events = [
+            _listed("acme", "ROOT/customers", 1),
+            _listed("globex", "ROOT/customers", 2),
+            _listed("acme", "ROOT/partners", 3),  # same account name, another domain
+            _listed("eu-shop", "ROOT/customers/eu", 4),  # a subdomain
+            _listed("admin", "ROOT", 5),
+        ]
+        listing = tmp_path / "listevents.json"
+        listing.write_text(json.dumps({"listeventsresponse": {"count": 5, "event": events}}))
+        r = cli("dispatch", str(listing))
+        assert r.exit_code == 0, r.stderr
+        # the same events as JSON lines with names only (the bus's shape once names are resolved)
+        lines = tmp_path / "events.jsonl"
+        lines.write_text("".join(
+            json.dumps({"id": f"line-{e['id']}", "type": "VM.START", "account": e["account"],
+                        "domain": e["domain"], "created": "2026-11-26T10:00:00Z"}) + "\n"
+            for e in events))  # fmt: skip
+        assert cli("dispatch", str(lines)).exit_code == 0
+    got: dict[str, set[str]] = {}
+    for req in receiver.requests:
+        got.setdefault(req.path.strip("/"), set()).add(req.json()["event"]["id"])
+    assert got["acme"] == {"ev-acme-1", "line-ev-acme-1"}
+    assert got["globex"] == {"ev-globex-2", "line-ev-globex-2"}
+    # by path: the subdomain's event too; by name alone (no path): the domain itself only
+    assert got["customers"] == {"ev-acme-1", "ev-globex-2", "ev-eu-shop-4", "line-ev-acme-1",
+                                "line-ev-globex-2"}  # fmt: skip
+    assert len(got["ops"]) == 10
+    why = cli(
+        "match", "VM.START", "--where", "account=acme", "--where", "domain=partners", "--json"
+    )
+    verdict = {v["subscription"]: v for v in why.json()["subscriptions"]}
+    assert (
+        verdict["acme"]["reason"]
+        == "the event's domain (partners) is outside its owner's (ROOT/customers)"
+    )
