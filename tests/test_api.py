@@ -363,3 +363,31 @@ def test_an_api_made_subscription_gets_only_its_owners_events(cli, tmp_path: Pat
         verdict["acme"]["reason"]
         == "the event's domain (partners) is outside its owner's (ROOT/customers)"
     )
+
+
+def test_the_address_is_checked_again_at_delivery(cli, tmp_path: Path) -> None:
+    """An API-made subscription whose endpoint reaches a loopback address (allowed when it
+    was written) is refused at delivery once the network is no longer allowed; the
+    operator's own subscription to the same receiver is delivered."""
+    token = make_token("acme", "ROOT/customers")
+    allow = ("-c", "api.allow_schemes=http", "-c", "api.allow_networks=127.0.0.0/8")
+    with Receiver() as receiver:
+        with ApiServer(*allow) as server, server.client(token) as http:
+            assert http.post("/v1/subscriptions", json={
+                "name": "acme", "patterns": ["*"],
+                "endpoints": [{"uri": f"{receiver.url}/acme"}]}).status_code == 201  # fmt: skip
+        assert cli("subscribe", "*", "--to", f"{receiver.url}/ops", "--name", "ops").exit_code == 0
+        events = tmp_path / "events.jsonl"
+        events.write_text(json.dumps({"id": "e1", "type": "VM.START", "account": "acme",
+                                      "domain": "customers"}) + "\n")  # fmt: skip
+        r = cli("dispatch", str(events), "--json")
+        assert r.exit_code == 1 and (r.json()["delivered"], r.json()["failed"]) == (1, 1)
+        assert [q.path for q in receiver.requests] == ["/ops"]
+        (row,) = cli("deliveries", "acme", "--json").json()
+        assert row["status"] == "failed" and "refused by the API's endpoint policy" in row["error"]
+        assert "127.0.0.1" in row["error"] and row["attempts"] == 1  # not retried
+        events.write_text(json.dumps({"id": "e2", "type": "VM.START", "account": "acme",
+                                      "domain": "customers"}) + "\n")  # fmt: skip
+        r = cli("-c", "api.allow_networks=127.0.0.0/8", "dispatch", str(events), "--json")
+        assert r.exit_code == 0 and r.json()["delivered"] == 2
+        assert sorted(q.path for q in receiver.requests) == ["/acme", "/ops", "/ops"]
