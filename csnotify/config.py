@@ -324,6 +324,15 @@ SETTINGS: dict[str, Setting] = {
             maximum=1_000_000,
         ),
         Setting(
+            "api.auth_cache_ttl",
+            float,
+            60.0,
+            "seconds the user behind a CloudStack API key (getUser, getUserKeys) is kept"
+            " before it is asked again",
+            minimum=0.0,
+            maximum=86400,
+        ),
+        Setting(
             "log.max_per_endpoint",
             int,
             100,

@@ -120,6 +120,7 @@ class Api:
         self.lock = asyncio.Lock()
         self.counts = Counts()
         self.limit = RateLimit(settings["api.rate_limit"])
+        self.cs_auth: Any = None  # CloudStack-signed requests: set by serve() with admin keys
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A core call on the store, in the store's thread."""
@@ -176,17 +177,33 @@ class Api:
         return response
 
     async def caller(self, request: web.Request) -> Caller:
+        from csnotify.api import signed
         from csnotify.events import now_iso
 
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
+        cs_params = signed.credentials(request.query, request.headers)
         if scheme.lower() == "bearer" and credentials:
             found = await self.run(authenticate, self.store, credentials, now_iso())
             if found is not None:
                 return found
             detail = "the bearer token is unknown, revoked or expired; ask for a new one"
+        elif cs_params is not None and self.cs_auth is None:
+            detail = (
+                "CloudStack-signed requests need the admin keys on the server"
+                " (cloudstack.api_key, cloudstack.secret_key); use a bearer token"
+            )
+        elif cs_params is not None:
+            body = await request.read()
+            try:
+                return await self.cs_auth.caller(cs_params, request.method, request.path, body)
+            except signed.Unauthorized as exc:
+                detail = exc.message
         else:
-            detail = "no credentials; send 'Authorization: Bearer TOKEN' (csnotify token create)"
+            detail = (
+                "no credentials; send 'Authorization: Bearer TOKEN' (csnotify token create)"
+                " or sign the request with your CloudStack API keys"
+            )
         raise ApiProblem(401, detail, {"WWW-Authenticate": 'Bearer realm="csnotify"'})
 
     async def body(
@@ -398,6 +415,11 @@ async def serve(
     """Serve until ``stop`` is set (SIGTERM), then stop taking connections, let requests
     in flight finish (up to ``shutdown_timeout``) and return."""
     app, api = application(store, settings)
+    client = _admin_client(settings)
+    if client is not None:
+        from csnotify.api.signed import CloudStackAuth
+
+        api.cs_auth = CloudStackAuth(client, settings["api.auth_cache_ttl"])
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
@@ -417,4 +439,16 @@ async def serve(
         await stop.wait()
     finally:
         await runner.cleanup()
+        if client is not None:
+            await client.close()
     return api
+
+
+def _admin_client(settings: Settings) -> Any:
+    """A client with the admin keys, when they are set: CloudStack-signed requests find
+    their user with it. Without them only bearer tokens are taken."""
+    if not (settings["cloudstack.api_key"] and settings["cloudstack.secret_key"]):
+        return None
+    from csnotify.cloudstack import CloudStackClient, Credentials
+
+    return CloudStackClient(Credentials.from_settings(settings), timeout=10.0)
