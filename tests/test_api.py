@@ -337,7 +337,8 @@ def test_an_api_made_subscription_gets_only_its_owners_events(cli, tmp_path: Pat
         ]
         listing = tmp_path / "listevents.json"
         listing.write_text(json.dumps({"listeventsresponse": {"count": 5, "event": events}}))
-        r = cli("dispatch", str(listing))
+        net = ("-c", "api.allow_networks=127.0.0.0/8")  # the receiver is on loopback
+        r = cli(*net, "dispatch", str(listing))
         assert r.exit_code == 0, r.stderr
         # the same events as JSON lines with names only (the bus's shape once names are resolved)
         lines = tmp_path / "events.jsonl"
@@ -345,7 +346,7 @@ def test_an_api_made_subscription_gets_only_its_owners_events(cli, tmp_path: Pat
             json.dumps({"id": f"line-{e['id']}", "type": "VM.START", "account": e["account"],
                         "domain": e["domain"], "created": "2026-11-26T10:00:00Z"}) + "\n"
             for e in events))  # fmt: skip
-        assert cli("dispatch", str(lines)).exit_code == 0
+        assert cli(*net, "dispatch", str(lines)).exit_code == 0
     got: dict[str, set[str]] = {}
     for req in receiver.requests:
         got.setdefault(req.path.strip("/"), set()).add(req.json()["event"]["id"])

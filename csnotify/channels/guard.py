@@ -37,9 +37,10 @@ async def refusal(uri: str, networks: tuple[Network, ...]) -> str | None:
     address = refused_address(found, networks)
     if address is None:
         return None
+    where = f"{host} is" if host == str(address) else f"{host} resolves to {address},"
     return (
-        f"refused by the API's endpoint policy: {host} resolves to {address}, a private,"
-        " loopback or link-local address (api.allow_networks)"
+        f"refused by the API's endpoint policy: {where} a private, loopback or link-local"
+        " address (api.allow_networks)"
     )
 
 
