@@ -12,6 +12,7 @@ import pytest
 from apiserver import ApiServer, is_problem, make_token
 from helpers import run_process
 from receivers import Receiver
+from services import wait_for
 
 PUBLIC = "https://93.184.216.34/hook"  # a public address: no DNS needed to check it
 
@@ -287,10 +288,15 @@ def test_rate_limit_per_caller_and_graceful_stop(cli) -> None:
             assert int(r.headers["retry-after"]) >= 1
         with server.client(globex) as http:  # another caller has its own budget
             assert http.get("/v1/whoami").status_code == 200
+        assert wait_for(lambda: f"api {server.url}: running" in cli("status").stdout)
         code, out, err = server.stop()
     assert code == 0, err
     assert "answered 4 2xx, 1 4xx" in out
     assert acme not in err and "Traceback" not in err
+    # status shows where it served and what it answered
+    assert f"api {server.url}: stopped, 5 requests (4 2xx, 1 4xx)" in cli("status").stdout
+    (api,) = cli("status", "--json").json()["apis"]
+    assert api["url"] == server.url and api["requests"] == {"2xx": 4, "4xx": 1}
 
 
 def test_serve_refuses_bad_options_in_one_line(cli) -> None:

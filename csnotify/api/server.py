@@ -18,6 +18,7 @@ The store has one connection: each call on it runs in a worker thread, one at a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -435,13 +436,43 @@ async def serve(
         bound_host, bound_port = sockets[0].getsockname()[:2] if sockets else (host, port)
         scheme = "https" if ssl_context is not None else "http"
         shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
-        ready(f"{scheme}://{shown}:{bound_port}")
+        url = f"{scheme}://{shown}:{bound_port}"
+        ready(url)
+        beating = asyncio.ensure_future(_heartbeat(api, url, stop))
         await stop.wait()
+        await beating
     finally:
         await runner.cleanup()
         if client is not None:
             await client.close()
     return api
+
+
+HEARTBEAT_S = 10.0
+
+
+async def _heartbeat(api: Api, url: str, stop: asyncio.Event) -> None:
+    """What ``csnotify status`` shows about this server: its address and request counts,
+    saved at start, every HEARTBEAT_S and when it stops (status tells a stale one)."""
+    import os
+    import socket
+
+    from csnotify.events import now_iso
+    from csnotify.store import SourceState
+
+    state = SourceState(api.store)
+    doc: dict[str, Any] = {"url": url, "pid": os.getpid(), "host": socket.gethostname(),
+                           "started": now_iso(), "heartbeat_s": HEARTBEAT_S}  # fmt: skip
+    while True:
+        doc |= {"running": not stop.is_set(), "requests": dict(api.counts.by_status)}
+        try:
+            await api.run(state.save_cursor, f"serve:{url}", doc)
+        except CsnotifyError as exc:  # a busy store: the next beat tries again
+            log.warning("cannot save the API's state for 'status': %s", exc.message)
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
 
 
 def _admin_client(settings: Settings) -> Any:
