@@ -293,6 +293,7 @@ def test_rate_limit_per_caller_and_graceful_stop(cli) -> None:
     assert code == 0, err
     assert "answered 4 2xx, 1 4xx" in out
     assert acme not in err and "Traceback" not in err
+    assert "GET /v1/whoami 429" in err and "caller=tok_" in err  # the request log
     # status shows where it served and what it answered
     assert f"api {server.url}: stopped, 5 requests (4 2xx, 1 4xx)" in cli("status").stdout
     (api,) = cli("status", "--json").json()["apis"]

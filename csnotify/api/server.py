@@ -30,8 +30,10 @@ from aiohttp import web
 from csnotify import __version__, aio, subscriptions
 from csnotify.api import bodies
 from csnotify.errors import BadInput, CsnotifyError, NameTaken, NotFound, Unreachable
+from csnotify.logs import NOTICE
 from csnotify.policy import Policy, PolicyRefused
 from csnotify.redact import mask_text
+from csnotify.store import StoreBusy
 from csnotify.tokens import Caller, authenticate
 
 if TYPE_CHECKING:
@@ -63,7 +65,7 @@ def status_of(exc: CsnotifyError) -> int:
         return 409
     if isinstance(exc, BadInput):
         return 422
-    if isinstance(exc, Unreachable) or type(exc).__name__ == "StoreBusy":
+    if isinstance(exc, Unreachable | StoreBusy):
         return 503
     return 500
 
@@ -167,7 +169,8 @@ class Api:
             log.exception("internal error on %s %s", request.method, request.path)
             response = problem(500, f"internal error: {type(exc).__name__}")
         self.counts.add(response.status)
-        log.info(
+        log.log(
+            NOTICE,  # an access log: shown by default, silenced by -q
             "%s %s %s %.1f ms caller=%s",
             request.method,
             request.path,  # the query is left out: a signed request carries its signature there
