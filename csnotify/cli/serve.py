@@ -33,8 +33,10 @@ def serve(
 ) -> None:
     """Serve the subscription commands as a JSON API under /v1 (OpenAPI 3.1 at
     /v1/openapi.json), on the same store as the CLI. Callers send 'Authorization: Bearer
-    TOKEN' (csnotify token create); a subscription made through the API belongs to the
-    token's account (or domain) and may use only the endpoints api.allow_schemes and
+    TOKEN' (csnotify token create), or sign requests with their CloudStack API keys
+    (signatureVersion 3; checked with the admin keys in cloudstack.api_key). A subscription
+    made through the API belongs to the caller's account (or domain), gets only that
+    scope's events, and may use only the endpoints api.allow_schemes and
     api.allow_networks allow. SIGTERM or SIGINT: requests in flight finish, then it exits 0.
 
     \b
