@@ -298,6 +298,12 @@ def test_rate_limit_per_caller_and_graceful_stop(cli) -> None:
     assert f"api {server.url}: stopped, 5 requests (4 2xx, 1 4xx)" in cli("status").stdout
     (api,) = cli("status", "--json").json()["apis"]
     assert api["url"] == server.url and api["requests"] == {"2xx": 4, "4xx": 1}
+    with ApiServer("-c", "api.rate_limit=3") as guarded:
+        wrong = "csn_tok_000000000000_" + "x" * 43
+        with guarded.client(wrong) as http:  # guessing: three refusals, then no more tries
+            assert [http.get("/v1/whoami").status_code for _ in range(4)] == [401] * 3 + [429]
+        with guarded.client(globex) as http:  # from the same address, for a while
+            is_problem(http.get("/v1/whoami"), 429)
 
 
 def test_serve_refuses_bad_options_in_one_line(cli) -> None:

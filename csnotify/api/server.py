@@ -114,6 +114,14 @@ class RateLimit:
         self.buckets[who] = (tokens - 1, now)
         return 0.0
 
+    def exhausted(self, who: str, now: float) -> float:
+        """Like ``wait``, without taking a request from the budget."""
+        if not self.per_minute or who not in self.buckets:
+            return 0.0
+        tokens, at = self.buckets[who]
+        tokens = min(float(self.per_minute), tokens + (now - at) * self.per_minute / 60.0)
+        return 0.0 if tokens >= 1 else (1 - tokens) * 60.0 / self.per_minute
+
 
 class Api:
     def __init__(self, store: Store, settings: Settings) -> None:
@@ -123,6 +131,7 @@ class Api:
         self.lock = asyncio.Lock()
         self.counts = Counts()
         self.limit = RateLimit(settings["api.rate_limit"])
+        self.failures = RateLimit(settings["api.rate_limit"])  # refused credentials, by address
         self.cs_auth: Any = None  # CloudStack-signed requests: set by serve() with admin keys
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -137,15 +146,16 @@ class Api:
         caller: Caller | None = None
         try:
             if request.path != "/v1/openapi.json":
-                caller = await self.caller(request)
-                wait = self.limit.wait(caller.via, time.monotonic())
-                if wait:
-                    raise ApiProblem(
-                        429,
-                        f"more than {self.limit.per_minute} requests a minute"
-                        " (api.rate_limit); slow down",
-                        {"Retry-After": str(max(1, round(wait)))},
-                    )
+                # failed authentications count against the address they come from, so
+                # that guessing (and the look-ups a signed request costs) stays bounded
+                address = f"address:{request.remote}"
+                self.throttle(self.failures.exhausted(address, time.monotonic()))
+                try:
+                    caller = await self.caller(request)
+                except ApiProblem:
+                    self.failures.wait(address, time.monotonic())
+                    raise
+                self.throttle(self.limit.wait(caller.via, time.monotonic()))
                 request["caller"] = caller
             response = await handler(request)
         except ApiProblem as exc:
@@ -179,6 +189,14 @@ class Api:
             caller.via if caller else "-",
         )
         return response
+
+    def throttle(self, wait: float) -> None:
+        if wait:
+            raise ApiProblem(
+                429,
+                f"more than {self.limit.per_minute} requests a minute (api.rate_limit); slow down",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
 
     async def caller(self, request: web.Request) -> Caller:
         from csnotify.api import signed
