@@ -27,3 +27,22 @@ def test_tokens_and_owners_on_every_backend(cli, backend: str) -> None:  # noqa:
     listed = run_process("token", "list", "--json").json()
     assert sorted((t["account"], t["revoked"] is not None) for t in listed) == [
         ("acme", True), ("globex", False)]  # fmt: skip
+
+
+def test_an_owned_subscription_keeps_its_owner_through_export_and_import(cli, tmp_path) -> None:
+    token = make_token("acme", "ROOT/customers")
+    with ApiServer() as server, server.client(token) as http:
+        assert http.post("/v1/subscriptions", json={
+            "name": "acme-vms", "patterns": ["VM.*"], "endpoints": [{"uri": PUBLIC}]}).status_code == 201  # fmt: skip
+    exported = tmp_path / "subs.json"
+    assert cli("export", "--with-secrets", "-o", str(exported)).exit_code == 0
+    other = tmp_path / "other.db"
+    r = cli("--db", str(other), "import", str(exported))
+    assert r.exit_code == 0, r.stderr
+    owner = {"scope": "account", "account": "acme", "domain": "ROOT/customers"}
+    assert cli("--db", str(other), "show", "acme-vms", "--json").json()["owner"] == owner
+    # the same file again is unchanged; a forged owner is refused in one line
+    assert "unchanged" in cli("--db", str(other), "import", str(exported), "--json").stdout
+    exported.write_text(exported.read_text().replace('"scope": "account"', '"scope": "root"'))
+    r = cli("--db", str(other), "import", str(exported), "--replace")
+    assert r.exit_code == 2 and "'owner' must be" in r.stderr and len(r.stderr.splitlines()) == 1
