@@ -405,3 +405,32 @@ def test_the_address_is_checked_again_at_delivery(cli, tmp_path: Path) -> None:
         r = cli("-c", "api.allow_networks=127.0.0.0/8", "dispatch", str(events), "--json")
         assert r.exit_code == 0 and r.json()["delivered"] == 2
         assert sorted(q.path for q in receiver.requests) == ["/acme", "/ops", "/ops"]
+
+
+def test_serve_takes_a_certificate_and_key_for_https(cli, tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+    import sys
+
+    import httpx
+    from receivers import self_signed
+
+    self_signed(tmp_path)  # cert.pem and key.pem for CN=localhost
+    token = make_token("acme")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "csnotify", "serve", "--listen", "127.0.0.1:0",
+         "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "serving the API on https://127.0.0.1:" in line, line
+        url = line.split(" on ")[1].split("/v1")[0].replace("127.0.0.1", "localhost")
+        r = httpx.get(url + "/v1/whoami", headers={"Authorization": f"Bearer {token}"},
+                      verify=ssl.create_default_context(cafile=str(tmp_path / "cert.pem")),
+                      timeout=30)  # fmt: skip
+        assert r.status_code == 200 and r.json()["account"] == "acme"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
