@@ -1,4 +1,4 @@
-"""An API-made subscription off the real event bus: bus messages carry UUIDs only, the
+"""API-made subscriptions on the real sources. Off the event bus: messages carry UUIDs only, the
 names (account, domain) come from the simulator's API through issue 10's look-ups, and
 the subscription of account acme gets acme's events and no other account's."""
 
@@ -53,3 +53,40 @@ def test_a_tenants_subscription_gets_only_its_accounts_bus_events(tmp_path: Path
     assert [(e["account"], e["domain"]) for e in got["/ops"]] == [("acme", "customers"),
                                                                   ("initech", "partners")]  # fmt: skip
     assert [(e["account"], e["domain"]) for e in got["/acme"]] == [("acme", "customers")]
+
+
+def test_a_tenants_subscriptions_get_only_their_scopes_events_from_the_api_source(
+    tmp_path: Path,
+) -> None:
+    """listEvents rows of three accounts in three domains, served by the simulator and
+    read by 'listen --source api': the account's subscription gets its own, the domain
+    admin's those of ROOT/customers and its subdomain (listEvents' domainpath)."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    rows = [
+        {"id": f"ev-{account}", "type": "VM.START", "level": "INFO", "account": account,
+         "domain": path.rsplit("/", 1)[-1], "domainpath": "/" + path.removeprefix("ROOT/") + "/",
+         "username": account, "description": "started", "resourcetype": "VirtualMachine",
+         "resourcename": f"vm-{account}", "created": now, "state": "Completed"}
+        for account, path in [("acme", "ROOT/customers"), ("eu-shop", "ROOT/customers/eu"),
+                              ("initech", "ROOT/partners")]
+    ]  # fmt: skip
+    replay = tmp_path / "rows.jsonl"
+    replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    acme = make_token("acme", "ROOT/customers")
+    admin = make_token("custadmin", "ROOT/customers", "domain")
+    with Receiver() as rx, simulator(tmp_path, "--replay", str(replay), "--rate", "0") as sim:
+        sim.wait_generated()
+        env = {**os.environ, **KEYS, **LOOPBACK, "CSNOTIFY_CLOUDSTACK_URL": sim.url}
+        with ApiServer(env=LOOPBACK) as server:
+            for token, name in [(acme, "acme"), (admin, "customers")]:
+                with server.client(token) as http:
+                    assert http.post("/v1/subscriptions", json={
+                        "name": name, "patterns": ["*"],
+                        "endpoints": [{"uri": f"{rx.url}/{name}"}]}).status_code == 201  # fmt: skip
+        r = run_process("listen", "--source", "api", "--once", "--since", "10m", env=env)
+        assert r.exit_code == 0, r.stderr
+    got = {p: sorted(q.json()["event"]["account"] for q in rx.requests if q.path == p)
+           for p in ("/acme", "/customers")}  # fmt: skip
+    assert got == {"/acme": ["acme"], "/customers": ["acme", "eu-shop"]}
