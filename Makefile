@@ -34,6 +34,7 @@ bench: venv
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/pacing.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

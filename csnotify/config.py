@@ -74,6 +74,20 @@ def _env_names(value: Any) -> object:
     return env_names(str(value))
 
 
+def _networks(value: Any) -> object:
+    from csnotify.policy import parse_networks
+
+    return parse_networks(str(value))
+
+
+def _schemes(value: Any) -> object:
+    from csnotify.policy import parse_schemes
+
+    if not parse_schemes(str(value)):
+        raise BadInput("give at least one scheme, e.g. https,mailto")
+    return value
+
+
 SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in (
@@ -260,6 +274,63 @@ SETTINGS: dict[str, Setting] = {
             "",
             "endpoint URI told when an endpoint is switched off",
             secret=True,
+        ),
+        Setting(
+            "api.allow_schemes",
+            str,
+            "https,mailto,mailtos",
+            "endpoint schemes a subscription made through the API may use (comma-separated;"
+            " cmd: never)",
+            check=_schemes,
+        ),
+        Setting(
+            "api.allow_networks",
+            str,
+            "",
+            "private networks (CIDRs, comma-separated) that endpoints of API-made"
+            " subscriptions may reach; by default only public addresses",
+            check=_networks,
+        ),
+        Setting(
+            "api.max_subscriptions",
+            int,
+            100,
+            "subscriptions one owner (account or domain) may make through the API",
+            minimum=1,
+            maximum=1_000_000,
+        ),
+        Setting(
+            "api.max_endpoints",
+            int,
+            10,
+            "endpoints of one subscription made through the API",
+            minimum=1,
+            maximum=1000,
+        ),
+        Setting(
+            "api.max_body_bytes",
+            int,
+            65536,
+            "a request body larger than this is refused (413)",
+            minimum=1024,
+            maximum=16 * 1024 * 1024,
+        ),
+        Setting(
+            "api.rate_limit",
+            int,
+            600,
+            "requests per minute one caller may make (0: no limit); past it the API answers 429",
+            minimum=0,
+            maximum=1_000_000,
+        ),
+        Setting(
+            "api.auth_cache_ttl",
+            float,
+            60.0,
+            "seconds the user behind a CloudStack API key (getUser, getUserKeys) is kept"
+            " before it is asked again",
+            minimum=0.0,
+            maximum=86400,
         ),
         Setting(
             "log.max_per_endpoint",

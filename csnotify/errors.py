@@ -22,6 +22,10 @@ class NotFound(BadInput):
     """A named thing (subscription, endpoint, setting) does not exist."""
 
 
+class NameTaken(BadInput):
+    """A name given for a new (or renamed) thing is already used."""
+
+
 class OperationFailed(CsnotifyError):
     exit_code = ExitCode.FAILED
 

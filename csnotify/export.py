@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 EXPORT_FORMATS = ("json", "toml")
 _ITEM_KEYS = {"name", "enabled", "patterns", "level", "where", "format", "key", "title", "body"}
-_ITEM_KEYS |= {"endpoints", "group_wait", "categories", "states"}
+_ITEM_KEYS |= {"endpoints", "group_wait", "categories", "states", "owner"}
 
 
 def to_item(sub: Subscription, with_secrets: bool) -> dict[str, Any]:
@@ -45,6 +45,8 @@ def to_item(sub: Subscription, with_secrets: bool) -> dict[str, Any]:
     for scope in ("categories", "states"):
         if data[scope]:
             item[scope] = data[scope]
+    if data["owner"] is not None:  # made through the API: its scope goes with it
+        item["owner"] = data["owner"]
     item["endpoints"] = []
     for ep in data["endpoints"]:
         entry = {"uri": ep["uri"], "enabled": ep["enabled"]}
@@ -182,6 +184,27 @@ def _checked_entry(entry: Any, where: str) -> Subscription:
     return sub
 
 
+def _with_owner(sub: Subscription, entry: dict[str, Any], where: str) -> Subscription:
+    """An entry's owner (made through the API), so its scope survives export and import."""
+    from csnotify.tokens import SCOPES
+
+    owner = entry.get("owner")
+    if owner is None:
+        return sub
+    if (
+        not isinstance(owner, dict)
+        or set(owner) != {"scope", "account", "domain"}
+        or owner["scope"] not in SCOPES
+        or not all(isinstance(owner[k], str | None) for k in ("account", "domain"))
+    ):
+        raise BadInput(
+            f"{where}: 'owner' must be {{scope: account|domain|global, account, domain}}"
+        )
+    sub.owner_scope, sub.owner_account, sub.owner_domain = (
+        owner["scope"], owner["account"], owner["domain"])  # fmt: skip
+    return sub
+
+
 @dataclass
 class ImportResult:
     created: list[str] = field(default_factory=list)
@@ -228,7 +251,10 @@ def import_entries(
     replace: bool = False,
     allow_commands: bool = False,
 ) -> ImportResult:
-    subs = [_checked_entry(e, f"{source}: subscription {i + 1}") for i, e in enumerate(entries)]
+    subs = []
+    for i, entry in enumerate(entries):
+        where = f"{source}: subscription {i + 1}"
+        subs.append(_with_owner(_checked_entry(entry, where), entry, where))
     names = [s.name for s in subs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

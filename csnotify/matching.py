@@ -101,6 +101,19 @@ def state_words(state: str | None) -> set[str]:
     return set(state.split("/")) if state else set()
 
 
+def domain_path(event: Any) -> str | None:
+    """The event's domain as a path (ROOT, ROOT/customers) when its source gave one:
+    listEvents' ``domainpath`` ("/" or "/customers/"), else None."""
+    raw = getattr(event, "raw", None)
+    text = raw.get("domainpath") if isinstance(raw, dict) else None
+    if not isinstance(text, str) or not text:
+        return None
+    inner = text.strip("/")
+    if inner == "ROOT" or inner.startswith("ROOT/"):
+        return inner
+    return f"ROOT/{inner}" if inner else "ROOT"
+
+
 @dataclass(frozen=True)
 class Scope:
     """What a subscription takes of a matching type, by category and state."""
@@ -109,21 +122,54 @@ class Scope:
     states: frozenset[str]
     outcomes_only: bool  # neither given: each operation's outcome, and alerts
     actions_only: bool  # --format cloudstack: ActionEvents, as CloudStack's webhooks
+    # An API-made subscription's owner (scope, account, domain path): it takes only the
+    # events of that account, or of that domain and its subdomains. None: everything.
+    owner: tuple[str, str | None, str] | None = None
 
     @classmethod
     def of(cls, sub: Any) -> Scope:
         categories, states = getattr(sub, "categories", []), getattr(sub, "states", [])
         on_where = any(f.field in ("category", "state") for f in sub.filters)
         explicit = bool(categories or states) or on_where
+        owner_scope = getattr(sub, "owner_scope", None)
         return cls(
             frozenset(categories),
             frozenset(states),
             not explicit,
             getattr(sub, "format", "json") == "cloudstack",
+            (owner_scope, sub.owner_account, sub.owner_domain)
+            if owner_scope in ("account", "domain")
+            else None,
         )
+
+    def owner_reason(self, event: Any) -> str | None:
+        """None if the event belongs to the owner's account (or domain), else why not.
+        The domain is compared by path where the event carries one (listEvents'
+        ``domainpath``), else by name (the leaf of the owner's path): bus events get
+        their account and domain names through the API (csnotify/names.py); without
+        them an owned subscription takes nothing from the bus."""
+        if self.owner is None:
+            return None
+        scope, account, domain = self.owner
+        path = domain_path(event)
+        if path is not None:
+            inside = path == domain or (scope == "domain" and path.startswith(domain + "/"))
+        else:
+            inside = bool(event.domain) and event.domain == domain.rsplit("/", 1)[-1]
+        if not inside:
+            shown = path or event.domain or "unknown"
+            return f"the event's domain ({shown}) is outside its owner's ({domain})"
+        if scope == "account" and event.account != account:
+            return (
+                f"the event's account ({event.account or 'unknown'}) is not its owner's ({account})"
+            )
+        return None
 
     def reason(self, event: Any) -> str | None:
         """None if the event is in scope, else why not (for people)."""
+        outside = self.owner_reason(event)
+        if outside is not None:
+            return outside
         if self.actions_only and event.category != "ActionEvent":
             return (
                 f"--format cloudstack gets ActionEvents only, as CloudStack's webhooks"

@@ -160,9 +160,34 @@ def m004_outcomes_and_names(db: Database) -> None:
     )
 
 
+def m005_api_tokens_and_owners(db: Database) -> None:
+    """Issue 16. Bearer tokens of the HTTP API (``csnotify token create``): only a hash of
+    each secret is kept. A subscription made through the API has an owner: the account
+    (or domain) it belongs to; NULL for those made at a shell, which only an operator or a
+    global caller sees."""
+    db["api_tokens"].create(
+        {
+            "id": str,  # tok_<hex>: shown by 'token list', given to 'token revoke'
+            "digest": str,  # sha256 of the secret part, hex
+            "account": str,
+            "domain": str,  # CloudStack domain path, e.g. ROOT/sales
+            "scope": str,  # account | domain | global
+            "created": str,
+            "expires": str,  # UTC ISO 8601, or NULL: never
+            "revoked": str,  # UTC ISO 8601, or NULL
+        },
+        pk="id",
+        not_null={"digest", "account", "domain", "scope", "created"},
+    )
+    db["subscriptions"].add_column("owner_scope", str)  # account | domain | global | NULL
+    db["subscriptions"].add_column("owner_account", str)
+    db["subscriptions"].add_column("owner_domain", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_operator_control", m002_operator_control),
     ("m003_outbox", m003_outbox),
     ("m004_outcomes_and_names", m004_outcomes_and_names),
+    ("m005_api_tokens_and_owners", m005_api_tokens_and_owners),
 ]

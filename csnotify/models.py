@@ -128,6 +128,21 @@ class Subscription:
     created: str | None = None
     updated: str | None = None
     id: int | None = None
+    # Who it belongs to (issue 16): made through the API by an account, a domain admin or a
+    # global caller; all None when made at a shell (an operator's).
+    owner_scope: str | None = None  # account | domain | global
+    owner_account: str | None = None
+    owner_domain: str | None = None  # CloudStack domain path, e.g. ROOT/sales
+
+    @property
+    def owner(self) -> dict[str, str | None] | None:
+        if self.owner_scope is None:
+            return None
+        return {
+            "scope": self.owner_scope,
+            "account": self.owner_account,
+            "domain": self.owner_domain,
+        }
 
     def endpoint(self, uri: str) -> Endpoint:
         for ep in self.endpoints:
@@ -155,6 +170,7 @@ class Subscription:
             "states": list(self.states),
             "created": self.created,
             "updated": self.updated,
+            "owner": self.owner,
             "endpoints": [ep.as_json(reveal) for ep in self.endpoints],
         }
         if reveal and self.key:

@@ -43,11 +43,15 @@ def listener_state(listener: dict[str, Any], now: float, host: str) -> tuple[str
 def collect(store: Store, now: float | None = None) -> dict[str, Any]:
     from csnotify.mutes import active
 
-    listeners, cursors = [], []
+    listeners, cursors, apis = [], [], []
     moment, host = time.time() if now is None else now, socket.gethostname()
     for source, row in sorted(SourceState(store).cursors().items()):
         position = row["position"]
-        if source.startswith("listen:"):
+        if source.startswith("serve:"):  # csnotify serve: its address and request counts
+            api = {**position, "updated": row["updated"]}
+            api["state"], api["state_reason"] = listener_state(api, moment, host)
+            apis.append(api)
+        elif source.startswith("listen:"):
             listener = {"source": source.removeprefix("listen:"), **position}
             listener["updated"] = row["updated"]
             listener["state"], listener["state_reason"] = listener_state(listener, moment, host)
@@ -81,6 +85,7 @@ def collect(store: Store, now: float | None = None) -> dict[str, Any]:
         "subscriptions": {"total": len(subs), "enabled": sum(s.enabled for s in subs)},
         "mutes": [m.as_json() for m in active(store)],
         "endpoints": endpoints,
+        "apis": apis,
     }
 
 

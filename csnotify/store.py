@@ -395,6 +395,31 @@ class Store:
             values |= {"last_error": None, "last_error_at": None}
         self.update_row("endpoints", ep.id, values)
 
+    # -- API tokens (csnotify/tokens.py) ---------------------------------------------
+
+    def tokens(
+        self, token_id: str | None = None, with_digest: bool = False
+    ) -> list[dict[str, Any]]:
+        cols = "id, account, domain, scope, created, expires, revoked"
+        cols += ", digest" if with_digest else ""
+        where = "WHERE id = ?" if token_id is not None else ""
+        rows = self.conn.execute(
+            f"SELECT {cols} FROM api_tokens {where} ORDER BY created, id",  # noqa: S608
+            (token_id,) if token_id is not None else (),
+        )
+        return [dict(r) for r in rows]
+
+    def insert_token(self, values: dict[str, Any]) -> None:
+        columns = list(values)
+        self.conn.execute(
+            f"INSERT INTO api_tokens ({', '.join(columns)})"  # noqa: S608 - fixed names
+            f" VALUES ({', '.join('?' * len(columns))})",
+            list(values.values()),
+        )
+
+    def revoke_token(self, token_id: str, at: str) -> None:
+        self.conn.execute("UPDATE api_tokens SET revoked = ? WHERE id = ?", (at, token_id))
+
     # -- mutes ---------------------------------------------------------------------
 
     def mutes(self) -> list[Mute]:
@@ -455,6 +480,9 @@ def _subscription_row(sub: Subscription, created: str, updated: str) -> dict[str
         "states": json.dumps(sub.states),
         "created": created,
         "updated": updated,
+        "owner_scope": sub.owner_scope,
+        "owner_account": sub.owner_account,
+        "owner_domain": sub.owner_domain,
     }
 
 
@@ -476,6 +504,9 @@ def _subscription(row: Any, endpoints: list[Endpoint]) -> Subscription:
         states=json.loads(row["states"]),
         created=row["created"],
         updated=row["updated"],
+        owner_scope=row["owner_scope"],
+        owner_account=row["owner_account"],
+        owner_domain=row["owner_domain"],
     )
 
 

@@ -7,19 +7,23 @@ input leaves the store exactly as it was.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from csnotify import matching
 from csnotify.channels import command_argv, validate_endpoint
-from csnotify.errors import BadInput, NotFound
+from csnotify.errors import BadInput, NameTaken, NotFound
 from csnotify.models import COMMAND, WEBHOOK, Endpoint, Subscription, endpoint_kind, warnings
 from csnotify.redact import mask_uri
 
 if TYPE_CHECKING:
+    from csnotify.policy import Policy
     from csnotify.store import Store
+
+# A subscription's caller may see (the API's scope); None: every subscription.
+Within = Callable[[Subscription], bool]
 
 FORMATS = ("json", "cloudevents", "cloudstack")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -112,10 +116,14 @@ def parse_group_wait(text: str) -> float:
     return seconds
 
 
-def _checked_uris(uris: Sequence[str]) -> list[str]:
+def _checked_uris(uris: Sequence[str], policy: Policy | None = None) -> list[str]:
     seen: list[str] = []
     for uri in uris:
+        if policy is not None:
+            policy.scheme(uri)
         checked = validate_endpoint(uri)
+        if policy is not None:
+            policy.address(checked)
         if checked in seen:
             raise BadInput(f"--to {mask_uri(checked)!r} is given twice")
         seen.append(checked)
@@ -152,7 +160,7 @@ def build(spec: SubscriptionInput, taken: set[str]) -> tuple[Subscription, bool]
     if spec.name is not None:
         sub.name = check_name(spec.name)
         if sub.name in taken:
-            raise BadInput(
+            raise NameTaken(
                 f"a subscription named {sub.name!r} exists; choose another --name or use"
                 f" 'csnotify update {sub.name}'"
             )
@@ -224,11 +232,19 @@ def notes(sub: Subscription, api_keys: bool) -> list[str]:
     return said
 
 
-def find(store: Store, name: str) -> Subscription:
+def find(store: Store, name: str, within: Within | None = None) -> Subscription:
+    """The subscription named so; with ``within``, one outside it is not found either (and
+    the suggestions name only those inside)."""
     sub = store.subscription(name)
-    if sub is None:
-        raise NotFound(f"no subscription named {name!r}{suggest(name, store.names())}")
+    if sub is None or (within is not None and not within(sub)):
+        names = store.names() if within is None else [s.name for s in visible(store, within)]
+        raise NotFound(f"no subscription named {name!r}{suggest(name, names)}")
     return sub
+
+
+def visible(store: Store, within: Within | None) -> list[Subscription]:
+    subs = store.subscriptions()
+    return subs if within is None else [s for s in subs if within(s)]
 
 
 @dataclass
@@ -238,12 +254,28 @@ class Created:
     discarded: int = 0  # pending deliveries of removed endpoints, given up
 
 
-def subscribe(store: Store, spec: SubscriptionInput, enabled: bool = True) -> Created:
+def subscribe(
+    store: Store,
+    spec: SubscriptionInput,
+    enabled: bool = True,
+    owner: tuple[str, str, str] | None = None,
+    policy: Policy | None = None,
+) -> Created:
+    """``owner`` (scope, account, domain): who it belongs to when made through the API;
+    ``policy`` refuses endpoints such a caller may not use, and more subscriptions or
+    endpoints than an owner may have (csnotify/policy.py)."""
+    if policy is not None:
+        _checked_uris(spec.to or [], policy)
     sub, generated = build(spec, set(store.names()))
     sub.enabled = enabled
+    if owner is not None:
+        sub.owner_scope, sub.owner_account, sub.owner_domain = owner
     with store.transaction():
         if store.subscription(sub.name) is not None:  # created by another process meanwhile
-            raise BadInput(f"a subscription named {sub.name!r} exists; choose another --name")
+            raise NameTaken(f"a subscription named {sub.name!r} exists; choose another --name")
+        if policy is not None:
+            owned = [s for s in store.subscriptions() if s.owner == sub.owner]
+            policy.count(len(sub.endpoints), len(owned) + 1)
         store.insert(sub)
     saved = find(store, sub.name)
     return Created(saved, sub.key if generated else None)
@@ -258,6 +290,8 @@ def update(
     no_key: bool = False,
     rotate_key: bool = False,
     limit_endpoint: str | None = None,
+    policy: Policy | None = None,
+    within: Within | None = None,
 ) -> Created:
     """Read, change and write the subscription in one write transaction, so that a
     concurrent update, rename or unsubscribe is either wholly before or wholly after."""
@@ -271,13 +305,15 @@ def update(
         raise BadInput(
             "--endpoint goes with --max-per-minute or --strict-order (it says which endpoint)"
         )
-    _checked_uris([*add_to, *(spec.to or [])])  # the slow checks before the write lock
+    _checked_uris([*add_to, *(spec.to or [])], policy)  # the slow checks before the write lock
     with store.transaction():
-        current = find(store, name)
+        current = find(store, name, within)
         new, generated = _changed(current, spec, add_to, remove_to, no_key, rotate_key,
                                   limit_endpoint)  # fmt: skip
+        if policy is not None:
+            policy.count(len(new.endpoints), 0)
         if new.name != current.name and store.subscription(new.name) is not None:
-            raise BadInput(f"a subscription named {new.name!r} exists; choose another name")
+            raise NameTaken(f"a subscription named {new.name!r} exists; choose another name")
         discarded = store.save(current.name, new)
         saved = find(store, new.name)
     return Created(saved, new.key if generated else None, discarded)
@@ -313,11 +349,13 @@ def _changed(
     return new, generated
 
 
-def unsubscribe(store: Store, name: str, expected_id: int | None = None) -> Subscription:
+def unsubscribe(
+    store: Store, name: str, expected_id: int | None = None, within: Within | None = None
+) -> Subscription:
     """Delete it; with ``expected_id``, only if the name still means the subscription the
     caller looked at (asked about) before."""
     with store.transaction():
-        sub = find(store, name)
+        sub = find(store, name, within)
         if expected_id is not None and sub.id != expected_id:
             raise NotFound(
                 f"subscription {name!r} was replaced by another process meanwhile; nothing"
@@ -328,12 +366,16 @@ def unsubscribe(store: Store, name: str, expected_id: int | None = None) -> Subs
 
 
 def set_enabled(
-    store: Store, name: str, enabled: bool, endpoint: str | None = None
+    store: Store,
+    name: str,
+    enabled: bool,
+    endpoint: str | None = None,
+    within: Within | None = None,
 ) -> Subscription:
     """Switch a subscription (or one of its endpoints) on or off. Switching an endpoint on
     resets its failure counters; switching a whole subscription on resets all of them."""
     with store.transaction():
-        sub = find(store, name)
+        sub = find(store, name, within)
         targets = [sub.endpoint(endpoint)] if endpoint is not None else []
         if endpoint is None:
             store.set_subscription_enabled(sub.name, enabled)
@@ -345,6 +387,16 @@ def set_enabled(
                 ep, enabled, reset=enabled, reason=None if enabled else "disabled by operator"
             )
         return find(store, sub.name)
+
+
+def owner_text(sub: Subscription) -> str:
+    """Who a subscription belongs to, for people: an account (domain/account), a domain,
+    global (made by a global API caller), or '-' (made at a shell)."""
+    if sub.owner_scope == "account":
+        return f"account {sub.owner_domain}/{sub.owner_account}"
+    if sub.owner_scope == "domain":
+        return f"domain {sub.owner_domain}"
+    return sub.owner_scope or "-"
 
 
 def summary(sub: Subscription) -> dict[str, Any]:
@@ -361,5 +413,6 @@ def summary(sub: Subscription) -> dict[str, Any]:
         "failing": len(failing),
         "last_success": last_success or "-",
         "last_error": last_error or "-",
+        "owner": owner_text(sub),
         "warnings": [w for ep in sub.endpoints for w in warnings(ep.uri)],
     }

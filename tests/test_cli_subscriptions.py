@@ -40,7 +40,7 @@ def test_json_keys_are_stable(cli) -> None:
     sub = cli("show", "a", "--json").json()
     assert list(sub) == [
         "name", "enabled", "patterns", "level", "where", "format", "key", "title", "body",
-        "group_wait", "categories", "states", "created", "updated", "endpoints",
+        "group_wait", "categories", "states", "created", "updated", "owner", "endpoints",
     ]  # fmt: skip
     assert list(sub["endpoints"][0]) == [
         "uri", "kind", "enabled", "disabled_reason", "consecutive_failures", "total_failures",

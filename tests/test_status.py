@@ -29,6 +29,7 @@ def test_status_of_a_fresh_store(cli) -> None:
         "subscriptions",
         "mutes",
         "endpoints",
+        "apis",
     }
 
 

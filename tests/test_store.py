@@ -106,7 +106,7 @@ def test_a_version_1_store_keeps_its_data_through_m002(cli, tmp_path: Path) -> N
     assert sub["group_wait"] == 0 and sub["patterns"] == ["VM.*"]
     (ep,) = sub["endpoints"]
     assert (ep["total_successes"], ep["max_per_minute"], ep["total_muted"]) == (41, None, 0)
-    assert Store.open(path).schema_version == len(MIGRATIONS) == 4
+    assert Store.open(path).schema_version == len(MIGRATIONS) == 5
     assert cli("--db", str(path), "mute", "old", "--for", "1h", "--reason", "x").exit_code == 0
 
 
@@ -153,9 +153,10 @@ def test_a_version_2_store_keeps_its_data_through_m003(cli, tmp_path: Path) -> N
     mutes = cli("--db", str(path), "mutes", "--json").json()
     assert [m["reason"] for m in mutes] == ["deploy"]
     store = Store.open(path)
-    assert store.schema_version == 4
+    assert store.schema_version == 5
     assert [r[0] for r in store.conn.execute("SELECT name FROM migrations ORDER BY name")] == [
         "m001_initial", "m002_operator_control", "m003_outbox", "m004_outcomes_and_names",
+        "m005_api_tokens_and_owners",
     ]  # fmt: skip
     assert store.conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
 

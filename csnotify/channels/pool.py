@@ -3,20 +3,33 @@ imported only when an Apprise endpoint is delivered to)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from csnotify.channels.base import Channel
 from csnotify.models import APPRISE, COMMAND, endpoint_kind
 
+if TYPE_CHECKING:
+    from csnotify.policy import Network
+
 
 class ChannelPool:
-    def __init__(self, concurrency: int, command_env: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        command_env: tuple[str, ...] = (),
+        allow_networks: tuple[Network, ...] = (),
+    ) -> None:
         self.concurrency = concurrency
         self.command_env = command_env
+        self.allow_networks = allow_networks  # for API-made subscriptions (channels/guard.py)
         self._made: dict[str, Channel] = {}
 
     def get(self, uri: str) -> Channel:
         kind = endpoint_kind(uri)
         if kind not in self._made:
-            self._made[kind] = self._make(kind)
+            from csnotify.channels.guard import Guarded
+
+            self._made[kind] = Guarded(self._make(kind), self.allow_networks)
         return self._made[kind]
 
     def _make(self, kind: str) -> Channel:

@@ -13,6 +13,7 @@ of the imports below is the order of the commands in ``csnotify --help``:
   control        match, mute, mutes, unmute, redeliver
   sources        listen, events, simulate
   status         status, demo
+  serve          serve, token create, token list, token revoke
   meta           completion
   config         config show, config set, config import-cmk
 """
@@ -28,7 +29,7 @@ from csnotify.exitcodes import ExitCode
 # Imported for their commands, in the order of --help (so: not sorted).
 # isort: off
 from csnotify.cli import subscriptions, export, delivery, control  # noqa: F401
-from csnotify.cli import sources, status, meta, config  # noqa: F401
+from csnotify.cli import sources, status, serve, meta, config  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

@@ -55,10 +55,8 @@ def match(
       csnotify match VM.CREATE --level ERROR --json
       csnotify match --event captured-bus-message.json
     """
-    from csnotify.events import Event, describe, now_iso, parse_stream
-    from csnotify.matching import FILTER_FIELDS, explain, parse_level
-    from csnotify.mutes import MuteSet
-    from csnotify.redact import mask_uri
+    from csnotify import reach
+    from csnotify.events import Event, describe, parse_stream
 
     app_state = state(ctx)
     if event_file is not None:
@@ -77,38 +75,10 @@ def match(
 
             aio.run(resolve(app_state.settings(), [event]))
     else:
-        if not event_type:
-            raise BadInput("give an event TYPE (e.g. VM.START) or --event FILE")
-        fields: dict[str, str] = {}
-        for item in where:
-            name, sep, value = item.partition("=")
-            if not sep or name not in FILTER_FIELDS:
-                raise BadInput(
-                    f"--where {item!r}: use FIELD=VALUE with one of {', '.join(FILTER_FIELDS)}"
-                )
-            fields[name] = value
-        event = Event(
-            id="csnotify-match",
-            type=event_type,
-            level=parse_level(level),
-            created=now_iso(),
-            source="match",
-            **fields,  # type: ignore[arg-type]
-        )
+        event = reach.typed_event(event_type, level, where)
     store = app_state.store()
     subs = store.subscriptions()
-    mutes = MuteSet(store.mutes())
-    verdicts = []
-    for sub in subs:
-        verdict = explain(sub, event).as_json()
-        verdict["endpoints"] = []
-        for ep in sub.endpoints if verdict["matched"] else []:
-            mute = mutes.find(sub.name, ep.uri, event.type)
-            muted = f"mute {mute.id} until {mute.until}: {mute.reason}" if mute else None
-            verdict["endpoints"].append(
-                {"uri": mask_uri(ep.uri), "enabled": ep.enabled, "muted": muted}
-            )
-        verdicts.append(verdict)
+    verdicts = reach.verdicts(store, event, subs)
     if as_json:
         app_state.terminal.json({"event": event.fields(), "subscriptions": verdicts})
         return

@@ -31,8 +31,8 @@ def status(
         2.0, "--interval", min=0.2, help="Seconds between refreshes with --watch."
     ),
 ) -> None:
-    """Show listeners (events seen, delivered, failed), source cursors, the queue depth and
-    every endpoint's state, counters and last error.
+    """Show listeners (events seen, delivered, failed), API servers (address, requests),
+    source cursors, the queue depth and every endpoint's state, counters and last error.
 
     \b
     Examples:
@@ -100,6 +100,13 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"cursor {cur['source']}: at {cur['created']}{seen}{pages}"
             f" (updated {cur['updated'][:19]})"
+        )
+    for api in report["apis"]:
+        state_word = api["state"] + (f" ({api['state_reason']})" if api["state_reason"] else "")
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(api.get("requests", {}).items()))
+        lines.append(
+            f"api {api['url']}: {state_word}, {sum(api.get('requests', {}).values())} requests"
+            f"{f' ({counts})' if counts else ''} (updated {api['updated'][:19]})"
         )
     q = report["queue"]
     if q:

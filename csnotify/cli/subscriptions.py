@@ -209,10 +209,14 @@ def list_(
         "FAILING",
         "LAST OK",
         "LAST ERROR",
+        "OWNER",
         "WARNING",
     ]
     columns, rows = _warning_column(columns, rows)
-    app_state.terminal.table(columns, rows, optional=["PATTERNS", "LAST OK", "LAST ERROR"])
+    if all(row[columns.index("OWNER")] == "-" for row in rows):  # all made at a shell
+        rows = [row[:8] + row[9:] for row in rows]
+        columns = columns[:8] + columns[9:]
+    app_state.terminal.table(columns, rows, optional=["PATTERNS", "LAST OK", "LAST ERROR", "OWNER"])
 
 
 def _warning_column(columns: list[str], rows: list[list[Any]]) -> tuple[list[str], list[Any]]:
@@ -251,6 +255,10 @@ def _render_subscription(
         ("created", sub.created),
         ("updated", sub.updated),
     ]
+    if sub.owner_scope is not None:
+        from csnotify.subscriptions import owner_text
+
+        pairs.append(("owner", owner_text(sub)))
     terminal.fields(pairs)
     terminal.out()
     columns = ["ENDPOINT", "KIND", "STATE", "LIMIT", "CONSEC", "FAILED", "OK", "MUTED", "FOLDED"]

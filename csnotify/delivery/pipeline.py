@@ -55,7 +55,9 @@ class Pipeline:
         self.restore = restore
         self.stats = Stats()
         self.db_lock = asyncio.Lock()
-        self.channels = ChannelPool(settings.concurrency, settings.command_env)
+        self.channels = ChannelPool(
+            settings.concurrency, settings.command_env, settings.allow_networks
+        )
         self.outbox = Outbox(store, settings.log_max)
         self.writer = Writer(self.outbox, self.db_lock, self._committed)
         self.intake = Intake()

@@ -24,11 +24,13 @@ class DeliverySettings:
     log_max: int = 100
     human_max_per_minute: int = 10
     command_env: tuple[str, ...] = ()  # variables cmd: programs get besides the basic ones
+    allow_networks: tuple[Any, ...] = ()  # private nets API-made subscriptions may reach
 
     @classmethod
     def from_settings(cls, s: Settings) -> DeliverySettings:
         from csnotify.channels import env_names
         from csnotify.events import parse_duration, parse_schedule
+        from csnotify.policy import parse_networks
 
         return cls(
             timeout=s["delivery.timeout"],
@@ -42,6 +44,7 @@ class DeliverySettings:
             log_max=s["log.max_per_endpoint"],
             human_max_per_minute=s["delivery.human_max_per_minute"],
             command_env=env_names(s["delivery.command_env"]),
+            allow_networks=parse_networks(s["api.allow_networks"]),
         )
 
 

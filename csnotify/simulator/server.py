@@ -45,6 +45,28 @@ LIST_COMMANDS = {
 }
 
 
+# Tenants of the simulated cloud, with API keys of their own (for csnotify serve's
+# CloudStack-signed requests): (user id, account id, name, domain path, account type,
+# api key, secret key). Account types as com.cloud.user.Account.Type: 0 normal user,
+# 1 root admin, 2 domain admin.
+TENANT_DOMAINS = (
+    ("7a1d0c2e-0001-4c00-8000-00000000d001", "ROOT/customers"),
+    ("7a1d0c2e-0002-4c00-8000-00000000d002", "ROOT/customers/eu"),
+    ("7a1d0c2e-0003-4c00-8000-00000000d003", "ROOT/partners"),
+)
+TENANTS = (
+    ("7a1d0c2e-0000-4c00-8000-0000000a0001", "7a1d0c2e-0000-4c00-8000-0000000c0001", "acme",
+     "ROOT/customers", 0, "acme-api-key", "acme-secret-key"),
+    ("7a1d0c2e-0000-4c00-8000-0000000a0002", "7a1d0c2e-0000-4c00-8000-0000000c0002", "globex",
+     "ROOT/customers", 0, "globex-api-key", "globex-secret-key"),
+    ("7a1d0c2e-0000-4c00-8000-0000000a0003", "7a1d0c2e-0000-4c00-8000-0000000c0003", "initech",
+     "ROOT/partners", 0, "initech-api-key", "initech-secret-key"),
+    ("7a1d0c2e-0000-4c00-8000-0000000a0004", "7a1d0c2e-0000-4c00-8000-0000000c0004",
+     "custadmin", "ROOT/customers", 2, "custadmin-api-key", "custadmin-secret-key"),
+)  # fmt: skip
+ROLE_TYPES = {0: "User", 1: "Admin", 2: "DomainAdmin"}
+
+
 @dataclass
 class Directory:
     """The simulated cloud's users, accounts, domains and resources, by UUID: what the list
@@ -52,6 +74,7 @@ class Directory:
     (their ``resourceid``, ``resourcetype`` and ``resourcename``)."""
 
     items: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # user id -> (api, secret)
 
     def __post_init__(self) -> None:
         from csnotify.simulator.generator import ACCOUNT_UUID, DOMAIN_UUID, USER_UUID
@@ -62,7 +85,26 @@ class Directory:
                  "domainid": DOMAIN_UUID}  # fmt: skip
         self.add("account", {"id": ACCOUNT_UUID, "name": "admin", "accounttype": 1,
                              "domain": "ROOT", "domainid": DOMAIN_UUID})  # fmt: skip
-        self.add("user", {"id": USER_UUID, "username": "admin", **owner})
+        self.add("user", {"id": USER_UUID, "username": "admin", "accounttype": 1,
+                          "roletype": "Admin", "state": "enabled", **owner})  # fmt: skip
+        for domain_id, path in TENANT_DOMAINS:
+            self.add("domain", {"id": domain_id, "name": path.rsplit("/", 1)[-1], "path": path,
+                                "level": path.count("/"), "parentid": DOMAIN_UUID})  # fmt: skip
+        for user_id, account_id, name, path, kind, api_key, secret_key in TENANTS:
+            domain_id = next(d for d, p in TENANT_DOMAINS if p == path)
+            where = {"domain": path.rsplit("/", 1)[-1], "domainid": domain_id}
+            self.add("account", {"id": account_id, "name": name, "accounttype": kind, **where})
+            user = {
+                "id": user_id,
+                "username": name,
+                "account": name,
+                "accountid": account_id,
+                "accounttype": kind,
+                "state": "enabled",
+                "roletype": ROLE_TYPES[kind],
+            }
+            self.add("user", {**user, "apikey": api_key, **where})
+            self.keys[user_id] = (api_key, secret_key)
 
     def add(self, kind: str, item: dict[str, Any]) -> None:
         self.items.setdefault(kind, {})[item["id"]] = item
@@ -288,6 +330,33 @@ class Api:
                 return False
         return True
 
+    def __post_init__(self) -> None:
+        from csnotify.simulator.generator import USER_UUID
+
+        self.directory.keys[USER_UUID] = (self.api_key, self.secret_key)
+
+    def get_user(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """GetUserCmd (api/src/main/java/org/apache/cloudstack/api/command/admin/user/
+        GetUserCmd.java): the user whose API key is ``userapikey``, as a UserResponse
+        named "user"; an unknown key is InvalidParameterValueException (431)."""
+        key = params.get("userapikey", "")
+        for user_id, (api_key, _secret) in self.directory.keys.items():
+            if key and hmac.compare_digest(api_key, key):
+                user = dict(self.directory.items["user"][user_id])
+                user.pop("secretkey", None)
+                return 200, {"getuserresponse": {"user": {**user, "apikey": api_key}}}
+        return 431, error("getUser", 431, "User with specified API key does not exist")
+
+    def get_user_keys(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """GetUserKeysCmd (api/src/main/java/org/apache/cloudstack/api/command/admin/user/
+        GetUserKeysCmd.java): a RegisterResponse named "userkeys" with apikey and
+        secretkey of the user ``id``."""
+        keys = self.directory.keys.get(params.get("id", ""))
+        if keys is None:
+            return 431, error("getUserKeys", 431, "Unable to execute API command getuserkeys"
+                              " due to invalid value. Invalid parameter id value")  # fmt: skip
+        return 200, {"getuserkeysresponse": {"userkeys": {"apikey": keys[0], "secretkey": keys[1]}}}
+
     def answer(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
         command = params.get("command", "")
         self.requests[command] = self.requests.get(command, 0) + 1
@@ -301,6 +370,10 @@ class Api:
             return 200, APIS
         if command in LIST_COMMANDS:
             return self.directory.answer(command, params)
+        if command == "getUser":
+            return self.get_user(params)
+        if command == "getUserKeys":
+            return self.get_user_keys(params)
         return 432, error(
             command or "api",
             432,

@@ -1,0 +1,506 @@
+"""The aiohttp application behind ``csnotify serve``.
+
+Every route calls the core function its CLI command calls (csnotify/subscriptions.py,
+status.py, dispatch.py, reach.py); a ``CsnotifyError`` becomes an RFC 9457
+``application/problem+json`` answer whose ``detail`` is the line the CLI prints:
+
+  400  the body is not the JSON the operation takes (malformed, unknown field, wrong type)
+  401  no valid credentials              403  the caller may not have it (policy)
+  404  no such subscription in scope     409  the name is taken
+  413  the body is over api.max_body_bytes
+  422  a value the core refuses (the CLI's exit status 2)
+  429  over api.rate_limit               503  the store is busy or unreachable
+
+The store has one connection: each call on it runs in a worker thread, one at a time
+(``aio.locked_thread``), so the event loop keeps answering meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from csnotify import __version__, aio, subscriptions
+from csnotify.api import bodies
+from csnotify.errors import BadInput, CsnotifyError, NameTaken, NotFound, Unreachable
+from csnotify.logs import NOTICE
+from csnotify.policy import Policy, PolicyRefused
+from csnotify.redact import mask_text
+from csnotify.store import StoreBusy
+from csnotify.tokens import Caller, authenticate
+
+if TYPE_CHECKING:
+    from csnotify.config import Settings
+    from csnotify.store import Store
+
+log = logging.getLogger("csnotify.api")
+
+PROBLEM = "application/problem+json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiProblem(Exception):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def status_of(exc: CsnotifyError) -> int:
+    if isinstance(exc, bodies.Malformed):
+        return 400
+    if isinstance(exc, PolicyRefused):
+        return 403
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, NameTaken):
+        return 409
+    if isinstance(exc, BadInput):
+        return 422
+    if isinstance(exc, Unreachable | StoreBusy):
+        return 503
+    return 500
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    from http import HTTPStatus
+
+    doc = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": mask_text(detail),
+    }
+    return web.json_response(doc, status=status, content_type=PROBLEM, headers=headers)
+
+
+@dataclass
+class Counts:
+    """Requests answered since start, by status class (``status`` shows them)."""
+
+    started: float = field(default_factory=time.time)
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: int) -> None:
+        key = f"{status // 100}xx"
+        self.by_status[key] = self.by_status.get(key, 0) + 1
+
+
+class RateLimit:
+    """Requests per minute per caller: a token bucket each, refilled continuously."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def wait(self, who: str, now: float) -> float:
+        """0 when the request may go; else the seconds until it could."""
+        if not self.per_minute:
+            return 0.0
+        rate = self.per_minute / 60.0
+        tokens, at = self.buckets.get(who, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - at) * rate)
+        if tokens < 1:
+            self.buckets[who] = (tokens, now)
+            return (1 - tokens) / rate
+        self.buckets[who] = (tokens - 1, now)
+        return 0.0
+
+    def exhausted(self, who: str, now: float) -> float:
+        """Like ``wait``, without taking a request from the budget."""
+        if not self.per_minute or who not in self.buckets:
+            return 0.0
+        tokens, at = self.buckets[who]
+        tokens = min(float(self.per_minute), tokens + (now - at) * self.per_minute / 60.0)
+        return 0.0 if tokens >= 1 else (1 - tokens) * 60.0 / self.per_minute
+
+
+class Api:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.policy = Policy.from_settings(settings)
+        self.lock = asyncio.Lock()
+        self.counts = Counts()
+        self.limit = RateLimit(settings["api.rate_limit"])
+        self.failures = RateLimit(settings["api.rate_limit"])  # refused credentials, by address
+        self.cs_auth: Any = None  # CloudStack-signed requests: set by serve() with admin keys
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A core call on the store, in the store's thread."""
+        return await aio.locked_thread(self.lock, fn, *args)
+
+    # -- the pieces every request goes through -------------------------------------
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        caller: Caller | None = None
+        try:
+            if request.path != "/v1/openapi.json":
+                # failed authentications count against the address they come from, so
+                # that guessing (and the look-ups a signed request costs) stays bounded
+                address = f"address:{request.remote}"
+                self.throttle(self.failures.exhausted(address, time.monotonic()))
+                try:
+                    caller = await self.caller(request)
+                except ApiProblem:
+                    self.failures.wait(address, time.monotonic())
+                    raise
+                self.throttle(self.limit.wait(caller.via, time.monotonic()))
+                request["caller"] = caller
+            response = await handler(request)
+        except ApiProblem as exc:
+            response = problem(exc.status, exc.detail, exc.headers)
+        except CsnotifyError as exc:
+            response = problem(status_of(exc), exc.message)
+        except web.HTTPRequestEntityTooLarge:
+            response = problem(
+                413,
+                f"the request body is larger than {self.settings['api.max_body_bytes']} bytes"
+                " (api.max_body_bytes)",
+            )
+        except web.HTTPException as exc:  # aiohttp's own: unknown path, method not allowed
+            detail = {
+                404: f"no such resource {request.path}; see /v1/openapi.json",
+                405: f"{request.method} is not allowed on {request.path}; see /v1/openapi.json",
+            }.get(exc.status, exc.reason)
+            response = problem(exc.status, detail, {k: v for k, v in exc.headers.items()
+                                                    if k == "Allow"})  # fmt: skip
+        except Exception as exc:
+            log.exception("internal error on %s %s", request.method, request.path)
+            response = problem(500, f"internal error: {type(exc).__name__}")
+        self.counts.add(response.status)
+        log.log(
+            NOTICE,  # an access log: shown by default, silenced by -q
+            "%s %s %s %.1f ms caller=%s",
+            request.method,
+            request.path,  # the query is left out: a signed request carries its signature there
+            response.status,
+            (time.monotonic() - started) * 1000,
+            caller.via if caller else "-",
+        )
+        return response
+
+    def throttle(self, wait: float) -> None:
+        if wait:
+            raise ApiProblem(
+                429,
+                f"more than {self.limit.per_minute} requests a minute (api.rate_limit); slow down",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
+
+    async def caller(self, request: web.Request) -> Caller:
+        from csnotify.api import signed
+        from csnotify.events import now_iso
+
+        header = request.headers.get("Authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        cs_params = signed.credentials(request.query, request.headers)
+        if scheme.lower() == "bearer" and credentials:
+            found = await self.run(authenticate, self.store, credentials, now_iso())
+            if found is not None:
+                return found
+            detail = "the bearer token is unknown, revoked or expired; ask for a new one"
+        elif cs_params is not None and self.cs_auth is None:
+            detail = (
+                "CloudStack-signed requests need the admin keys on the server"
+                " (cloudstack.api_key, cloudstack.secret_key); use a bearer token"
+            )
+        elif cs_params is not None:
+            body = await request.read()
+            try:
+                return await self.cs_auth.caller(cs_params, request.method, request.path, body)
+            except signed.Unauthorized as exc:
+                detail = exc.message
+        else:
+            detail = (
+                "no credentials; send 'Authorization: Bearer TOKEN' (csnotify token create)"
+                " or sign the request with your CloudStack API keys"
+            )
+        raise ApiProblem(401, detail, {"WWW-Authenticate": 'Bearer realm="csnotify"'})
+
+    async def body(
+        self, request: web.Request, fields: dict[str, str], nullable: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        doc = bodies.parse_json(await request.read())
+        bodies.checked(doc, fields, nullable)
+        return doc
+
+    def within(self, request: web.Request) -> Callable[[Any], bool]:
+        caller: Caller = request["caller"]
+        return caller.sees
+
+    def bound(self, request: web.Request) -> Policy | None:
+        """The policy for this caller's subscriptions; a global caller is an operator."""
+        return None if request["caller"].scope == "global" else self.policy
+
+    async def doc(self, sub: Any) -> dict[str, Any]:
+        from csnotify.status import subscription_docs
+
+        (data,) = await self.run(subscription_docs, self.store, [sub])
+        return data  # type: ignore[no-any-return]
+
+    # -- routes ----------------------------------------------------------------------
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from csnotify.api.openapi import document
+
+        return web.json_response(document(__version__))
+
+    async def list_subscriptions(self, request: web.Request) -> web.Response:
+        from csnotify.status import subscription_docs
+
+        def docs() -> list[dict[str, Any]]:
+            subs = subscriptions.visible(self.store, self.within(request))
+            return subscription_docs(self.store, subs)
+
+        return web.json_response(await self.run(docs))
+
+    async def create(self, request: web.Request) -> web.Response:
+        doc = await self.body(request, bodies.CREATE_FIELDS)
+        caller: Caller = request["caller"]
+        created = await self.run(
+            lambda: subscriptions.subscribe(
+                self.store,
+                bodies.subscription_input(doc),
+                enabled=doc.get("enabled", True),
+                owner=caller.owner(),
+                policy=self.bound(request),
+            )
+        )
+        data = await self.doc(created.subscription)
+        if created.generated_key:
+            data["generated_key"] = created.generated_key
+        location = f"/v1/subscriptions/{created.subscription.name}"
+        return web.json_response(data, status=201, headers={"Location": location})
+
+    async def show(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        sub = await self.run(subscriptions.find, self.store, name, self.within(request))
+        return web.json_response(await self.doc(sub))
+
+    async def update(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        doc = await self.body(request, bodies.UPDATE_FIELDS, nullable=("key",))
+        no_key = "key" in doc and doc["key"] is None
+        spec = bodies.subscription_input({k: v for k, v in doc.items() if v is not None})
+        result = await self.run(
+            lambda: subscriptions.update(
+                self.store,
+                name,
+                spec,
+                no_key=no_key,
+                policy=self.bound(request),
+                within=self.within(request),
+            )
+        )
+        data = await self.doc(result.subscription)
+        if result.generated_key:
+            data["generated_key"] = result.generated_key
+        return web.json_response(data)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        await self.run(
+            lambda: subscriptions.unsubscribe(self.store, name, within=self.within(request))
+        )
+        return web.Response(status=204)
+
+    async def switch(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        enabled = request.path.endswith("/enable")
+        sub = await self.run(
+            lambda: subscriptions.set_enabled(
+                self.store, name, enabled, within=self.within(request)
+            )
+        )
+        return web.json_response(await self.doc(sub))
+
+    async def test(self, request: web.Request) -> web.Response:
+        from csnotify.delivery.settings import DeliverySettings
+        from csnotify.dispatch import test_endpoints
+
+        name = request.match_info["name"]
+        sub = await self.run(subscriptions.find, self.store, name, self.within(request))
+        results = await test_endpoints(sub, DeliverySettings.from_settings(self.settings))
+        return web.json_response([r.as_json() for r in results])
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        from csnotify.store import DeliveryLog
+
+        name = request.query.get("subscription")
+        failed = _flag(request, "failed")
+        limit = _whole(request, "limit", 50)
+
+        def rows() -> list[dict[str, Any]]:
+            within = self.within(request)
+            log_ = DeliveryLog(self.store)
+            if name is not None:
+                subscriptions.find(self.store, name, within)
+                return log_.rows(name, failed, limit)
+            if request["caller"].scope == "global":
+                return log_.rows(None, failed, limit)
+            found = [
+                r for s in subscriptions.visible(self.store, within)
+                for r in log_.rows(s.name, failed, limit)
+            ]  # fmt: skip
+            return sorted(found, key=lambda r: r["at"], reverse=True)[:limit]
+
+        return web.json_response(await self.run(rows))
+
+    async def event_types(self, request: web.Request) -> web.Response:
+        from csnotify.reach import catalog
+
+        return web.json_response(catalog(request.query.get("match")))
+
+    async def match(self, request: web.Request) -> web.Response:
+        from csnotify import reach
+
+        event = reach.typed_event(
+            request.query.get("type"),
+            request.query.get("level", "INFO"),
+            request.query.getall("where", []),
+        )
+
+        def verdicts() -> list[dict[str, Any]]:
+            subs = subscriptions.visible(self.store, self.within(request))
+            return reach.verdicts(self.store, event, subs)
+
+        return web.json_response(
+            {"event": event.fields(), "subscriptions": await self.run(verdicts)}
+        )
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        return web.json_response(request["caller"].as_json())
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise bodies.Malformed(f"query parameter {name!r} must be true or false")
+    return value in ("true", "1")
+
+
+def _whole(request: web.Request, name: str, default: int) -> int:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= 10_000:
+        raise bodies.Malformed(f"query parameter {name!r} must be a whole number from 1 to 10000")
+    return int(value)
+
+
+def application(store: Store, settings: Settings) -> tuple[web.Application, Api]:
+    api = Api(store, settings)
+    app = web.Application(
+        middlewares=[api.middleware], client_max_size=settings["api.max_body_bytes"]
+    )
+    app.add_routes(
+        [
+            web.get("/v1/openapi.json", api.openapi),
+            web.get("/v1/whoami", api.whoami),
+            web.get("/v1/subscriptions", api.list_subscriptions),
+            web.post("/v1/subscriptions", api.create),
+            web.get("/v1/subscriptions/{name}", api.show),
+            web.patch("/v1/subscriptions/{name}", api.update),
+            web.delete("/v1/subscriptions/{name}", api.delete),
+            web.post("/v1/subscriptions/{name}/test", api.test),
+            web.post("/v1/subscriptions/{name}/enable", api.switch),
+            web.post("/v1/subscriptions/{name}/disable", api.switch),
+            web.get("/v1/deliveries", api.deliveries),
+            web.get("/v1/event-types", api.event_types),
+            web.get("/v1/match", api.match),
+        ]
+    )
+    return app, api
+
+
+async def serve(
+    store: Store,
+    settings: Settings,
+    host: str,
+    port: int,
+    ready: Callable[[str], None],
+    stop: asyncio.Event,
+    ssl_context: Any = None,
+    shutdown_timeout: float = 10.0,
+) -> Api:
+    """Serve until ``stop`` is set (SIGTERM), then stop taking connections, let requests
+    in flight finish (up to ``shutdown_timeout``) and return."""
+    app, api = application(store, settings)
+    client = _admin_client(settings)
+    if client is not None:
+        from csnotify.api.signed import CloudStackAuth
+
+        api.cs_auth = CloudStackAuth(client, settings["api.auth_cache_ttl"])
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise BadInput(
+                f"--listen {host}:{port}: cannot listen there ({exc.strerror or exc})"
+            ) from None
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        bound_host, bound_port = sockets[0].getsockname()[:2] if sockets else (host, port)
+        scheme = "https" if ssl_context is not None else "http"
+        shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+        url = f"{scheme}://{shown}:{bound_port}"
+        ready(url)
+        beating = asyncio.ensure_future(_heartbeat(api, url, stop))
+        await stop.wait()
+        await beating
+    finally:
+        await runner.cleanup()
+        if client is not None:
+            await client.close()
+    return api
+
+
+HEARTBEAT_S = 10.0
+
+
+async def _heartbeat(api: Api, url: str, stop: asyncio.Event) -> None:
+    """What ``csnotify status`` shows about this server: its address and request counts,
+    saved at start, every HEARTBEAT_S and when it stops (status tells a stale one)."""
+    import os
+    import socket
+
+    from csnotify.events import now_iso
+    from csnotify.store import SourceState
+
+    state = SourceState(api.store)
+    doc: dict[str, Any] = {"url": url, "pid": os.getpid(), "host": socket.gethostname(),
+                           "started": now_iso(), "heartbeat_s": HEARTBEAT_S}  # fmt: skip
+    while True:
+        doc |= {"running": not stop.is_set(), "requests": dict(api.counts.by_status)}
+        try:
+            await api.run(state.save_cursor, f"serve:{url}", doc)
+        except CsnotifyError as exc:  # a busy store: the next beat tries again
+            log.warning("cannot save the API's state for 'status': %s", exc.message)
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+
+
+def _admin_client(settings: Settings) -> Any:
+    """A client with the admin keys, when they are set: CloudStack-signed requests find
+    their user with it. Without them only bearer tokens are taken."""
+    if not (settings["cloudstack.api_key"] and settings["cloudstack.secret_key"]):
+        return None
+    from csnotify.cloudstack import CloudStackClient, Credentials
+
+    return CloudStackClient(Credentials.from_settings(settings), timeout=10.0)

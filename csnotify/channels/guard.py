@@ -1,0 +1,60 @@
+"""The endpoint policy at delivery time (csnotify/policy.py): before each attempt to an
+endpoint of a subscription an account or domain made through the API, its host is
+resolved and the attempt refused (not retried) when an address is private, loopback or
+link-local and outside ``api.allow_networks``: a name that pointed outside when the
+subscription was written may point inside now. Operators' subscriptions pass untouched.
+
+The channel resolves the name again when it connects; a resolver that answers
+differently within that moment is not caught here (the connection is not pinned to
+the checked address)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+from csnotify.channels.base import Attempt, Channel, Message
+from csnotify.policy import Network, endpoint_host, refused_address
+
+OWNED = ("account", "domain")
+
+
+async def refusal(uri: str, networks: tuple[Network, ...]) -> str | None:
+    host = endpoint_host(uri)
+    if host is None:
+        return None
+    try:
+        found = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, None, proto=socket.IPPROTO_TCP
+            )
+        except OSError as exc:
+            return f"cannot resolve {host} ({exc.strerror or exc})"
+        found = [ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]) for i in infos]
+    address = refused_address(found, networks)
+    if address is None:
+        return None
+    where = f"{host} is" if host == str(address) else f"{host} resolves to {address},"
+    return (
+        f"refused by the API's endpoint policy: {where} a private, loopback or link-local"
+        " address (api.allow_networks)"
+    )
+
+
+class Guarded:
+    def __init__(self, channel: Channel, networks: tuple[Network, ...]) -> None:
+        self.channel = channel
+        self.networks = networks
+
+    async def send(self, message: Message, timeout: float) -> Attempt:
+        if message.subscription.owner_scope in OWNED:
+            why = await refusal(message.uri, self.networks)
+            if why is not None:
+                return Attempt.failed(why, retryable=False)
+        return await self.channel.send(message, timeout)
+
+    async def close(self) -> None:
+        await self.channel.close()
