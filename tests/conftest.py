@@ -12,6 +12,34 @@ from typer.testing import CliRunner
 
 from csnotify.cli import app
 
+# Whole files that start the CLI as processes, services or terminals for most of their
+# tests: `pytest -m "not slow"` leaves them out (`make test` runs everything).
+SLOW_FILES = {
+    "test_api_faults.py", "test_api_realities.py", "test_bus_events.py", "test_concurrency.py",
+    "test_contrib.py", "test_crash.py", "test_demo.py", "test_listen.py", "test_outbox.py",
+    "test_readme.py", "test_simulator.py", "test_status.py", "test_terminal.py",
+}  # fmt: skip
+SERVER_MARKS = {"mysql": "mariadb", "postgresql": "postgresql"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test for what it needs: a RabbitMQ broker (the ``bus`` fixture), a
+    database server (a ``backend``, ``server_db`` or ``kind`` of mysql or postgresql), and
+    ``slow`` for those and for the end-to-end files above."""
+    for item in items:
+        needs = set()
+        if "bus" in getattr(item, "fixturenames", ()):
+            needs.add("rabbitmq")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for name in ("backend", "server_db", "kind"):
+            if params.get(name) in SERVER_MARKS:
+                needs.add(SERVER_MARKS[params[name]])
+        needs.update(m.name for m in item.iter_markers() if m.name in {"rabbitmq", "slow"})
+        if needs or item.path.name in SLOW_FILES:
+            needs.add("slow")
+        for mark in sorted(needs):
+            item.add_marker(mark)
+
 
 @pytest.fixture(autouse=True)
 def private_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -41,13 +69,27 @@ def config_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cli() -> Callable[..., Run]:
-    """The real CLI in-process through typer's CliRunner, stdout and stderr apart."""
+    """The real CLI in-process through typer's CliRunner, stdout and stderr apart.
+
+    A call fails the test unless the command exits with ``expect`` (0 unless said):
+    a test that wants a refusal says which status, ``expect=None`` takes any."""
     runner = CliRunner()
 
-    def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Run:
+    def run(
+        *args: str,
+        input: str | bytes | None = None,
+        env: dict[str, str] | None = None,
+        expect: int | None = 0,
+    ) -> Run:
         result = runner.invoke(app, list(args), input=input, env=env, prog_name="csnotify")
         if result.exception and not isinstance(result.exception, SystemExit):
             raise result.exception
+        if expect is not None and result.exit_code != expect:
+            pytest.fail(
+                f"csnotify {' '.join(args)}: exit status {result.exit_code}, expected {expect}"
+                f"\nstdout: {result.stdout}\nstderr: {result.stderr}",
+                pytrace=False,
+            )
         return Run(result.exit_code, result.stdout, result.stderr)
 
     return run

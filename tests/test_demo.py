@@ -8,8 +8,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
 from helpers import run_process
-from services import AMQP_URL, rabbitmq_running
+from services import AMQP_URL, require_rabbitmq
 
 
 def leftovers() -> set[str]:
@@ -49,11 +50,9 @@ def test_demo_json_summary() -> None:
     assert summary["received"]["webhooks_with_invalid_signature"] == 0
 
 
+@pytest.mark.rabbitmq
 def test_demo_on_the_event_bus() -> None:
-    if not rabbitmq_running():
-        import pytest
-
-        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+    require_rabbitmq()
     r = run_process("demo", "--duration", "8", "--amqp", AMQP_URL, "--json", timeout=90)
     assert r.exit_code == 0, r.stderr
     summary = json.loads(r.stdout)
