@@ -17,8 +17,33 @@ from csnotify.cli import app
 SLOW_FILES = {
     "test_api_faults.py", "test_api_realities.py", "test_bus_events.py", "test_concurrency.py",
     "test_contrib.py", "test_crash.py", "test_demo.py", "test_listen.py", "test_outbox.py",
-    "test_readme.py", "test_simulator.py", "test_status.py", "test_terminal.py",
+    "test_operator.py", "test_pipes.py", "test_readme.py", "test_simulator.py",
+    "test_status.py", "test_terminal.py",
 }  # fmt: skip
+# Tests elsewhere that take seconds: processes, timeouts waited out, many examples.
+SLOW_TESTS = {
+    "test_cli_export.py::test_round_trip_into_a_fresh_store",
+    "test_cli_meta.py::test_fast_commands_do_not_import_heavy_modules",
+    "test_cli_meta.py::test_version_and_python_m",
+    "test_delivery.py::test_a_slow_endpoint_does_not_hold_up_the_others",
+    "test_delivery.py::test_control_characters_never_reach_the_terminal",
+    "test_delivery.py::test_huge_and_trickling_responses_do_not_hold_up_delivery",
+    "test_delivery.py::test_tls_errors_are_counted",
+    "test_delivery.py::test_trickling_response_times_out_and_others_go_on",
+    "test_http_client.py::test_an_error_status_counts_even_when_its_body_stalls",
+    "test_http_client.py::test_every_framing_of_a_2xx_is_a_delivery",
+    "test_match.py::test_match_and_dry_run_show_muted_endpoints",
+    "test_matching.py::test_index_agrees_with_brute_force",
+    "test_secrets.py::test_no_secret_in_any_output",
+    "test_security.py::test_a_background_child_holding_stderr_does_not_turn_success_into_timeout",
+    "test_security.py::test_a_hostile_api_is_bounded",
+    "test_security.py::test_cmd_program_gets_a_minimal_environment_and_no_inherited_descriptor",
+    "test_security.py::test_cmd_stderr_flood_keeps_only_its_tail",
+    "test_store.py::test_concurrent_subscribes_wait_for_a_held_write_lock",
+    "test_store.py::test_default_path_follows_xdg",
+    "test_store.py::test_every_command_that_creates_the_store_makes_it_private",
+    "test_store.py::test_two_processes_never_claim_the_same_pending_row",
+}
 SERVER_MARKS = {"mysql": "mariadb", "postgresql": "postgresql"}
 
 
@@ -35,7 +60,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if params.get(name) in SERVER_MARKS:
                 needs.add(SERVER_MARKS[params[name]])
         needs.update(m.name for m in item.iter_markers() if m.name in {"rabbitmq", "slow"})
-        if needs or item.path.name in SLOW_FILES:
+        slow_test = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        if needs or item.path.name in SLOW_FILES or slow_test in SLOW_TESTS:
             needs.add("slow")
         for mark in sorted(needs):
             item.add_marker(mark)
