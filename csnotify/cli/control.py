@@ -56,9 +56,10 @@ def match(
       csnotify match --event captured-bus-message.json
     """
     from csnotify.events import Event, describe, now_iso, parse_stream
-    from csnotify.matching import FILTER_FIELDS, explain, parse_level
+    from csnotify.matching import FILTER_FIELDS, parse_level
     from csnotify.mutes import MuteSet
     from csnotify.redact import mask_uri
+    from csnotify.routes import routes
 
     app_state = state(ctx)
     if event_file is not None:
@@ -97,17 +98,14 @@ def match(
         )
     store = app_state.store()
     subs = store.subscriptions()
-    mutes = MuteSet(store.mutes())
     verdicts = []
-    for sub in subs:
-        verdict = explain(sub, event).as_json()
-        verdict["endpoints"] = []
-        for ep in sub.endpoints if verdict["matched"] else []:
-            mute = mutes.find(sub.name, ep.uri, event.type)
-            muted = f"mute {mute.id} until {mute.until}: {mute.reason}" if mute else None
-            verdict["endpoints"].append(
-                {"uri": mask_uri(ep.uri), "enabled": ep.enabled, "muted": muted}
-            )
+    for route in routes(subs, MuteSet(store.mutes()), event):
+        verdict = route.verdict.as_json()
+        verdict["endpoints"] = [
+            {"uri": mask_uri(r.endpoint.uri), "enabled": r.endpoint.enabled,
+             "muted": f"mute {r.mute.id} until {r.mute.until}: {r.mute.reason}" if r.mute else None}
+            for r in route.endpoints
+        ]  # fmt: skip
         verdicts.append(verdict)
     if as_json:
         app_state.terminal.json({"event": event.fields(), "subscriptions": verdicts})
