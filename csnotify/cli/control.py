@@ -13,8 +13,6 @@ from csnotify.cli.common import (
     LEVELS,
     NAME_ARG,
     _delivery_settings,
-    _masked,
-    _read_input,
     app,
     complete_endpoints,
     complete_mute_ids,
@@ -65,7 +63,7 @@ def match(
     if event_file is not None:
         if event_type is not None:
             raise BadInput("give TYPE or --event FILE, not both")
-        text = _read_input(app_state, str(event_file))
+        text = app_state.terminal.read_text(str(event_file))
         first = next(iter(parse_stream(text)), None)
         if not isinstance(first, Event):
             raise BadInput(
@@ -288,30 +286,11 @@ def redeliver(
     """
     from csnotify import aio
     from csnotify.dispatch import redeliver as resend
-    from csnotify.events import parse_since
-    from csnotify.store import log_time
-    from csnotify.subscriptions import find
 
     app_state = state(ctx)
     settings = _delivery_settings(app_state)
     store = app_state.store()
-    sub = find(store, name)
-    if not sub.enabled:
-        raise BadInput(f"subscription {sub.name} is disabled; run 'csnotify enable {sub.name}'")
-    endpoints = sub.endpoints
-    if endpoint is not None:
-        ep = sub.endpoint(endpoint)
-        if not ep.enabled:
-            raise BadInput(
-                f"endpoint {_masked(ep.uri)} is switched off; run 'csnotify enable {sub.name}"
-                f" --endpoint {_masked(ep.uri)}' first"
-            )
-        endpoints = [ep]
-    start = log_time(parse_since(since)) if since else None
-    end = log_time(parse_since(until)) if until else None
-    if start and end and start > end:
-        raise BadInput("--since is after --until; swap them")
-    result = aio.run(resend(store, settings, sub, endpoints, start, end, failed)).as_json()
+    result = aio.run(resend(store, settings, name, endpoint, since, until, failed)).as_json()
     if as_json:
         app_state.terminal.json(result)
     else:
@@ -321,7 +300,7 @@ def redeliver(
             else ""
         )
         app_state.say(
-            f"redelivered {result['in_log']} logged deliveries of {sub.name}:"
+            f"redelivered {result['in_log']} logged deliveries of {result['subscription']}:"
             f" {result['delivered']} delivered, {result['failed']} failed{held};"
             f" {result['not_in_log']} of the window no longer in the log"
         )
