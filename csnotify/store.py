@@ -155,6 +155,19 @@ class Store:
         return store
 
     @classmethod
+    def peek(cls, path: Path) -> Store | None:
+        """An existing SQLite store, read-only and as it is (not created, not migrated):
+        for shell completion. None when there is none or it cannot be opened."""
+        if not path.exists():
+            return None
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        except sqlite3.Error:
+            return None
+        conn.row_factory = sqlite3.Row
+        return cls(path, conn)
+
+    @classmethod
     def open_url(cls, text: str) -> Store:
         """The store in a MariaDB/MySQL or PostgreSQL database, migrated."""
         from csnotify import servers

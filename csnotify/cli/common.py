@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -212,28 +213,28 @@ def main_options(
         ctx.obj.terminal.out(OVERVIEW.rstrip())
 
 
-def _query_store(ctx: typer.Context, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-    """Rows for shell completion, read-only from the store if it exists (else none)."""
+def _from_store(ctx: typer.Context, read: Callable[[Store], list[str]]) -> list[str]:
+    """Values for shell completion, read through the store's API from the store if it is
+    a file that exists (else none: a server is not asked on each <Tab>)."""
     import sqlite3
 
-    from csnotify.store import chosen_store
+    from csnotify.store import Store, chosen_store
 
     path = chosen_store(ctx.find_root().params.get("db"), os.environ)
-    if isinstance(path, str) or not path.exists():  # a server is not asked on each <Tab>
+    store = None if isinstance(path, str) else Store.peek(path)
+    if store is None:
         return []
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        rows = conn.execute(sql, params).fetchall()
-        conn.close()
-    except sqlite3.Error:
+        return read(store)
+    except sqlite3.Error:  # not a store, or one an older csnotify wrote
         return []
-    return rows
+    finally:
+        store.close()
 
 
 def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
     """Subscription names for shell completion."""
-    rows = _query_store(ctx, "SELECT name FROM subscriptions ORDER BY name")
-    return [r[0] for r in rows if r[0].startswith(incomplete)]
+    return [n for n in _from_store(ctx, lambda store: store.names()) if n.startswith(incomplete)]
 
 
 def complete_endpoints(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -243,22 +244,20 @@ def complete_endpoints(ctx: typer.Context, incomplete: str) -> list[str]:
 
     # While an option's value is completed, click leaves the arguments before it unparsed.
     name = ctx.params.get("name") or next((a for a in ctx.args if not a.startswith("-")), None)
-    rows = _query_store(
-        ctx,
-        "SELECT e.uri FROM endpoints e JOIN subscriptions s ON s.id = e.subscription_id"
-        " WHERE ? IS NULL OR s.name = ? ORDER BY s.name, e.position",
-        (name, name),
-    )
-    shown = dict.fromkeys(mask_uri(r[0]) for r in rows)
-    return [uri for uri in shown if uri.startswith(incomplete)]
+
+    def uris(store: Store) -> list[str]:
+        subs = store.subscriptions() if name is None else [store.subscription(name)]
+        return [mask_uri(ep.uri) for sub in subs if sub is not None for ep in sub.endpoints]
+
+    return [uri for uri in dict.fromkeys(_from_store(ctx, uris)) if uri.startswith(incomplete)]
 
 
 def complete_mute_ids(ctx: typer.Context, incomplete: str) -> list[str]:
     """Ids of the mutes in force."""
-    from csnotify.events import now_iso
+    from csnotify.mutes import active
 
-    rows = _query_store(ctx, "SELECT id FROM mutes WHERE until > ? ORDER BY id", (now_iso(),))
-    return [str(r[0]) for r in rows if str(r[0]).startswith(incomplete)]
+    ids = _from_store(ctx, lambda store: [str(m.id) for m in active(store)])
+    return [i for i in ids if i.startswith(incomplete)]
 
 
 def complete_setting_keys(incomplete: str) -> list[str]:
@@ -373,17 +372,6 @@ COMPLETE_VAR = "_CSNOTIFY_COMPLETE"
 
 
 # -- used by several command families: input, delivery settings, rendering -------------
-
-
-def _read_input(app_state: AppState, file: str) -> str:
-    if file == "-":
-        return app_state.terminal.text_input().read()
-    try:
-        return Path(file).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(f"cannot read {file}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{file} is not UTF-8 text") from None
 
 
 def _delivery_settings(app_state: AppState) -> Any:

@@ -3,7 +3,6 @@ deliveries."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -14,7 +13,6 @@ from csnotify.cli.common import (
     NAME_ARG,
     VERIFY_SCHEMES,
     _delivery_settings,
-    _read_input,
     app,
     complete_names,
     state,
@@ -56,7 +54,7 @@ def dispatch(
 
     app_state = state(ctx)
     settings = _delivery_settings(app_state)
-    text = _read_input(app_state, file)
+    text = app_state.terminal.read_text(file)
     store = app_state.store()
     lines = sum(1 for line in text.splitlines() if line.strip())
     items = app_state.terminal.progress(
@@ -179,17 +177,7 @@ def verify(
             headers = {**parse_header_lines(headers_file.read_text()), **headers}
         except OSError as exc:
             raise BadInput(f"cannot read {headers_file}: {exc.strerror}") from None
-    if body_file == "-":
-        body = (
-            sys.stdin.buffer.read()
-            if app_state.terminal.stdin is sys.stdin
-            else (app_state.terminal.stdin.read().encode())
-        )
-    else:
-        try:
-            body = Path(body_file).read_bytes()
-        except OSError as exc:
-            raise BadInput(f"cannot read {body_file}: {exc.strerror}") from None
+    body = app_state.terminal.read_bytes(body_file)
     try:
         result = check(key, headers, body, tolerance, scheme=scheme)
         if seen is not None:

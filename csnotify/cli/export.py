@@ -10,7 +10,6 @@ import typer
 from typer.exceptions import Exit
 
 from csnotify.cli.common import EXPORT_FORMATS, JSON_OPT, app, state
-from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
 
 
@@ -90,15 +89,8 @@ def import_(
     from csnotify.export import CommandsNeedApproval, import_entries, parse_text
 
     app_state = state(ctx)
-    if file == "-":
-        text, source = app_state.terminal.text_input().read(), "stdin"
-    else:
-        try:
-            text, source = Path(file).read_text(encoding="utf-8"), file
-        except OSError as exc:
-            raise BadInput(f"cannot read {file}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise BadInput(f"{file} is not UTF-8 text; is it a 'csnotify export' file?") from None
+    text = app_state.terminal.read_text(file, "; is it a 'csnotify export' file?")
+    source = "stdin" if file == "-" else file
     entries = list(app_state.terminal.progress(parse_text(text, source), None, "checking"))
     store = app_state.store()
     try:
