@@ -48,14 +48,16 @@ class Pipeline:
         settings: DeliverySettings,
         on_outcome: Callable[[DeliveryRecord], None] | None = None,
         restore: bool = False,
+        channels: ChannelPool | None = None,
     ) -> None:
-        """With ``restore`` (listen), batches an earlier run held back are sent."""
+        """With ``restore`` (listen), batches an earlier run held back are sent.
+        ``channels`` makes the channels (tests give one that records)."""
         self.store = store
         self.settings = settings
         self.restore = restore
         self.stats = Stats()
         self.db_lock = asyncio.Lock()
-        self.channels = ChannelPool(settings.concurrency, settings.command_env)
+        self.channels = channels or ChannelPool(settings.concurrency, settings.command_env)
         self.outbox = Outbox(store, settings.log_max)
         self.writer = Writer(self.outbox, self.db_lock, self._committed)
         self.intake = Intake()
