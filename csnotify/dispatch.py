@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.channels.base import Message, attempt_once
 from csnotify.channels.pool import ChannelPool
+from csnotify.clock import log_time, now_iso
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings, Stats
 from csnotify.errors import BadInput
-from csnotify.events import Event, Rejected, now_iso
+from csnotify.events import Event, Rejected
 from csnotify.redact import mask_text, mask_uri
 from csnotify.store import DeliveryLog, DeliveryRecord
 
@@ -122,7 +123,6 @@ async def redeliver(
     digest is a message. Refused (BadInput) when the subscription or the endpoint is
     switched off, or the window is upside down; nothing is sent then."""
     from csnotify.events import from_normalised, parse_since
-    from csnotify.store import log_time
     from csnotify.subscriptions import find
 
     subscription = find(store, name)

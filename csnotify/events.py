@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from csnotify.clock import now_iso, utc_iso
 from csnotify.errors import BadInput
 from csnotify.fields import CATEGORIES, EVENT_FIELDS, is_outcome  # noqa: F401 - re-exported
 
@@ -114,10 +115,6 @@ _TIME_FORMATS = (
 )
 
 
-def utc_iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # The two shapes CloudStack writes (bus eventDateTime, listEvents created), read without
 # strptime, which costs about 10 us a try (the bus source reads one per message).
 _CLOUDSTACK_TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d ?[+-]\d{4}$")
@@ -172,10 +169,6 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     if _DURATION.match(text.strip().lower()) and text.strip()[-1:].isalpha():
         return (now or datetime.now(UTC)) - parse_duration(text, "time")
     return parse_time(text)
-
-
-def now_iso() -> str:
-    return utc_iso(datetime.now(UTC))
 
 
 _UTC_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

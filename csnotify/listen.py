@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from csnotify.clock import now_iso
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings
-from csnotify.events import Event, alert_level, describe, now_iso
+from csnotify.events import Event, alert_level, describe
 from csnotify.redact import mask_uri
 from csnotify.routes import routes
 from csnotify.store import SourceState

@@ -24,6 +24,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from csnotify.clock import log_now, log_time, utc_iso
 from csnotify.dialects import SQLITE, Dialect, quoted
 from csnotify.errors import BadInput, CsnotifyError, Unreachable
 from csnotify.files import chosen_path, create_private_file, tighten
@@ -31,8 +32,6 @@ from csnotify.matching import parse_filter
 from csnotify.models import Endpoint, Mute, Subscription
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from sqlite_utils import Database
 
     from csnotify.servers import ServerConnection
@@ -66,19 +65,6 @@ def chosen_store(explicit: str | None, environ: Mapping[str, str]) -> str | Path
 def open_store(explicit: str | None, environ: Mapping[str, str]) -> Store:
     target = chosen_store(explicit, environ)
     return Store.open_url(target) if isinstance(target, str) else Store.open(target)
-
-
-def log_time(moment: datetime) -> str:
-    """A moment as the store writes times (UTC, microseconds), so they compare as text."""
-    from datetime import UTC
-
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def utcnow() -> str:
-    from datetime import UTC, datetime
-
-    return log_time(datetime.now(UTC))
 
 
 class StoreBusy(CsnotifyError):
@@ -226,7 +212,7 @@ class Store:
                 self.db["migrations"].create({"name": str, "applied_at": str}, pk="name")
             for name, step in MIGRATIONS[version:]:
                 step(self.db)
-                self.db["migrations"].insert({"name": name, "applied_at": utcnow()})
+                self.db["migrations"].insert({"name": name, "applied_at": log_now()})
                 applied.append(name)
             self.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         return applied
@@ -312,7 +298,7 @@ class Store:
     # -- subscriptions: writes (inside transaction()) --------------------------------
 
     def insert(self, sub: Subscription) -> None:
-        now = utcnow()
+        now = log_now()
         sub_id = self.insert_row("subscriptions", _subscription_row(sub, created=now, updated=now))
         self._write_endpoints(sub_id, sub.endpoints, {})
 
@@ -326,7 +312,7 @@ class Store:
             self.conn.execute(
                 "UPDATE mutes SET subscription = ? WHERE subscription = ?", (sub.name, old_name)
             )
-        self.update_row("subscriptions", sub_id, _subscription_row(sub, created, utcnow()))
+        self.update_row("subscriptions", sub_id, _subscription_row(sub, created, log_now()))
         existing = {
             e["uri"]: e["id"]
             for e in self.conn.execute(
@@ -394,7 +380,7 @@ class Store:
     def set_subscription_enabled(self, name: str, enabled: bool) -> None:
         self.conn.execute(
             "UPDATE subscriptions SET enabled = ?, updated = ? WHERE name = ?",
-            (int(enabled), utcnow(), name),
+            (int(enabled), log_now(), name),
         )
 
     def set_endpoint_enabled(
@@ -721,7 +707,7 @@ def backlog(store: Store) -> dict[int, dict[str, object]]:
     from datetime import UTC, datetime
 
     def iso(t: float | None) -> str | None:
-        return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return None if t is None else utc_iso(datetime.fromtimestamp(t, UTC))
 
     rows = store.conn.execute(
         "SELECT endpoint_id, count(*), min(accepted),"
@@ -790,7 +776,7 @@ class SourceState:
         """``save_cursor`` inside a transaction the caller holds."""
         self.store.conn.execute(
             self.store.dialect.upsert("cursors", ("source", "position", "updated"), ("source",)),
-            (source, json.dumps(position), utcnow()),
+            (source, json.dumps(position), log_now()),
         )
 
     def cursors(self) -> dict[str, dict[str, Any]]:
@@ -822,7 +808,7 @@ class SourceState:
         holds), the oldest beyond ``max_seen`` forgotten."""
         if not events:
             return
-        now = utcnow()
+        now = log_now()
         conn, dialect = self.store.conn, self.store.dialect
         conn.executemany(
             dialect.insert_ignore("seen_events", ("event_id", "seen_at", "digest")),

@@ -387,9 +387,9 @@ def _clock(iso: str | None) -> str | None:
     ``due`` once it has passed (the endpoint is busy with earlier attempts)."""
     if not iso:
         return None
-    from datetime import UTC, datetime
+    from csnotify.clock import now_iso
 
-    return "due" if iso <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") else iso[11:]
+    return "due" if iso <= now_iso() else iso[11:]
 
 
 def _masked(uri: str | None) -> str:

@@ -53,7 +53,8 @@ def match(
       csnotify match VM.CREATE --level ERROR --json
       csnotify match --event captured-bus-message.json
     """
-    from csnotify.events import Event, describe, now_iso, parse_stream
+    from csnotify.clock import now_iso
+    from csnotify.events import Event, describe, parse_stream
     from csnotify.matching import FILTER_FIELDS, parse_level
     from csnotify.mutes import MuteSet
     from csnotify.redact import mask_uri

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from csnotify.channels.base import Message, attempt_once
-from csnotify.events import Event, now_iso
+from csnotify.clock import log_now, now_iso
+from csnotify.events import Event
 from csnotify.models import Subscription
 from csnotify.redact import mask_text, mask_uri
-from csnotify.store import DeliveryRecord, utcnow
+from csnotify.store import DeliveryRecord
 
 if TYPE_CHECKING:
     from csnotify.channels.pool import ChannelPool
@@ -63,7 +64,7 @@ class Outcomes:
             event_type=message.event.type,
             status=status,
             attempts=attempts,
-            at=utcnow(),
+            at=log_now(),
             http_status=http_status,
             latency_ms=latency_ms,
             error=mask_text(error) if error else error,
