@@ -25,6 +25,7 @@ from typing import Any
 from csnotify import config
 from csnotify.delivery.settings import DeliverySettings
 from csnotify.listen import Listener, ListenOptions
+from csnotify.models import Status
 from csnotify.redact import mask_uri
 from csnotify.signing import SignatureMismatch, verify
 from csnotify.simulator.run import SimulatorOptions, simulate
@@ -80,7 +81,7 @@ class DemoState:
         tally = self.tallies.get(record.subscription)
         if tally is None:
             return
-        if record.status == "delivered":
+        if record.status == Status.DELIVERED:
             tally.delivered += 1
             tally.latencies.append(record.latency_ms or 0.0)
         else:

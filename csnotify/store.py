@@ -29,7 +29,7 @@ from csnotify.dialects import SQLITE, Dialect, quoted
 from csnotify.errors import BadInput, CsnotifyError, Unreachable
 from csnotify.files import chosen_path, create_private_file, tighten
 from csnotify.matching import parse_filter
-from csnotify.models import Endpoint, Mute, Subscription
+from csnotify.models import HELD, SENT, Endpoint, Mute, Status, Subscription
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -80,7 +80,7 @@ class DeliveryRecord:
     endpoint: str
     event_id: str
     event_type: str
-    status: str  # delivered | failed | muted | folded | dropped
+    status: Status
     attempts: int
     at: str
     http_status: int | None = None
@@ -509,7 +509,6 @@ def _minutes_ago(minutes: int) -> str:
 
 RECORD_FIELDS = tuple(f.name for f in fields(DeliveryRecord))
 _record_values = attrgetter(*RECORD_FIELDS)  # far cheaper than dataclasses.asdict
-HELD = ("muted", "folded", "dropped")  # outcomes that sent nothing and are not failures
 
 
 class DeliveryLog:
@@ -553,7 +552,7 @@ class DeliveryLog:
         by_endpoint: dict[int, list[DeliveryRecord]] = {}
         held: dict[int, list[int]] = {}  # muted, folded, dropped
         for r in records:
-            if r.status in ("delivered", "failed"):
+            if r.status in SENT:
                 by_endpoint.setdefault(r.endpoint_id, []).append(r)
             elif r.status in HELD:
                 held.setdefault(r.endpoint_id, [0, 0, 0])[HELD.index(r.status)] += 1
@@ -594,8 +593,8 @@ class DeliveryLog:
         )
 
     def _fold(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
-        ok = [r for r in rows if r.status == "delivered"]
-        bad = [r for r in rows if r.status == "failed"]
+        ok = [r for r in rows if r.status == Status.DELIVERED]
+        bad = [r for r in rows if r.status == Status.FAILED]
         last_ok = max((r.at for r in ok), default=None)
         trailing = [r for r in bad if last_ok is None or r.at > last_ok]
         consecutive = "0" if ok else "consecutive_failures"
@@ -632,7 +631,8 @@ class DeliveryLog:
             clauses.append("subscription = ?")
             params.append(subscription)
         if failed:
-            clauses.append("status = 'failed'")
+            clauses.append("status = ?")
+            params.append(Status.FAILED)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.store.conn.execute(
             "SELECT at, subscription, endpoint, event_id, event_type, status, attempts,"  # noqa: S608
@@ -681,7 +681,7 @@ class DeliveryLog:
 
 def _message_statuses(failed: bool) -> tuple[str, ...]:
     """Outcomes of messages actually sent (muted and folded events were not)."""
-    return ("failed",) if failed else ("delivered", "failed")
+    return (Status.FAILED,) if failed else SENT
 
 
 def _window_clauses(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from csnotify.channels.base import Message, attempt_once
 from csnotify.clock import log_now, now_iso
 from csnotify.events import Event
-from csnotify.models import Subscription
+from csnotify.models import Status, Subscription
 from csnotify.redact import mask_text, mask_uri
 from csnotify.store import DeliveryRecord
 
@@ -50,7 +50,7 @@ class Outcomes:
         self,
         target: Target,
         message: Message,
-        status: str,
+        status: Status,
         attempts: int,
         error: str | None = None,
         http_status: int | None = None,
@@ -75,11 +75,11 @@ class Outcomes:
         if self.on_outcome is not None:
             self.on_outcome(record)
 
-    def note(self, target: Target, event: Event, status: str, why: str) -> None:
+    def note(self, target: Target, event: Event, status: Status, why: str) -> None:
         """An outcome that sent nothing (muted, folded, dropped)."""
-        if status == "muted":
+        if status == Status.MUTED:
             self.stats.muted += 1
-        elif status == "folded":
+        elif status == Status.FOLDED:
             self.stats.folded += 1
         else:
             self.stats.dropped += 1
