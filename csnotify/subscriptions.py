@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from csnotify import matching
 from csnotify.channels import command_argv, validate_endpoint
-from csnotify.errors import BadInput, NotFound
+from csnotify.errors import BadInput, NotFound, did_you_mean
 from csnotify.models import COMMAND, WEBHOOK, Endpoint, Subscription, endpoint_kind, warnings
 from csnotify.redact import mask_uri
 
@@ -26,12 +26,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 def suggest(name: str, names: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    if close:
-        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return "; see 'csnotify list'"
+    return did_you_mean(name, names, cutoff=0.5) or "; see 'csnotify list'"
 
 
 def check_name(name: str) -> str:
