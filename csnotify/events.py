@@ -30,6 +30,7 @@ from typing import Any
 from csnotify.clock import now_iso, utc_iso
 from csnotify.errors import BadInput
 from csnotify.fields import CATEGORIES, EVENT_FIELDS, is_outcome  # noqa: F401 - re-exported
+from csnotify.matching import parse_level
 
 CLOUDEVENTS_PREFIX = "org.apache.cloudstack."
 # Namespace for ids of bus messages, which carry none: the same message gives the same id.
@@ -205,12 +206,11 @@ def _require_type(value: Any, what: str) -> str:
 
 
 def _level(value: Any) -> str:
-    text = str(value or "INFO").upper()
-    return (
-        {"WARNING": "WARN"}.get(text, text)
-        if text in ("INFO", "WARN", "WARNING", "ERROR")
-        else "INFO"
-    )
+    """CloudStack's level as ours (WARNING is WARN); one we do not know is INFO."""
+    try:
+        return parse_level(str(value or "INFO"))
+    except BadInput:
+        return "INFO"
 
 
 # -- listEvents ------------------------------------------------------------------------

@@ -512,7 +512,7 @@ _record_values = attrgetter(*RECORD_FIELDS)  # far cheaper than dataclasses.asdi
 
 
 class DeliveryLog:
-    """Writes of delivery outcomes, batched: counters per endpoint are folded into one
+    """Writes of delivery outcomes, batched: counters per endpoint are summed into one
     UPDATE per batch, and the log is trimmed to ``log_max`` rows per endpoint."""
 
     def __init__(self, store: Store) -> None:
@@ -557,7 +557,7 @@ class DeliveryLog:
             elif r.status in HELD:
                 held.setdefault(r.endpoint_id, [0, 0, 0])[HELD.index(r.status)] += 1
         for endpoint_id, rows in by_endpoint.items():
-            self._fold(endpoint_id, rows)
+            self._add_to_counters(endpoint_id, rows)
         for endpoint_id, (muted, folded, dropped) in held.items():
             conn.execute(
                 "UPDATE endpoints SET total_muted = total_muted + ?,"
@@ -592,7 +592,8 @@ class DeliveryLog:
             (endpoint_id, _minutes_ago(TRIMMED_KEPT_MINUTES)),
         )
 
-    def _fold(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
+    def _add_to_counters(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
+        """One UPDATE of the endpoint's counters for these outcomes."""
         ok = [r for r in rows if r.status == Status.DELIVERED]
         bad = [r for r in rows if r.status == Status.FAILED]
         last_ok = max((r.at for r in ok), default=None)
