@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from csnotify import APP_NAME
 from csnotify.errors import BadInput, did_you_mean
 from csnotify.files import chosen_path, tighten, write_private
-
-APP_NAME = "csnotify"
 
 
 @dataclass(frozen=True)

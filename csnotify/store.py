@@ -24,6 +24,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from csnotify import APP_NAME
 from csnotify.clock import log_now, log_time, utc_iso
 from csnotify.dialects import SQLITE, Dialect, quoted
 from csnotify.errors import BadInput, CsnotifyError, Unreachable
@@ -37,14 +38,13 @@ if TYPE_CHECKING:
     from csnotify.servers import ServerConnection
 
 
-APP_NAME = "csnotify"
 BUSY_TIMEOUT_S = 30.0
 
 
 def default_db_path() -> Path:
     import platformdirs
 
-    return platformdirs.user_data_path(APP_NAME) / "csnotify.db"
+    return platformdirs.user_data_path(APP_NAME) / f"{APP_NAME}.db"
 
 
 def db_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:

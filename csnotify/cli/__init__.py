@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
+from csnotify import APP_NAME
 from csnotify.cli.common import COMPLETE_VAR, app, stdout_gone
 from csnotify.exitcodes import ExitCode
 
@@ -41,7 +42,7 @@ def main() -> None:
         completion_init()
     try:
         try:
-            app(prog_name="csnotify")
+            app(prog_name=APP_NAME)
         finally:
             sys.stdout.flush()
     except BrokenPipeError:

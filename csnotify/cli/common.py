@@ -16,7 +16,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
-from csnotify import __version__
+from csnotify import APP_NAME, __version__
 from csnotify.errors import BadInput, CsnotifyError
 from csnotify.exitcodes import ExitCode
 from csnotify.output import Terminal
@@ -97,7 +97,7 @@ def _fail(ctx: typer.Context, message: str, code: int, exc: BaseException | None
 
 
 app = typer.Typer(
-    name="csnotify",
+    name=APP_NAME,
     cls=CsnotifyGroup,
     rich_markup_mode=None,  # plain click help: about half the start-up time of rich help
     pretty_exceptions_enable=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from csnotify import APP_NAME
 from csnotify.cli.common import COMPLETE_VAR, app, choices
 from csnotify.errors import BadInput
 
@@ -28,4 +29,4 @@ def completion(
 
     if shell not in SHELLS:
         raise BadInput(f"unknown shell {shell!r}; use one of {', '.join(SHELLS)}")
-    typer.echo(get_completion_script(prog_name="csnotify", complete_var=COMPLETE_VAR, shell=shell))
+    typer.echo(get_completion_script(prog_name=APP_NAME, complete_var=COMPLETE_VAR, shell=shell))
