@@ -16,7 +16,8 @@ from csnotify.cli import app
 # tests: `pytest -m "not slow"` leaves them out (`make test` runs everything).
 SLOW_FILES = {
     "test_api_faults.py", "test_api_realities.py", "test_bus_events.py", "test_concurrency.py",
-    "test_contrib.py", "test_crash.py", "test_demo.py", "test_listen.py", "test_outbox.py",
+    "test_contrib.py", "test_crash.py", "test_demo.py", "test_docs.py", "test_fuzz.py",
+    "test_listen.py", "test_outbox.py",
     "test_operator.py", "test_pipes.py", "test_readme.py", "test_simulator.py",
     "test_status.py", "test_terminal.py",
 }  # fmt: skip
