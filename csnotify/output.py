@@ -63,6 +63,32 @@ class Terminal:
         except OSError as exc:
             raise BadInput(f"cannot read {file}: {exc.strerror}") from None
 
+    def secret(self, prompt: str) -> str:
+        """A hidden answer typed on the terminal (``getpass``: it reads the tty itself)."""
+        import getpass
+
+        return getpass.getpass(prompt, stream=self.stderr)
+
+    def confirm(self, question: str, err: bool = False) -> bool:
+        """``question [y/N]: `` on stdout (``err``: stderr), answered on stdin, as click
+        asks: empty is no, anything but y/yes/n/no asks again, end of input aborts."""
+        out = self.stderr if err else self.stdout
+        while True:
+            out.write(f"{question} [y/N]: ")
+            out.flush()
+            line = self.stdin.readline()
+            if not line:
+                from typer import Abort
+
+                out.write("\n")
+                raise Abort
+            answer = line.strip().lower()
+            if answer in ("", "n", "no"):
+                return False
+            if answer in ("y", "yes"):
+                return True
+            out.write("Error: invalid input\n")
+
     @property
     def stdin_is_tty(self) -> bool:
         isatty = getattr(self.stdin, "isatty", None)

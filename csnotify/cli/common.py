@@ -132,7 +132,7 @@ class AppState:
         if self._store is None:
             from csnotify.store import open_store
 
-            self._store = open_store(self.db, os.environ)
+            self._store = open_store(self.db, self.terminal.environ)
             for notice in self._store.notices:
                 self.terminal.err(f"csnotify: warning: {notice}")
         return self._store
@@ -140,12 +140,13 @@ class AppState:
     def config_path(self) -> Path:
         from csnotify.config import config_path
 
-        return config_path(self.config, os.environ)
+        return config_path(self.config, self.terminal.environ)
 
     def settings(self) -> Settings:
         from csnotify import config
 
-        loaded = config.load(self.config_path(), os.environ, config.parse_overrides(self.overrides))
+        overrides = config.parse_overrides(self.overrides)
+        loaded = config.load(self.config_path(), self.terminal.environ, overrides)
         for warning in loaded.warnings:
             self.terminal.err(f"csnotify: warning: {warning}")
         return loaded
@@ -167,7 +168,7 @@ def state(ctx: typer.Context) -> AppState:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"csnotify {__version__}")
+        Terminal().out(f"csnotify {__version__}")  # eager: before the app's state is made
         raise Exit(0)
 
 
@@ -220,7 +221,7 @@ def _from_store(ctx: typer.Context, read: Callable[[Store], list[str]]) -> list[
 
     from csnotify.store import Store, chosen_store
 
-    path = chosen_store(ctx.find_root().params.get("db"), os.environ)
+    path = chosen_store(ctx.find_root().params.get("db"), Terminal().environ)
     store = None if isinstance(path, str) else Store.peek(path)
     if store is None:
         return []
@@ -288,9 +289,7 @@ def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None
     if value != "-":
         return value
     if terminal.stdin_is_tty:
-        import getpass
-
-        return getpass.getpass(f"{what}: ")
+        return terminal.secret(f"{what}: ")
     text = terminal.stdin.readline().rstrip("\r\n")
     if not text:
         raise BadInput(f"{what}: nothing on stdin")

@@ -100,7 +100,9 @@ def import_(
             raise
         for command in exc.commands:
             app_state.terminal.err(f"new program: {command}")
-        if not typer.confirm("Run these programs for the events they match?", err=True):
+        if not app_state.terminal.confirm(
+            "Run these programs for the events they match?", err=True
+        ):
             raise Exit(int(ExitCode.USAGE)) from None
         result = import_entries(store, entries, source, replace, allow_commands=True)
     if as_json:

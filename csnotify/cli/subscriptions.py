@@ -454,7 +454,9 @@ def unsubscribe(
     if (
         not yes
         and app_state.terminal.stdin_is_tty
-        and not typer.confirm(f"Delete subscription {sub.name} ({len(sub.endpoints)} endpoint(s))?")
+        and not app_state.terminal.confirm(
+            f"Delete subscription {sub.name} ({len(sub.endpoints)} endpoint(s))?"
+        )
     ):
         raise Exit(int(ExitCode.FAILED))
     subscriptions.unsubscribe(store, sub.name, expected_id=sub.id)
