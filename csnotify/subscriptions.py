@@ -229,7 +229,17 @@ def find(store: Store, name: str) -> Subscription:
 @dataclass
 class Created:
     subscription: Subscription
-    generated_key: str | None
+    generated_key: str | None  # shown once
+
+    def as_json(self) -> dict[str, Any]:
+        data = self.subscription.as_json()
+        if self.generated_key:
+            data["generated_key"] = self.generated_key
+        return data
+
+
+@dataclass
+class Updated(Created):
     discarded: int = 0  # pending deliveries of removed endpoints, given up
 
 
@@ -253,7 +263,7 @@ def update(
     no_key: bool = False,
     rotate_key: bool = False,
     limit_endpoint: str | None = None,
-) -> Created:
+) -> Updated:
     """Read, change and write the subscription in one write transaction, so that a
     concurrent update, rename or unsubscribe is either wholly before or wholly after."""
     if rotate_key and (spec.key is not None or no_key):
@@ -275,7 +285,7 @@ def update(
             raise BadInput(f"a subscription named {new.name!r} exists; choose another name")
         discarded = store.save(current.name, new)
         saved = find(store, new.name)
-    return Created(saved, new.key if generated else None, discarded)
+    return Updated(saved, new.key if generated else None, discarded)
 
 
 def _changed(

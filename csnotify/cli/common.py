@@ -373,6 +373,17 @@ COMPLETE_VAR = "_CSNOTIFY_COMPLETE"
 # -- used by several command families: input, delivery settings, rendering -------------
 
 
+def render(
+    app_state: AppState, result: Any, as_json: bool, text: Callable[[AppState, Any], None]
+) -> None:
+    """The one place a command's result becomes output: its ``as_json()`` for scripts
+    with --json, else ``text`` (the command's own words for people)."""
+    if as_json:
+        app_state.terminal.json(result.as_json())
+    else:
+        text(app_state, result)
+
+
 def _delivery_settings(app_state: AppState) -> Any:
     from csnotify import logs
     from csnotify.delivery.settings import DeliverySettings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.exceptions import Exit
@@ -12,15 +12,20 @@ from csnotify.cli.common import (
     JSON_OPT,
     LEVELS,
     NAME_ARG,
+    AppState,
     _delivery_settings,
     app,
     complete_endpoints,
     complete_mute_ids,
     complete_names,
+    render,
     state,
 )
 from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from csnotify.dispatch import RedeliverResult
 
 
 @app.command()
@@ -291,21 +296,23 @@ def redeliver(
     app_state = state(ctx)
     settings = _delivery_settings(app_state)
     store = app_state.store()
-    result = aio.run(resend(store, settings, name, endpoint, since, until, failed)).as_json()
-    if as_json:
-        app_state.terminal.json(result)
-    else:
-        held = (
-            f" ({result['muted']} muted, {result['folded']} folded)"
-            if (result["muted"] or result["folded"])
-            else ""
-        )
-        app_state.say(
-            f"redelivered {result['in_log']} logged deliveries of {result['subscription']}:"
-            f" {result['delivered']} delivered, {result['failed']} failed{held};"
-            f" {result['not_in_log']} of the window no longer in the log"
-        )
-        for uri in result["skipped_switched_off"]:
-            app_state.terminal.err(f"csnotify: left out {uri}: switched off")
-    if result["failed"]:
+    result = aio.run(resend(store, settings, name, endpoint, since, until, failed))
+    render(app_state, result, as_json, _redelivered_text)
+    if result.stats.failed:
         raise Exit(int(ExitCode.FAILED))
+
+
+def _redelivered_text(app_state: AppState, redelivered: RedeliverResult) -> None:
+    result = redelivered.as_json()
+    held = (
+        f" ({result['muted']} muted, {result['folded']} folded)"
+        if (result["muted"] or result["folded"])
+        else ""
+    )
+    app_state.say(
+        f"redelivered {result['in_log']} logged deliveries of {result['subscription']}:"
+        f" {result['delivered']} delivered, {result['failed']} failed{held};"
+        f" {result['not_in_log']} of the window no longer in the log"
+    )
+    for uri in result["skipped_switched_off"]:
+        app_state.terminal.err(f"csnotify: left out {uri}: switched off")

@@ -4,6 +4,7 @@ deliveries."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from typer.exceptions import Exit
@@ -12,13 +13,18 @@ from csnotify.cli.common import (
     JSON_OPT,
     NAME_ARG,
     VERIFY_SCHEMES,
+    AppState,
     _delivery_settings,
     app,
     complete_names,
+    render,
     state,
 )
 from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from csnotify.dispatch import DispatchResult
 
 
 @app.command()
@@ -68,24 +74,23 @@ def dispatch(
             on_rejected=lambda r: app_state.terminal.err(f"csnotify: {r}"),
         )
     )
-    summary = result.as_json()
-    if as_json:
-        app_state.terminal.json(summary)
-    else:
-        app_state.say(
-            f"read {summary['read']}: {summary['events']} events, {summary['matched']} matched;"
-            f" {summary['delivered']} delivered, {summary['failed']} failed,"
-            f" {summary['skipped']} skipped"
-            + "".join(
-                f", {summary[k]} {k}"
-                for k in ("muted", "folded", "dropped", "waiting")
-                if summary[k]
-            )
-        )
-        for label in summary["switched_off"]:
-            app_state.terminal.err(f"csnotify: switched off {label} (see 'csnotify show')")
-    if result.rejected or summary["failed"]:
+    render(app_state, result, as_json, _dispatched_text)
+    if result.rejected or result.stats.failed:
         raise Exit(int(ExitCode.FAILED))
+
+
+def _dispatched_text(app_state: AppState, result: DispatchResult) -> None:
+    summary = result.as_json()
+    app_state.say(
+        f"read {summary['read']}: {summary['events']} events, {summary['matched']} matched;"
+        f" {summary['delivered']} delivered, {summary['failed']} failed,"
+        f" {summary['skipped']} skipped"
+        + "".join(
+            f", {summary[k]} {k}" for k in ("muted", "folded", "dropped", "waiting") if summary[k]
+        )
+    )
+    for label in summary["switched_off"]:
+        app_state.terminal.err(f"csnotify: switched off {label} (see 'csnotify show')")
 
 
 @app.command("test")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.exceptions import Exit
 
-from csnotify.cli.common import EXPORT_FORMATS, JSON_OPT, app, state
+from csnotify.cli.common import EXPORT_FORMATS, JSON_OPT, AppState, app, render, state
 from csnotify.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from csnotify.export import ImportResult
 
 
 @app.command()
@@ -105,9 +108,10 @@ def import_(
         ):
             raise Exit(int(ExitCode.USAGE)) from None
         result = import_entries(store, entries, source, replace, allow_commands=True)
-    if as_json:
-        app_state.terminal.json(result.as_json())
-        return
+    render(app_state, result, as_json, _imported_text)
+
+
+def _imported_text(app_state: AppState, result: ImportResult) -> None:
     for word, names in result.as_json().items():
         if names:
             app_state.say(f"{word}: {', '.join(names)}")
