@@ -376,10 +376,12 @@ COMPLETE_VAR = "_CSNOTIFY_COMPLETE"
 def render(
     app_state: AppState, result: Any, as_json: bool, text: Callable[[AppState, Any], None]
 ) -> None:
-    """The one place a command's result becomes output: its ``as_json()`` for scripts
-    with --json, else ``text`` (the command's own words for people)."""
+    """The one place a command's result becomes output: for scripts with --json, its
+    ``as_json()`` (or the result itself, when it is plain data), else ``text`` (the
+    command's own words and tables for people)."""
     if as_json:
-        app_state.terminal.json(result.as_json())
+        as_data = getattr(result, "as_json", None)
+        app_state.terminal.json(as_data() if as_data is not None else result)
     else:
         text(app_state, result)
 

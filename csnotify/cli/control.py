@@ -184,10 +184,10 @@ def mute(
 
     app_state = state(ctx)
     spec = MuteInput(name, every, endpoint, pattern, duration, until, reason)
-    made = make(app_state.store(), spec).as_json()
-    if as_json:
-        app_state.terminal.json(made)
-        return
+    render(app_state, make(app_state.store(), spec).as_json(), as_json, _muted_text)
+
+
+def _muted_text(app_state: AppState, made: dict[str, Any]) -> None:
     app_state.say(
         f"mute {made['id']}: {_mute_scope(made)} muted until {made['until']}"
         f" ({_left(made['seconds_left'])}); end it early with 'csnotify unmute {made['id']}'"
@@ -212,10 +212,10 @@ def mutes(
     app_state = state(ctx)
     store = app_state.store()
     found = store.mutes() if ended else active(store)
-    rows = [m.as_json() for m in found]
-    if as_json:
-        app_state.terminal.json(rows)
-        return
+    render(app_state, [m.as_json() for m in found], as_json, _mutes_text)
+
+
+def _mutes_text(app_state: AppState, rows: list[dict[str, Any]]) -> None:
     if not rows:
         app_state.terminal.err("no mutes in force; create one with 'csnotify mute'")
         return

@@ -4,7 +4,7 @@ deliveries."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.exceptions import Exit
@@ -114,16 +114,18 @@ def test_(
     settings = _delivery_settings(app_state)
     sub = find(app_state.store(), name)
     results = aio.run(test_endpoints(sub, settings))
-    if as_json:
-        app_state.terminal.json([r.as_json() for r in results])
-    else:
-        rows = [
-            [r.uri, r.kind, "ok" if r.ok else "FAILED", f"{r.latency_ms:.0f} ms", r.status, r.error]
-            for r in results
-        ]
-        app_state.terminal.table(["ENDPOINT", "KIND", "RESULT", "LATENCY", "STATUS", "ERROR"], rows)
+    render(app_state, [r.as_json() for r in results], as_json, _tested_text)
     if not all(r.ok for r in results):
         raise Exit(int(ExitCode.FAILED))
+
+
+def _tested_text(app_state: AppState, results: list[dict[str, Any]]) -> None:
+    rows = [
+        [r["endpoint"], r["kind"], "ok" if r["ok"] else "FAILED", f"{r['latency_ms']:.0f} ms",
+         r["status"], r["error"]]
+        for r in results
+    ]  # fmt: skip
+    app_state.terminal.table(["ENDPOINT", "KIND", "RESULT", "LATENCY", "STATUS", "ERROR"], rows)
 
 
 @app.command()
@@ -230,10 +232,10 @@ def deliveries(
     store = app_state.store()
     if name is not None:
         find(store, name)
-    rows = DeliveryLog(store).rows(name, failed, limit)
-    if as_json:
-        app_state.terminal.json(rows)
-        return
+    render(app_state, DeliveryLog(store).rows(name, failed, limit), as_json, _deliveries_text)
+
+
+def _deliveries_text(app_state: AppState, rows: list[dict[str, Any]]) -> None:
     if not rows:
         app_state.terminal.err("no deliveries recorded")
         return
