@@ -111,14 +111,17 @@ def match(
             for r in route.endpoints
         ]  # fmt: skip
         verdicts.append(verdict)
-    if as_json:
-        app_state.terminal.json({"event": event.fields(), "subscriptions": verdicts})
-        return
-    app_state.terminal.out(f"event: {describe(event)}")
-    if not subs:
+    found = {"event": event.fields(), "subscriptions": verdicts}
+    render(app_state, found, as_json, lambda app_state, found: _matched_text(
+        app_state, describe(event), found))  # fmt: skip
+
+
+def _matched_text(app_state: AppState, described: str, found: dict[str, Any]) -> None:
+    app_state.terminal.out(f"event: {described}")
+    if not found["subscriptions"]:
         app_state.terminal.err("no subscriptions yet; create one with 'csnotify subscribe'")
         return
-    for v in verdicts:
+    for v in found["subscriptions"]:
         mark = "reaches" if v["matched"] else "skips  "
         app_state.terminal.out(f"{mark} {v['subscription']}: {v['reason']}")
         for ep in v["endpoints"]:
