@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csnotify.errors import BadInput
+from csnotify import APP_NAME
+from csnotify.errors import BadInput, did_you_mean
 from csnotify.files import chosen_path, tighten, write_private
-
-APP_NAME = "csnotify"
 
 
 @dataclass(frozen=True)
@@ -365,15 +364,8 @@ def lookup(key: str) -> Setting:
     except KeyError:
         if key in RETIRED:
             raise BadInput(f"setting {key!r} is gone; use {RETIRED[key]} instead") from None
-        hint = did_you_mean(key) or "; see 'csnotify config show'"
+        hint = did_you_mean(key, SETTINGS, 1, quote=False) or "; see 'csnotify config show'"
         raise BadInput(f"unknown setting {key!r}{hint}") from None
-
-
-def did_you_mean(key: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, SETTINGS, n=1)
-    return f"; did you mean {close[0]}?" if close else ""
 
 
 def coerce(setting: Setting, value: Any, origin: str) -> Any:
@@ -547,7 +539,10 @@ def load(
                 f"config file {path}: {key} is no longer used; see {RETIRED[key]}"
             )
         elif key not in SETTINGS:
-            raise BadInput(f"config file {path}: unknown setting {key!r}{did_you_mean(key)}")
+            raise BadInput(
+                f"config file {path}: unknown setting {key!r}"
+                f"{did_you_mean(key, SETTINGS, 1, quote=False)}"
+            )
     for key, replacement in RETIRED.items():
         if env_name(key) in environ:
             settings.warnings.append(f"${env_name(key)} is no longer used; see {replacement}")

@@ -18,15 +18,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from csnotify import config
 from csnotify.delivery.settings import DeliverySettings
 from csnotify.listen import Listener, ListenOptions
+from csnotify.models import Status
 from csnotify.redact import mask_uri
 from csnotify.signing import SignatureMismatch, verify
 from csnotify.simulator.run import SimulatorOptions, simulate
+from csnotify.sources.make import make_source
 from csnotify.store import DeliveryRecord, Store
 from csnotify.subscriptions import SubscriptionInput, subscribe
 
@@ -78,7 +81,7 @@ class DemoState:
         tally = self.tallies.get(record.subscription)
         if tally is None:
             return
-        if record.status == "delivered":
+        if record.status == Status.DELIVERED:
             tally.delivered += 1
             tally.latencies.append(record.latency_ms or 0.0)
         else:
@@ -274,7 +277,13 @@ async def run_demo(
         sim_task, ready = await _start_simulator(options, stop_sim)
         listener = Listener(store, DeliverySettings.from_settings(settings), ListenOptions(),
                             lambda _line: None, on_outcome=demo.record)  # fmt: skip
-        source = _source(demo.source, ready, bus, exchange, queue)
+        where = _source_settings(ready, bus, exchange, queue)
+        source = make_source(
+            demo.source,
+            config.load(Path(tmp) / "config.toml", {}, {**DEMO_SETTINGS, **where}),
+            interval=1.0,
+            since=datetime.now(UTC) - timedelta(seconds=2),
+        )
         demo.started = time.monotonic()
         shower = asyncio.create_task(_refresh(demo, listener, show))
         # Stopped as by SIGTERM when the time is up: a digest held back by the email
@@ -308,18 +317,16 @@ def _key() -> str:
     return generate_key()
 
 
-def _source(kind: str, ready: dict[str, Any], amqp: str | None, exchange: str, queue: str) -> Any:
-    if kind == "amqp" and amqp:
-        from csnotify.sources.amqp import AmqpSource
-
-        return AmqpSource(amqp, exchange, queue, prefetch=100)
-    from datetime import UTC, datetime, timedelta
-
-    from csnotify.cloudstack import CloudStackClient, Credentials
-    from csnotify.sources.api import ApiSource
-
-    client = CloudStackClient(Credentials(ready["url"], ready["api_key"], ready["secret_key"]))
-    return ApiSource(client, interval=1.0, since=datetime.now(UTC) - timedelta(seconds=2))
+def _source_settings(
+    ready: dict[str, Any], amqp: str | None, exchange: str, queue: str
+) -> dict[str, str]:
+    """Where the demo's listener reads: the simulator's API, or its bus when there is one."""
+    found = {"cloudstack.url": ready["url"], "cloudstack.api_key": ready["api_key"],
+             "cloudstack.secret_key": ready["secret_key"]}  # fmt: skip
+    if amqp:
+        found |= {"amqp.url": amqp, "amqp.exchange": exchange, "amqp.queue": queue,
+                  "amqp.prefetch": "100"}  # fmt: skip
+    return found
 
 
 def _update(demo: DemoState, listener: Listener) -> None:

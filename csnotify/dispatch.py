@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.channels.base import Message, attempt_once
 from csnotify.channels.pool import ChannelPool
+from csnotify.clock import log_time, now_iso
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings, Stats
-from csnotify.events import Event, Rejected, now_iso
+from csnotify.errors import BadInput
+from csnotify.events import Event, Rejected
 from csnotify.redact import mask_text, mask_uri
 from csnotify.store import DeliveryLog, DeliveryRecord
 
@@ -107,18 +109,40 @@ class RedeliverResult:
 async def redeliver(
     store: Store,
     settings: DeliverySettings,
-    subscription: Subscription,
-    endpoints: list[Endpoint],
+    name: str,
+    endpoint: str | None,
     since: str | None,
     until: str | None,
     failed: bool,
     on_outcome: Callable[[DeliveryRecord], None] | None = None,
 ) -> RedeliverResult:
-    """Send again, oldest first, the messages the delivery log holds for these endpoints in
-    the window (each once per endpoint), with the webhook-id they had. Muted events and
-    events folded into a digest are not sent one by one: the digest is a message."""
-    from csnotify.events import from_normalised
+    """Send again, oldest first, the messages the delivery log holds for subscription
+    ``name`` (only ``endpoint``, given as stored or as shown masked) between ``since`` and
+    ``until`` (ISO times or 30m, 2h, 1d ago), each once per endpoint, with the webhook-id
+    it had. Muted events and events folded into a digest are not sent one by one: the
+    digest is a message. Refused (BadInput) when the subscription or the endpoint is
+    switched off, or the window is upside down; nothing is sent then."""
+    from csnotify.events import from_normalised, parse_since
+    from csnotify.subscriptions import find
 
+    subscription = find(store, name)
+    if not subscription.enabled:
+        name = subscription.name
+        raise BadInput(f"subscription {name} is disabled; run 'csnotify enable {name}'")
+    endpoints = subscription.endpoints
+    if endpoint is not None:
+        ep = subscription.endpoint(endpoint)
+        if not ep.enabled:
+            shown = mask_uri(ep.uri)
+            raise BadInput(
+                f"endpoint {shown} is switched off; run 'csnotify enable {subscription.name}"
+                f" --endpoint {shown}' first"
+            )
+        endpoints = [ep]
+    since = log_time(parse_since(since)) if since else None
+    until = log_time(parse_since(until)) if until else None
+    if since and until and since > until:
+        raise BadInput("--since is after --until; swap them")
     deliveries = DeliveryLog(store)
     live = [ep for ep in endpoints if ep.enabled and ep.id is not None]
     off = [mask_uri(ep.uri) for ep in endpoints if not ep.enabled]

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from csnotify.clock import now_iso, utc_iso
 from csnotify.errors import BadInput
 from csnotify.fields import CATEGORIES, EVENT_FIELDS, is_outcome  # noqa: F401 - re-exported
+from csnotify.matching import parse_level
 
 CLOUDEVENTS_PREFIX = "org.apache.cloudstack."
 # Namespace for ids of bus messages, which carry none: the same message gives the same id.
@@ -114,10 +116,6 @@ _TIME_FORMATS = (
 )
 
 
-def utc_iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # The two shapes CloudStack writes (bus eventDateTime, listEvents created), read without
 # strptime, which costs about 10 us a try (the bus source reads one per message).
 _CLOUDSTACK_TIME = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d ?[+-]\d{4}$")
@@ -174,10 +172,6 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return parse_time(text)
 
 
-def now_iso() -> str:
-    return utc_iso(datetime.now(UTC))
-
-
 _UTC_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -212,12 +206,11 @@ def _require_type(value: Any, what: str) -> str:
 
 
 def _level(value: Any) -> str:
-    text = str(value or "INFO").upper()
-    return (
-        {"WARNING": "WARN"}.get(text, text)
-        if text in ("INFO", "WARN", "WARNING", "ERROR")
-        else "INFO"
-    )
+    """CloudStack's level as ours (WARNING is WARN); one we do not know is INFO."""
+    try:
+        return parse_level(str(value or "INFO"))
+    except BadInput:
+        return "INFO"
 
 
 # -- listEvents ------------------------------------------------------------------------

@@ -19,11 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from csnotify.clock import now_iso
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings
-from csnotify.events import Event, alert_level, describe, now_iso
-from csnotify.matching import Matcher, explain
+from csnotify.events import Event, alert_level, describe
 from csnotify.redact import mask_uri
+from csnotify.routes import routes
 from csnotify.store import SourceState
 
 if TYPE_CHECKING:
@@ -76,7 +77,6 @@ class Listener:
     def __post_init__(self) -> None:
         self.state = SourceState(self.store)
         self.dispatcher = Pipeline(self.store, self.settings, self.on_outcome, restore=True)
-        self.matcher: Matcher[Subscription] = Matcher([])
         self.subscriptions: list[Subscription] = []
         self._in_order = asyncio.Lock()  # events are accepted in arrival order
 
@@ -143,23 +143,21 @@ class Listener:
 
     def _show(self, event: Event) -> None:
         """--dry-run: where the event would go, and why each other subscription skips it."""
-        subs = self.matcher.match(event)
-        mutes = self.dispatcher.mutes
-        targets = []
-        for s in subs:
-            for ep in s.endpoints:
-                if ep.enabled:
-                    mute = mutes.find(s.name, ep.uri, event.type)
-                    muted = f" (muted by mute {mute.id})" if mute else ""
-                    targets.append(f"{s.name} -> {mask_uri(ep.uri)}{muted}")
+        found = routes(self.subscriptions, self.dispatcher.mutes, event)
+        targets = [
+            f"{route.subscription.name} -> {mask_uri(r.endpoint.uri)}"
+            + (f" (muted by mute {r.mute.id})" if r.mute else "")
+            for route in found
+            for r in route.endpoints
+            if r.endpoint.enabled
+        ]
         self.out(
             f"{event.type} {event.id} [{describe(event)}]: "
             + ("; ".join(targets) if targets else "no subscription")
         )
-        taken = {s.name for s in subs}
-        for sub in self.subscriptions:
-            if sub.name not in taken:
-                self.out(f"  skips {sub.name}: {explain(sub, event).reason}")
+        for route in found:
+            if not route.taken:
+                self.out(f"  skips {route.subscription.name}: {route.verdict.reason}")
 
     async def _restore_names(self) -> None:
         if self.names is None:
@@ -179,7 +177,6 @@ class Listener:
         subs: list[Subscription] = await self.db(self.store.subscriptions)
         mutes = await self.db(self.store.mutes)
         self.subscriptions = subs
-        self.matcher = Matcher(subs)
         self.dispatcher.load(subs, mutes)
         return subs
 

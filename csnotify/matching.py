@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from csnotify.errors import BadInput
+from csnotify.errors import BadInput, did_you_mean
 from csnotify.fields import CATEGORIES, EVENT_FIELDS, is_outcome
 
 LEVELS = ("INFO", "WARN", "ERROR")
@@ -68,17 +68,12 @@ STATES = tuple(dict.fromkeys((*ACTION_STATES, *JOB_STATES, *RESOURCE_STATES)))
 
 def _cloudstack_name(text: str, names: tuple[str, ...], what: str) -> str:
     """``text`` as CloudStack spells it (any case), or a one-line error with suggestions."""
-    import difflib
-
     value = text.strip()
     by_folded = {n.lower(): n for n in names}
     if value.lower() in by_folded:
         return by_folded[value.lower()]
-    close = difflib.get_close_matches(value.lower(), list(by_folded), n=3, cutoff=0.6)
-    hint = (
-        "; did you mean " + " or ".join(repr(by_folded[c]) for c in close) + "?"
-        if close
-        else f"; CloudStack's are {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}"
+    hint = did_you_mean(value, names, any_case=True) or (
+        f"; CloudStack's are {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}"
     )
     raise BadInput(f"unknown {what} {text!r}{hint}")
 

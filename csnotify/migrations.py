@@ -1,4 +1,5 @@
-"""Ordered, named schema steps. Append new steps; never edit or reorder applied ones.
+"""Ordered, named schema steps. Append new steps (a function decorated ``@migration``,
+named for what it does after its number); never edit or reorder applied ones.
 
 Each step is recorded in the ``migrations`` table, and ``PRAGMA user_version`` holds
 how many have run, so opening an up-to-date store costs one pragma read.
@@ -12,7 +13,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
+Step = Callable[["Database"], None]
+MIGRATIONS: list[tuple[str, Step]] = []  # in the order they run
 
+
+def migration(step: Step) -> Step:
+    """Register ``step`` as the next migration, under its function's name."""
+    MIGRATIONS.append((step.__name__, step))
+    return step
+
+
+@migration
 def m001_initial(db: Database) -> None:
     db["subscriptions"].create(
         {
@@ -84,6 +95,7 @@ def m001_initial(db: Database) -> None:
     db["seen_events"].create_index(["seen_at"])
 
 
+@migration
 def m002_operator_control(db: Database) -> None:
     """Mutes, per-endpoint rate limits, grouping, pending digests, and what the trimmed
     delivery log no longer holds (for redeliver's report)."""
@@ -117,6 +129,7 @@ def m002_operator_control(db: Database) -> None:
     )
 
 
+@migration
 def m003_outbox(db: Database) -> None:
     """Pending deliveries: an event is accepted once its deliveries are written here, and
     each endpoint's worker sends from this table, so nothing accepted is lost in a crash and
@@ -144,6 +157,7 @@ def m003_outbox(db: Database) -> None:
     db["endpoints"].add_column("total_dropped", int, not_null_default=0)
 
 
+@migration
 def m004_outcomes_and_names(db: Database) -> None:
     """Issue 13. Subscriptions choose CloudStack categories and states; existing ones get
     the new default (both empty: each operation's outcome, and alerts). Names resolved
@@ -160,6 +174,7 @@ def m004_outcomes_and_names(db: Database) -> None:
     )
 
 
+@migration
 def m005_api_tokens_and_owners(db: Database) -> None:
     """Issue 16. Bearer tokens of the HTTP API (``csnotify token create``): only a hash of
     each secret is kept. A subscription made through the API has an owner: the account
@@ -182,12 +197,3 @@ def m005_api_tokens_and_owners(db: Database) -> None:
     db["subscriptions"].add_column("owner_scope", str)  # account | domain | global | NULL
     db["subscriptions"].add_column("owner_account", str)
     db["subscriptions"].add_column("owner_domain", str)
-
-
-MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
-    ("m001_initial", m001_initial),
-    ("m002_operator_control", m002_operator_control),
-    ("m003_outbox", m003_outbox),
-    ("m004_outcomes_and_names", m004_outcomes_and_names),
-    ("m005_api_tokens_and_owners", m005_api_tokens_and_owners),
-]

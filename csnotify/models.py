@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,21 @@ from csnotify.redact import mask_key, mask_uri
 
 if TYPE_CHECKING:
     from csnotify.matching import Filter
+
+
+class Status(StrEnum):
+    """What became of one delivery (the ``status`` of a delivery log row). A str: it is
+    written, compared and shown as its value."""
+
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    MUTED = "muted"  # a mute covered it: not sent, not a failure
+    FOLDED = "folded"  # held back by a rate limit or a group: sent inside a digest
+    DROPPED = "dropped"  # never sent: the backlog was full, or it waited too long
+
+
+SENT = (Status.DELIVERED, Status.FAILED)  # outcomes of messages that went out
+HELD = (Status.MUTED, Status.FOLDED, Status.DROPPED)  # sent nothing, and not failures
 
 WEBHOOK = "webhook"
 COMMAND = "command"

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from csnotify.clock import utc_iso
 from csnotify.errors import BadInput, NotFound
-from csnotify.events import parse_duration, parse_time, utc_iso
+from csnotify.events import parse_duration, parse_time
 from csnotify.matching import parse_pattern
 from csnotify.models import Mute
 from csnotify.redact import mask_uri

@@ -12,7 +12,10 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, TypeVar
+
+from csnotify.errors import BadInput
 
 T = TypeVar("T")
 
@@ -38,6 +41,53 @@ class Terminal:
         import io
 
         return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")
+
+    def read_text(self, file: str, hint: str = "") -> str:
+        """The text of ``file``, or of stdin for ``-``: every command that takes FILE or
+        stdin reads it here. Refused as bad input: a file that cannot be read, or is not
+        UTF-8 (``hint`` added to that line)."""
+        if file == "-":
+            return self.text_input().read()
+        try:
+            return self.read_bytes(file).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput(f"{file} is not UTF-8 text{hint}") from None
+
+    def read_bytes(self, file: str) -> bytes:
+        """The bytes of ``file``, or of stdin for ``-``, as they are."""
+        if file == "-":
+            buffer = getattr(self.stdin, "buffer", None)
+            return buffer.read() if buffer is not None else self.stdin.read().encode()
+        try:
+            return Path(file).read_bytes()
+        except OSError as exc:
+            raise BadInput(f"cannot read {file}: {exc.strerror}") from None
+
+    def secret(self, prompt: str) -> str:
+        """A hidden answer typed on the terminal (``getpass``: it reads the tty itself)."""
+        import getpass
+
+        return getpass.getpass(prompt, stream=self.stderr)
+
+    def confirm(self, question: str, err: bool = False) -> bool:
+        """``question [y/N]: `` on stdout (``err``: stderr), answered on stdin, as click
+        asks: empty is no, anything but y/yes/n/no asks again, end of input aborts."""
+        out = self.stderr if err else self.stdout
+        while True:
+            out.write(f"{question} [y/N]: ")
+            out.flush()
+            line = self.stdin.readline()
+            if not line:
+                from typer import Abort
+
+                out.write("\n")
+                raise Abort
+            answer = line.strip().lower()
+            if answer in ("", "n", "no"):
+                return False
+            if answer in ("y", "yes"):
+                return True
+            out.write("Error: invalid input\n")
 
     @property
     def stdin_is_tty(self) -> bool:

@@ -14,7 +14,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from csnotify.events import Event, from_normalised, now_iso
+from csnotify.clock import now_iso
+from csnotify.events import Event, from_normalised
 from csnotify.matching import LEVEL_RANK
 
 DIGEST_TYPE = "CSNOTIFY.DIGEST"

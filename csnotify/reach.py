@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 def typed_event(event_type: str | None, level: str, where: list[str]) -> Event:
     """The event ``match TYPE --level L --where FIELD=VALUE`` describes."""
-    from csnotify.events import Event, now_iso
+    from csnotify.clock import now_iso
+    from csnotify.events import Event
     from csnotify.matching import FILTER_FIELDS, parse_level
 
     if not event_type:
@@ -44,21 +45,19 @@ def typed_event(event_type: str | None, level: str, where: list[str]) -> Event:
 
 
 def verdicts(store: Store, event: Event, subs: list[Subscription]) -> list[dict[str, Any]]:
-    from csnotify.matching import explain
+    """Each subscription's verdict as JSON, with its endpoints' state and mute."""
     from csnotify.mutes import MuteSet
     from csnotify.redact import mask_uri
+    from csnotify.routes import routes
 
-    mutes = MuteSet(store.mutes())
     found = []
-    for sub in subs:
-        verdict = explain(sub, event).as_json()
-        verdict["endpoints"] = []
-        for ep in sub.endpoints if verdict["matched"] else []:
-            mute = mutes.find(sub.name, ep.uri, event.type)
-            muted = f"mute {mute.id} until {mute.until}: {mute.reason}" if mute else None
-            verdict["endpoints"].append(
-                {"uri": mask_uri(ep.uri), "enabled": ep.enabled, "muted": muted}
-            )
+    for route in routes(subs, MuteSet(store.mutes()), event):
+        verdict = route.verdict.as_json()
+        verdict["endpoints"] = [
+            {"uri": mask_uri(r.endpoint.uri), "enabled": r.endpoint.enabled,
+             "muted": f"mute {r.mute.id} until {r.mute.until}: {r.mute.reason}" if r.mute else None}
+            for r in route.endpoints
+        ]  # fmt: skip
         found.append(verdict)
     return found
 

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from csnotify.clock import log_now
 from csnotify.dialects import MYSQL, POSTGRESQL, Dialect
 from csnotify.errors import BadInput, Unreachable
 from csnotify.redact import MASK
@@ -308,7 +309,9 @@ def _run_step(conn: ServerConnection, name: str, step: Callable[[Any], None], fi
     try:
         with conn.transaction() if conn.dialect is POSTGRESQL else nullcontext():
             step(ServerSchema(conn))
-            conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, _now()))
+            conn.execute(
+                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, log_now())
+            )
     except Exception:
         made = conn.tables() - before
         with suppress(Exception):
@@ -324,12 +327,6 @@ def _run_step(conn: ServerConnection, name: str, step: Callable[[Any], None], fi
 
 def applied_count(conn: ServerConnection) -> int:
     return int(conn.execute("SELECT count(*) FROM migrations").fetchone()[0])  # type: ignore[index]
-
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 MYSQL_KEY_BYTES = 3072  # InnoDB's longest index key: text columns in keys share it

@@ -24,28 +24,27 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from csnotify import APP_NAME
+from csnotify.clock import log_now, log_time, utc_iso
 from csnotify.dialects import SQLITE, Dialect, quoted
 from csnotify.errors import BadInput, CsnotifyError, Unreachable
 from csnotify.files import chosen_path, create_private_file, tighten
 from csnotify.matching import parse_filter
-from csnotify.models import Endpoint, Mute, Subscription
+from csnotify.models import HELD, SENT, Endpoint, Mute, Status, Subscription
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from sqlite_utils import Database
 
     from csnotify.servers import ServerConnection
 
 
-APP_NAME = "csnotify"
 BUSY_TIMEOUT_S = 30.0
 
 
 def default_db_path() -> Path:
     import platformdirs
 
-    return platformdirs.user_data_path(APP_NAME) / "csnotify.db"
+    return platformdirs.user_data_path(APP_NAME) / f"{APP_NAME}.db"
 
 
 def db_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
@@ -68,19 +67,6 @@ def open_store(explicit: str | None, environ: Mapping[str, str]) -> Store:
     return Store.open_url(target) if isinstance(target, str) else Store.open(target)
 
 
-def log_time(moment: datetime) -> str:
-    """A moment as the store writes times (UTC, microseconds), so they compare as text."""
-    from datetime import UTC
-
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def utcnow() -> str:
-    from datetime import UTC, datetime
-
-    return log_time(datetime.now(UTC))
-
-
 class StoreBusy(CsnotifyError):
     pass
 
@@ -94,7 +80,7 @@ class DeliveryRecord:
     endpoint: str
     event_id: str
     event_type: str
-    status: str  # delivered | failed | muted | folded | dropped
+    status: Status
     attempts: int
     at: str
     http_status: int | None = None
@@ -155,6 +141,19 @@ class Store:
         return store
 
     @classmethod
+    def peek(cls, path: Path) -> Store | None:
+        """An existing SQLite store, read-only and as it is (not created, not migrated):
+        for shell completion. None when there is none or it cannot be opened."""
+        if not path.exists():
+            return None
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        except sqlite3.Error:
+            return None
+        conn.row_factory = sqlite3.Row
+        return cls(path, conn)
+
+    @classmethod
     def open_url(cls, text: str) -> Store:
         """The store in a MariaDB/MySQL or PostgreSQL database, migrated."""
         from csnotify import servers
@@ -213,7 +212,7 @@ class Store:
                 self.db["migrations"].create({"name": str, "applied_at": str}, pk="name")
             for name, step in MIGRATIONS[version:]:
                 step(self.db)
-                self.db["migrations"].insert({"name": name, "applied_at": utcnow()})
+                self.db["migrations"].insert({"name": name, "applied_at": log_now()})
                 applied.append(name)
             self.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         return applied
@@ -299,7 +298,7 @@ class Store:
     # -- subscriptions: writes (inside transaction()) --------------------------------
 
     def insert(self, sub: Subscription) -> None:
-        now = utcnow()
+        now = log_now()
         sub_id = self.insert_row("subscriptions", _subscription_row(sub, created=now, updated=now))
         self._write_endpoints(sub_id, sub.endpoints, {})
 
@@ -313,7 +312,7 @@ class Store:
             self.conn.execute(
                 "UPDATE mutes SET subscription = ? WHERE subscription = ?", (sub.name, old_name)
             )
-        self.update_row("subscriptions", sub_id, _subscription_row(sub, created, utcnow()))
+        self.update_row("subscriptions", sub_id, _subscription_row(sub, created, log_now()))
         existing = {
             e["uri"]: e["id"]
             for e in self.conn.execute(
@@ -381,7 +380,7 @@ class Store:
     def set_subscription_enabled(self, name: str, enabled: bool) -> None:
         self.conn.execute(
             "UPDATE subscriptions SET enabled = ?, updated = ? WHERE name = ?",
-            (int(enabled), utcnow(), name),
+            (int(enabled), log_now(), name),
         )
 
     def set_endpoint_enabled(
@@ -541,11 +540,10 @@ def _minutes_ago(minutes: int) -> str:
 
 RECORD_FIELDS = tuple(f.name for f in fields(DeliveryRecord))
 _record_values = attrgetter(*RECORD_FIELDS)  # far cheaper than dataclasses.asdict
-HELD = ("muted", "folded", "dropped")  # outcomes that sent nothing and are not failures
 
 
 class DeliveryLog:
-    """Writes of delivery outcomes, batched: counters per endpoint are folded into one
+    """Writes of delivery outcomes, batched: counters per endpoint are summed into one
     UPDATE per batch, and the log is trimmed to ``log_max`` rows per endpoint."""
 
     def __init__(self, store: Store) -> None:
@@ -585,12 +583,12 @@ class DeliveryLog:
         by_endpoint: dict[int, list[DeliveryRecord]] = {}
         held: dict[int, list[int]] = {}  # muted, folded, dropped
         for r in records:
-            if r.status in ("delivered", "failed"):
+            if r.status in SENT:
                 by_endpoint.setdefault(r.endpoint_id, []).append(r)
             elif r.status in HELD:
                 held.setdefault(r.endpoint_id, [0, 0, 0])[HELD.index(r.status)] += 1
         for endpoint_id, rows in by_endpoint.items():
-            self._fold(endpoint_id, rows)
+            self._add_to_counters(endpoint_id, rows)
         for endpoint_id, (muted, folded, dropped) in held.items():
             conn.execute(
                 "UPDATE endpoints SET total_muted = total_muted + ?,"
@@ -625,9 +623,10 @@ class DeliveryLog:
             (endpoint_id, _minutes_ago(TRIMMED_KEPT_MINUTES)),
         )
 
-    def _fold(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
-        ok = [r for r in rows if r.status == "delivered"]
-        bad = [r for r in rows if r.status == "failed"]
+    def _add_to_counters(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
+        """One UPDATE of the endpoint's counters for these outcomes."""
+        ok = [r for r in rows if r.status == Status.DELIVERED]
+        bad = [r for r in rows if r.status == Status.FAILED]
         last_ok = max((r.at for r in ok), default=None)
         trailing = [r for r in bad if last_ok is None or r.at > last_ok]
         consecutive = "0" if ok else "consecutive_failures"
@@ -664,7 +663,8 @@ class DeliveryLog:
             clauses.append("subscription = ?")
             params.append(subscription)
         if failed:
-            clauses.append("status = 'failed'")
+            clauses.append("status = ?")
+            params.append(Status.FAILED)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.store.conn.execute(
             "SELECT at, subscription, endpoint, event_id, event_type, status, attempts,"  # noqa: S608
@@ -713,7 +713,7 @@ class DeliveryLog:
 
 def _message_statuses(failed: bool) -> tuple[str, ...]:
     """Outcomes of messages actually sent (muted and folded events were not)."""
-    return ("failed",) if failed else ("delivered", "failed")
+    return (Status.FAILED,) if failed else SENT
 
 
 def _window_clauses(
@@ -739,7 +739,7 @@ def backlog(store: Store) -> dict[int, dict[str, object]]:
     from datetime import UTC, datetime
 
     def iso(t: float | None) -> str | None:
-        return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return None if t is None else utc_iso(datetime.fromtimestamp(t, UTC))
 
     rows = store.conn.execute(
         "SELECT endpoint_id, count(*), min(accepted),"
@@ -808,7 +808,7 @@ class SourceState:
         """``save_cursor`` inside a transaction the caller holds."""
         self.store.conn.execute(
             self.store.dialect.upsert("cursors", ("source", "position", "updated"), ("source",)),
-            (source, json.dumps(position), utcnow()),
+            (source, json.dumps(position), log_now()),
         )
 
     def cursors(self) -> dict[str, dict[str, Any]]:
@@ -840,7 +840,7 @@ class SourceState:
         holds), the oldest beyond ``max_seen`` forgotten."""
         if not events:
             return
-        now = utcnow()
+        now = log_now()
         conn, dialect = self.store.conn, self.store.dialect
         conn.executemany(
             dialect.insert_ignore("seen_events", ("event_id", "seen_at", "digest")),

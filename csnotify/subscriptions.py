@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from csnotify import matching
 from csnotify.channels import command_argv, validate_endpoint
-from csnotify.errors import BadInput, NameTaken, NotFound
+from csnotify.errors import BadInput, NameTaken, NotFound, did_you_mean
 from csnotify.models import COMMAND, WEBHOOK, Endpoint, Subscription, endpoint_kind, warnings
 from csnotify.redact import mask_uri
 
@@ -30,12 +30,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 def suggest(name: str, names: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    if close:
-        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return "; see 'csnotify list'"
+    return did_you_mean(name, names, cutoff=0.5) or "; see 'csnotify list'"
 
 
 def check_name(name: str) -> str:
@@ -250,7 +245,17 @@ def visible(store: Store, within: Within | None) -> list[Subscription]:
 @dataclass
 class Created:
     subscription: Subscription
-    generated_key: str | None
+    generated_key: str | None  # shown once
+
+    def as_json(self) -> dict[str, Any]:
+        data = self.subscription.as_json()
+        if self.generated_key:
+            data["generated_key"] = self.generated_key
+        return data
+
+
+@dataclass
+class Updated(Created):
     discarded: int = 0  # pending deliveries of removed endpoints, given up
 
 
@@ -292,7 +297,7 @@ def update(
     limit_endpoint: str | None = None,
     policy: Policy | None = None,
     within: Within | None = None,
-) -> Created:
+) -> Updated:
     """Read, change and write the subscription in one write transaction, so that a
     concurrent update, rename or unsubscribe is either wholly before or wholly after."""
     if rotate_key and (spec.key is not None or no_key):
@@ -316,7 +321,7 @@ def update(
             raise NameTaken(f"a subscription named {new.name!r} exists; choose another name")
         discarded = store.save(current.name, new)
         saved = find(store, new.name)
-    return Created(saved, new.key if generated else None, discarded)
+    return Updated(saved, new.key if generated else None, discarded)
 
 
 def _changed(

@@ -1,5 +1,6 @@
-"""Real services for the source tests: RabbitMQ on 127.0.0.1:5672 (skipped with a clear
-reason only when it is not running) and `csnotify simulate` as a subprocess."""
+"""Real services for the source tests: RabbitMQ on 127.0.0.1:5672 (a test that needs it
+fails with its name when it is not running: never skipped) and `csnotify simulate` as a
+subprocess."""
 
 from __future__ import annotations
 
@@ -35,8 +36,10 @@ def rabbitmq_running() -> bool:
 
 def require_rabbitmq() -> None:
     if not rabbitmq_running():
-        pytest.skip(
-            "RabbitMQ is not running on 127.0.0.1:5672 (start it: rabbitmq-server -detached)"
+        pytest.fail(
+            "RabbitMQ is not running on 127.0.0.1:5672; the bus tests need it"
+            " (start it: rabbitmq-server -detached)",
+            pytrace=False,
         )
 
 

@@ -231,7 +231,7 @@ def test_allowed_networks_and_schemes_are_settings(cli) -> None:
         assert http.post("/v1/subscriptions", json=body).status_code == 201
     # the operator at a shell is not bound by the API's policy
     assert cli("subscribe", "VM.*", "--to", "https://127.0.0.1/x").exit_code == 0
-    r = cli("-c", "api.allow_networks=10.0.0.0/33", "config", "show")
+    r = cli("-c", "api.allow_networks=10.0.0.0/33", "config", "show", expect=2)
     assert r.exit_code == 2 and "api.allow_networks" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
@@ -270,10 +270,10 @@ def test_tokens_are_shown_once_kept_as_a_hash_and_revocable(cli, db_file: Path) 
             "account": "acme", "domain": "ROOT/customers", "scope": "account"}  # fmt: skip
         assert cli("token", "revoke", token_id).exit_code == 0
         is_problem(http.get("/v1/whoami"), 401)
-    r = cli("token", "revoke", "tok_nope")
+    r = cli("token", "revoke", "tok_nope", expect=2)
     assert r.exit_code == 2 and "no token 'tok_nope'" in r.stderr
     for bad in (("--scope", "world"), ("--domain", "ROOT//x"), ("--expires", "soon")):
-        r = cli("token", "create", "--account", "acme", *bad)
+        r = cli("token", "create", "--account", "acme", *bad, expect=2)
         assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert len(cli("token", "list", "--json").json()) == 1
 
@@ -394,7 +394,7 @@ def test_the_address_is_checked_again_at_delivery(cli, tmp_path: Path) -> None:
         events = tmp_path / "events.jsonl"
         events.write_text(json.dumps({"id": "e1", "type": "VM.START", "account": "acme",
                                       "domain": "customers"}) + "\n")  # fmt: skip
-        r = cli("dispatch", str(events), "--json")
+        r = cli("dispatch", str(events), "--json", expect=1)
         assert r.exit_code == 1 and (r.json()["delivered"], r.json()["failed"]) == (1, 1)
         assert [q.path for q in receiver.requests] == ["/ops"]
         (row,) = cli("deliveries", "acme", "--json").json()

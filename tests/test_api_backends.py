@@ -44,5 +44,5 @@ def test_an_owned_subscription_keeps_its_owner_through_export_and_import(cli, tm
     # the same file again is unchanged; a forged owner is refused in one line
     assert "unchanged" in cli("--db", str(other), "import", str(exported), "--json").stdout
     exported.write_text(exported.read_text().replace('"scope": "account"', '"scope": "root"'))
-    r = cli("--db", str(other), "import", str(exported), "--replace")
+    r = cli("--db", str(other), "import", str(exported), "--replace", expect=2)
     assert r.exit_code == 2 and "'owner' must be" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -256,13 +256,13 @@ def test_refusals_stop_with_exit_3_and_say_why(code: int, text: str, says: str) 
 
 
 def test_page_size_setting_below_one_is_bad_input(cli, config_file: Path) -> None:
-    r = cli("config", "set", "cloudstack.page_size", "0")
+    r = cli("config", "set", "cloudstack.page_size", "0", expect=2)
     assert r.exit_code == 2 and "at least 1" in r.stderr
     assert not config_file.exists()
-    r = cli("simulate", "--max-page-size", "0")
+    r = cli("simulate", "--max-page-size", "0", expect=2)
     assert r.exit_code == 2
     assert r.stderr.strip() == ("csnotify: error: --max-page-size 0: use a page size of 1 or more")
-    r = cli("config", "set", "cloudstack.timezone", "Atlantis/Lost")
+    r = cli("config", "set", "cloudstack.timezone", "Atlantis/Lost", expect=2)
     assert r.exit_code == 2 and "unknown time zone 'Atlantis/Lost'" in r.stderr
     assert not config_file.exists()
     assert cli("config", "set", "cloudstack.timezone", "Asia/Kolkata").exit_code == 0

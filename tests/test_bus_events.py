@@ -279,7 +279,7 @@ def test_category_and_state_are_checked_against_cloudstacks_names(cli) -> None:
         (("--category", "usage"), "unknown --category 'usage'; did you mean 'UsageEvent'?"),
         (("--category", "Nonsense"), "unknown --category 'Nonsense'; CloudStack's are"),
     ):
-        r = cli("subscribe", "VM.*", "--to", "https://h.example/x", *args)
+        r = cli("subscribe", "VM.*", "--to", "https://h.example/x", *args, expect=2)
         assert r.exit_code == 2
         assert r.stderr.count("\n") == 1 and message in r.stderr
     assert cli("list", "--json").json() == []  # nothing written
@@ -288,7 +288,7 @@ def test_category_and_state_are_checked_against_cloudstacks_names(cli) -> None:
     assert r.exit_code == 0
     shown = cli("show", "s", "--json").json()
     assert (shown["categories"], shown["states"]) == (["AsyncJobEvent"], ["FAILED"])
-    r = cli("update", "s", "--state", "nope")
+    r = cli("update", "s", "--state", "nope", expect=2)
     assert r.exit_code == 2 and cli("show", "s", "--json").json()["states"] == ["FAILED"]
     cli("update", "s", "--outcomes")
     shown = cli("show", "s", "--json").json()

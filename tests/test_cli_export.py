@@ -122,7 +122,7 @@ def test_bad_file_imports_nothing(cli, tmp_path: Path, db_file: Path, content: s
     before = file_digest(db_file)
     path = tmp_path / "bad.json"
     path.write_text(content)
-    r = cli("import", str(path))
+    r = cli("import", str(path), expect=2)
     assert r.exit_code == 2
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert file_digest(db_file) == before
@@ -132,7 +132,7 @@ def test_masked_export_cannot_be_imported(cli, tmp_path: Path) -> None:
     _populate(cli)
     path = tmp_path / "masked.json"
     path.write_text(cli("export").stdout)
-    r = cli("--db", str(tmp_path / "b.db"), "import", str(path))
+    r = cli("--db", str(tmp_path / "b.db"), "import", str(path), expect=2)
     assert r.exit_code == 2
     assert "--with-secrets" in r.stderr
 
@@ -143,7 +143,7 @@ def test_hostile_files_are_one_line_errors(cli, tmp_path: Path, db_file: Path) -
     for content in ("[" * 50_000, '{"subscriptions": [' + "9" * 5000 + "]}", "\x00\x01binary"):
         path = tmp_path / "hostile"
         path.write_text(content)
-        r = cli("import", str(path))
+        r = cli("import", str(path), expect=2)
         assert r.exit_code == 2
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert file_digest(db_file) == before
@@ -151,6 +151,6 @@ def test_hostile_files_are_one_line_errors(cli, tmp_path: Path, db_file: Path) -
 
 def test_export_into_a_missing_directory_is_refused(cli, tmp_path: Path) -> None:
     cli("subscribe", "VM.*", "--to", HOOK, "--name", "existing")
-    r = cli("export", "-o", str(tmp_path / "no" / "such" / "dir" / "x.json"))
+    r = cli("export", "-o", str(tmp_path / "no" / "such" / "dir" / "x.json"), expect=2)
     assert r.exit_code == 2 and "directory" in r.stderr and "does not exist" in r.stderr
     assert not (tmp_path / "no").exists()

@@ -66,7 +66,7 @@ def test_no_arguments_prints_an_overview(cli) -> None:
 
 
 def test_usage_error_exit_code(cli) -> None:
-    r = cli("subscribe", "VM.*")
+    r = cli("subscribe", "VM.*", expect=2)
     assert r.exit_code == 2
     assert "--to" in r.stderr
 
@@ -83,7 +83,7 @@ USAGE_ERRORS = {
 
 @pytest.mark.parametrize("args", USAGE_ERRORS, ids=[" ".join(a) for a in USAGE_ERRORS])
 def test_click_usage_errors_are_one_line_like_ours(cli, args: tuple[str, ...]) -> None:
-    r = cli(*args)
+    r = cli(*args, expect=2)
     assert r.exit_code == 2
     assert r.stderr.startswith(USAGE_ERRORS[args]), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -91,14 +91,14 @@ def test_click_usage_errors_are_one_line_like_ours(cli, args: tuple[str, ...]) -
 
 
 def test_negative_numbers_are_values_not_options(cli) -> None:
-    r = cli("config", "set", "failures.disable_after", "-1")
+    r = cli("config", "set", "failures.disable_after", "-1", expect=2)
     assert r.exit_code == 2 and "must be at least 0, got '-1'" in r.stderr  # a value, refused
     assert cli("config", "set", "cloudstack.api_key", "-dashed-key").exit_code == 0
     assert cli("config", "show", "--json").json()["cloudstack.api_key"] == "-dashed-key"
     cli("subscribe", "VM.*", "--to", "https://h.example/x", "--name", "s")
-    r = cli("update", "s", "--max-per-minute", "-1")
+    r = cli("update", "s", "--max-per-minute", "-1", expect=2)
     assert r.exit_code == 2 and "--max-per-minute '-1'" in r.stderr
-    r = cli("deliveries", "--limit", "-5")
+    r = cli("deliveries", "--limit", "-5", expect=2)
     assert r.exit_code == 2 and "-5 is not in the range" in r.stderr
 
 
@@ -135,8 +135,9 @@ def test_piped_output_is_plain_text(db_file) -> None:
 
 
 def test_terminal_gets_a_rich_table_and_no_color_is_respected(db_file) -> None:
-    pexpect = pytest.importorskip("pexpect")
     import os
+
+    import pexpect
 
     run_process("subscribe", "VM.*", "--to", "https://h.example/x", "--name", "p")
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"}

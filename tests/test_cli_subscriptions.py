@@ -232,7 +232,7 @@ BAD_SUBSCRIBE = [
 def test_bad_subscribe_input_changes_nothing(cli, db_file: Path, args, message) -> None:
     cli("subscribe", "X.*", "--to", HOOK, "--name", "taken", "--key", "k")
     before = file_digest(db_file)
-    r = cli("subscribe", *args)
+    r = cli("subscribe", *args, expect=2)
     assert r.exit_code == 2
     assert message in r.stderr
     lines = r.stderr.strip().splitlines()
@@ -255,7 +255,7 @@ def test_bad_subscribe_input_changes_nothing(cli, db_file: Path, args, message) 
 def test_unknown_name_suggests_close_names(cli, db_file: Path, args) -> None:
     cli("subscribe", "VM.*", "--to", HOOK, "--name", "vm-hooks")
     before = file_digest(db_file)
-    r = cli(*args)
+    r = cli(*args, expect=2)
     assert r.exit_code == 2
     assert r.stderr.strip() == (
         "csnotify: error: no subscription named 'vm-hoks'; did you mean 'vm-hooks'?"
@@ -279,7 +279,7 @@ def test_bad_update_changes_nothing(cli, db_file: Path, args, message) -> None:
     cli("subscribe", "VM.*", "--to", HOOK, "--name", "u")
     cli("subscribe", "VM.*", "--to", HOOK, "--name", "other")
     before = file_digest(db_file)
-    r = cli("update", "u", *args)
+    r = cli("update", "u", *args, expect=2)
     assert r.exit_code == 2
     assert message in r.stderr
     assert file_digest(db_file) == before
@@ -287,13 +287,13 @@ def test_bad_update_changes_nothing(cli, db_file: Path, args, message) -> None:
 
 def test_unknown_endpoint_for_enable(cli, db_file: Path) -> None:
     cli("subscribe", "VM.*", "--to", HOOK, "--name", "u")
-    r = cli("disable", "u", "--endpoint", "https://elsewhere.example/")
+    r = cli("disable", "u", "--endpoint", "https://elsewhere.example/", expect=2)
     assert r.exit_code == 2
     assert "has no endpoint" in r.stderr
 
 
 def test_error_messages_mask_uri_secrets(cli) -> None:
-    r = cli("subscribe", "VM.*", "--to", "nosuch://user:hunter2@host/x")
+    r = cli("subscribe", "VM.*", "--to", "nosuch://user:hunter2@host/x", expect=2)
     assert r.exit_code == 2
     assert "hunter2" not in r.stderr
 

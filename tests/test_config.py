@@ -76,7 +76,7 @@ def test_set_writes_private_toml(cli, config_file: Path) -> None:
 def test_set_refuses_unknown_keys_and_wrong_types(cli, config_file: Path, key, value, message):
     cli("config", "set", "amqp.queue", "q1")
     before = config_file.read_bytes()
-    r = cli("config", "set", key, value)
+    r = cli("config", "set", key, value, expect=2)
     assert r.exit_code == 2
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -103,7 +103,7 @@ def test_precedence_flag_over_env_over_file_over_default(cli) -> None:
 
 
 def test_bad_env_value_is_one_line_error(cli) -> None:
-    r = cli("config", "show", env={"CSNOTIFY_DELIVERY_PER_ENDPOINT": "lots"})
+    r = cli("config", "show", env={"CSNOTIFY_DELIVERY_PER_ENDPOINT": "lots"}, expect=2)
     assert r.exit_code == 2
     assert (
         "delivery.per_endpoint expects a whole number, got 'lots'"
@@ -202,7 +202,7 @@ def test_import_cmk6_headerless_core_and_profiles(cli, config_file: Path) -> Non
     assert r.exit_code == 0, r.stderr
     doc = tomllib.loads(config_file.read_text())
     assert doc["cloudstack"]["api_key"] == "LabKey" and "verify_tls" not in doc["cloudstack"]
-    r = cli("config", "import-cmk", "--profile", "nope")
+    r = cli("config", "import-cmk", "--profile", "nope", expect=2)
     assert r.exit_code == 2
     assert "no profile 'nope' (profiles: localcloud, prod, lab)" in r.stderr
 
@@ -236,7 +236,7 @@ def test_malformed_or_unreadable_cmk_config_is_one_line_exit_2(
         cmk.write_bytes(content)
     else:
         cmk.write_text(content)
-    r = cli("config", "import-cmk", "--cmk-config", str(cmk))
+    r = cli("config", "import-cmk", "--cmk-config", str(cmk), expect=2)
     assert r.exit_code == 2
     (line,) = r.stderr.strip().splitlines()
     assert str(cmk) in line and problem in line
@@ -262,13 +262,13 @@ def test_import_cmk_current_profile(cli, config_file: Path, tmp_path: Path) -> N
 def test_import_cmk_named_profile_without_keys_is_refused(cli, config_file: Path, tmp_path):
     cmk = tmp_path / "cmkconfig"
     cmk.write_text(CMK)
-    r = cli("config", "import-cmk", "--cmk-config", str(cmk), "--profile", "localcloud")
+    r = cli("config", "import-cmk", "--cmk-config", str(cmk), "--profile", "localcloud", expect=2)
     assert r.exit_code == 2
     assert "has no apikey/secretkey" in r.stderr
     assert not config_file.exists()
-    r = cli("config", "import-cmk", "--cmk-config", str(cmk), "--profile", "nope")
+    r = cli("config", "import-cmk", "--cmk-config", str(cmk), "--profile", "nope", expect=2)
     assert r.exit_code == 2 and "no profile 'nope'" in r.stderr
-    r = cli("config", "import-cmk", "--cmk-config", str(tmp_path / "missing"))
+    r = cli("config", "import-cmk", "--cmk-config", str(tmp_path / "missing"), expect=2)
     assert r.exit_code == 2 and "not found" in r.stderr
 
 
@@ -290,7 +290,7 @@ def test_secrets_can_come_from_stdin_not_the_command_line(cli, config_file: Path
     )
     assert r.exit_code == 0, r.stderr
     assert cli("show", "k", "--json", "--reveal").json()["key"] == "stdin-key"
-    assert cli("config", "set", "cloudstack.secret_key", "-", input="").exit_code == 2
+    assert cli("config", "set", "cloudstack.secret_key", "-", input="", expect=2).exit_code == 2
 
 
 def test_unreadable_and_unwritable_files_are_one_line_errors(cli, tmp_path: Path) -> None:
@@ -306,7 +306,7 @@ def test_unreadable_and_unwritable_files_are_one_line_errors(cli, tmp_path: Path
                                                   "config", "set", "amqp.queue", "q"],
     }  # fmt: skip
     for message, args in cases.items():
-        r = cli(*args)
+        r = cli(*args, expect=2)
         assert r.exit_code == 2, (args, r.stderr)
         assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
@@ -323,7 +323,7 @@ def test_unreadable_and_unwritable_files_are_one_line_errors(cli, tmp_path: Path
 def test_a_duration_out_of_range_is_bad_input_not_a_crash(cli, args: tuple[str, ...]) -> None:
     cli("subscribe", "*", "--to", "https://h.example/x", "--name", "s")
     before = cli("export").stdout
-    r = cli(*args)
+    r = cli(*args, expect=2)
     assert r.exit_code == 2, r.stderr
     assert "at most 3650d" in r.stderr and "internal error" not in r.stderr
     assert cli("export").stdout == before

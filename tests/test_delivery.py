@@ -148,7 +148,7 @@ def test_retries_keep_the_webhook_id(cli) -> None:
 def test_client_errors_are_not_retried(cli, status: int) -> None:
     with Receiver(lambda _r: Answer(status, b"nope")) as rx:
         subscribe(cli, "*", "--to", rx.url, "--name", "c")
-        cli("dispatch", "-", input=EVENT)
+        cli("dispatch", "-", input=EVENT, expect=1)
     assert len(rx.requests) == 1
     (row,) = cli("deliveries", "c", "--json").json()
     assert row["status"] == "failed" and row["error"] == f"HTTP {status}: nope"
@@ -156,10 +156,16 @@ def test_client_errors_are_not_retried(cli, status: int) -> None:
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502])
 def test_retryable_statuses_are_retried(cli, status: int) -> None:
-    with Receiver(lambda _r: Answer(status)) as rx:
-        subscribe(cli, "*", "--to", rx.url, "--name", "c")
-        cli("dispatch", "-", input=EVENT)
-    assert len(rx.requests) == 3
+    with Receiver(lambda _r: Answer(status, b"busy")) as rx:
+        subscribe(cli, "*", "--to", rx.url, "--name", "c", "--key", "generate")
+        r = cli("dispatch", "-", input=EVENT, expect=1)  # a failed delivery fails the dispatch
+    assert r.exit_code == 1 and "0 delivered, 1 failed" in r.stdout
+    assert len(rx.requests) == 3  # the whole schedule (fast_retries: three attempts)
+    assert len({req.headers["webhook-id"] for req in rx.requests}) == 1  # one message, resent
+    (row,) = cli("deliveries", "c", "--json").json()
+    assert (row["status"], row["attempts"], row["http_status"]) == ("failed", 3, status)
+    assert row["error"] == f"HTTP {status}: busy"
+    assert row["webhook_id"] == rx.requests[0].headers["webhook-id"]
 
 
 def test_retry_after_is_honoured(cli) -> None:
@@ -192,7 +198,7 @@ def test_dispatch_a_json_array(cli) -> None:
 def test_gone_switches_the_endpoint_off_at_once(cli, tmp_path: Path) -> None:
     with Receiver(lambda _r: Answer(410, b"unsubscribed")) as rx:
         subscribe(cli, "*", "--to", rx.url, "--name", "g")
-        r = cli("dispatch", str(events_file(tmp_path, 3)))
+        r = cli("dispatch", str(events_file(tmp_path, 3)), expect=1)
     assert len(rx.requests) == 1  # no retry, and the next events are not sent
     ep = endpoint_state(cli, "g")
     assert ep["enabled"] is False
@@ -222,6 +228,7 @@ def test_transport_failures_are_counted(cli, case: str) -> None:
             "dispatch",
             "-",
             input=EVENT,
+            expect=1,
         )
         assert r.exit_code == 1  # a failed delivery is a failed dispatch
         assert "0 delivered, 1 failed" in r.stdout
@@ -234,11 +241,29 @@ def test_transport_failures_are_counted(cli, case: str) -> None:
 
 
 def test_huge_and_trickling_responses_do_not_hold_up_delivery(cli) -> None:
+    """A 20 MB answer is read no further than its first 64 KiB: a success, its connection
+    dropped. A 2xx whose body trickles (a byte a second, for longer than the test lives)
+    fails once its body has not ended in time; neither holds up the endpoint beside them,
+    nor the dispatch."""
     huge = Answer(200, body=b"y" * (20 * 1024 * 1024))
-    with Receiver(lambda _r: huge) as rx:
-        subscribe(cli, "*", "--to", rx.url, "--name", "h")
-        cli("dispatch", "-", input=EVENT)
-    assert endpoint_state(cli, "h")["total_successes"] == 1
+    trickling = Answer(200, body=b"z" * 100_000, trickle=1.0)
+    with (
+        Receiver(lambda _r: huge) as big,
+        Receiver(lambda _r: trickling) as slow,
+        Receiver() as fast,
+    ):
+        subscribe(cli, "*", "--to", big.url, "--name", "huge")
+        subscribe(cli, "*", "--to", slow.url, "--name", "trickle")
+        subscribe(cli, "*", "--to", fast.url, "--name", "fast")
+        r = cli("-c", "delivery.retry_schedule=0s", "-c", "delivery.timeout=10", "dispatch", "-",
+                "--json", input=EVENT, expect=1)  # fmt: skip
+        assert (r.json()["delivered"], r.json()["failed"]) == (2, 1)
+        assert len(slow.requests) == 1 and len(fast.requests) == 1 and len(big.requests) == 1
+    (big_row,) = cli("deliveries", "huge", "--json").json()
+    assert (big_row["status"], big_row["http_status"]) == ("delivered", 200)
+    (slow_row,) = cli("deliveries", "trickle", "--json").json()
+    assert slow_row["status"] == "failed" and "did not end within" in slow_row["error"]
+    assert endpoint_state(cli, "fast")["total_successes"] == 1
 
 
 def test_auto_disable_after_consecutive_failures_and_admin_is_told(cli, tmp_path: Path) -> None:
@@ -247,7 +272,12 @@ def test_auto_disable_after_consecutive_failures_and_admin_is_told(cli, tmp_path
         cli("config", "set", "failures.disable_after", "3")
         cli("config", "set", "failures.notify", admin.url)
         r = cli(
-            "-c", "delivery.retry_schedule=0s", "dispatch", str(events_file(tmp_path, 5)), "--json"
+            "-c",
+            "delivery.retry_schedule=0s",
+            "dispatch",
+            str(events_file(tmp_path, 5)),
+            "--json",
+            expect=1,
         )
         summary = r.json()
     assert len(bad.requests) == 3
@@ -278,7 +308,7 @@ def test_success_resets_the_consecutive_count(cli, tmp_path: Path) -> None:
     answers = iter([Answer(500), Answer(500), Answer(200), Answer(500)])
     with Receiver(lambda _r: next(answers)) as rx:
         subscribe(cli, "*", "--to", rx.url, "--name", "s")
-        cli("-c", "delivery.retry_schedule=0s", "dispatch", str(events_file(tmp_path, 4)))
+        cli("-c", "delivery.retry_schedule=0s", "dispatch", str(events_file(tmp_path, 4)), expect=1)
     ep = endpoint_state(cli, "s")
     assert ep["consecutive_failures"] == 1
     assert ep["total_failures"] == 3 and ep["total_successes"] == 1
@@ -484,6 +514,7 @@ def test_command_endpoint(cli, tmp_path: Path) -> None:
         "delivery.retry_schedule=0s",
         "dispatch",
         str(events_file(tmp_path, 4)),
+        expect=1,
     )
     assert r.exit_code == 1  # two of the four failed
     calls = [json.loads(line) for line in out.read_text().splitlines()]
@@ -507,7 +538,7 @@ def test_bad_lines_are_reported_and_the_rest_delivered(cli) -> None:
     text = "\n".join([json.dumps(good), "{oops", json.dumps({**good, "id": "g2"}), "42", ""])
     with Receiver() as rx:
         subscribe(cli, "*", "--to", rx.url)
-        r = cli("dispatch", "-", input=text)
+        r = cli("dispatch", "-", input=text, expect=1)
     assert r.exit_code == 1
     assert "csnotify: line 2: invalid JSON" in r.stderr
     assert "csnotify: line 4: expected a JSON object, got int" in r.stderr
@@ -529,7 +560,7 @@ def test_bus_bodies_with_a_routing_key(cli) -> None:
 def test_test_command(cli) -> None:
     with Receiver() as ok, Receiver(lambda _r: Answer(500, b"broken")) as bad:
         subscribe(cli, "VM.*", "--to", ok.url, "--to", bad.url, "--key", "generate", "--name", "t")
-        r = cli("test", "t", "--json")
+        r = cli("test", "t", "--json", expect=1)
         assert r.exit_code == 1
         results = r.json()
     assert [x["ok"] for x in results] == [True, False]
@@ -558,11 +589,11 @@ def test_verify_command(cli, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.stderr
     assert "valid standard-webhooks signature" in r.stdout
     body.write_bytes(req.body.replace(b"VM.START", b"VM.STOP"))
-    r = cli("verify", "--key", key, "--headers", str(headers), str(body))
+    r = cli("verify", "--key", key, "--headers", str(headers), str(body), expect=1)
     assert r.exit_code == 1 and "does not match" in r.stderr
     r = cli("verify", "--key", key, "-H", f"webhook-id: {req.headers['webhook-id']}",
             "-H", "webhook-timestamp: 1000", "-H", f"webhook-signature: {req.headers['webhook-signature']}",
-            str(body))  # fmt: skip
+            str(body), expect=1)  # fmt: skip
     assert r.exit_code == 1 and "off (tolerance" in r.stderr
 
 
@@ -585,7 +616,7 @@ def test_deliveries_command(cli, tmp_path: Path) -> None:
 
     with Receiver(script) as rx:
         subscribe(cli, "*", "--to", rx.url, "--name", "d")
-        cli("dispatch", str(events_file(tmp_path, 2)))
+        cli("dispatch", str(events_file(tmp_path, 2)), expect=1)
     rows = cli("deliveries", "--json").json()
     assert [r["status"] for r in rows] == ["failed", "delivered"]  # newest first
     assert set(rows[0]) >= {"at", "subscription", "endpoint", "event_id", "event_type", "status",
@@ -595,7 +626,7 @@ def test_deliveries_command(cli, tmp_path: Path) -> None:
     ]
     text = cli("deliveries").stdout
     assert "HTTP 400" in text
-    assert cli("deliveries", "nope").exit_code == 2
+    assert cli("deliveries", "nope", expect=2).exit_code == 2
 
 
 @pytest.mark.skipif(
@@ -614,7 +645,7 @@ def test_tls_errors_are_counted(cli, tmp_path: Path) -> None:
         rx.server.socket = context.wrap_socket(rx.server.socket, server_side=True)
         url = rx.url.replace("http://", "https://")
         subscribe(cli, "*", "--to", url, "--name", "tls")
-        cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT)
+        cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT, expect=1)
     (row,) = cli("deliveries", "tls", "--json").json()
     assert row["status"] == "failed"
     assert "certificate" in row["error"].lower()  # self-signed: refused, never sent in clear
@@ -633,6 +664,7 @@ def test_trickling_response_times_out_and_others_go_on(cli, tmp_path: Path) -> N
             "delivery.retry_schedule=0s",
             "dispatch",
             str(events_file(tmp_path, 3)),
+            expect=1,
         )
     rows = cli("deliveries", "trickle", "--json").json()
     assert [r["status"] for r in rows] == ["failed"] * 3
@@ -650,10 +682,13 @@ def test_control_characters_never_reach_the_terminal(cli, tmp_path: Path) -> Non
     prog.chmod(0o755)
     subscribe(cli, "*", "--to", f"cmd:{prog}", "--name", "noisy")
     event = {"id": "ev\x1b[31m-1", "type": "VM.START\u202e", "created": "2026-11-25T10:00:00Z"}
-    outputs = [cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=json.dumps(event))]
+    outputs = [
+        cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=json.dumps(event), expect=1)
+    ]
     for args in (["deliveries"], ["deliveries", "--json"], ["show", "noisy"], ["test", "noisy"],
                  ["status"], ["listen", "--source", "stdin", "--dry-run", "--print"]):  # fmt: skip
-        outputs.append(cli(*args, input=json.dumps(event) + "\n"))
+        failing = args[0] == "test"  # the program exits 1: test says so
+        outputs.append(cli(*args, input=json.dumps(event) + "\n", expect=1 if failing else 0))
     text = "".join(r.stdout + r.stderr for r in outputs)
     for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
         assert raw not in text
@@ -665,21 +700,21 @@ def test_a_lone_surrogate_is_a_counted_rejection_not_a_silent_drop(cli) -> None:
     bad = '{"id": "bad", "type": "VM.START", "created": "2026-11-25T10:00:00Z", "description": "x \\ud800 y"}'
     with Receiver() as rx:
         subscribe(cli, "*", "--to", rx.url, "--name", "s")
-        r = cli("dispatch", "-", "--json", input=f"{good}\n{bad}\n")
+        r = cli("dispatch", "-", "--json", input=f"{good}\n{bad}\n", expect=1)
         assert r.exit_code == 1
         summary = r.json()
         assert summary["delivered"] == 1 and summary["skipped"] == 1
         assert summary["rejected"] == [
             "line 2: invalid Unicode: a lone surrogate \\ud800 (half of a UTF-16 pair) in the event"
         ]
-        r = cli("listen", "--source", "stdin", input=f"{bad}\n")
+        r = cli("listen", "--source", "stdin", input=f"{bad}\n", expect=1)
         assert r.exit_code == 1 and "line 1: invalid Unicode" in r.stderr
         # one document (an array, a listEvents response): the item, not the document
         listed = good.replace('"ok"', '"ok2"').replace('"type"', '"level": "INFO", "type"')
         for doc, where in ((f"[{bad}, {good.replace('ok', 'ok1')}]", "item 1"),
                            (f'{{"listeventsresponse": {{"event": [{listed}, {bad}]}}}}',
                             "event 2")):  # fmt: skip
-            r = cli("dispatch", "-", "--json", input=doc)
+            r = cli("dispatch", "-", "--json", input=doc, expect=1)
             assert r.exit_code == 1, r.stdout + r.stderr
             assert r.json()["delivered"] == 1
             assert r.json()["rejected"] == [f"{where}: invalid Unicode: a lone surrogate \\ud800"
@@ -697,7 +732,7 @@ def test_a_program_that_does_not_read_its_input_fails_by_its_exit_status(cli) ->
                     "description": big}) + "\n"
         for i in range(3)
     )  # fmt: skip
-    r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=events)
+    r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=events, expect=1)
     assert r.exit_code == 1
     assert "unexpectedly" not in r.stderr, r.stderr
     rows = cli("deliveries", "nope", "--json").json()

@@ -17,6 +17,7 @@ import pytest
 from services import bus  # noqa: F401 - fixture
 
 from csnotify.channels.base import Attempt, Message
+from csnotify.channels.pool import ChannelPool
 from csnotify.delivery.intake import Target, resource_key
 from csnotify.delivery.outbox import Changes, Outbox, PendingRow, Writer
 from csnotify.delivery.pipeline import Pipeline
@@ -69,6 +70,17 @@ class Recording:
 
     async def close(self) -> None:
         return None
+
+
+class RecordingChannels(ChannelPool):
+    """Where the pipeline makes its channels: each URI gets the Recording ``pick`` gives."""
+
+    def __init__(self, pick: Callable[[str], Recording]) -> None:
+        super().__init__(concurrency=1)
+        self.pick = pick
+
+    def get(self, uri: str) -> Recording:  # type: ignore[override]
+        return self.pick(uri)
 
 
 def target(strict: bool = False, uri: str = "https://hooks.example/cs") -> Target:
@@ -283,8 +295,8 @@ async def test_the_pipeline_accepts_before_it_delivers(pipeline_store: Store) ->
     settings = DeliverySettings(schedule=(0.0, 0.05), per_endpoint=4)
     slow, fast = Recording(delay=0.3), Recording()
     accepted: list[float] = []
-    async with Pipeline(pipeline_store, settings) as pipe:
-        pipe.channels.get = lambda uri: slow if "a.example" in uri else fast  # type: ignore[method-assign]
+    channels = RecordingChannels(lambda uri: slow if "a.example" in uri else fast)
+    async with Pipeline(pipeline_store, settings, channels=channels) as pipe:
         pipe.load(pipeline_store.subscriptions(), [])
         start = time.monotonic()
         for n in range(8):
@@ -301,8 +313,9 @@ async def test_the_pipeline_accepts_before_it_delivers(pipeline_store: Store) ->
 async def test_the_pipeline_retries_then_gives_up_and_counts(pipeline_store: Store) -> None:
     settings = DeliverySettings(schedule=(0.0, 0.02, 0.02), disable_after=0)
     script = Recording(answers={"ev-1": [Attempt.failed("HTTP 503", status=503)] * 3})
-    async with Pipeline(pipeline_store, settings) as pipe:
-        pipe.channels.get = lambda _uri: script  # type: ignore[method-assign]
+    async with Pipeline(
+        pipeline_store, settings, channels=RecordingChannels(lambda _uri: script)
+    ) as pipe:
         pipe.load(pipeline_store.subscriptions()[:1], [])
         await pipe.submit(event(1, "vm-1"))
         await pipe.drain()

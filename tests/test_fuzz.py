@@ -121,6 +121,7 @@ def test_dispatch_command_never_shows_a_traceback(cli, db_file, payload: bytes) 
         input=payload.decode("utf-8", "surrogateescape")
         .encode("utf-8", "surrogateescape")
         .decode("latin-1"),
+        expect=None,
     )
     assert r.exit_code in (0, 1), r.stderr
     assert "Traceback" not in r.stderr

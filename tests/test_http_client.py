@@ -105,7 +105,7 @@ def dispatch(cli, url: str, count: int = 1, *settings: str):
     r = cli("subscribe", "VM.*", "--to", url, "--name", "h")
     assert r.exit_code == 0, r.stderr
     flags = [arg for s in settings for arg in ("-c", s)]
-    return cli(*flags, "dispatch", "-", "--json", input=events(count))
+    return cli(*flags, "dispatch", "-", "--json", input=events(count), expect=None)
 
 
 def delivered_rows(cli) -> list[dict]:
@@ -261,7 +261,7 @@ def test_an_error_status_counts_even_when_its_body_stalls(cli) -> None:
 
 @pytest.mark.parametrize("host", ["a..b", "x" * 70 + ".example"])
 def test_a_host_name_that_cannot_be_looked_up_is_refused_at_subscribe(cli, host: str) -> None:
-    r = cli("subscribe", "*", "--to", f"http://u:pw@{host}/x", "--name", "bad")
+    r = cli("subscribe", "*", "--to", f"http://u:pw@{host}/x", "--name", "bad", expect=2)
     assert r.exit_code == 2
     assert "is not valid" in r.stderr and "pw" not in r.stderr.replace("********", "")
     assert cli("list", "--json").json() == []

@@ -75,10 +75,10 @@ def test_match_and_dry_run_show_muted_endpoints(cli, subscribed) -> None:
 
 
 def test_match_bad_input(cli, subscribed) -> None:
-    assert cli("match").exit_code == 2
-    r = cli("match", "VM.START", "--where", "colour=red")
+    assert cli("match", expect=2).exit_code == 2
+    r = cli("match", "VM.START", "--where", "colour=red", expect=2)
     assert r.exit_code == 2 and "use FIELD=VALUE" in r.stderr
-    assert cli("match", "VM.START", "--level", "LOUD").exit_code == 2
+    assert cli("match", "VM.START", "--level", "LOUD", expect=2).exit_code == 2
 
 
 def test_dry_run_says_why_the_others_skip(subscribed) -> None:

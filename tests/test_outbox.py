@@ -283,11 +283,11 @@ def test_new_settings_are_checked_and_old_ones_named(cli, config_file: Path) -> 
         ("delivery.per_endpoint", "0", "delivery.per_endpoint must be at least 1"),
         ("delivery.max_backlog", "0", "delivery.max_backlog must be at least 1"),
     ]:
-        r = cli("config", "set", key, value)
+        r = cli("config", "set", key, value, expect=2)
         assert r.exit_code == 2 and says in r.stderr, (key, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
     assert not config_file.exists()  # nothing written
-    r = cli("-c", "delivery.retries=3", "config", "show")
+    r = cli("-c", "delivery.retries=3", "config", "show", expect=2)
     assert r.exit_code == 2
     assert "'delivery.retries' is gone; use delivery.retry_schedule" in r.stderr
     config_file.parent.mkdir(parents=True)

@@ -75,7 +75,12 @@ def test_readme_has_console_examples() -> None:
     assert all(block for block in BLOCKS)
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[b[0][:60] for b in BLOCKS])
+@pytest.mark.parametrize(
+    "index",
+    [pytest.param(i, marks=[pytest.mark.rabbitmq] if "amqp" in "\n".join(b) else [])
+     for i, b in enumerate(BLOCKS)],
+    ids=[b[0][:60] for b in BLOCKS],
+)  # fmt: skip
 def test_readme_console_block_runs(
     index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,12 +90,12 @@ def test_readme_console_block_runs(
     import sys
     import uuid
 
-    from services import AMQP_URL, rabbitmq_running, simulator
+    from services import AMQP_URL, require_rabbitmq, simulator
 
     block = BLOCKS[index]
     joined = "\n".join(block)
-    if "amqp" in joined and not rabbitmq_running():
-        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+    if "amqp" in joined:
+        require_rabbitmq()
     sandbox = tmp_path / "sandbox"
     sandbox.mkdir()
     program = sandbox / "dns-update"

@@ -42,14 +42,14 @@ def test_verify_refuses_a_key_that_cannot_verify(cli, key: str) -> None:
     forged[-1] = "webhook-signature: v1," + base64.b64encode(
         hmac.new(b"", b"msg_1." + forged[3].split(": ")[1].encode() + b"." + BODY,
                  hashlib.sha256).digest()).decode()  # fmt: skip
-    r = cli("verify", "--key", key, *forged, "-", input=BODY)
+    r = cli("verify", "--key", key, *forged, "-", input=BODY, expect=2)
     assert r.exit_code == 2, r.stdout + r.stderr
     assert "key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "valid" not in r.stdout
 
 
 def test_verify_without_any_key_is_usage_error(cli) -> None:
-    r = cli("verify", *signed("k"), "-", input=BODY, env={"CSNOTIFY_VERIFY_KEY": ""})
+    r = cli("verify", *signed("k"), "-", input=BODY, env={"CSNOTIFY_VERIFY_KEY": ""}, expect=2)
     assert r.exit_code == 2 and "--key-file" in r.stderr
 
 
@@ -59,11 +59,13 @@ def test_verify_key_file(cli, tmp_path: Path) -> None:
     r = cli("verify", "--key-file", str(key_file), *signed("plain-key-1"), "-", input=BODY)
     assert r.exit_code == 0, r.stderr
     key_file.write_text("\n")
-    r = cli("verify", "--key-file", str(key_file), *signed("plain-key-1"), "-", input=BODY)
+    r = cli(
+        "verify", "--key-file", str(key_file), *signed("plain-key-1"), "-", input=BODY, expect=2
+    )
     assert r.exit_code == 2
-    r = cli("verify", "--key-file", str(tmp_path / "none"), *signed("k"), "-", input=BODY)
+    r = cli("verify", "--key-file", str(tmp_path / "none"), *signed("k"), "-", input=BODY, expect=2)
     assert r.exit_code == 2 and "cannot read --key-file" in r.stderr
-    r = cli("verify", "--key", "k", "--key-file", str(key_file), "-", input=BODY)
+    r = cli("verify", "--key", "k", "--key-file", str(key_file), "-", input=BODY, expect=2)
     assert r.exit_code == 2 and "not both" in r.stderr
 
 
@@ -72,21 +74,23 @@ def test_x_cs_signature_only_with_scheme_cloudstack(cli) -> None:
     body alone, no timestamp) would verify forever: it is checked only when asked."""
     key = "plain-key-1"
     cs = base64.b64encode(hmac.new(key.encode(), BODY, hashlib.sha256).digest()).decode()
-    r = cli("verify", "--key", key, "-H", f"X-CS-Signature: {cs}", "-", input=BODY)
+    r = cli("verify", "--key", key, "-H", f"X-CS-Signature: {cs}", "-", input=BODY, expect=1)
     assert r.exit_code == 1 and "--scheme cloudstack" in r.stderr
     r = cli("verify", "--key", key, "--scheme", "cloudstack", "-H", f"X-CS-Signature: {cs}",
             "-", input=BODY)  # fmt: skip
     assert r.exit_code == 0 and "valid cloudstack" in r.stdout
-    r = cli("verify", "--key", key, "--scheme", "cloudstack", *signed(key), "-", input=BODY)
+    r = cli(
+        "verify", "--key", key, "--scheme", "cloudstack", *signed(key), "-", input=BODY, expect=1
+    )
     assert r.exit_code == 1 and "no X-CS-Signature" in r.stderr
-    r = cli("verify", "--key", key, "--scheme", "bogus", *signed(key), "-", input=BODY)
+    r = cli("verify", "--key", key, "--scheme", "bogus", *signed(key), "-", input=BODY, expect=2)
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("tolerance", ["inf", "nan", "-1"])
 def test_verify_refuses_a_non_finite_tolerance(cli, tolerance: str) -> None:
     r = cli("verify", "--key", "k", "--tolerance", tolerance, *signed("k", at=1000), "-",
-            input=BODY)  # fmt: skip
+            input=BODY, expect=2)  # fmt: skip
     assert r.exit_code == 2 and "--tolerance" in r.stderr
 
 
@@ -94,17 +98,17 @@ def test_verify_refuses_a_non_finite_tolerance(cli, tolerance: str) -> None:
 def test_verify_timestamp_is_ascii_digits(cli, stamp: str) -> None:
     args = signed("k")
     args[3] = f"webhook-timestamp: {stamp}"
-    r = cli("verify", "--key", "k", "--tolerance", "0", *args, "-", input=BODY)
+    r = cli("verify", "--key", "k", "--tolerance", "0", *args, "-", input=BODY, expect=1)
     assert r.exit_code == 1 and "webhook-timestamp" in r.stderr
 
 
 def test_verify_non_ascii_signature_is_invalid_not_a_crash(cli) -> None:
     args = signed("k")
     args[5] = "webhook-signature: v1,é" + "A" * 43
-    r = cli("verify", "--key", "k", *args, "-", input=BODY)
+    r = cli("verify", "--key", "k", *args, "-", input=BODY, expect=1)
     assert r.exit_code == 1 and "does not match" in r.stderr
     r = cli("verify", "--key", "k", "--scheme", "cloudstack", "-H", "X-CS-Signature: é",
-            "-", input=BODY)  # fmt: skip
+            "-", input=BODY, expect=1)  # fmt: skip
     assert r.exit_code == 1 and "does not match" in r.stderr
 
 
@@ -114,15 +118,25 @@ def test_verify_seen_refuses_a_replay(cli, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.stderr
     r = cli("verify", "--key", "k", "--seen", str(seen), *signed("k", "msg_b"), "-", input=BODY)
     assert r.exit_code == 0, r.stderr
-    r = cli("verify", "--key", "k", "--seen", str(seen), *signed("k", "msg_a"), "-", input=BODY)
+    r = cli(
+        "verify",
+        "--key",
+        "k",
+        "--seen",
+        str(seen),
+        *signed("k", "msg_a"),
+        "-",
+        input=BODY,
+        expect=1,
+    )
     assert r.exit_code == 1 and "already verified" in r.stderr
     assert seen.stat().st_mode & 0o077 == 0
     # an invalid delivery is not recorded
     r = cli("verify", "--key", "other", "--seen", str(seen), *signed("k", "msg_c"), "-",
-            input=BODY)  # fmt: skip
+            input=BODY, expect=1)  # fmt: skip
     assert r.exit_code == 1 and "msg_c" not in seen.read_text()
     r = cli("verify", "--key", "k", "--seen", str(tmp_path / "no" / "dir"), *signed("k"), "-",
-            input=BODY)  # fmt: skip
+            input=BODY, expect=2)  # fmt: skip
     assert r.exit_code == 2 and "--seen" in r.stderr
 
 
@@ -184,7 +198,7 @@ def test_cmd_program_gets_a_minimal_environment_and_no_inherited_descriptor(tmp_
 def test_cmd_program_must_be_an_absolute_path(cli, tmp_path: Path) -> None:
     """A bare name would be looked up on PATH at every delivery."""
     for uri in ("cmd:tee -a /tmp/x", "cmd:./hook", "cmd:~/hook"):
-        r = cli("subscribe", "*", "--to", uri, "--name", "bare")
+        r = cli("subscribe", "*", "--to", uri, "--name", "bare", expect=2)
         assert r.exit_code == 2 and "absolute path" in r.stderr, r.stderr
     assert cli("list", "--json").json() == []
 
@@ -272,12 +286,12 @@ def test_non_finite_numbers_are_rejected_on_input(cli, number: str) -> None:
     good = '{"id": "e2", "type": "VM.START", "created": "2026-11-25T10:00:00Z"}'
     with Receiver() as rx:
         assert cli("subscribe", "*", "--to", rx.url, "--name", "s").exit_code == 0
-        r = cli("dispatch", "-", "--json", input=bad % number + "\n" + good + "\n")
+        r = cli("dispatch", "-", "--json", input=bad % number + "\n" + good + "\n", expect=1)
         assert r.exit_code == 1
         assert r.json()["rejected"][0].startswith("line 1: invalid JSON")
-        r = cli("dispatch", "-", "--json", input=bad % number)  # one document
+        r = cli("dispatch", "-", "--json", input=bad % number, expect=1)  # one document
         assert r.exit_code == 1 and r.json()["rejected"][0].startswith("line 1: invalid JSON")
-        r = cli("listen", "--source", "stdin", input=bad % number + "\n")
+        r = cli("listen", "--source", "stdin", input=bad % number + "\n", expect=1)
         assert r.exit_code == 1 and "line 1: invalid JSON" in r.stderr
     assert [b["event"]["id"] for b in rx.bodies()] == ["e2"]
     assert all(b"Infinity" not in q.body and b"NaN" not in q.body for q in rx.requests)
@@ -292,7 +306,9 @@ def test_a_log_record_is_one_line(cli) -> None:
              "created": "2026-11-25T10:00:00Z"}  # fmt: skip
     with Receiver(lambda _r: Answer(500, b"no\nsuch: thing")) as rx:
         assert cli("subscribe", "*", "--to", rx.url, "--name", "s").exit_code == 0
-        r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=json.dumps(event))
+        r = cli(
+            "-c", "delivery.retry_schedule=0s", "dispatch", "-", input=json.dumps(event), expect=1
+        )
         assert r.exit_code == 1
     lines = r.stderr.splitlines()
     assert any("e1\\ncsnotify: error: forged record" in line for line in lines), r.stderr
@@ -337,7 +353,7 @@ def test_path_tokens_query_values_and_command_credentials_are_masked(cli, tmp_pa
         args = [a for uri in uris for a in ("--to", uri)]
         r = cli("subscribe", "*", *args, "--name", "s")
         assert r.exit_code == 0, r.stderr
-        cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT)
+        cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT, expect=1)
     outputs = [cli(*c) for c in (["list"], ["list", "--json"], ["show", "s"], ["show", "s", "--json"],
                ["export"], ["match", "VM.START"], ["deliveries"], ["deliveries", "--json"],
                ["status", "--json"])]  # fmt: skip
@@ -378,7 +394,7 @@ def test_endpoints_from_stdin_or_a_file_stay_out_of_argv(cli, tmp_path: Path) ->
         ([], "give an endpoint"),
         (["--to", "-", "--key", "-"], "both read stdin"),
     ):
-        r = cli("subscribe", "*", *bad, "--name", "c", input="\n# nothing\n")
+        r = cli("subscribe", "*", *bad, "--name", "c", input="\n# nothing\n", expect=2)
         assert r.exit_code == 2 and message in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert "c" not in {s["name"] for s in cli("list", "--json").json()}
@@ -436,7 +452,17 @@ def test_a_loose_store_or_config_is_made_0600(cli, db_file: Path, config_file: P
 def test_template_width_and_precision_are_bounded(cli) -> None:
     started = time.monotonic()
     for template in ("{type:>400000000}", "{description:.99999999999999999999}", "{type:>1001}"):
-        r = cli("subscribe", "*", "--to", "json://127.0.0.1:9/", "--title", template, "--name", "t")
+        r = cli(
+            "subscribe",
+            "*",
+            "--to",
+            "json://127.0.0.1:9/",
+            "--title",
+            template,
+            "--name",
+            "t",
+            expect=2,
+        )
         assert r.exit_code == 2 and "more than 1000" in r.stderr, r.stderr
     assert time.monotonic() - started < 5  # refused before any 400 MB string is made
     r = cli("subscribe", "*", "--to", "json://127.0.0.1:9/", "--title", "{description:.1000}",
@@ -554,7 +580,7 @@ def test_import_replace_needs_allow_commands_for_new_programs(cli, tmp_path, db_
     exported.write_text(json.dumps(doc))
     before = file_digest(db_file)
     for args in (["--replace"], []):
-        r = cli("import", str(exported), *args)
+        r = cli("import", str(exported), *args, expect=2)
         assert r.exit_code == 2, r.stdout + r.stderr
         assert f"s: cmd:{hook} --token=********" in r.stderr or not args
         assert f"t: cmd:{hook} --token=********" in r.stderr and "--allow-commands" in r.stderr
@@ -569,7 +595,7 @@ def test_import_replace_needs_allow_commands_for_new_programs(cli, tmp_path, db_
 
 def test_failures_notify_program_needs_allow_commands(cli, tmp_path, config_file) -> None:
     hook = program(tmp_path, "hook", "#!/bin/sh\ncat >/dev/null\n")
-    r = cli("config", "set", "failures.notify", f"cmd:{hook}")
+    r = cli("config", "set", "failures.notify", f"cmd:{hook}", expect=2)
     assert r.exit_code == 2 and "--allow-commands" in r.stderr
     assert not config_file.exists()
     r = cli("config", "set", "failures.notify", f"cmd:{hook}", "--allow-commands")
@@ -607,7 +633,7 @@ def test_apprise_endpoints_follow_redirects_native_webhooks_do_not(cli) -> None:
             r = cli("subscribe", "*", "--to", apprise_uri, "--to", redirecting.url + "/w",
                     "--name", "r")  # fmt: skip
             assert r.exit_code == 0, r.stderr
-            r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT)
+            r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT, expect=1)
     paths = sorted(q.path for q in redirecting.requests)
     assert paths == ["/a", "/w"]
     assert [q.path for q in target.requests] == ["/elsewhere"]  # only Apprise followed
@@ -625,6 +651,6 @@ def test_apprise_endpoints_follow_redirects_native_webhooks_do_not(cli) -> None:
      ("amqp.max_message_bytes", "10")],
 )  # fmt: skip
 def test_new_settings_refuse_bad_values(cli, config_file: Path, key: str, value: str) -> None:
-    r = cli("config", "set", key, value)
+    r = cli("config", "set", key, value, expect=2)
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not config_file.exists()

@@ -133,7 +133,7 @@ def test_events_command_through_the_simulator(cli, tmp_path: Path) -> None:
         table = cli("events", "--type", "VM.START", "--limit", "2", env=env).stdout
         assert table.splitlines()[0].split()[:3] == ["CREATED", "TYPE", "LEVEL"]
         assert len(table.splitlines()) == 3
-        r = cli("events", env={**env, "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "wrong"})
+        r = cli("events", env={**env, "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "wrong"}, expect=3)
         assert r.exit_code == 3
         assert r.stderr.strip().startswith(
             "csnotify: error: CloudStack refused the API key or signature (401"
@@ -142,11 +142,11 @@ def test_events_command_through_the_simulator(cli, tmp_path: Path) -> None:
 
 
 def test_missing_keys_and_unreachable_api(cli) -> None:
-    r = cli("events")
+    r = cli("events", expect=2)
     assert r.exit_code == 2 and "no CloudStack API key" in r.stderr
     env = {"CSNOTIFY_CLOUDSTACK_URL": "http://127.0.0.1:9/client/api", "CSNOTIFY_CLOUDSTACK_API_KEY": "k",
            "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "s"}  # fmt: skip
-    r = cli("events", env=env)
+    r = cli("events", env=env, expect=3)
     assert r.exit_code == 3 and "cannot reach the CloudStack API" in r.stderr
 
 

@@ -20,11 +20,12 @@ of the imports below is the order of the commands in ``csnotify --help``:
 
 from __future__ import annotations
 
-import os
 import sys
 
+from csnotify import APP_NAME
 from csnotify.cli.common import COMPLETE_VAR, app, stdout_gone
 from csnotify.exitcodes import ExitCode
+from csnotify.output import Terminal
 
 # Imported for their commands, in the order of --help (so: not sorted).
 # isort: off
@@ -36,13 +37,14 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    if COMPLETE_VAR in os.environ:  # a shell asking for completions (see 'csnotify completion')
+    # a shell asking for completions (see 'csnotify completion')
+    if COMPLETE_VAR in Terminal().environ:
         from typer._completion_classes import completion_init
 
         completion_init()
     try:
         try:
-            app(prog_name="csnotify")
+            app(prog_name=APP_NAME)
         finally:
             sys.stdout.flush()
     except BrokenPipeError:

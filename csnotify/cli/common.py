@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -15,7 +16,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
-from csnotify import __version__
+from csnotify import APP_NAME, __version__
 from csnotify.errors import BadInput, CsnotifyError
 from csnotify.exitcodes import ExitCode
 from csnotify.output import Terminal
@@ -96,7 +97,7 @@ def _fail(ctx: typer.Context, message: str, code: int, exc: BaseException | None
 
 
 app = typer.Typer(
-    name="csnotify",
+    name=APP_NAME,
     cls=CsnotifyGroup,
     rich_markup_mode=None,  # plain click help: about half the start-up time of rich help
     pretty_exceptions_enable=False,
@@ -131,7 +132,7 @@ class AppState:
         if self._store is None:
             from csnotify.store import open_store
 
-            self._store = open_store(self.db, os.environ)
+            self._store = open_store(self.db, self.terminal.environ)
             for notice in self._store.notices:
                 self.terminal.err(f"csnotify: warning: {notice}")
         return self._store
@@ -139,12 +140,13 @@ class AppState:
     def config_path(self) -> Path:
         from csnotify.config import config_path
 
-        return config_path(self.config, os.environ)
+        return config_path(self.config, self.terminal.environ)
 
     def settings(self) -> Settings:
         from csnotify import config
 
-        loaded = config.load(self.config_path(), os.environ, config.parse_overrides(self.overrides))
+        overrides = config.parse_overrides(self.overrides)
+        loaded = config.load(self.config_path(), self.terminal.environ, overrides)
         for warning in loaded.warnings:
             self.terminal.err(f"csnotify: warning: {warning}")
         return loaded
@@ -166,7 +168,7 @@ def state(ctx: typer.Context) -> AppState:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"csnotify {__version__}")
+        Terminal().out(f"csnotify {__version__}")  # eager: before the app's state is made
         raise Exit(0)
 
 
@@ -212,28 +214,28 @@ def main_options(
         ctx.obj.terminal.out(OVERVIEW.rstrip())
 
 
-def _query_store(ctx: typer.Context, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-    """Rows for shell completion, read-only from the store if it exists (else none)."""
+def _from_store(ctx: typer.Context, read: Callable[[Store], list[str]]) -> list[str]:
+    """Values for shell completion, read through the store's API from the store if it is
+    a file that exists (else none: a server is not asked on each <Tab>)."""
     import sqlite3
 
-    from csnotify.store import chosen_store
+    from csnotify.store import Store, chosen_store
 
-    path = chosen_store(ctx.find_root().params.get("db"), os.environ)
-    if isinstance(path, str) or not path.exists():  # a server is not asked on each <Tab>
+    path = chosen_store(ctx.find_root().params.get("db"), Terminal().environ)
+    store = None if isinstance(path, str) else Store.peek(path)
+    if store is None:
         return []
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        rows = conn.execute(sql, params).fetchall()
-        conn.close()
-    except sqlite3.Error:
+        return read(store)
+    except sqlite3.Error:  # not a store, or one an older csnotify wrote
         return []
-    return rows
+    finally:
+        store.close()
 
 
 def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
     """Subscription names for shell completion."""
-    rows = _query_store(ctx, "SELECT name FROM subscriptions ORDER BY name")
-    return [r[0] for r in rows if r[0].startswith(incomplete)]
+    return [n for n in _from_store(ctx, lambda store: store.names()) if n.startswith(incomplete)]
 
 
 def complete_endpoints(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -243,22 +245,20 @@ def complete_endpoints(ctx: typer.Context, incomplete: str) -> list[str]:
 
     # While an option's value is completed, click leaves the arguments before it unparsed.
     name = ctx.params.get("name") or next((a for a in ctx.args if not a.startswith("-")), None)
-    rows = _query_store(
-        ctx,
-        "SELECT e.uri FROM endpoints e JOIN subscriptions s ON s.id = e.subscription_id"
-        " WHERE ? IS NULL OR s.name = ? ORDER BY s.name, e.position",
-        (name, name),
-    )
-    shown = dict.fromkeys(mask_uri(r[0]) for r in rows)
-    return [uri for uri in shown if uri.startswith(incomplete)]
+
+    def uris(store: Store) -> list[str]:
+        subs = store.subscriptions() if name is None else [store.subscription(name)]
+        return [mask_uri(ep.uri) for sub in subs if sub is not None for ep in sub.endpoints]
+
+    return [uri for uri in dict.fromkeys(_from_store(ctx, uris)) if uri.startswith(incomplete)]
 
 
 def complete_mute_ids(ctx: typer.Context, incomplete: str) -> list[str]:
     """Ids of the mutes in force."""
-    from csnotify.events import now_iso
+    from csnotify.mutes import active
 
-    rows = _query_store(ctx, "SELECT id FROM mutes WHERE until > ? ORDER BY id", (now_iso(),))
-    return [str(r[0]) for r in rows if str(r[0]).startswith(incomplete)]
+    ids = _from_store(ctx, lambda store: [str(m.id) for m in active(store)])
+    return [i for i in ids if i.startswith(incomplete)]
 
 
 def complete_setting_keys(incomplete: str) -> list[str]:
@@ -289,9 +289,7 @@ def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None
     if value != "-":
         return value
     if terminal.stdin_is_tty:
-        import getpass
-
-        return getpass.getpass(f"{what}: ")
+        return terminal.secret(f"{what}: ")
     text = terminal.stdin.readline().rstrip("\r\n")
     if not text:
         raise BadInput(f"{what}: nothing on stdin")
@@ -375,15 +373,17 @@ COMPLETE_VAR = "_CSNOTIFY_COMPLETE"
 # -- used by several command families: input, delivery settings, rendering -------------
 
 
-def _read_input(app_state: AppState, file: str) -> str:
-    if file == "-":
-        return app_state.terminal.text_input().read()
-    try:
-        return Path(file).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(f"cannot read {file}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{file} is not UTF-8 text") from None
+def render(
+    app_state: AppState, result: Any, as_json: bool, text: Callable[[AppState, Any], None]
+) -> None:
+    """The one place a command's result becomes output: for scripts with --json, its
+    ``as_json()`` (or the result itself, when it is plain data), else ``text`` (the
+    command's own words and tables for people)."""
+    if as_json:
+        as_data = getattr(result, "as_json", None)
+        app_state.terminal.json(as_data() if as_data is not None else result)
+    else:
+        text(app_state, result)
 
 
 def _delivery_settings(app_state: AppState) -> Any:
@@ -399,9 +399,9 @@ def _clock(iso: str | None) -> str | None:
     ``due`` once it has passed (the endpoint is busy with earlier attempts)."""
     if not iso:
         return None
-    from datetime import UTC, datetime
+    from csnotify.clock import now_iso
 
-    return "due" if iso <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") else iso[11:]
+    return "due" if iso <= now_iso() else iso[11:]
 
 
 def _masked(uri: str | None) -> str:

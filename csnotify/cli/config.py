@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from csnotify.cli.common import (
     JSON_OPT,
+    AppState,
     CsnotifyGroup,
     app,
     complete_setting_keys,
+    render,
     secret_value,
     state,
 )
@@ -42,11 +45,12 @@ def config_show(
     app_state = state(ctx)
     settings = app_state.settings()
     rows = settings.rows(reveal)
-    if as_json:
-        app_state.terminal.json({r["key"]: r["value"] for r in rows})
-        return
-    app_state.terminal.err(f"config file: {settings.path}")
-    app_state.terminal.table(["KEY", "VALUE", "SOURCE"], [list(r.values()) for r in rows])
+
+    def text(app_state: AppState, _values: dict[str, Any]) -> None:
+        app_state.terminal.err(f"config file: {settings.path}")
+        app_state.terminal.table(["KEY", "VALUE", "SOURCE"], [list(r.values()) for r in rows])
+
+    render(app_state, {r["key"]: r["value"] for r in rows}, as_json, text)
 
 
 # A value may start with a dash (-1, an API key such as -Xh3...): a value, not options; so

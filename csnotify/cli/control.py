@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.exceptions import Exit
@@ -12,17 +12,20 @@ from csnotify.cli.common import (
     JSON_OPT,
     LEVELS,
     NAME_ARG,
+    AppState,
     _delivery_settings,
-    _masked,
-    _read_input,
     app,
     complete_endpoints,
     complete_mute_ids,
     complete_names,
+    render,
     state,
 )
 from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from csnotify.dispatch import RedeliverResult
 
 
 @app.command()
@@ -62,7 +65,7 @@ def match(
     if event_file is not None:
         if event_type is not None:
             raise BadInput("give TYPE or --event FILE, not both")
-        text = _read_input(app_state, str(event_file))
+        text = app_state.terminal.read_text(str(event_file))
         first = next(iter(parse_stream(text)), None)
         if not isinstance(first, Event):
             raise BadInput(
@@ -79,14 +82,17 @@ def match(
     store = app_state.store()
     subs = store.subscriptions()
     verdicts = reach.verdicts(store, event, subs)
-    if as_json:
-        app_state.terminal.json({"event": event.fields(), "subscriptions": verdicts})
-        return
-    app_state.terminal.out(f"event: {describe(event)}")
-    if not subs:
+    found = {"event": event.fields(), "subscriptions": verdicts}
+    render(app_state, found, as_json, lambda app_state, found: _matched_text(
+        app_state, describe(event), found))  # fmt: skip
+
+
+def _matched_text(app_state: AppState, described: str, found: dict[str, Any]) -> None:
+    app_state.terminal.out(f"event: {described}")
+    if not found["subscriptions"]:
         app_state.terminal.err("no subscriptions yet; create one with 'csnotify subscribe'")
         return
-    for v in verdicts:
+    for v in found["subscriptions"]:
         mark = "reaches" if v["matched"] else "skips  "
         app_state.terminal.out(f"{mark} {v['subscription']}: {v['reason']}")
         for ep in v["endpoints"]:
@@ -152,10 +158,10 @@ def mute(
 
     app_state = state(ctx)
     spec = MuteInput(name, every, endpoint, pattern, duration, until, reason)
-    made = make(app_state.store(), spec).as_json()
-    if as_json:
-        app_state.terminal.json(made)
-        return
+    render(app_state, make(app_state.store(), spec).as_json(), as_json, _muted_text)
+
+
+def _muted_text(app_state: AppState, made: dict[str, Any]) -> None:
     app_state.say(
         f"mute {made['id']}: {_mute_scope(made)} muted until {made['until']}"
         f" ({_left(made['seconds_left'])}); end it early with 'csnotify unmute {made['id']}'"
@@ -180,10 +186,10 @@ def mutes(
     app_state = state(ctx)
     store = app_state.store()
     found = store.mutes() if ended else active(store)
-    rows = [m.as_json() for m in found]
-    if as_json:
-        app_state.terminal.json(rows)
-        return
+    render(app_state, [m.as_json() for m in found], as_json, _mutes_text)
+
+
+def _mutes_text(app_state: AppState, rows: list[dict[str, Any]]) -> None:
     if not rows:
         app_state.terminal.err("no mutes in force; create one with 'csnotify mute'")
         return
@@ -260,44 +266,27 @@ def redeliver(
     """
     from csnotify import aio
     from csnotify.dispatch import redeliver as resend
-    from csnotify.events import parse_since
-    from csnotify.store import log_time
-    from csnotify.subscriptions import find
 
     app_state = state(ctx)
     settings = _delivery_settings(app_state)
     store = app_state.store()
-    sub = find(store, name)
-    if not sub.enabled:
-        raise BadInput(f"subscription {sub.name} is disabled; run 'csnotify enable {sub.name}'")
-    endpoints = sub.endpoints
-    if endpoint is not None:
-        ep = sub.endpoint(endpoint)
-        if not ep.enabled:
-            raise BadInput(
-                f"endpoint {_masked(ep.uri)} is switched off; run 'csnotify enable {sub.name}"
-                f" --endpoint {_masked(ep.uri)}' first"
-            )
-        endpoints = [ep]
-    start = log_time(parse_since(since)) if since else None
-    end = log_time(parse_since(until)) if until else None
-    if start and end and start > end:
-        raise BadInput("--since is after --until; swap them")
-    result = aio.run(resend(store, settings, sub, endpoints, start, end, failed)).as_json()
-    if as_json:
-        app_state.terminal.json(result)
-    else:
-        held = (
-            f" ({result['muted']} muted, {result['folded']} folded)"
-            if (result["muted"] or result["folded"])
-            else ""
-        )
-        app_state.say(
-            f"redelivered {result['in_log']} logged deliveries of {sub.name}:"
-            f" {result['delivered']} delivered, {result['failed']} failed{held};"
-            f" {result['not_in_log']} of the window no longer in the log"
-        )
-        for uri in result["skipped_switched_off"]:
-            app_state.terminal.err(f"csnotify: left out {uri}: switched off")
-    if result["failed"]:
+    result = aio.run(resend(store, settings, name, endpoint, since, until, failed))
+    render(app_state, result, as_json, _redelivered_text)
+    if result.stats.failed:
         raise Exit(int(ExitCode.FAILED))
+
+
+def _redelivered_text(app_state: AppState, redelivered: RedeliverResult) -> None:
+    result = redelivered.as_json()
+    held = (
+        f" ({result['muted']} muted, {result['folded']} folded)"
+        if (result["muted"] or result["folded"])
+        else ""
+    )
+    app_state.say(
+        f"redelivered {result['in_log']} logged deliveries of {result['subscription']}:"
+        f" {result['delivered']} delivered, {result['failed']} failed{held};"
+        f" {result['not_in_log']} of the window no longer in the log"
+    )
+    for uri in result["skipped_switched_off"]:
+        app_state.terminal.err(f"csnotify: left out {uri}: switched off")

@@ -3,8 +3,8 @@ deliveries."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.exceptions import Exit
@@ -13,14 +13,18 @@ from csnotify.cli.common import (
     JSON_OPT,
     NAME_ARG,
     VERIFY_SCHEMES,
+    AppState,
     _delivery_settings,
-    _read_input,
     app,
     complete_names,
+    render,
     state,
 )
 from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from csnotify.dispatch import DispatchResult
 
 
 @app.command()
@@ -56,7 +60,7 @@ def dispatch(
 
     app_state = state(ctx)
     settings = _delivery_settings(app_state)
-    text = _read_input(app_state, file)
+    text = app_state.terminal.read_text(file)
     store = app_state.store()
     lines = sum(1 for line in text.splitlines() if line.strip())
     items = app_state.terminal.progress(
@@ -70,24 +74,23 @@ def dispatch(
             on_rejected=lambda r: app_state.terminal.err(f"csnotify: {r}"),
         )
     )
-    summary = result.as_json()
-    if as_json:
-        app_state.terminal.json(summary)
-    else:
-        app_state.say(
-            f"read {summary['read']}: {summary['events']} events, {summary['matched']} matched;"
-            f" {summary['delivered']} delivered, {summary['failed']} failed,"
-            f" {summary['skipped']} skipped"
-            + "".join(
-                f", {summary[k]} {k}"
-                for k in ("muted", "folded", "dropped", "waiting")
-                if summary[k]
-            )
-        )
-        for label in summary["switched_off"]:
-            app_state.terminal.err(f"csnotify: switched off {label} (see 'csnotify show')")
-    if result.rejected or summary["failed"]:
+    render(app_state, result, as_json, _dispatched_text)
+    if result.rejected or result.stats.failed:
         raise Exit(int(ExitCode.FAILED))
+
+
+def _dispatched_text(app_state: AppState, result: DispatchResult) -> None:
+    summary = result.as_json()
+    app_state.say(
+        f"read {summary['read']}: {summary['events']} events, {summary['matched']} matched;"
+        f" {summary['delivered']} delivered, {summary['failed']} failed,"
+        f" {summary['skipped']} skipped"
+        + "".join(
+            f", {summary[k]} {k}" for k in ("muted", "folded", "dropped", "waiting") if summary[k]
+        )
+    )
+    for label in summary["switched_off"]:
+        app_state.terminal.err(f"csnotify: switched off {label} (see 'csnotify show')")
 
 
 @app.command("test")
@@ -111,16 +114,18 @@ def test_(
     settings = _delivery_settings(app_state)
     sub = find(app_state.store(), name)
     results = aio.run(test_endpoints(sub, settings))
-    if as_json:
-        app_state.terminal.json([r.as_json() for r in results])
-    else:
-        rows = [
-            [r.uri, r.kind, "ok" if r.ok else "FAILED", f"{r.latency_ms:.0f} ms", r.status, r.error]
-            for r in results
-        ]
-        app_state.terminal.table(["ENDPOINT", "KIND", "RESULT", "LATENCY", "STATUS", "ERROR"], rows)
+    render(app_state, [r.as_json() for r in results], as_json, _tested_text)
     if not all(r.ok for r in results):
         raise Exit(int(ExitCode.FAILED))
+
+
+def _tested_text(app_state: AppState, results: list[dict[str, Any]]) -> None:
+    rows = [
+        [r["endpoint"], r["kind"], "ok" if r["ok"] else "FAILED", f"{r['latency_ms']:.0f} ms",
+         r["status"], r["error"]]
+        for r in results
+    ]  # fmt: skip
+    app_state.terminal.table(["ENDPOINT", "KIND", "RESULT", "LATENCY", "STATUS", "ERROR"], rows)
 
 
 @app.command()
@@ -179,17 +184,7 @@ def verify(
             headers = {**parse_header_lines(headers_file.read_text()), **headers}
         except OSError as exc:
             raise BadInput(f"cannot read {headers_file}: {exc.strerror}") from None
-    if body_file == "-":
-        body = (
-            sys.stdin.buffer.read()
-            if app_state.terminal.stdin is sys.stdin
-            else (app_state.terminal.stdin.read().encode())
-        )
-    else:
-        try:
-            body = Path(body_file).read_bytes()
-        except OSError as exc:
-            raise BadInput(f"cannot read {body_file}: {exc.strerror}") from None
+    body = app_state.terminal.read_bytes(body_file)
     try:
         result = check(key, headers, body, tolerance, scheme=scheme)
         if seen is not None:
@@ -237,10 +232,10 @@ def deliveries(
     store = app_state.store()
     if name is not None:
         find(store, name)
-    rows = DeliveryLog(store).rows(name, failed, limit)
-    if as_json:
-        app_state.terminal.json(rows)
-        return
+    render(app_state, DeliveryLog(store).rows(name, failed, limit), as_json, _deliveries_text)
+
+
+def _deliveries_text(app_state: AppState, rows: list[dict[str, Any]]) -> None:
     if not rows:
         app_state.terminal.err("no deliveries recorded")
         return

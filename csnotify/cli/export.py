@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.exceptions import Exit
 
-from csnotify.cli.common import EXPORT_FORMATS, JSON_OPT, app, state
-from csnotify.errors import BadInput
+from csnotify.cli.common import EXPORT_FORMATS, JSON_OPT, AppState, app, render, state
 from csnotify.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from csnotify.export import ImportResult
 
 
 @app.command()
@@ -90,15 +92,8 @@ def import_(
     from csnotify.export import CommandsNeedApproval, import_entries, parse_text
 
     app_state = state(ctx)
-    if file == "-":
-        text, source = app_state.terminal.text_input().read(), "stdin"
-    else:
-        try:
-            text, source = Path(file).read_text(encoding="utf-8"), file
-        except OSError as exc:
-            raise BadInput(f"cannot read {file}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise BadInput(f"{file} is not UTF-8 text; is it a 'csnotify export' file?") from None
+    text = app_state.terminal.read_text(file, "; is it a 'csnotify export' file?")
+    source = "stdin" if file == "-" else file
     entries = list(app_state.terminal.progress(parse_text(text, source), None, "checking"))
     store = app_state.store()
     try:
@@ -108,12 +103,15 @@ def import_(
             raise
         for command in exc.commands:
             app_state.terminal.err(f"new program: {command}")
-        if not typer.confirm("Run these programs for the events they match?", err=True):
+        if not app_state.terminal.confirm(
+            "Run these programs for the events they match?", err=True
+        ):
             raise Exit(int(ExitCode.USAGE)) from None
         result = import_entries(store, entries, source, replace, allow_commands=True)
-    if as_json:
-        app_state.terminal.json(result.as_json())
-        return
+    render(app_state, result, as_json, _imported_text)
+
+
+def _imported_text(app_state: AppState, result: ImportResult) -> None:
     for word, names in result.as_json().items():
         if names:
             app_state.say(f"{word}: {', '.join(names)}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from csnotify.cli.common import COMPLETE_VAR, app, choices
+from csnotify import APP_NAME
+from csnotify.cli.common import COMPLETE_VAR, app, choices, state
 from csnotify.errors import BadInput
 
 SHELLS = ("bash", "zsh", "fish")
@@ -12,6 +13,7 @@ SHELLS = ("bash", "zsh", "fish")
 
 @app.command()
 def completion(
+    ctx: typer.Context,
     shell: str = typer.Argument(
         ..., metavar="bash|zsh|fish", help="Your shell.", autocompletion=choices(*SHELLS)
     ),
@@ -28,4 +30,5 @@ def completion(
 
     if shell not in SHELLS:
         raise BadInput(f"unknown shell {shell!r}; use one of {', '.join(SHELLS)}")
-    typer.echo(get_completion_script(prog_name="csnotify", complete_var=COMPLETE_VAR, shell=shell))
+    script = get_completion_script(prog_name=APP_NAME, complete_var=COMPLETE_VAR, shell=shell)
+    state(ctx).terminal.out(script)

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from csnotify.config import Settings
-    from csnotify.output import Terminal
     from csnotify.store import Store
 
 
@@ -80,6 +79,7 @@ def listen(
     from csnotify.delivery.settings import DeliverySettings
     from csnotify.listen import Listener, ListenOptions
     from csnotify.output import printable
+    from csnotify.sources.make import make_source
 
     if source not in SOURCES:
         raise BadInput(f"unknown --source {source!r}; use one of {', '.join(SOURCES)}")
@@ -115,7 +115,8 @@ def listen(
             app_state.store(), DeliverySettings.from_settings(settings), options, out, stop=stop,
             names=names, alert_levels=parse_alert_levels(settings["cloudstack.alert_levels"]),
         )  # fmt: skip
-        src = _make_source(source, settings, interval, start, once, terminal)
+        src = make_source(source, settings, interval=interval, since=start, once=once,
+                          stdin=terminal.text_input() if source == "stdin" else None)  # fmt: skip
         try:
             await listener.run(src)
         finally:
@@ -175,38 +176,6 @@ def _start_time(since: str | None) -> datetime | None:
         # the cursor would wait there and every poll until then would deliver nothing
         raise BadInput(f"--since {since!r} is in the future; give a past time or 30m, 2h, 1d")
     return start
-
-
-def _make_source(
-    name: str,
-    settings: Settings,
-    interval: float,
-    start: datetime | None,
-    once: bool,
-    terminal: Terminal,
-) -> Any:
-    if name == "stdin":
-        from csnotify.sources.stdin import StdinSource
-
-        return StdinSource(terminal.text_input())
-    if name == "amqp":
-        from csnotify.sources.amqp import AmqpSource
-
-        return AmqpSource(
-            settings["amqp.url"],
-            settings["amqp.exchange"],
-            settings["amqp.queue"],
-            settings["amqp.prefetch"],
-            once=once,
-            max_bytes=settings["amqp.max_message_bytes"],
-        )
-    from csnotify.cloudstack import CloudStackClient, Credentials
-    from csnotify.sources.api import ApiSource
-
-    client = CloudStackClient(
-        Credentials.from_settings(settings), timeout=settings["delivery.timeout"] * 3
-    )
-    return ApiSource(client, interval, start, once)
 
 
 @app.command()

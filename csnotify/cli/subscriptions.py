@@ -24,6 +24,7 @@ from csnotify.cli.common import (
     app,
     complete_endpoints,
     endpoint_uris,
+    render,
     secret_value,
     state,
 )
@@ -31,6 +32,7 @@ from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
 
 if TYPE_CHECKING:
+    from csnotify import subscriptions
     from csnotify.models import Subscription
     from csnotify.output import Terminal
 
@@ -140,12 +142,11 @@ def subscribe(
     sub = created.subscription
     _warn_group_wait(app_state, sub)
     _notes(app_state, sub)
-    if as_json:
-        data = sub.as_json()
-        if created.generated_key:
-            data["generated_key"] = created.generated_key
-        app_state.terminal.json(data)
-        return
+    render(app_state, created, as_json, _created_text)
+
+
+def _created_text(app_state: AppState, created: subscriptions.Created) -> None:
+    sub = created.subscription
     state_word = "" if sub.enabled else " (disabled)"
     app_state.say(
         f"created subscription {sub.name}{state_word}: {' '.join(sub.patterns)}"
@@ -431,12 +432,10 @@ def update(
             f"csnotify: warning: {result.discarded} pending deliveries of the removed"
             " endpoint(s) were given up"
         )
-    if as_json:
-        data = result.subscription.as_json()
-        if result.generated_key:
-            data["generated_key"] = result.generated_key
-        app_state.terminal.json(data)
-        return
+    render(app_state, result, as_json, _updated_text)
+
+
+def _updated_text(app_state: AppState, result: subscriptions.Updated) -> None:
     app_state.say(f"updated subscription {result.subscription.name}")
     if result.generated_key:
         app_state.terminal.out(f"new signing key (shown once, keep it): {result.generated_key}")
@@ -462,7 +461,9 @@ def unsubscribe(
     if (
         not yes
         and app_state.terminal.stdin_is_tty
-        and not typer.confirm(f"Delete subscription {sub.name} ({len(sub.endpoints)} endpoint(s))?")
+        and not app_state.terminal.confirm(
+            f"Delete subscription {sub.name} ({len(sub.endpoints)} endpoint(s))?"
+        )
     ):
         raise Exit(int(ExitCode.FAILED))
     subscriptions.unsubscribe(store, sub.name, expected_id=sub.id)

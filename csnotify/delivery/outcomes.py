@@ -15,10 +15,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from csnotify.channels.base import Message, attempt_once
-from csnotify.events import Event, now_iso
-from csnotify.models import Subscription
+from csnotify.clock import log_now, now_iso
+from csnotify.events import Event
+from csnotify.models import Status, Subscription
 from csnotify.redact import mask_text, mask_uri
-from csnotify.store import DeliveryRecord, utcnow
+from csnotify.store import DeliveryRecord
 
 if TYPE_CHECKING:
     from csnotify.channels.pool import ChannelPool
@@ -49,7 +50,7 @@ class Outcomes:
         self,
         target: Target,
         message: Message,
-        status: str,
+        status: Status,
         attempts: int,
         error: str | None = None,
         http_status: int | None = None,
@@ -63,7 +64,7 @@ class Outcomes:
             event_type=message.event.type,
             status=status,
             attempts=attempts,
-            at=utcnow(),
+            at=log_now(),
             http_status=http_status,
             latency_ms=latency_ms,
             error=mask_text(error) if error else error,
@@ -74,11 +75,11 @@ class Outcomes:
         if self.on_outcome is not None:
             self.on_outcome(record)
 
-    def note(self, target: Target, event: Event, status: str, why: str) -> None:
+    def note(self, target: Target, event: Event, status: Status, why: str) -> None:
         """An outcome that sent nothing (muted, folded, dropped)."""
-        if status == "muted":
+        if status == Status.MUTED:
             self.stats.muted += 1
-        elif status == "folded":
+        elif status == Status.FOLDED:
             self.stats.folded += 1
         else:
             self.stats.dropped += 1

@@ -27,6 +27,7 @@ from csnotify.delivery.outcomes import Outcomes
 from csnotify.delivery.policy import SEND, Policy
 from csnotify.delivery.settings import DeliverySettings, Stats
 from csnotify.delivery.workers import EndpointWorker
+from csnotify.models import Status
 from csnotify.mutes import MuteSet
 from csnotify.pacing import Batch
 from csnotify.store import DeliveryLog
@@ -48,14 +49,16 @@ class Pipeline:
         settings: DeliverySettings,
         on_outcome: Callable[[DeliveryRecord], None] | None = None,
         restore: bool = False,
+        channels: ChannelPool | None = None,
     ) -> None:
-        """With ``restore`` (listen), batches an earlier run held back are sent."""
+        """With ``restore`` (listen), batches an earlier run held back are sent.
+        ``channels`` makes the channels (tests give one that records)."""
         self.store = store
         self.settings = settings
         self.restore = restore
         self.stats = Stats()
         self.db_lock = asyncio.Lock()
-        self.channels = ChannelPool(
+        self.channels = channels or ChannelPool(
             settings.concurrency, settings.command_env, settings.allow_networks
         )
         self.outbox = Outbox(store, settings.log_max)
@@ -210,11 +213,11 @@ class Pipeline:
             new = self.writer.changes.new
             index = next((i for i, r in enumerate(new) if r.endpoint_id == worker.target.id), None)
             if index is None:
-                self.outcomes.note(worker.target, event, "dropped", why)
+                self.outcomes.note(worker.target, event, Status.DROPPED, why)
                 return True
             victim = new.pop(index)
             worker.backlog -= 1
-        self.outcomes.note(worker.target, victim.event, "dropped", why)
+        self.outcomes.note(worker.target, victim.event, Status.DROPPED, why)
         return False
 
     def _committed(self, changes: Changes) -> None:
@@ -269,7 +272,7 @@ class Pipeline:
         if attempt.ok:
             self.outcomes.delivered(target)
             self.outcomes.record(
-                target, message, "delivered", row.attempts, None, attempt.status, latency
+                target, message, Status.DELIVERED, row.attempts, None, attempt.status, latency
             )
             self._end(worker, row)
             return
@@ -306,10 +309,10 @@ class Pipeline:
         target = worker.target
         self._end(worker, row)
         if not row.attempts:  # never sent (waited too long): not the endpoint's failure
-            self.outcomes.note(target, row.event, "dropped", attempt.error or "given up")
+            self.outcomes.note(target, row.event, Status.DROPPED, attempt.error or "given up")
             return
         self.outcomes.record(
-            target, message, "failed", row.attempts, attempt.error, attempt.status, latency
+            target, message, Status.FAILED, row.attempts, attempt.error, attempt.status, latency
         )
         self.outcomes.failed(target, row.event, attempt.error, attempt.gone)
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from csnotify.models import Status
 from csnotify.mutes import MuteSet
 from csnotify.pacing import DIGEST, GROUP, WINDOW_S, Batch
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from csnotify.events import Event
 
 log = logging.getLogger("csnotify")
-SEND, MUTED, FOLDED = "send", "muted", "folded"
+SEND, MUTED, FOLDED = "send", Status.MUTED, Status.FOLDED
 
 
 class Policy:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from csnotify.clock import utc_iso
 from csnotify.cloudstack import ApiUnavailable, CloudStackClient, EventReader, created_utc
 from csnotify.errors import BadInput
-from csnotify.events import Event, from_list_item, parse_time, utc_iso
+from csnotify.events import Event, from_list_item, parse_time
 from csnotify.servertime import offset_text, parse_offset
 from csnotify.sources import Outage, log
 
