@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+
+_second: list[object] = [-1, ""]  # the last whole second log_now formatted, and its text
 
 
 def utc_iso(moment: datetime) -> str:
@@ -25,4 +28,10 @@ def log_time(moment: datetime) -> str:
 
 
 def log_now() -> str:
-    return log_time(datetime.now(UTC))
+    """``log_time`` of now; the second's text is formatted once per second (it runs once
+    per delivery)."""
+    now = time.time()
+    second = int(now)
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
