@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from csnotify.delivery.outbox import OWNER
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings
 from csnotify.events import Event, alert_level, describe, now_iso
@@ -215,7 +216,7 @@ class Listener:
         beat = time.monotonic()
         if doc != self._last_stats or beat - self._last_saved >= HEARTBEAT_S:
             self._last_stats, self._last_saved = doc, beat
-            await self.db(self.state.save_cursor, f"listen:{source.name}", doc)
+            await self.db(self.state.save_listener, OWNER, source.name, doc)
 
     async def run(self, source: Source) -> None:
         loop = asyncio.get_running_loop()
@@ -226,6 +227,8 @@ class Listener:
         await self._restore_names()
         subs = await self._load()
         await self.db(self.state.changed)
+        if not self.options.dry_run:
+            await self.db(self.state.forget_listeners, _days_ago(7))
         await source.subscriptions_changed(subs)
         self.started = now_iso()
         helpers = [
@@ -269,3 +272,11 @@ class Listener:
             log.info("%s: finishing deliveries in flight, then stopping", signal.Signals(sig).name)
         self.hurry.set()
         self.stop.set()
+
+
+def _days_ago(days: int) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    from csnotify.store import log_time
+
+    return log_time(datetime.now(UTC) - timedelta(days=days))

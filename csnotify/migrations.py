@@ -6,6 +6,7 @@ how many have run, so opening an up-to-date store costs one pragma read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -160,9 +161,36 @@ def m004_outcomes_and_names(db: Database) -> None:
     )
 
 
+def m005_shared_state(db: Database) -> None:
+    """Issue 15: several listeners share one store. Each listener run has a row of its own
+    (statistics and heartbeat; they were ``listen:`` rows in ``cursors``, one per source, so
+    two listeners overwrote each other); ``settings_version`` is bumped in the transaction
+    of every change of subscriptions, endpoints' switches or mutes, so listeners see a
+    change with one cheap read; each delivery records the listener that made it."""
+    db["listeners"].create(
+        {"id": str, "host": str, "pid": int, "source": str, "started": str, "updated": str,
+         "doc": str},
+        pk="id",
+    )  # fmt: skip
+    for row in list(db.query("SELECT source, position, updated FROM cursors")):
+        if row["source"].startswith("listen:"):
+            doc = json.loads(row["position"])
+            source = row["source"].removeprefix("listen:")
+            db["listeners"].insert(
+                {"id": f"{doc.get('host')}:{doc.get('pid')}:{source}", "host": doc.get("host"),
+                 "pid": doc.get("pid"), "source": source, "started": doc.get("started"),
+                 "updated": row["updated"], "doc": row["position"]}
+            )  # fmt: skip
+    db.execute("DELETE FROM cursors WHERE source LIKE 'listen:%'")
+    db["settings_version"].create({"id": int, "version": int}, pk="id")
+    db.execute("INSERT INTO settings_version (id, version) VALUES (1, 0)")
+    db["deliveries"].add_column("listener", str)  # host:pid of the listener that sent it
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_operator_control", m002_operator_control),
     ("m003_outbox", m003_outbox),
     ("m004_outcomes_and_names", m004_outcomes_and_names),
+    ("m005_shared_state", m005_shared_state),
 ]

@@ -353,6 +353,11 @@ class ServerSchema:
     def __getitem__(self, table: str) -> ServerTable:
         return ServerTable(self, table)
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        """Rows as dicts, as sqlite-utils' ``Database.query`` gives them."""
+        for row in self.conn.execute(sql, params).fetchall():
+            yield dict(zip(row.keys(), row, strict=True))
+
     def execute(self, sql: str) -> None:
         """DDL written for SQLite, in the server's types."""
         index = re.fullmatch(r"\s*CREATE (UNIQUE )?INDEX (\w+) ON (\w+) \(([^)]*)\)\s*", sql)
@@ -404,6 +409,13 @@ class ServerTable:
             for col, other, other_col in foreign_keys
         ]
         self.schema.conn.execute(f'CREATE TABLE "{self.name}" ({", ".join(lines)})')
+
+    def insert(self, values: dict[str, Any]) -> None:
+        cols = ", ".join(f'"{c}"' for c in values)
+        self.schema.conn.execute(
+            f'INSERT INTO "{self.name}" ({cols}) VALUES ({", ".join("?" * len(values))})',  # noqa: S608
+            list(values.values()),
+        )
 
     def add_column(self, col: str, kind: type, not_null_default: Any = None) -> None:
         typ = TYPES[self.schema.name][kind]

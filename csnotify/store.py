@@ -102,6 +102,7 @@ class DeliveryRecord:
     error: str | None = None
     webhook_id: str | None = None
     payload: str | None = None
+    listener: str | None = None  # host:pid of the listener that made it
 
 
 class Store:
@@ -259,6 +260,11 @@ class Store:
     def insert_row(self, table: str, values: dict[str, Any]) -> int:
         return self.insert_id(self.dialect.insert(table, list(values)), list(values.values()))
 
+    def touch(self) -> None:
+        """Note a change listeners must load (subscriptions, endpoints' switches, mutes),
+        inside the transaction that makes it: ``SourceState.changed`` reads this counter."""
+        self.conn.execute("UPDATE settings_version SET version = version + 1 WHERE id = 1")
+
     def update_row(self, table: str, row_id: int, values: dict[str, Any]) -> None:
         sets = ", ".join(f"{quoted(c)} = ?" for c in values)
         self.conn.execute(
@@ -302,6 +308,7 @@ class Store:
         now = utcnow()
         sub_id = self.insert_row("subscriptions", _subscription_row(sub, created=now, updated=now))
         self._write_endpoints(sub_id, sub.endpoints, {})
+        self.touch()
 
     def save(self, old_name: str, sub: Subscription, endpoint_flags: bool = False) -> int:
         """Replace a subscription's settings and endpoint list, keeping the counters of
@@ -330,6 +337,7 @@ class Store:
                 self.conn.execute("DELETE FROM endpoints WHERE id = ?", (ep_id,))
         self._forget_batches()
         self._write_endpoints(sub_id, sub.endpoints, existing, endpoint_flags)
+        self.touch()
         return int(discarded)
 
     def _write_endpoints(
@@ -370,6 +378,7 @@ class Store:
         self.conn.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
         self.conn.execute("DELETE FROM mutes WHERE subscription = ?", (name,))
         self._forget_batches()
+        self.touch()
 
     def _forget_batches(self) -> None:
         """Pending batches and deliveries of endpoints that no longer exist."""
@@ -383,6 +392,7 @@ class Store:
             "UPDATE subscriptions SET enabled = ?, updated = ? WHERE name = ?",
             (int(enabled), utcnow(), name),
         )
+        self.touch()
 
     def set_endpoint_enabled(
         self, ep: Endpoint, enabled: bool, reset: bool = False, reason: str | None = None
@@ -394,6 +404,7 @@ class Store:
             values |= {"consecutive_failures": 0, "total_failures": 0, "total_successes": 0}
             values |= {"last_error": None, "last_error_at": None}
         self.update_row("endpoints", ep.id, values)
+        self.touch()
 
     # -- mutes ---------------------------------------------------------------------
 
@@ -404,6 +415,7 @@ class Store:
         return [Mute(*(r[f] for f in fields), id=r["id"]) for r in rows]
 
     def insert_mute(self, mute: Mute) -> int:
+        self.touch()
         return self.insert_id(
             self.dialect.insert(
                 "mutes", ("subscription", "endpoint", "pattern", "reason", "created", "until")
@@ -415,10 +427,12 @@ class Store:
     def end_mutes(self, ids: list[int], at: str) -> None:
         """End them at ``at``; they stay (for 'mutes --all') until they expire."""
         self.conn.executemany("UPDATE mutes SET until = ? WHERE id = ?", [(at, i) for i in ids])
+        self.touch()
 
     def delete_expired_mutes(self, before: str) -> None:
         """Mutes that ended before ``before`` (kept a while so 'mutes --all' shows them)."""
-        self.conn.execute("DELETE FROM mutes WHERE until < ?", (before,))
+        if self.conn.execute("DELETE FROM mutes WHERE until < ?", (before,)).rowcount:
+            self.touch()
 
 
 def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
@@ -619,11 +633,30 @@ class DeliveryLog:
             ),
         )
 
-    def write_disable(self, endpoint_id: int, reason: str) -> None:
-        self.store.conn.execute(
-            "UPDATE endpoints SET enabled = 0, disabled_reason = ? WHERE id = ?",
-            (reason, endpoint_id),
+    def switch_off(self, endpoint_id: int, reason: str, failures: int = 0) -> bool:
+        """Switch the endpoint off if it is on (and, with ``failures``, has failed that many
+        times in a row, counted by every listener); True if this call did it, so that one
+        listener of several says so and tells failures.notify. Inside the caller's
+        transaction, after the failures are counted."""
+        done = self.store.conn.execute(
+            "UPDATE endpoints SET enabled = 0, disabled_reason = ?"
+            " WHERE id = ? AND enabled = 1 AND consecutive_failures >= ?",
+            (reason, endpoint_id, failures),
+        ).rowcount
+        if done:
+            self.store.touch()
+        return bool(done)
+
+    def failing(self, endpoint_ids: list[int]) -> dict[int, tuple[bool, int]]:
+        """(enabled, consecutive failures) of these endpoints, as every listener left them."""
+        if not endpoint_ids:
+            return {}
+        rows = self.store.conn.execute(
+            "SELECT id, enabled, consecutive_failures FROM endpoints"  # noqa: S608
+            f" WHERE id IN ({','.join('?' * len(endpoint_ids))})",
+            endpoint_ids,
         )
+        return {r[0]: (bool(r[1]), int(r[2])) for r in rows}
 
     def rows(
         self, subscription: str | None = None, failed: bool = False, limit: int = 50
@@ -637,7 +670,7 @@ class DeliveryLog:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.store.conn.execute(
             "SELECT at, subscription, endpoint, event_id, event_type, status, attempts,"  # noqa: S608
-            f" http_status, latency_ms, error, webhook_id FROM deliveries {where}"
+            f" http_status, latency_ms, error, webhook_id, listener FROM deliveries {where}"
             " ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
@@ -823,19 +856,41 @@ class SourceState:
         )
 
     def changed(self) -> bool:
-        """True when another process committed to the store since the last call (on a
-        database server: when subscriptions, endpoints or mutes look different)."""
-        if self.store.dialect is SQLITE:
-            version: Any = int(self.store.conn.execute("PRAGMA data_version").fetchone()[0])
-        else:
-            version = tuple(self.store.conn.execute(SETTINGS_FINGERPRINT).fetchone())
+        """True when subscriptions, endpoints' switches or mutes changed since the last
+        call, by any process: one read of the counter each such change bumps in its own
+        transaction (``Store.touch``). On every backend alike; SQLite's data_version would
+        also change with every delivery another listener commits."""
+        row = self.store.conn.execute("SELECT version FROM settings_version").fetchone()
+        version = int(row[0]) if row else 0
         last, self._data_version = self._data_version, version
         return last is not None and version != last
 
+    # -- listeners ---------------------------------------------------------------------
 
-SETTINGS_FINGERPRINT = (
-    "SELECT (SELECT count(*) FROM subscriptions), (SELECT MAX(updated) FROM subscriptions),"
-    " (SELECT count(*) FROM endpoints), (SELECT SUM(enabled) FROM endpoints),"
-    " (SELECT MAX(id) FROM endpoints), (SELECT count(*) FROM mutes),"
-    " (SELECT MAX(id) FROM mutes), (SELECT MAX(until) FROM mutes)"
-)
+    def save_listener(self, run: str, source: str, doc: dict[str, Any]) -> None:
+        """A listener run's statistics and heartbeat (``doc`` holds host, pid, started)."""
+        with self.store.transaction():
+            self.store.conn.execute(
+                self.store.dialect.upsert(
+                    "listeners",
+                    ("id", "host", "pid", "source", "started", "updated", "doc"),
+                    ("id",),
+                ),
+                (run, doc.get("host"), doc.get("pid"), source, doc.get("started"), utcnow(),
+                 json.dumps(doc)),
+            )  # fmt: skip
+
+    def listeners(self) -> list[dict[str, Any]]:
+        """Every listener run the store knows of, by source, host and start."""
+        rows = self.store.conn.execute(
+            "SELECT id, source, updated, doc FROM listeners ORDER BY source, host, started, id"
+        )
+        return [
+            {"id": r["id"], "source": r["source"], **json.loads(r["doc"]), "updated": r["updated"]}
+            for r in rows
+        ]
+
+    def forget_listeners(self, before: str) -> None:
+        """Runs not heard of since ``before`` (stopped, or killed long ago)."""
+        with self.store.transaction():
+            self.store.conn.execute("DELETE FROM listeners WHERE updated < ?", (before,))

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("csnotify")
 LEASE_S = 30.0  # a claim not renewed for this long may be taken by another process
 HOST = socket.gethostname()
-OWNER = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+LISTENER = f"{HOST}:{os.getpid()}"  # recorded with each delivery
+OWNER = f"{LISTENER}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(eq=False)
@@ -72,11 +73,14 @@ class Changes:
     ended_at: list[int] = field(default_factory=list)  # their endpoint ids (for the workers)
     records: list[DeliveryRecord] = field(default_factory=list)
     batches: dict[int, Batch | None] = field(default_factory=dict)  # None: sent or gone
-    disable: list[tuple[int, str]] = field(default_factory=list)
+    disable: list[tuple[int, str]] = field(default_factory=list)  # endpoints gone (410)
     # (event id, content id) of bus messages handled, to tell their redeliveries
     seen: list[tuple[str, str | None]] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)  # of those, ids about to be acknowledged
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)  # source positions
+    # Written by the commit: endpoints found off (endpoint id, reason, True if this commit
+    # switched it off; False: another listener did).
+    switched: list[tuple[int, str, bool]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) for name in CHANGE_FIELDS)
@@ -98,17 +102,19 @@ CLAIMED_COLUMNS = (
 
 
 class Outbox:
-    def __init__(self, store: Store, log_max: int) -> None:
+    def __init__(self, store: Store, log_max: int, disable_after: int = 0) -> None:
         self.store = store
         self.log = DeliveryLog(store)
         self.state = SourceState(store)
         self.log_max = log_max
+        self.disable_after = disable_after
         self._insert = store.dialect.insert("pending", PENDING_COLUMNS)
 
     def commit(self, changes: Changes) -> None:
         """Everything in one transaction; new rows get their ids."""
         conn = self.store.conn
         now = time.time()
+        changes.switched = []
         with self.store.transaction():
             for row in changes.new:
                 event = row.event
@@ -141,12 +147,32 @@ class Outbox:
                 for endpoint_id, b in changes.batches.items()
             ]
             self.log.write(changes.records, self.log_max, batches)
-            for endpoint_id, reason in changes.disable:
-                self.log.write_disable(endpoint_id, reason)
+            self._switch_off(changes)
             self.state.remember(changes.seen)
             self.state.mark_acknowledged(changes.acked)
             for source, position in changes.cursors.items():
                 self.state.write_cursor(source, position)
+
+    def _switch_off(self, changes: Changes) -> None:
+        """Endpoints that answered 410 Gone, or whose consecutive failures, counted by
+        every listener in the store, reached ``disable_after``, are switched off by the
+        first transaction that finds them so; endpoints already off are noted too."""
+        for endpoint_id, reason in changes.disable:
+            changes.switched.append((endpoint_id, reason, self.log.switch_off(endpoint_id, reason)))
+        last_error: dict[int, str | None] = {}
+        for r in changes.records:
+            if r.status == "failed":
+                last_error[r.endpoint_id] = r.error
+        gone = {i for i, _r in changes.disable}
+        for endpoint_id, (enabled, count) in self.log.failing(sorted(last_error)).items():
+            if endpoint_id in gone:
+                continue
+            if not enabled:
+                changes.switched.append((endpoint_id, "switched off by another listener", False))
+            elif self.disable_after and count >= self.disable_after:
+                reason = f"{count} consecutive failed deliveries; last: {last_error[endpoint_id]}"
+                did = self.log.switch_off(endpoint_id, reason, self.disable_after)
+                changes.switched.append((endpoint_id, reason, did))
 
     def claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
         """The oldest unclaimed rows of an endpoint, now ours, oldest first."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from csnotify.channels.base import Message, attempt_once
+from csnotify.delivery.outbox import LISTENER
 from csnotify.events import Event, now_iso
 from csnotify.models import Subscription
 from csnotify.redact import mask_text, mask_uri
@@ -69,6 +70,7 @@ class Outcomes:
             error=mask_text(error) if error else error,
             webhook_id=message.webhook_id,
             payload=kept_payload(message.event),
+            listener=LISTENER,
         )
         self.writer.changes.records.append(record)
         if self.on_outcome is not None:
@@ -91,24 +93,27 @@ class Outcomes:
         target.consecutive_failures = 0
 
     def failed(self, target: Target, event: Event, error: str | None, gone: bool) -> None:
-        """A delivery given up after its attempts."""
+        """A delivery given up after its attempts. Failures are counted in the store, by
+        every listener at once; the commit that brings them to ``failures.disable_after``
+        (or a 410 Gone) switches the endpoint off (``switched_off``)."""
         self.stats.failed += 1
         target.consecutive_failures += 1
         log.warning("delivery of %s %s to %s failed: %s", event.type, event.id, target.label, error)
-        limit = self.settings.disable_after
         if gone:
-            self.switch_off(target, f"the receiver answered 410 Gone: {error}")
-        elif limit and target.consecutive_failures >= limit:
-            count = target.consecutive_failures
-            self.switch_off(target, f"{count} consecutive failed deliveries; last: {error}")
+            self.writer.changes.disable.append(
+                (target.id, f"the receiver answered 410 Gone: {error}")
+            )
+            self.writer.kick()
 
-    def switch_off(self, target: Target, reason: str) -> None:
-        if not target.enabled:
+    def switched_off(self, target: Target, reason: str, by_us: bool) -> None:
+        """The store says the endpoint is off: this listener sends to it no more; the one
+        whose commit switched it off says so and tells failures.notify."""
+        was_on, target.enabled = target.enabled, False
+        if not by_us:
+            if was_on:
+                log.info("endpoint %s was switched off by another listener", target.label)
             return
-        target.enabled = False
         self.stats.switched_off.append(target.label)
-        self.writer.changes.disable.append((target.id, reason))
-        self.writer.kick()
         log.error("switched off endpoint %s: %s", target.label, reason)
         if self.settings.notify:
             task = asyncio.create_task(self._tell_admin(target, reason))

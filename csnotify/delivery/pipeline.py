@@ -56,7 +56,7 @@ class Pipeline:
         self.stats = Stats()
         self.db_lock = asyncio.Lock()
         self.channels = ChannelPool(settings.concurrency, settings.command_env)
-        self.outbox = Outbox(store, settings.log_max)
+        self.outbox = Outbox(store, settings.log_max, settings.disable_after)
         self.writer = Writer(self.outbox, self.db_lock, self._committed)
         self.intake = Intake()
         self.policy = Policy(self._batch_due, self._batch_changed)
@@ -215,7 +215,11 @@ class Pipeline:
 
     def _committed(self, changes: Changes) -> None:
         """New rows go into their workers' windows (or wait in the store for them); ended
-        rows are no longer unsaved."""
+        rows are no longer unsaved; endpoints the store says are off stop."""
+        for endpoint_id, reason, by_us in changes.switched:
+            target = self.intake.targets.get(endpoint_id)
+            if target is not None:
+                self.outcomes.switched_off(target, reason, by_us)
         for endpoint_id in changes.ended_at:
             worker = self.workers.get(endpoint_id)
             if worker is not None:
