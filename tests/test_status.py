@@ -53,7 +53,9 @@ def test_status_after_listening(tmp_path) -> None:
     text = run_process("status").stdout
     host = socket.gethostname()
     assert (listener["host"], listener["pid"]) == (host, listener["pid"]) and listener["pid"]
-    assert f"listener stdin on {host} pid {listener['pid']}: stopped, 3 events, 3 delivered," in text
+    assert (
+        f"listener stdin on {host} pid {listener['pid']}: stopped, 3 events, 3 delivered," in text
+    )
     assert "sub. disabled" in text
 
 
@@ -123,7 +125,9 @@ def test_a_killed_listener_shows_stopped_not_running(tmp_path) -> None:
         listener["state_reason"]
         == f"process {listen.pid} is gone without stopping cleanly (killed?)"
     )
-    assert f"pid {listen.pid}: stopped (process {listen.pid} is gone" in run_process("status").stdout
+    assert (
+        f"pid {listen.pid}: stopped (process {listen.pid} is gone" in run_process("status").stdout
+    )
 
 
 def test_a_listener_whose_heartbeat_stopped_is_stale(db_file) -> None:
@@ -144,6 +148,7 @@ def test_a_listener_whose_heartbeat_stopped_is_stale(db_file) -> None:
     assert listener["state"] == "stale"
     assert listener["state_reason"].startswith("no heartbeat for 6")  # 60 s or a little more
     assert "from process 4242 on elsewhere.example" in listener["state_reason"]
-    assert "listener amqp on elsewhere.example pid 4242: stale (no heartbeat for" in run_process(
-        "status"
-    ).stdout
+    assert (
+        "listener amqp on elsewhere.example pid 4242: stale (no heartbeat for"
+        in run_process("status").stdout
+    )
