@@ -166,7 +166,8 @@ def m005_shared_state(db: Database) -> None:
     (statistics and heartbeat; they were ``listen:`` rows in ``cursors``, one per source, so
     two listeners overwrote each other); ``settings_version`` is bumped in the transaction
     of every change of subscriptions, endpoints' switches or mutes, so listeners see a
-    change with one cheap read; each delivery records the listener that made it."""
+    change with one cheap read; each delivery records the listener that made it; each
+    rate-limited endpoint's recent sends are kept for every listener to count."""
     db["listeners"].create(
         {"id": str, "host": str, "pid": int, "source": str, "started": str, "updated": str,
          "doc": str},
@@ -185,6 +186,8 @@ def m005_shared_state(db: Database) -> None:
     db["settings_version"].create({"id": int, "version": int}, pk="id")
     db.execute("INSERT INTO settings_version (id, version) VALUES (1, 0)")
     db["deliveries"].add_column("listener", str)  # host:pid of the listener that sent it
+    # Rate limits hold across listeners: the send times (JSON list, unix) of the last 60 s.
+    db["pacing"].create({"endpoint_id": int, "sent": str}, pk="endpoint_id")
 
 
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.aio import locked_thread
 from csnotify.events import Event, from_normalised
+from csnotify.pacing import WINDOW_S
 from csnotify.processes import alive
 from csnotify.store import DeliveryLog, DeliveryRecord, SourceState
 
@@ -173,6 +174,27 @@ class Outbox:
                 reason = f"{count} consecutive failed deliveries; last: {last_error[endpoint_id]}"
                 did = self.log.switch_off(endpoint_id, reason, self.disable_after)
                 changes.switched.append((endpoint_id, reason, did))
+
+    def take_slot(self, endpoint_id: int, per_minute: int, now: float) -> float:
+        """A send to a rate-limited endpoint, counted for every listener: 0.0 if it may go
+        now (noted), else when the endpoint's window reopens (unix time)."""
+        conn, dialect = self.store.conn, self.store.dialect
+        lock = " FOR UPDATE" if dialect.skip_locked else ""  # SQLite: the transaction's lock
+        read = f"SELECT sent FROM pacing WHERE endpoint_id = ?{lock}"  # noqa: S608 - fixed text
+        with self.store.transaction():
+            row = conn.execute(read, (endpoint_id,)).fetchone()
+            if row is None:
+                conn.execute(dialect.insert_ignore("pacing", ("endpoint_id", "sent")),
+                             (endpoint_id, "[]"))  # fmt: skip
+                row = conn.execute(read, (endpoint_id,)).fetchone()
+            sent = sorted(t for t in json.loads(row[0]) if t > now - WINDOW_S)
+            if len(sent) >= per_minute:
+                return sent[len(sent) - per_minute] + WINDOW_S
+            conn.execute(
+                "UPDATE pacing SET sent = ? WHERE endpoint_id = ?",
+                (json.dumps([*sent, now]), endpoint_id),
+            )
+        return 0.0
 
     def claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
         """The oldest unclaimed rows of an endpoint, now ours, oldest first."""

@@ -24,11 +24,11 @@ from csnotify.channels.pool import ChannelPool
 from csnotify.delivery.intake import Intake, Target, resource_key
 from csnotify.delivery.outbox import LEASE_S, Changes, Outbox, PendingRow, Writer
 from csnotify.delivery.outcomes import Outcomes
-from csnotify.delivery.policy import SEND, Policy
+from csnotify.delivery.policy import FOLDED, SEND, Policy
 from csnotify.delivery.settings import DeliverySettings, Stats
 from csnotify.delivery.workers import EndpointWorker
 from csnotify.mutes import MuteSet
-from csnotify.pacing import Batch
+from csnotify.pacing import DIGEST_TYPE, Batch
 from csnotify.store import DeliveryLog
 
 if TYPE_CHECKING:
@@ -260,6 +260,13 @@ class Pipeline:
             why = f"older than delivery.max_age; last error: {row.last_error or 'none'}"
             self._give_up(worker, row, message, Attempt.failed(why, retryable=False), None)
             return
+        if target.window is not None:  # the limit holds for every listener together
+            reopens = await self.db(
+                self.outbox.take_slot, target.id, target.window.per_minute, time.time()
+            )
+            if reopens:
+                self._over_limit(worker, row, reopens)
+                return
         started = time.monotonic()
         async with self._slots:
             attempt = await attempt_once(target.channel, message, s.timeout, target.label)
@@ -293,6 +300,19 @@ class Pipeline:
                 )
                 return
         self._give_up(worker, row, message, attempt, latency)
+
+    def _over_limit(self, worker: EndpointWorker, row: PendingRow, reopens: float) -> None:
+        """Other listeners used the endpoint's rate limit: the event joins this listener's
+        digest; a digest waits for the window to reopen."""
+        target = worker.target
+        if row.event.type == DIGEST_TYPE:
+            row.next_at = reopens
+            self.writer.changes.retries.append(row)
+            self.writer.kick()
+            return
+        self._end(worker, row)
+        why = self.policy.fold(target, row.event, reopens)
+        self.outcomes.note(target, row.event, FOLDED, why)
 
     def _give_up(
         self,
