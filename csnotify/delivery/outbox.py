@@ -155,9 +155,10 @@ class Outbox:
                 self.state.write_cursor(source, position)
 
     def _switch_off(self, changes: Changes) -> None:
-        """Endpoints that answered 410 Gone, or whose consecutive failures, counted by
-        every listener in the store, reached ``disable_after``, are switched off by the
-        first transaction that finds them so; endpoints already off are noted too."""
+        """Endpoints this listener gave up on (``changes.disable``: 410 Gone, or its own
+        count of failures), or whose consecutive failures, counted by every listener in the
+        store, reached ``disable_after``, are switched off by the first transaction that
+        finds them so; endpoints already off are noted too."""
         for endpoint_id, reason in changes.disable:
             changes.switched.append((endpoint_id, reason, self.log.switch_off(endpoint_id, reason)))
         last_error: dict[int, str | None] = {}

@@ -93,25 +93,33 @@ class Outcomes:
         target.consecutive_failures = 0
 
     def failed(self, target: Target, event: Event, error: str | None, gone: bool) -> None:
-        """A delivery given up after its attempts. Failures are counted in the store, by
-        every listener at once; the commit that brings them to ``failures.disable_after``
-        (or a 410 Gone) switches the endpoint off (``switched_off``)."""
+        """A delivery given up after its attempts. On a 410 Gone, or once this listener
+        counted ``failures.disable_after`` in a row, it sends to the endpoint no more and
+        the next commit switches it off. Failures are also counted in the store, by every
+        listener at once: the commit that brings them to the limit switches it off too.
+        Whichever commit did it says so (``switched_off``)."""
         self.stats.failed += 1
         target.consecutive_failures += 1
         log.warning("delivery of %s %s to %s failed: %s", event.type, event.id, target.label, error)
+        limit, count = self.settings.disable_after, target.consecutive_failures
+        if not target.enabled:
+            return
         if gone:
-            self.writer.changes.disable.append(
-                (target.id, f"the receiver answered 410 Gone: {error}")
-            )
-            self.writer.kick()
+            reason = f"the receiver answered 410 Gone: {error}"
+        elif limit and count >= limit:
+            reason = f"{count} consecutive failed deliveries; last: {error}"
+        else:
+            return
+        target.enabled = False
+        self.writer.changes.disable.append((target.id, reason))
+        self.writer.kick()
 
     def switched_off(self, target: Target, reason: str, by_us: bool) -> None:
         """The store says the endpoint is off: this listener sends to it no more; the one
         whose commit switched it off says so and tells failures.notify."""
-        was_on, target.enabled = target.enabled, False
+        target.enabled = False
         if not by_us:
-            if was_on:
-                log.info("endpoint %s was switched off by another listener", target.label)
+            log.info("endpoint %s is switched off (%s)", target.label, reason)
             return
         self.stats.switched_off.append(target.label)
         log.error("switched off endpoint %s: %s", target.label, reason)
