@@ -94,12 +94,15 @@ class ServerCursor:
         self.raw = raw
         self.rowcount = raw.rowcount if rowcount is None else rowcount
         self.lastrowid = getattr(raw, "lastrowid", None)
-        description = raw.description
+        self.description = description = raw.description
         self.index = {d[0]: i for i, d in enumerate(description)} if description else {}
 
     def fetchone(self) -> Row | None:
         values = self.raw.fetchone()
         return None if values is None else Row(values, self.index)
+
+    def fetchmany(self, size: int) -> list[Row]:
+        return [Row(v, self.index) for v in self.raw.fetchmany(size)] if self.index else []
 
     def fetchall(self) -> list[Row]:
         return [Row(v, self.index) for v in self.raw.fetchall()] if self.index else []
