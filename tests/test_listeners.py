@@ -182,7 +182,8 @@ def test_failures_are_counted_once_for_all_listeners(hosts, bus) -> None:  # noq
     off (counted per listener, neither would have); it is off for both, and
     failures.notify is told once."""
     a, b = hosts
-    with Receiver(lambda _r: Answer(500)) as bad, Receiver() as admin:
+    down = {"yes": True}
+    with Receiver(lambda _r: Answer(500) if down["yes"] else Answer()) as bad, Receiver() as admin:
         for host in hosts:
             host.configure(failures__disable_after="4", failures__notify=admin.url,
                            delivery__retry_schedule="0s", delivery__per_endpoint="1")  # fmt: skip
@@ -206,13 +207,18 @@ def test_failures_are_counted_once_for_all_listeners(hosts, bus) -> None:  # noq
         assert len(bad.requests) == 4
         assert len(admin.requests) == 1
         assert "4 consecutive failed deliveries" in admin.requests[0].json()["event"]["description"]
-    failed = [r for r in a.cli("deliveries", "--json").json() if r["status"] == "failed"]
-    assert len(failed) == 4
-    assert {r["listener"].rsplit(":", 1)[1] for r in failed} == {str(a.pid), str(b.pid)}
-    (ep,) = b.cli("show", "vms", "--json").json()["endpoints"]
-    assert ep["consecutive_failures"] == 4 and "4 consecutive failed" in ep["disabled_reason"]
-    status = b.cli("status").stdout
-    assert "switched off" in status
+        failed = [r for r in a.cli("deliveries", "--json").json() if r["status"] == "failed"]
+        assert len(failed) == 4
+        assert {r["listener"].rsplit(":", 1)[1] for r in failed} == {str(a.pid), str(b.pid)}
+        (ep,) = b.cli("show", "vms", "--json").json()["endpoints"]
+        assert ep["consecutive_failures"] == 4 and "4 consecutive failed" in ep["disabled_reason"]
+        assert "switched off" in b.cli("status").stdout
+        # redeliver through one home sends what both listeners failed to deliver
+        down["yes"] = False
+        b.cli("enable", "vms", "--endpoint", bad.url)
+        report = a.cli("redeliver", "vms", "--failed", "--since", "1h", "--json").json()
+        assert (report["in_log"], report["delivered"]) == (4, 4), report
+        assert sorted(vm_number(r.json()) for r in bad.requests[4:]) == [0, 1, 2, 3]
 
 
 def test_a_killed_listeners_claimed_deliveries_are_finished_by_the_other(
