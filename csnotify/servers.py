@@ -131,6 +131,19 @@ class ServerConnection:
         self.dialect = url.dialect
         self.raw = raw
         self.in_transaction = False
+        self._consecutive: bool | None = None
+
+    def consecutive_ids(self) -> bool:
+        """A multi-row INSERT's new ids are known from one answer: PostgreSQL returns
+        them; MySQL numbers the rows consecutively unless innodb_autoinc_lock_mode is 2
+        (interleaved, MySQL 8's default), when concurrent inserts may take ids between."""
+        if self._consecutive is None:
+            if self.dialect is MYSQL:
+                (mode,) = self.execute("SELECT @@innodb_autoinc_lock_mode").fetchone() or (2,)
+                self._consecutive = int(mode) < 2
+            else:
+                self._consecutive = True
+        return self._consecutive
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> ServerCursor:
         sql, params = _placeholders(sql), tuple(params)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 APP_NAME = "csnotify"
 BUSY_TIMEOUT_S = 30.0
+MANY = 500  # rows in one multi-row statement
 
 
 def default_db_path() -> Path:
@@ -256,6 +257,33 @@ class Store:
         """Run an INSERT made by ``dialect.insert``; the new row's id."""
         cursor = self.conn.execute(sql, params)
         return int(cursor.fetchone()[0] if self.dialect.returning_id else cursor.lastrowid or 0)
+
+    def insert_ids(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> list[int]:
+        """Insert ``rows``; their new ids, in order. On a database server, as few
+        multi-row INSERTs as can be (one round trip each, not one a row): PostgreSQL returns
+        the ids; MySQL numbers a multi-row INSERT's rows consecutively from the id it
+        returns unless innodb_autoinc_lock_mode is 2 (then: a row at a time)."""
+        sql = self.dialect.insert(table, columns)
+        if self.dialect is SQLITE or not self.conn.consecutive_ids():
+            return [self.insert_id(sql, row) for row in rows]
+        ids: list[int] = []
+        marks = f"({', '.join('?' * len(columns))})"
+        for start in range(0, len(rows), MANY):
+            chunk = rows[start : start + MANY]
+            many = (
+                f"INSERT INTO {table} ({', '.join(quoted(c) for c in columns)})"  # noqa: S608
+                f" VALUES {', '.join([marks] * len(chunk))}"
+            )
+            params = [value for row in chunk for value in row]
+            if self.dialect.returning_id:  # rows get their ids in the order of VALUES
+                got = self.conn.execute(many + " RETURNING id", params).fetchall()
+                ids += sorted(int(r[0]) for r in got)
+            else:
+                first = int(self.conn.execute(many, params).lastrowid or 0)
+                ids += range(first, first + len(chunk))
+        return ids
 
     def insert_row(self, table: str, values: dict[str, Any]) -> int:
         return self.insert_id(self.dialect.insert(table, list(values)), list(values.values()))
@@ -832,9 +860,12 @@ class SourceState:
     def mark_acknowledged(self, event_ids: list[str]) -> None:
         """Ids whose acknowledgement is sent once this transaction is committed: a message
         not marked so was surely not acknowledged (inside a transaction the caller holds)."""
-        if event_ids:
-            self.store.conn.executemany(
-                "UPDATE seen_events SET acked = 1 WHERE event_id = ?", [(i,) for i in event_ids]
+        for start in range(0, len(event_ids), MANY):
+            chunk = event_ids[start : start + MANY]
+            marks = ",".join("?" * len(chunk))
+            self.store.conn.execute(
+                f"UPDATE seen_events SET acked = 1 WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
             )
 
     def remember(self, events: list[tuple[str, str | None]]) -> None:

@@ -34,7 +34,7 @@ from csnotify.aio import locked_thread
 from csnotify.events import Event, from_normalised
 from csnotify.pacing import WINDOW_S
 from csnotify.processes import alive
-from csnotify.store import DeliveryLog, DeliveryRecord, SourceState
+from csnotify.store import MANY, DeliveryLog, DeliveryRecord, SourceState
 
 if TYPE_CHECKING:
     from csnotify.pacing import Batch
@@ -109,7 +109,6 @@ class Outbox:
         self.state = SourceState(store)
         self.log_max = log_max
         self.disable_after = disable_after
-        self._insert = store.dialect.insert("pending", PENDING_COLUMNS)
 
     def commit(self, changes: Changes) -> None:
         """Everything in one transaction; new rows get their ids."""
@@ -117,32 +116,30 @@ class Outbox:
         now = time.time()
         changes.switched = []
         with self.store.transaction():
-            for row in changes.new:
-                event = row.event
-                row.id = self.store.insert_id(
-                    self._insert,
-                    (
-                        row.endpoint_id,
-                        event.id,
-                        event.type,
-                        row.resource,
-                        event.json_text(),
-                        event.raw_text,
-                        row.webhook_id,
-                        row.accepted,
-                        0,
-                        row.next_at,
-                        OWNER if row.claimed else None,
-                        now + LEASE_S if row.claimed else None,
-                    ),
-                )
+            ids = self.store.insert_ids(
+                "pending",
+                PENDING_COLUMNS,
+                [
+                    (row.endpoint_id, row.event.id, row.event.type, row.resource,
+                     row.event.json_text(), row.event.raw_text, row.webhook_id, row.accepted, 0,
+                     row.next_at, OWNER if row.claimed else None,
+                     now + LEASE_S if row.claimed else None)
+                    for row in changes.new
+                ],
+            )  # fmt: skip
+            for row, new_id in zip(changes.new, ids, strict=True):
+                row.id = new_id
             if changes.retries:
                 conn.executemany(
                     "UPDATE pending SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
                     [(r.attempts, r.next_at, r.last_error, r.id) for r in changes.retries],
                 )
-            if changes.ended:
-                conn.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in changes.ended])
+            for start in range(0, len(changes.ended), MANY):
+                ended = changes.ended[start : start + MANY]
+                conn.execute(
+                    f"DELETE FROM pending WHERE id IN ({','.join('?' * len(ended))})",  # noqa: S608
+                    ended,
+                )
             batches = [
                 (endpoint_id, None if b is None else (b.kind, b.due, b.to_doc()))
                 for endpoint_id, b in changes.batches.items()
