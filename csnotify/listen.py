@@ -36,6 +36,7 @@ log = logging.getLogger("csnotify")
 RELOAD_EVERY_S = 1.0
 STATS_EVERY_S = 0.5
 HEARTBEAT_S = 5.0
+FORGET_LISTENERS_DAYS = 7  # runs not heard of for this long leave status
 
 
 class Source(Protocol):
@@ -228,7 +229,7 @@ class Listener:
         subs = await self._load()
         await self.db(self.state.changed)
         if not self.options.dry_run:
-            await self.db(self.state.forget_listeners, _days_ago(7))
+            await self.db(self.state.forget_listeners, FORGET_LISTENERS_DAYS)
         await source.subscriptions_changed(subs)
         self.started = now_iso()
         helpers = [
@@ -272,11 +273,3 @@ class Listener:
             log.info("%s: finishing deliveries in flight, then stopping", signal.Signals(sig).name)
         self.hurry.set()
         self.stop.set()
-
-
-def _days_ago(days: int) -> str:
-    from datetime import UTC, datetime, timedelta
-
-    from csnotify.store import log_time
-
-    return log_time(datetime.now(UTC) - timedelta(days=days))

@@ -921,7 +921,9 @@ class SourceState:
             for r in rows
         ]
 
-    def forget_listeners(self, before: str) -> None:
-        """Runs not heard of since ``before`` (stopped, or killed long ago)."""
+    def forget_listeners(self, days: int) -> None:
+        """Runs not heard of for ``days`` (stopped, or killed long ago)."""
         with self.store.transaction():
-            self.store.conn.execute("DELETE FROM listeners WHERE updated < ?", (before,))
+            self.store.conn.execute(
+                "DELETE FROM listeners WHERE updated < ?", (_minutes_ago(days * 24 * 60),)
+            )

@@ -167,7 +167,7 @@ class Outbox:
             if endpoint_id in gone:
                 continue
             if not enabled:
-                changes.switched.append((endpoint_id, "switched off by another listener", False))
+                changes.switched.append((endpoint_id, "switched off in the store", False))
             elif self.disable_after and count >= self.disable_after:
                 reason = f"{count} consecutive failed deliveries; last: {last_error[endpoint_id]}"
                 did = self.log.switch_off(endpoint_id, reason, self.disable_after)
