@@ -143,6 +143,10 @@ def test_every_event_is_delivered_once_and_seen_from_both_homes(hosts, bus) -> N
         seen = listeners_of(b)
         assert set(seen) == {a.pid, b.pid}
         assert all(lst["state"] == "running" and lst["host"] for lst in seen.values())
+        assert all(lst["source"] == "amqp" and lst["updated"] for lst in seen.values())
+        text = b.cli("status").stdout  # every listener, named by host and pid
+        assert all(f"listener amqp on {lst['host']} pid {pid}: running" in text
+                   for pid, lst in seen.items())  # fmt: skip
         stop_both(hosts)
     got = Counter(vm_number(r.json()) for r in rx.requests)
     assert got == Counter(range(events))  # each once
