@@ -131,19 +131,23 @@ class ServerConnection:
         self.dialect = url.dialect
         self.raw = raw
         self.in_transaction = False
-        self._consecutive: bool | None = None
+        self._id_step: int | None = None
 
-    def consecutive_ids(self) -> bool:
-        """A multi-row INSERT's new ids are known from one answer: PostgreSQL returns
-        them; MySQL numbers the rows consecutively unless innodb_autoinc_lock_mode is 2
-        (interleaved, MySQL 8's default), when concurrent inserts may take ids between."""
-        if self._consecutive is None:
+    def id_step(self) -> int:
+        """How a multi-row INSERT's new ids follow each other, so that they are known from
+        one answer; 0: they cannot be known. PostgreSQL returns them (1). MySQL gives the
+        first and numbers the rest auto_increment_increment apart (a Galera cluster sets
+        it to its size), unless innodb_autoinc_lock_mode is 2 (interleaved: MySQL 8's
+        default, and Galera's), when concurrent inserts may take ids between."""
+        if self._id_step is None:
+            self._id_step = 1
             if self.dialect is MYSQL:
-                (mode,) = self.execute("SELECT @@innodb_autoinc_lock_mode").fetchone() or (2,)
-                self._consecutive = int(mode) < 2
-            else:
-                self._consecutive = True
-        return self._consecutive
+                row = self.execute(
+                    "SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment"
+                ).fetchone()
+                mode, step = row if row else (2, 1)
+                self._id_step = int(step) if int(mode) < 2 else 0
+        return self._id_step
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> ServerCursor:
         sql, params = _placeholders(sql), tuple(params)

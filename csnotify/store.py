@@ -263,10 +263,12 @@ class Store:
     ) -> list[int]:
         """Insert ``rows``; their new ids, in order. On a database server, as few
         multi-row INSERTs as can be (one round trip each, not one a row): PostgreSQL returns
-        the ids; MySQL numbers a multi-row INSERT's rows consecutively from the id it
-        returns unless innodb_autoinc_lock_mode is 2 (then: a row at a time)."""
+        the ids; MySQL numbers a multi-row INSERT's rows from the id it
+        returns, auto_increment_increment apart, unless innodb_autoinc_lock_mode is 2
+        (then: a row at a time)."""
         sql = self.dialect.insert(table, columns)
-        if self.dialect is SQLITE or not self.conn.consecutive_ids():
+        step = 0 if self.dialect is SQLITE else self.conn.id_step()
+        if not step:
             return [self.insert_id(sql, row) for row in rows]
         ids: list[int] = []
         marks = f"({', '.join('?' * len(columns))})"
@@ -282,7 +284,7 @@ class Store:
                 ids += sorted(int(r[0]) for r in got)
             else:
                 first = int(self.conn.execute(many, params).lastrowid or 0)
-                ids += range(first, first + len(chunk))
+                ids += range(first, first + step * len(chunk), step)
         return ids
 
     def insert_row(self, table: str, values: dict[str, Any]) -> int:

@@ -690,3 +690,28 @@ def test_a_connection_the_server_dropped_is_opened_again(server_db: str) -> None
         assert [m.reason for m in store.mutes()] == ["r"]
     finally:
         store.close()
+
+
+def test_new_pending_rows_get_their_own_ids_from_one_multi_row_insert(server_db: str) -> None:  # noqa: F811
+    """The outbox writes new deliveries with multi-row INSERTs and gives each row the id
+    the database gave it: PostgreSQL's RETURNING, or MySQL's first id and its step (a
+    Galera cluster numbers auto_increment_increment apart; set to 3 here)."""
+    store = open_store(server_db, {})
+    try:
+        if store.dialect.name == "mysql":
+            store.conn.execute("SET SESSION auto_increment_increment = 3")
+        outbox = Outbox(store, 100)
+        for batch in range(2):
+            rows = [
+                PendingRow(1, from_normalised({"id": f"ev-{batch}-{i}", "type": "VM.START"}),
+                           f"vm-{i}", 0.0, claimed=False)
+                for i in range(7)
+            ]  # fmt: skip
+            outbox.commit(Changes(new=rows))
+            stored = dict(store.conn.execute("SELECT event_id, id FROM pending").fetchall())
+            assert {r.event.id: r.id for r in rows} == {
+                k: v for k, v in stored.items() if k.startswith(f"ev-{batch}-")
+            }
+            assert [r.id for r in rows] == sorted(r.id for r in rows)  # acceptance order
+    finally:
+        store.close()
