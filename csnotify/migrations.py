@@ -188,6 +188,7 @@ def m005_shared_state(db: Database) -> None:
     db["deliveries"].add_column("listener", str)  # host:pid of the listener that sent it
     # Rate limits hold across listeners: the send times (JSON list, unix) of the last 60 s.
     db["pacing"].create({"endpoint_id": int, "sent": str}, pk="endpoint_id")
+    db["batches"].add_column("owner", str)  # the listener holding it (NULL: an earlier one)
 
 
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [

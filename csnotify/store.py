@@ -565,7 +565,7 @@ class DeliveryLog:
         self.store = store
         dialect = store.dialect
         self._save_batch = dialect.upsert(
-            "batches", ("endpoint_id", "kind", "due", "doc"), ("endpoint_id",)
+            "batches", ("endpoint_id", "kind", "due", "doc", "owner"), ("endpoint_id",)
         )
         self._count_trimmed = dialect.upsert(
             "trimmed",
@@ -581,15 +581,19 @@ class DeliveryLog:
         records: list[DeliveryRecord],
         log_max: int,
         batches: Sequence[tuple[int, tuple[str, float, str] | None]] = (),
+        owner: str | None = None,
     ) -> None:
         """Outcomes, and the pending batches that changed (None: sent, so deleted), inside a
         transaction the caller holds (the outbox's)."""
         conn = self.store.conn
         for endpoint_id, pending in batches:
             if pending is None:
-                conn.execute("DELETE FROM batches WHERE endpoint_id = ?", (endpoint_id,))
+                conn.execute(  # not another listener's, for the same endpoint
+                    "DELETE FROM batches WHERE endpoint_id = ? AND (owner = ? OR owner IS NULL)",
+                    (endpoint_id, owner),
+                )
             else:
-                conn.execute(self._save_batch, (endpoint_id, *pending))
+                conn.execute(self._save_batch, (endpoint_id, *pending, owner))
         conn.executemany(
             f"INSERT INTO deliveries ({', '.join(RECORD_FIELDS)})"  # noqa: S608 - fixed names
             f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
@@ -614,10 +618,23 @@ class DeliveryLog:
         for endpoint_id in {r.endpoint_id for r in records}:
             self._trim(endpoint_id, log_max)
 
-    def batches(self) -> dict[int, tuple[str, float, str]]:
-        """Batches an earlier run held back, by endpoint id."""
-        rows = self.store.conn.execute("SELECT endpoint_id, kind, due, doc FROM batches")
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    def batches(self) -> dict[int, tuple[str, float, str, str | None, str | None]]:
+        """Batches held back, by endpoint id: kind, due, doc, the listener that holds it
+        and that listener's last heartbeat (None: not a running listener the store knows)."""
+        rows = self.store.conn.execute(
+            "SELECT b.endpoint_id, b.kind, b.due, b.doc, b.owner, l.updated, l.doc"
+            " FROM batches b LEFT JOIN listeners l ON l.id = b.owner"
+        )
+        return {
+            r[0]: (
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5] if r[6] and json.loads(r[6]).get("running") else None,
+            )
+            for r in rows
+        }
 
     def _trim(self, endpoint_id: int, log_max: int) -> None:
         """Keep the newest ``log_max`` rows; count what goes, by minute and status, so that

@@ -21,7 +21,7 @@ from helpers import Run, load_fixture, run_process
 from receivers import Answer, Receiver
 from services import bus, wait_for  # noqa: F401 - fixtures
 
-from csnotify.store import open_store
+from csnotify.store import SourceState, open_store
 
 ACTION = load_fixture("amqp/ActionEvent.json")
 VM = "c3b1f2e4-6a7d-4e89-9b0a-1f2e3d4c5b6a"
@@ -322,3 +322,40 @@ def test_claims_of_a_listener_on_another_host_are_taken_when_their_lease_ends(
         r = run_process("listen", "--source", "stdin", input="")
         assert r.exit_code == 0, r.stderr
     assert sorted(req.json()["event"]["id"] for req in rx.requests) == ["ev-0", "ev-1"]
+
+
+def test_a_pending_batch_is_sent_by_its_listener_or_once_it_is_gone(cli, backend: str) -> None:  # noqa: F811
+    """Digests and groups are held by the listener that opened them: a listener starting
+    sends those of a listener that is gone (here: on another host, silent for a minute),
+    not those of one that runs (its heartbeat is fresh)."""
+    from csnotify.events import from_normalised
+    from csnotify.pacing import Batch
+    from csnotify.store import DeliveryLog, utcnow
+
+    minute_ago = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - 60))
+    with Receiver() as rx:
+        r = cli("subscribe", "VM.*", "--to", rx.url + "/live", "--to", rx.url + "/gone",
+                "--name", "vms")  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        store = open_store(backend, {})
+        try:
+            eps = {ep.uri.rsplit("/", 1)[1]: ep.id for ep in store.subscription("vms").endpoints}
+            log = DeliveryLog(store)
+            for name, beat in (("live", utcnow()), ("gone", minute_ago)):
+                owner = f"elsewhere.example:{len(name)}:{name}"
+                state = SourceState(store)
+                doc = {"host": "elsewhere.example", "pid": len(name), "running": True,
+                       "started": minute_ago}  # fmt: skip
+                state.save_listener(owner, "amqp", doc)
+                with store.transaction():
+                    store.conn.execute(
+                        "UPDATE listeners SET updated = ? WHERE id = ?", (beat, owner)
+                    )
+                    batch = Batch("group", time.time() - 1)
+                    batch.add(from_normalised({"id": f"ev-{name}", "type": "VM.START"}))
+                    log.write([], 100, [(eps[name], ("group", batch.due, batch.to_doc()))], owner)
+        finally:
+            store.close()
+        r = run_process("listen", "--source", "stdin", input="")
+        assert r.exit_code == 0, r.stderr
+    assert [(req.path, req.json()["event"]["id"]) for req in rx.requests] == [("/gone", "ev-gone")]

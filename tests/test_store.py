@@ -401,7 +401,7 @@ def test_source_state_and_batches_on_every_backend(backend: str) -> None:  # noq
             log.write([], 10, [(5, ("digest", 1.5, "{}"))])
         with store.transaction():
             log.write([], 10, [(5, ("group", 2.5, '{"n": 1}'))])
-        assert log.batches() == {5: ("group", 2.5, '{"n": 1}')}
+        assert log.batches() == {5: ("group", 2.5, '{"n": 1}', None, None)}
         assert state.changed() is False  # the first call only takes note
         with other.transaction():
             other.insert_mute(Mute("x", None, None, "r", "2026-11-26T00:00:00Z", "2099-01-01"))

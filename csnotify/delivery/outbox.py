@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("csnotify")
 LEASE_S = 30.0  # a claim not renewed for this long may be taken by another process
+STALE_AFTER_S = 15.0  # a listener elsewhere that saved no heartbeat for this long is gone
 HOST = socket.gethostname()
 LISTENER = f"{HOST}:{os.getpid()}"  # recorded with each delivery
 OWNER = f"{LISTENER}:{uuid.uuid4().hex[:8]}"
@@ -144,7 +145,7 @@ class Outbox:
                 (endpoint_id, None if b is None else (b.kind, b.due, b.to_doc()))
                 for endpoint_id, b in changes.batches.items()
             ]
-            self.log.write(changes.records, self.log_max, batches)
+            self.log.write(changes.records, self.log_max, batches, OWNER)
             self._switch_off(changes)
             self.state.remember(changes.seen)
             self.state.mark_acknowledged(changes.acked)
@@ -236,6 +237,24 @@ class Outbox:
                     id=r["id"],
                 )
             )
+        return out
+
+    def orphan_batches(self) -> dict[int, tuple[str, float, str]]:
+        """Batches no running listener holds (an earlier run's, or one that died: on this
+        host, its process is gone; elsewhere, it missed 3 heartbeats), to be sent by us."""
+        from datetime import UTC, datetime, timedelta
+
+        from csnotify.store import log_time
+
+        stale = log_time(datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S))
+        out = {}
+        for endpoint_id, (kind, due, doc, owner, beat) in self.log.batches().items():
+            if owner and owner.startswith(f"{HOST}:"):
+                held = owner == OWNER or _alive(owner)
+            else:
+                held = bool(owner) and beat is not None and beat >= stale
+            if not held:
+                out[endpoint_id] = (kind, due, doc)
         return out
 
     def renew(self) -> None:

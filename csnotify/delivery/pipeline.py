@@ -29,7 +29,6 @@ from csnotify.delivery.settings import DeliverySettings, Stats
 from csnotify.delivery.workers import EndpointWorker
 from csnotify.mutes import MuteSet
 from csnotify.pacing import DIGEST_TYPE, Batch
-from csnotify.store import DeliveryLog
 
 if TYPE_CHECKING:
     from csnotify.events import Event
@@ -86,7 +85,7 @@ class Pipeline:
             log.info("took over %d pending deliveries of a listener that stopped", released)
         self._backlogs = await self.db(self.outbox.backlogs)
         if self.restore:
-            self._stored_batches = await self.db(DeliveryLog(self.store).batches)
+            self._stored_batches = await self.db(self.outbox.orphan_batches)
         self._keeper = asyncio.create_task(self._keep())
         return self
 
@@ -355,12 +354,28 @@ class Pipeline:
             except Exception:
                 log.exception("could not renew pending deliveries")
                 continue
+            if self.restore:
+                await self._adopt_batches()
             for endpoint_id, worker in self.workers.items():
                 worker.backlog = backlogs.get(endpoint_id, 0)
                 if worker.backlog < self.settings.max_backlog * 0.9:
                     worker.overflowing = False
                 worker.need_load = True
                 worker.poke()
+
+    async def _adopt_batches(self) -> None:
+        """Batches a listener that died meanwhile held (several listeners share the store):
+        this one sends them."""
+        try:
+            orphans = await self.db(self.outbox.orphan_batches)
+        except Exception:
+            log.exception("could not read pending batches")
+            return
+        for endpoint_id, stored in orphans.items():
+            target = self.intake.targets.get(endpoint_id)
+            if target is not None and target.batch is None:
+                log.info("taking over a pending batch for %s", target.label)
+                self.policy.hold(target, Batch.from_doc(*stored))
 
     def quiet(self, horizon: float) -> bool:
         """Nothing to send before ``horizon`` (unix time)."""
