@@ -32,13 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import Bus
 from results import write_section
+from store import REPO, SERVERS  # the servers on this machine, as bench/store.py measures them
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-SERVERS = {
-    "mysql": "mysql://root@127.0.0.1:3306",
-    "postgresql": "postgresql://postgres@127.0.0.1:5432",
-}
 NAMES = {"sqlite": "SQLite (one file)", "mysql": "MariaDB", "postgresql": "PostgreSQL"}
 
 
