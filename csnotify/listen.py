@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from csnotify.clock import now_iso
+from csnotify.delivery.outbox import OWNER
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings
 from csnotify.events import Event, alert_level, describe
@@ -36,6 +37,7 @@ log = logging.getLogger("csnotify")
 RELOAD_EVERY_S = 1.0
 STATS_EVERY_S = 0.5
 HEARTBEAT_S = 5.0
+FORGET_LISTENERS_DAYS = 7  # runs not heard of for this long leave status
 
 
 class Source(Protocol):
@@ -212,7 +214,7 @@ class Listener:
         beat = time.monotonic()
         if doc != self._last_stats or beat - self._last_saved >= HEARTBEAT_S:
             self._last_stats, self._last_saved = doc, beat
-            await self.db(self.state.save_cursor, f"listen:{source.name}", doc)
+            await self.db(self.state.save_listener, OWNER, source.name, doc)
 
     async def run(self, source: Source) -> None:
         loop = asyncio.get_running_loop()
@@ -223,6 +225,8 @@ class Listener:
         await self._restore_names()
         subs = await self._load()
         await self.db(self.state.changed)
+        if not self.options.dry_run:
+            await self.db(self.state.forget_listeners, FORGET_LISTENERS_DAYS)
         await source.subscriptions_changed(subs)
         self.started = now_iso()
         helpers = [

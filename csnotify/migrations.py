@@ -7,6 +7,7 @@ how many have run, so opening an up-to-date store costs one pragma read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -197,3 +198,34 @@ def m005_api_tokens_and_owners(db: Database) -> None:
     db["subscriptions"].add_column("owner_scope", str)  # account | domain | global | NULL
     db["subscriptions"].add_column("owner_account", str)
     db["subscriptions"].add_column("owner_domain", str)
+
+
+@migration
+def m006_shared_state(db: Database) -> None:
+    """Issue 15: several listeners share one store. Each listener run has a row of its own
+    (statistics and heartbeat; they were ``listen:`` rows in ``cursors``, one per source, so
+    two listeners overwrote each other); ``settings_version`` is bumped in the transaction
+    of every change of subscriptions, endpoints' switches or mutes, so listeners see a
+    change with one cheap read; each delivery records the listener that made it; each
+    rate-limited endpoint's recent sends are kept for every listener to count."""
+    db["listeners"].create(
+        {"id": str, "host": str, "pid": int, "source": str, "started": str, "updated": str,
+         "doc": str},
+        pk="id",
+    )  # fmt: skip
+    for row in list(db.query("SELECT source, position, updated FROM cursors")):
+        if row["source"].startswith("listen:"):
+            doc = json.loads(row["position"])
+            source = row["source"].removeprefix("listen:")
+            db["listeners"].insert(
+                {"id": f"{doc.get('host')}:{doc.get('pid')}:{source}", "host": doc.get("host"),
+                 "pid": doc.get("pid"), "source": source, "started": doc.get("started"),
+                 "updated": row["updated"], "doc": row["position"]}
+            )  # fmt: skip
+    db.execute("DELETE FROM cursors WHERE source LIKE 'listen:%'")
+    db["settings_version"].create({"id": int, "version": int}, pk="id")
+    db.execute("INSERT INTO settings_version (id, version) VALUES (1, 0)")
+    db["deliveries"].add_column("listener", str)  # host:pid of the listener that sent it
+    # Rate limits hold across listeners: the send times (JSON list, unix) of the last 60 s.
+    db["pacing"].create({"endpoint_id": int, "sent": str}, pk="endpoint_id")
+    db["batches"].add_column("owner", str)  # the listener holding it (NULL: an earlier one)

@@ -95,12 +95,15 @@ class ServerCursor:
         self.raw = raw
         self.rowcount = raw.rowcount if rowcount is None else rowcount
         self.lastrowid = getattr(raw, "lastrowid", None)
-        description = raw.description
+        self.description = description = raw.description
         self.index = {d[0]: i for i, d in enumerate(description)} if description else {}
 
     def fetchone(self) -> Row | None:
         values = self.raw.fetchone()
         return None if values is None else Row(values, self.index)
+
+    def fetchmany(self, size: int) -> list[Row]:
+        return [Row(v, self.index) for v in self.raw.fetchmany(size)] if self.index else []
 
     def fetchall(self) -> list[Row]:
         return [Row(v, self.index) for v in self.raw.fetchall()] if self.index else []
@@ -129,6 +132,23 @@ class ServerConnection:
         self.dialect = url.dialect
         self.raw = raw
         self.in_transaction = False
+        self._id_step: int | None = None
+
+    def id_step(self) -> int:
+        """How a multi-row INSERT's new ids follow each other, so that they are known from
+        one answer; 0: they cannot be known. PostgreSQL returns them (1). MySQL gives the
+        first and numbers the rest auto_increment_increment apart (a Galera cluster sets
+        it to its size), unless innodb_autoinc_lock_mode is 2 (interleaved: MySQL 8's
+        default, and Galera's), when concurrent inserts may take ids between."""
+        if self._id_step is None:
+            self._id_step = 1
+            if self.dialect is MYSQL:
+                row = self.execute(
+                    "SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment"
+                ).fetchone()
+                mode, step = row if row else (2, 1)
+                self._id_step = int(step) if int(mode) < 2 else 0
+        return self._id_step
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> ServerCursor:
         sql, params = _placeholders(sql), tuple(params)
@@ -350,6 +370,11 @@ class ServerSchema:
     def __getitem__(self, table: str) -> ServerTable:
         return ServerTable(self, table)
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        """Rows as dicts, as sqlite-utils' ``Database.query`` gives them."""
+        for row in self.conn.execute(sql, params).fetchall():
+            yield dict(zip(row.keys(), row, strict=True))
+
     def execute(self, sql: str) -> None:
         """DDL written for SQLite, in the server's types."""
         index = re.fullmatch(r"\s*CREATE (UNIQUE )?INDEX (\w+) ON (\w+) \(([^)]*)\)\s*", sql)
@@ -401,6 +426,13 @@ class ServerTable:
             for col, other, other_col in foreign_keys
         ]
         self.schema.conn.execute(f'CREATE TABLE "{self.name}" ({", ".join(lines)})')
+
+    def insert(self, values: dict[str, Any]) -> None:
+        cols = ", ".join(f'"{c}"' for c in values)
+        self.schema.conn.execute(
+            f'INSERT INTO "{self.name}" ({cols}) VALUES ({", ".join("?" * len(values))})',  # noqa: S608
+            list(values.values()),
+        )
 
     def add_column(self, col: str, kind: type, not_null_default: Any = None) -> None:
         typ = TYPES[self.schema.name][kind]

@@ -43,19 +43,19 @@ def listener_state(listener: dict[str, Any], now: float, host: str) -> tuple[str
 def collect(store: Store, now: float | None = None) -> dict[str, Any]:
     from csnotify.mutes import active
 
-    listeners, cursors, apis = [], [], []
+    cursors: list[dict[str, Any]] = []
+    apis: list[dict[str, Any]] = []
     moment, host = time.time() if now is None else now, socket.gethostname()
-    for source, row in sorted(SourceState(store).cursors().items()):
+    state = SourceState(store)
+    listeners = state.listeners()  # every host's, from the store they share
+    for listener in listeners:
+        listener["state"], listener["state_reason"] = listener_state(listener, moment, host)
+    for source, row in sorted(state.cursors().items()):
         position = row["position"]
         if source.startswith("serve:"):  # csnotify serve: its address and request counts
             api = {**position, "updated": row["updated"]}
             api["state"], api["state_reason"] = listener_state(api, moment, host)
             apis.append(api)
-        elif source.startswith("listen:"):
-            listener = {"source": source.removeprefix("listen:"), **position}
-            listener["updated"] = row["updated"]
-            listener["state"], listener["state_reason"] = listener_state(listener, moment, host)
-            listeners.append(listener)
         else:
             cursors.append(
                 {
@@ -70,6 +70,7 @@ def collect(store: Store, now: float | None = None) -> dict[str, Any]:
             )
     subs = store.subscriptions()
     backlogs = backlog(store)
+    pending, claimed = store.conn.execute("SELECT count(*), count(owner) FROM pending").fetchone()
     endpoints = []
     for sub in subs:
         for ep in sub.endpoints:
@@ -82,6 +83,8 @@ def collect(store: Store, now: float | None = None) -> dict[str, Any]:
         "listeners": listeners,
         "cursors": cursors,
         "queue": None,
+        # deliveries every listener shares, and how many of them listeners hold now
+        "backlog": {"pending": int(pending), "claimed": int(claimed)},
         "subscriptions": {"total": len(subs), "enabled": sum(s.enabled for s in subs)},
         "mutes": [m.as_json() for m in active(store)],
         "endpoints": endpoints,

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 
 BUSY_TIMEOUT_S = 30.0
+MANY = 500  # rows in one multi-row statement
 
 
 def default_db_path() -> Path:
@@ -88,6 +89,7 @@ class DeliveryRecord:
     error: str | None = None
     webhook_id: str | None = None
     payload: str | None = None
+    listener: str | None = None  # host:pid of the listener that made it
 
 
 class Store:
@@ -255,8 +257,42 @@ class Store:
         cursor = self.conn.execute(sql, params)
         return int(cursor.fetchone()[0] if self.dialect.returning_id else cursor.lastrowid or 0)
 
+    def insert_ids(
+        self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> list[int]:
+        """Insert ``rows``; their new ids, in order. On a database server, as few
+        multi-row INSERTs as can be (one round trip each, not one a row): PostgreSQL returns
+        the ids; MySQL numbers a multi-row INSERT's rows from the id it
+        returns, auto_increment_increment apart, unless innodb_autoinc_lock_mode is 2
+        (then: a row at a time)."""
+        sql = self.dialect.insert(table, columns)
+        step = 0 if self.dialect is SQLITE else self.conn.id_step()
+        if not step:
+            return [self.insert_id(sql, row) for row in rows]
+        ids: list[int] = []
+        marks = f"({', '.join('?' * len(columns))})"
+        for start in range(0, len(rows), MANY):
+            chunk = rows[start : start + MANY]
+            many = (
+                f"INSERT INTO {table} ({', '.join(quoted(c) for c in columns)})"  # noqa: S608
+                f" VALUES {', '.join([marks] * len(chunk))}"
+            )
+            params = [value for row in chunk for value in row]
+            if self.dialect.returning_id:  # rows get their ids in the order of VALUES
+                got = self.conn.execute(many + " RETURNING id", params).fetchall()
+                ids += sorted(int(r[0]) for r in got)
+            else:
+                first = int(self.conn.execute(many, params).lastrowid or 0)
+                ids += range(first, first + step * len(chunk), step)
+        return ids
+
     def insert_row(self, table: str, values: dict[str, Any]) -> int:
         return self.insert_id(self.dialect.insert(table, list(values)), list(values.values()))
+
+    def touch(self) -> None:
+        """Note a change listeners must load (subscriptions, endpoints' switches, mutes),
+        inside the transaction that makes it: ``SourceState.changed`` reads this counter."""
+        self.conn.execute("UPDATE settings_version SET version = version + 1 WHERE id = 1")
 
     def update_row(self, table: str, row_id: int, values: dict[str, Any]) -> None:
         sets = ", ".join(f"{quoted(c)} = ?" for c in values)
@@ -301,6 +337,7 @@ class Store:
         now = log_now()
         sub_id = self.insert_row("subscriptions", _subscription_row(sub, created=now, updated=now))
         self._write_endpoints(sub_id, sub.endpoints, {})
+        self.touch()
 
     def save(self, old_name: str, sub: Subscription, endpoint_flags: bool = False) -> int:
         """Replace a subscription's settings and endpoint list, keeping the counters of
@@ -329,6 +366,7 @@ class Store:
                 self.conn.execute("DELETE FROM endpoints WHERE id = ?", (ep_id,))
         self._forget_batches()
         self._write_endpoints(sub_id, sub.endpoints, existing, endpoint_flags)
+        self.touch()
         return int(discarded)
 
     def _write_endpoints(
@@ -369,6 +407,7 @@ class Store:
         self.conn.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
         self.conn.execute("DELETE FROM mutes WHERE subscription = ?", (name,))
         self._forget_batches()
+        self.touch()
 
     def _forget_batches(self) -> None:
         """Pending batches and deliveries of endpoints that no longer exist."""
@@ -382,6 +421,7 @@ class Store:
             "UPDATE subscriptions SET enabled = ?, updated = ? WHERE name = ?",
             (int(enabled), log_now(), name),
         )
+        self.touch()
 
     def set_endpoint_enabled(
         self, ep: Endpoint, enabled: bool, reset: bool = False, reason: str | None = None
@@ -393,6 +433,7 @@ class Store:
             values |= {"consecutive_failures": 0, "total_failures": 0, "total_successes": 0}
             values |= {"last_error": None, "last_error_at": None}
         self.update_row("endpoints", ep.id, values)
+        self.touch()
 
     # -- API tokens (csnotify/tokens.py) ---------------------------------------------
 
@@ -428,6 +469,7 @@ class Store:
         return [Mute(*(r[f] for f in fields), id=r["id"]) for r in rows]
 
     def insert_mute(self, mute: Mute) -> int:
+        self.touch()
         return self.insert_id(
             self.dialect.insert(
                 "mutes", ("subscription", "endpoint", "pattern", "reason", "created", "until")
@@ -439,10 +481,12 @@ class Store:
     def end_mutes(self, ids: list[int], at: str) -> None:
         """End them at ``at``; they stay (for 'mutes --all') until they expire."""
         self.conn.executemany("UPDATE mutes SET until = ? WHERE id = ?", [(at, i) for i in ids])
+        self.touch()
 
     def delete_expired_mutes(self, before: str) -> None:
         """Mutes that ended before ``before`` (kept a while so 'mutes --all' shows them)."""
-        self.conn.execute("DELETE FROM mutes WHERE until < ?", (before,))
+        if self.conn.execute("DELETE FROM mutes WHERE until < ?", (before,)).rowcount:
+            self.touch()
 
 
 def _refuse_foreign(conn: sqlite3.Connection, path: Path) -> None:
@@ -550,7 +594,7 @@ class DeliveryLog:
         self.store = store
         dialect = store.dialect
         self._save_batch = dialect.upsert(
-            "batches", ("endpoint_id", "kind", "due", "doc"), ("endpoint_id",)
+            "batches", ("endpoint_id", "kind", "due", "doc", "owner"), ("endpoint_id",)
         )
         self._count_trimmed = dialect.upsert(
             "trimmed",
@@ -566,15 +610,19 @@ class DeliveryLog:
         records: list[DeliveryRecord],
         log_max: int,
         batches: Sequence[tuple[int, tuple[str, float, str] | None]] = (),
+        owner: str | None = None,
     ) -> None:
         """Outcomes, and the pending batches that changed (None: sent, so deleted), inside a
         transaction the caller holds (the outbox's)."""
         conn = self.store.conn
         for endpoint_id, pending in batches:
             if pending is None:
-                conn.execute("DELETE FROM batches WHERE endpoint_id = ?", (endpoint_id,))
+                conn.execute(  # not another listener's, for the same endpoint
+                    "DELETE FROM batches WHERE endpoint_id = ? AND (owner = ? OR owner IS NULL)",
+                    (endpoint_id, owner),
+                )
             else:
-                conn.execute(self._save_batch, (endpoint_id, *pending))
+                conn.execute(self._save_batch, (endpoint_id, *pending, owner))
         conn.executemany(
             f"INSERT INTO deliveries ({', '.join(RECORD_FIELDS)})"  # noqa: S608 - fixed names
             f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
@@ -599,10 +647,23 @@ class DeliveryLog:
         for endpoint_id in {r.endpoint_id for r in records}:
             self._trim(endpoint_id, log_max)
 
-    def batches(self) -> dict[int, tuple[str, float, str]]:
-        """Batches an earlier run held back, by endpoint id."""
-        rows = self.store.conn.execute("SELECT endpoint_id, kind, due, doc FROM batches")
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    def batches(self) -> dict[int, tuple[str, float, str, str | None, str | None]]:
+        """Batches held back, by endpoint id: kind, due, doc, the listener that holds it
+        and that listener's last heartbeat (None: not a running listener the store knows)."""
+        rows = self.store.conn.execute(
+            "SELECT b.endpoint_id, b.kind, b.due, b.doc, b.owner, l.updated, l.doc"
+            " FROM batches b LEFT JOIN listeners l ON l.id = b.owner"
+        )
+        return {
+            r[0]: (
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5] if r[6] and json.loads(r[6]).get("running") else None,
+            )
+            for r in rows
+        }
 
     def _trim(self, endpoint_id: int, log_max: int) -> None:
         """Keep the newest ``log_max`` rows; count what goes, by minute and status, so that
@@ -649,11 +710,30 @@ class DeliveryLog:
             ),
         )
 
-    def write_disable(self, endpoint_id: int, reason: str) -> None:
-        self.store.conn.execute(
-            "UPDATE endpoints SET enabled = 0, disabled_reason = ? WHERE id = ?",
-            (reason, endpoint_id),
+    def switch_off(self, endpoint_id: int, reason: str, failures: int = 0) -> bool:
+        """Switch the endpoint off if it is on (and, with ``failures``, has failed that many
+        times in a row, counted by every listener); True if this call did it, so that one
+        listener of several says so and tells failures.notify. Inside the caller's
+        transaction, after the failures are counted."""
+        done = self.store.conn.execute(
+            "UPDATE endpoints SET enabled = 0, disabled_reason = ?"
+            " WHERE id = ? AND enabled = 1 AND consecutive_failures >= ?",
+            (reason, endpoint_id, failures),
+        ).rowcount
+        if done:
+            self.store.touch()
+        return bool(done)
+
+    def failing(self, endpoint_ids: list[int]) -> dict[int, tuple[bool, int]]:
+        """(enabled, consecutive failures) of these endpoints, as every listener left them."""
+        if not endpoint_ids:
+            return {}
+        rows = self.store.conn.execute(
+            "SELECT id, enabled, consecutive_failures FROM endpoints"  # noqa: S608
+            f" WHERE id IN ({','.join('?' * len(endpoint_ids))})",
+            endpoint_ids,
         )
+        return {r[0]: (bool(r[1]), int(r[2])) for r in rows}
 
     def rows(
         self, subscription: str | None = None, failed: bool = False, limit: int = 50
@@ -668,7 +748,7 @@ class DeliveryLog:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.store.conn.execute(
             "SELECT at, subscription, endpoint, event_id, event_type, status, attempts,"  # noqa: S608
-            f" http_status, latency_ms, error, webhook_id FROM deliveries {where}"
+            f" http_status, latency_ms, error, webhook_id, listener FROM deliveries {where}"
             " ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
@@ -830,9 +910,12 @@ class SourceState:
     def mark_acknowledged(self, event_ids: list[str]) -> None:
         """Ids whose acknowledgement is sent once this transaction is committed: a message
         not marked so was surely not acknowledged (inside a transaction the caller holds)."""
-        if event_ids:
-            self.store.conn.executemany(
-                "UPDATE seen_events SET acked = 1 WHERE event_id = ?", [(i,) for i in event_ids]
+        for start in range(0, len(event_ids), MANY):
+            chunk = event_ids[start : start + MANY]
+            marks = ",".join("?" * len(chunk))
+            self.store.conn.execute(
+                f"UPDATE seen_events SET acked = 1 WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
             )
 
     def remember(self, events: list[tuple[str, str | None]]) -> None:
@@ -854,19 +937,43 @@ class SourceState:
         )
 
     def changed(self) -> bool:
-        """True when another process committed to the store since the last call (on a
-        database server: when subscriptions, endpoints or mutes look different)."""
-        if self.store.dialect is SQLITE:
-            version: Any = int(self.store.conn.execute("PRAGMA data_version").fetchone()[0])
-        else:
-            version = tuple(self.store.conn.execute(SETTINGS_FINGERPRINT).fetchone())
+        """True when subscriptions, endpoints' switches or mutes changed since the last
+        call, by any process: one read of the counter each such change bumps in its own
+        transaction (``Store.touch``). On every backend alike; SQLite's data_version would
+        also change with every delivery another listener commits."""
+        row = self.store.conn.execute("SELECT version FROM settings_version").fetchone()
+        version = int(row[0]) if row else 0
         last, self._data_version = self._data_version, version
         return last is not None and version != last
 
+    # -- listeners ---------------------------------------------------------------------
 
-SETTINGS_FINGERPRINT = (
-    "SELECT (SELECT count(*) FROM subscriptions), (SELECT MAX(updated) FROM subscriptions),"
-    " (SELECT count(*) FROM endpoints), (SELECT SUM(enabled) FROM endpoints),"
-    " (SELECT MAX(id) FROM endpoints), (SELECT count(*) FROM mutes),"
-    " (SELECT MAX(id) FROM mutes), (SELECT MAX(until) FROM mutes)"
-)
+    def save_listener(self, run: str, source: str, doc: dict[str, Any]) -> None:
+        """A listener run's statistics and heartbeat (``doc`` holds host, pid, started)."""
+        with self.store.transaction():
+            self.store.conn.execute(
+                self.store.dialect.upsert(
+                    "listeners",
+                    ("id", "host", "pid", "source", "started", "updated", "doc"),
+                    ("id",),
+                ),
+                (run, doc.get("host"), doc.get("pid"), source, doc.get("started"), log_now(),
+                 json.dumps(doc)),
+            )  # fmt: skip
+
+    def listeners(self) -> list[dict[str, Any]]:
+        """Every listener run the store knows of, by source, host and start."""
+        rows = self.store.conn.execute(
+            "SELECT id, source, updated, doc FROM listeners ORDER BY source, host, started, id"
+        )
+        return [
+            {"id": r["id"], "source": r["source"], **json.loads(r["doc"]), "updated": r["updated"]}
+            for r in rows
+        ]
+
+    def forget_listeners(self, days: int) -> None:
+        """Runs not heard of for ``days`` (stopped, or killed long ago)."""
+        with self.store.transaction():
+            self.store.conn.execute(
+                "DELETE FROM listeners WHERE updated < ?", (_minutes_ago(days * 24 * 60),)
+            )

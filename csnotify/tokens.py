@@ -138,7 +138,7 @@ def listed(store: Store) -> list[Token]:
 
 
 def revoke(store: Store, token_id: str) -> Token:
-    from csnotify.events import now_iso
+    from csnotify.clock import now_iso
 
     with store.transaction():
         found = {t["id"]: t for t in store.tokens()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ def test_status_of_a_fresh_store(cli) -> None:
         "listeners",
         "cursors",
         "queue",
+        "backlog",
         "subscriptions",
         "mutes",
         "endpoints",
@@ -51,7 +53,11 @@ def test_status_after_listening(tmp_path) -> None:
     eps = {e["subscription"]: e for e in report["endpoints"]}
     assert eps["all"]["total_successes"] == 3 and eps["dead"]["subscription_enabled"] is False
     text = run_process("status").stdout
-    assert "listener stdin: stopped, 3 events, 3 delivered, 0 failed" in text
+    host = socket.gethostname()
+    assert (listener["host"], listener["pid"]) == (host, listener["pid"]) and listener["pid"]
+    assert (
+        f"listener stdin on {host} pid {listener['pid']}: stopped, 3 events, 3 delivered," in text
+    )
     assert "sub. disabled" in text
 
 
@@ -114,7 +120,7 @@ def test_a_killed_listener_shows_stopped_not_running(tmp_path) -> None:
             return listeners[0]["state"] if listeners else None
 
         assert wait_for(lambda: state() == "running", 20)
-        assert "listener stdin: running," in run_process("status").stdout
+        assert f"pid {listen.pid}: running," in run_process("status").stdout
         listen.kill()
         listen.wait(timeout=10)
     finally:
@@ -126,7 +132,9 @@ def test_a_killed_listener_shows_stopped_not_running(tmp_path) -> None:
         listener["state_reason"]
         == f"process {listen.pid} is gone without stopping cleanly (killed?)"
     )
-    assert f"listener stdin: stopped (process {listen.pid} is gone" in run_process("status").stdout
+    assert (
+        f"pid {listen.pid}: stopped (process {listen.pid} is gone" in run_process("status").stdout
+    )
 
 
 def test_a_listener_whose_heartbeat_stopped_is_stale(db_file) -> None:
@@ -139,10 +147,15 @@ def test_a_listener_whose_heartbeat_stopped_is_stale(db_file) -> None:
                 "heartbeat_s": 5.0, "started": "2026-11-25T10:00:00Z"}  # fmt: skip
     minute_ago = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - 60))
     with sqlite3.connect(db_file) as conn:
-        conn.execute("INSERT INTO cursors (source, position, updated) VALUES (?, ?, ?)",
-                     ("listen:amqp", json.dumps(position), minute_ago))  # fmt: skip
+        conn.execute("INSERT INTO listeners (id, host, pid, source, started, updated, doc)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     ("elsewhere.example:4242:x", "elsewhere.example", 4242, "amqp",
+                      position["started"], minute_ago, json.dumps(position)))  # fmt: skip
     (listener,) = run_process("status", "--json").json()["listeners"]
     assert listener["state"] == "stale"
     assert listener["state_reason"].startswith("no heartbeat for 6")  # 60 s or a little more
     assert "from process 4242 on elsewhere.example" in listener["state_reason"]
-    assert "listener amqp: stale (no heartbeat for" in run_process("status").stdout
+    assert (
+        "listener amqp on elsewhere.example pid 4242: stale (no heartbeat for"
+        in run_process("status").stdout
+    )

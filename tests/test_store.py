@@ -50,11 +50,12 @@ SCHEMA = {
     "deliveries": [
         "id", "endpoint_id", "subscription", "endpoint", "event_id", "event_type", "at",
         "attempts", "status", "http_status", "latency_ms", "error", "webhook_id", "payload",
+        "listener",
     ],
     "cursors": ["source", "position", "updated"],
     "seen_events": ["event_id", "seen_at", "digest", "acked"],
     "mutes": ["id", "subscription", "endpoint", "pattern", "reason", "created", "until"],
-    "batches": ["endpoint_id", "kind", "due", "doc"],
+    "batches": ["endpoint_id", "kind", "due", "doc", "owner"],
     "trimmed": ["endpoint_id", "minute", "status", "count"],
     "pending": [
         "id", "endpoint_id", "event_id", "event_type", "resource", "payload", "raw_text",
@@ -62,6 +63,9 @@ SCHEMA = {
     ],
     "names": ["kind", "uuid", "doc", "fetched"],
     "api_tokens": ["id", "digest", "account", "domain", "scope", "created", "expires", "revoked"],
+    "listeners": ["id", "host", "pid", "source", "started", "updated", "doc"],
+    "settings_version": ["id", "version"],
+    "pacing": ["endpoint_id", "sent"],
 }  # fmt: skip
 
 
@@ -163,7 +167,7 @@ def test_a_version_1_store_keeps_its_data_through_m002(cli, tmp_path: Path) -> N
     assert sub["group_wait"] == 0 and sub["patterns"] == ["VM.*"]
     (ep,) = sub["endpoints"]
     assert (ep["total_successes"], ep["max_per_minute"], ep["total_muted"]) == (41, None, 0)
-    assert Store.open(path).schema_version == len(MIGRATIONS) == 5
+    assert Store.open(path).schema_version == len(MIGRATIONS) == 6
     assert cli("--db", str(path), "mute", "old", "--for", "1h", "--reason", "x").exit_code == 0
 
 
@@ -210,10 +214,10 @@ def test_a_version_2_store_keeps_its_data_through_m003(cli, tmp_path: Path) -> N
     mutes = cli("--db", str(path), "mutes", "--json").json()
     assert [m["reason"] for m in mutes] == ["deploy"]
     store = Store.open(path)
-    assert store.schema_version == 5
+    assert store.schema_version == len(MIGRATIONS) == 6
     assert [r[0] for r in store.conn.execute("SELECT name FROM migrations ORDER BY name")] == [
         "m001_initial", "m002_operator_control", "m003_outbox", "m004_outcomes_and_names",
-        "m005_api_tokens_and_owners",
+        "m005_api_tokens_and_owners", "m006_shared_state",
     ]  # fmt: skip
     assert store.conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
 
@@ -461,7 +465,7 @@ def test_source_state_and_batches_on_every_backend(backend: str) -> None:  # noq
             log.write([], 10, [(5, ("digest", 1.5, "{}"))])
         with store.transaction():
             log.write([], 10, [(5, ("group", 2.5, '{"n": 1}'))])
-        assert log.batches() == {5: ("group", 2.5, '{"n": 1}')}
+        assert log.batches() == {5: ("group", 2.5, '{"n": 1}', None, None)}
         assert state.changed() is False  # the first call only takes note
         with other.transaction():
             other.insert_mute(Mute("x", None, None, "r", "2026-11-26T00:00:00Z", "2099-01-01"))
@@ -470,6 +474,64 @@ def test_source_state_and_batches_on_every_backend(backend: str) -> None:  # noq
     finally:
         store.close()
         other.close()
+
+
+def test_a_store_of_the_previous_version_migrates_in_place(cli, backend: str) -> None:  # noqa: F811
+    """A store as the release before issue 15's phase 2 left it (4 migrations), with a
+    listener's statistics as a ``listen:`` row among the cursors, an api cursor, a mute and
+    a delivery: opened by this version, the listener shows in status from its own table,
+    the rest is kept, and a change is seen by listeners through the new counter."""
+    doc = {"events": 7, "delivered": 6, "failed": 1, "running": False, "pid": 4242,
+           "host": "old.example", "heartbeat_s": 5.0, "started": "2026-11-25T10:00:00Z"}  # fmt: skip
+    rows = [
+        ("INSERT INTO cursors (source, position, updated) VALUES (?, ?, ?)",
+         ("listen:amqp", json.dumps(doc), "2026-11-25T11:00:00.000000Z")),
+        ("INSERT INTO cursors (source, position, updated) VALUES (?, ?, ?)",
+         ("api", json.dumps({"created": "2026-11-25T10:59:00Z"}), "2026-11-25T11:00:00.000000Z")),
+        ("INSERT INTO mutes (subscription, endpoint, pattern, reason, created, until)"
+         " VALUES (?, ?, ?, ?, ?, ?)", ("old", None, None, "deploy", "2026-11-25", "2099-01-01")),
+        ("INSERT INTO deliveries (endpoint_id, subscription, endpoint, event_id, event_type, at,"
+         " attempts, status) VALUES (1, 'old', 'https://h.example/', 'ev-1', 'VM.START',"
+         " '2026-11-25T10:00:00Z', 1, 'delivered')", ()),
+    ]  # fmt: skip
+    if backend.startswith(("mysql", "postgresql")):
+        from csnotify.servers import connect, migrate, parse_url
+
+        conn = connect(parse_url(backend))
+        migrate(conn, MIGRATIONS[:4])
+        conn.execute(
+            "INSERT INTO subscriptions (id, name, patterns, level, filters, format, enabled,"
+            " group_wait) VALUES (1, 'old', '[\"VM.*\"]', 'INFO', '[]', 'json', 1, 0)"
+        )
+        for sql, params in rows:
+            conn.execute(sql, params)
+        conn.close()
+    else:
+        path = Path(backend)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = older_store(path, 4)
+        for sql, params in rows:
+            conn.execute(sql, params)
+        conn.execute("PRAGMA user_version = 4")
+        conn.commit()
+        conn.close()
+    report = cli("--db", backend, "status", "--json").json()
+    (listener,) = report["listeners"]
+    assert (listener["source"], listener["host"], listener["pid"]) == ("amqp", "old.example", 4242)
+    assert (listener["events"], listener["state"]) == (7, "stopped")
+    assert [c["source"] for c in report["cursors"]] == ["api"]  # no listen: row left there
+    assert [m["reason"] for m in cli("--db", backend, "mutes", "--json").json()] == ["deploy"]
+    (delivery,) = cli("--db", backend, "deliveries", "--json").json()
+    assert (delivery["event_id"], delivery["listener"]) == ("ev-1", None)
+    store = open_store(backend, {})
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+        state = SourceState(store)
+        assert state.changed() is False
+        assert cli("--db", backend, "disable", "old").exit_code == 0
+        assert state.changed() is True
+    finally:
+        store.close()
 
 
 CLAIMER = textwrap.dedent(
@@ -698,5 +760,30 @@ def test_a_connection_the_server_dropped_is_opened_again(server_db: str) -> None
                 with store.transaction():
                     store.insert_mute(Mute(None, None, "VM.*", "r", "2026-11-26T00:00:00Z", "2099"))
         assert [m.reason for m in store.mutes()] == ["r"]
+    finally:
+        store.close()
+
+
+def test_new_pending_rows_get_their_own_ids_from_one_multi_row_insert(server_db: str) -> None:  # noqa: F811
+    """The outbox writes new deliveries with multi-row INSERTs and gives each row the id
+    the database gave it: PostgreSQL's RETURNING, or MySQL's first id and its step (a
+    Galera cluster numbers auto_increment_increment apart; set to 3 here)."""
+    store = open_store(server_db, {})
+    try:
+        if store.dialect.name == "mysql":
+            store.conn.execute("SET SESSION auto_increment_increment = 3")
+        outbox = Outbox(store, 100)
+        for batch in range(2):
+            rows = [
+                PendingRow(1, from_normalised({"id": f"ev-{batch}-{i}", "type": "VM.START"}),
+                           f"vm-{i}", 0.0, claimed=False)
+                for i in range(7)
+            ]  # fmt: skip
+            outbox.commit(Changes(new=rows))
+            stored = dict(store.conn.execute("SELECT event_id, id FROM pending").fetchall())
+            assert {r.event.id: r.id for r in rows} == {
+                k: v for k, v in stored.items() if k.startswith(f"ev-{batch}-")
+            }
+            assert [r.id for r in rows] == sorted(r.id for r in rows)  # acceptance order
     finally:
         store.close()

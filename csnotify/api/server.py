@@ -200,7 +200,7 @@ class Api:
 
     async def caller(self, request: web.Request) -> Caller:
         from csnotify.api import signed
-        from csnotify.events import now_iso
+        from csnotify.clock import now_iso
 
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
@@ -478,7 +478,7 @@ async def _heartbeat(api: Api, url: str, stop: asyncio.Event) -> None:
     import os
     import socket
 
-    from csnotify.events import now_iso
+    from csnotify.clock import now_iso
     from csnotify.store import SourceState
 
     state = SourceState(api.store)

@@ -8,7 +8,7 @@ of the imports below is the order of the commands in ``csnotify --help``:
 
   common         the app, error handling, global options, shared options and helpers
   subscriptions  subscribe, list, show, update, unsubscribe, enable, disable
-  export         export, import
+  export         export, import, store copy
   delivery       dispatch, test, verify, deliveries
   control        match, mute, mutes, unmute, redeliver
   sources        listen, events, simulate

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.exceptions import Exit
 
-from csnotify.cli.common import EXPORT_FORMATS, JSON_OPT, AppState, app, render, state
+from csnotify.cli.common import (
+    EXPORT_FORMATS,
+    JSON_OPT,
+    AppState,
+    CsnotifyGroup,
+    app,
+    render,
+    state,
+)
 from csnotify.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -117,3 +125,58 @@ def _imported_text(app_state: AppState, result: ImportResult) -> None:
             app_state.say(f"{word}: {', '.join(names)}")
     if result.skipped:
         app_state.terminal.err("skipped ones exist with other settings; use --replace to overwrite")
+
+
+store_app = typer.Typer(
+    cls=CsnotifyGroup,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="Move the store (store copy).",
+)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("copy")
+def store_copy(
+    ctx: typer.Context,
+    to: str = typer.Option(
+        ...,
+        "--to",
+        metavar="URL",
+        help="The store to fill: mysql://USER:PASSWORD@HOST:3306/DB, postgresql://..., a"
+        " file; - reads it from stdin (keeps the password out of the process list).",
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Overwrite a target that already holds a store."
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Copy the whole store (--db) into another one, usually a MariaDB/MySQL or PostgreSQL
+    database that several listeners then share: subscriptions, endpoints with their
+    counters, mutes, pending deliveries and digests, the delivery log, cursors and seen
+    event ids. The target is migrated first and written in one transaction; one that
+    holds anything is refused without --replace. Stop the listeners of the source first
+    (deliveries they hold are copied as unclaimed, for the new listeners).
+
+    \b
+    Examples:
+      csnotify store copy --to postgresql://csnotify:PASSWORD@db.example:5432/csnotify
+      printf '%s' "$URL" | csnotify store copy --to -
+    """
+    from csnotify.store import open_store
+    from csnotify.storecopy import copy_store
+
+    app_state = state(ctx)
+    if to == "-":
+        to = app_state.terminal.text_input().readline().strip()
+    source = app_state.store()
+    target = open_store(to, {})
+    try:
+        copied = copy_store(source, target, replace)
+    finally:
+        target.close()
+    if as_json:
+        app_state.terminal.json({"to": target.location, "copied": copied})
+        return
+    shown = ", ".join(f"{n} {table}" for table, n in copied.items() if n) or "nothing"
+    app_state.terminal.out(f"copied {source.location} to {target.location}: {shown}")

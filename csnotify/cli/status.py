@@ -87,8 +87,9 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for lst in report["listeners"]:
         state_word = lst["state"] + (f" ({lst['state_reason']})" if lst["state_reason"] else "")
+        where = f" on {lst.get('host')} pid {lst.get('pid')}"
         lines.append(
-            f"listener {lst['source']}: {state_word}, {lst.get('events', 0)} events,"
+            f"listener {lst['source']}{where}: {state_word}, {lst.get('events', 0)} events,"
             f" {lst.get('delivered', 0)} delivered, {lst.get('failed', 0)} failed,"
             f" {lst.get('muted', 0)} muted, {lst.get('folded', 0)} folded,"
             f" {lst.get('rejected', 0)} rejected (updated {lst['updated'][:19]})"
@@ -107,6 +108,12 @@ def _status_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"api {api['url']}: {state_word}, {sum(api.get('requests', {}).values())} requests"
             f"{f' ({counts})' if counts else ''} (updated {api['updated'][:19]})"
+        )
+    shared = report["backlog"]
+    if shared["pending"]:
+        lines.append(
+            f"backlog: {shared['pending']} pending deliveries, {shared['claimed']} of them"
+            " claimed by a listener"
         )
     q = report["queue"]
     if q:

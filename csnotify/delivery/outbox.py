@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.aio import locked_thread
 from csnotify.events import Event, from_normalised
+from csnotify.pacing import WINDOW_S
 from csnotify.processes import alive
-from csnotify.store import DeliveryLog, DeliveryRecord, SourceState
+from csnotify.store import MANY, DeliveryLog, DeliveryRecord, SourceState
 
 if TYPE_CHECKING:
     from csnotify.pacing import Batch
@@ -41,8 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("csnotify")
 LEASE_S = 30.0  # a claim not renewed for this long may be taken by another process
+STALE_AFTER_S = 15.0  # a listener elsewhere that saved no heartbeat for this long is gone
 HOST = socket.gethostname()
-OWNER = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+LISTENER = f"{HOST}:{os.getpid()}"  # recorded with each delivery
+OWNER = f"{LISTENER}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(eq=False)
@@ -72,11 +75,14 @@ class Changes:
     ended_at: list[int] = field(default_factory=list)  # their endpoint ids (for the workers)
     records: list[DeliveryRecord] = field(default_factory=list)
     batches: dict[int, Batch | None] = field(default_factory=dict)  # None: sent or gone
-    disable: list[tuple[int, str]] = field(default_factory=list)
+    disable: list[tuple[int, str]] = field(default_factory=list)  # endpoints gone (410)
     # (event id, content id) of bus messages handled, to tell their redeliveries
     seen: list[tuple[str, str | None]] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)  # of those, ids about to be acknowledged
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)  # source positions
+    # Written by the commit: endpoints found off (endpoint id, reason, True if this commit
+    # switched it off; False: another listener did).
+    switched: list[tuple[int, str, bool]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) for name in CHANGE_FIELDS)
@@ -98,55 +104,96 @@ CLAIMED_COLUMNS = (
 
 
 class Outbox:
-    def __init__(self, store: Store, log_max: int) -> None:
+    def __init__(self, store: Store, log_max: int, disable_after: int = 0) -> None:
         self.store = store
         self.log = DeliveryLog(store)
         self.state = SourceState(store)
         self.log_max = log_max
-        self._insert = store.dialect.insert("pending", PENDING_COLUMNS)
+        self.disable_after = disable_after
 
     def commit(self, changes: Changes) -> None:
         """Everything in one transaction; new rows get their ids."""
         conn = self.store.conn
         now = time.time()
+        changes.switched = []
         with self.store.transaction():
-            for row in changes.new:
-                event = row.event
-                row.id = self.store.insert_id(
-                    self._insert,
-                    (
-                        row.endpoint_id,
-                        event.id,
-                        event.type,
-                        row.resource,
-                        event.json_text(),
-                        event.raw_text,
-                        row.webhook_id,
-                        row.accepted,
-                        0,
-                        row.next_at,
-                        OWNER if row.claimed else None,
-                        now + LEASE_S if row.claimed else None,
-                    ),
-                )
+            ids = self.store.insert_ids(
+                "pending",
+                PENDING_COLUMNS,
+                [
+                    (row.endpoint_id, row.event.id, row.event.type, row.resource,
+                     row.event.json_text(), row.event.raw_text, row.webhook_id, row.accepted, 0,
+                     row.next_at, OWNER if row.claimed else None,
+                     now + LEASE_S if row.claimed else None)
+                    for row in changes.new
+                ],
+            )  # fmt: skip
+            for row, new_id in zip(changes.new, ids, strict=True):
+                row.id = new_id
             if changes.retries:
                 conn.executemany(
                     "UPDATE pending SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
                     [(r.attempts, r.next_at, r.last_error, r.id) for r in changes.retries],
                 )
-            if changes.ended:
-                conn.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in changes.ended])
+            for start in range(0, len(changes.ended), MANY):
+                ended = changes.ended[start : start + MANY]
+                conn.execute(
+                    f"DELETE FROM pending WHERE id IN ({','.join('?' * len(ended))})",  # noqa: S608
+                    ended,
+                )
             batches = [
                 (endpoint_id, None if b is None else (b.kind, b.due, b.to_doc()))
                 for endpoint_id, b in changes.batches.items()
             ]
-            self.log.write(changes.records, self.log_max, batches)
-            for endpoint_id, reason in changes.disable:
-                self.log.write_disable(endpoint_id, reason)
+            self.log.write(changes.records, self.log_max, batches, OWNER)
+            self._switch_off(changes)
             self.state.remember(changes.seen)
             self.state.mark_acknowledged(changes.acked)
             for source, position in changes.cursors.items():
                 self.state.write_cursor(source, position)
+
+    def _switch_off(self, changes: Changes) -> None:
+        """Endpoints this listener gave up on (``changes.disable``: 410 Gone, or its own
+        count of failures), or whose consecutive failures, counted by every listener in the
+        store, reached ``disable_after``, are switched off by the first transaction that
+        finds them so; endpoints already off are noted too."""
+        for endpoint_id, reason in changes.disable:
+            changes.switched.append((endpoint_id, reason, self.log.switch_off(endpoint_id, reason)))
+        last_error: dict[int, str | None] = {}
+        for r in changes.records:
+            if r.status == "failed":
+                last_error[r.endpoint_id] = r.error
+        gone = {i for i, _r in changes.disable}
+        for endpoint_id, (enabled, count) in self.log.failing(sorted(last_error)).items():
+            if endpoint_id in gone:
+                continue
+            if not enabled:
+                changes.switched.append((endpoint_id, "switched off in the store", False))
+            elif self.disable_after and count >= self.disable_after:
+                reason = f"{count} consecutive failed deliveries; last: {last_error[endpoint_id]}"
+                did = self.log.switch_off(endpoint_id, reason, self.disable_after)
+                changes.switched.append((endpoint_id, reason, did))
+
+    def take_slot(self, endpoint_id: int, per_minute: int, now: float) -> float:
+        """A send to a rate-limited endpoint, counted for every listener: 0.0 if it may go
+        now (noted), else when the endpoint's window reopens (unix time)."""
+        conn, dialect = self.store.conn, self.store.dialect
+        lock = " FOR UPDATE" if dialect.skip_locked else ""  # SQLite: the transaction's lock
+        read = f"SELECT sent FROM pacing WHERE endpoint_id = ?{lock}"  # noqa: S608 - fixed text
+        with self.store.transaction():
+            row = conn.execute(read, (endpoint_id,)).fetchone()
+            if row is None:
+                conn.execute(dialect.insert_ignore("pacing", ("endpoint_id", "sent")),
+                             (endpoint_id, "[]"))  # fmt: skip
+                row = conn.execute(read, (endpoint_id,)).fetchone()
+            sent = sorted(t for t in json.loads(row[0]) if t > now - WINDOW_S)
+            if len(sent) >= per_minute:
+                return sent[len(sent) - per_minute] + WINDOW_S
+            conn.execute(
+                "UPDATE pacing SET sent = ? WHERE endpoint_id = ?",
+                (json.dumps([*sent, now]), endpoint_id),
+            )
+        return 0.0
 
     def claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
         """The oldest unclaimed rows of an endpoint, now ours, oldest first."""
@@ -190,6 +237,24 @@ class Outbox:
                     id=r["id"],
                 )
             )
+        return out
+
+    def orphan_batches(self) -> dict[int, tuple[str, float, str]]:
+        """Batches no running listener holds (an earlier run's, or one that died: on this
+        host, its process is gone; elsewhere, it missed 3 heartbeats), to be sent by us."""
+        from datetime import UTC, datetime, timedelta
+
+        from csnotify.store import log_time
+
+        stale = log_time(datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S))
+        out = {}
+        for endpoint_id, (kind, due, doc, owner, beat) in self.log.batches().items():
+            if owner and owner.startswith(f"{HOST}:"):
+                held = owner == OWNER or _alive(owner)
+            else:
+                held = bool(owner) and beat is not None and beat >= stale
+            if not held:
+                out[endpoint_id] = (kind, due, doc)
         return out
 
     def renew(self) -> None:

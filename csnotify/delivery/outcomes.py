@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.channels.base import Message, attempt_once
 from csnotify.clock import log_now, now_iso
+from csnotify.delivery.outbox import LISTENER
 from csnotify.events import Event
 from csnotify.models import Status, Subscription
 from csnotify.redact import mask_text, mask_uri
@@ -70,6 +71,7 @@ class Outcomes:
             error=mask_text(error) if error else error,
             webhook_id=message.webhook_id,
             payload=kept_payload(message.event),
+            listener=LISTENER,
         )
         self.writer.changes.records.append(record)
         if self.on_outcome is not None:
@@ -92,24 +94,35 @@ class Outcomes:
         target.consecutive_failures = 0
 
     def failed(self, target: Target, event: Event, error: str | None, gone: bool) -> None:
-        """A delivery given up after its attempts."""
+        """A delivery given up after its attempts. On a 410 Gone, or once this listener
+        counted ``failures.disable_after`` in a row, it sends to the endpoint no more and
+        the next commit switches it off. Failures are also counted in the store, by every
+        listener at once: the commit that brings them to the limit switches it off too.
+        Whichever commit did it says so (``switched_off``)."""
         self.stats.failed += 1
         target.consecutive_failures += 1
         log.warning("delivery of %s %s to %s failed: %s", event.type, event.id, target.label, error)
-        limit = self.settings.disable_after
-        if gone:
-            self.switch_off(target, f"the receiver answered 410 Gone: {error}")
-        elif limit and target.consecutive_failures >= limit:
-            count = target.consecutive_failures
-            self.switch_off(target, f"{count} consecutive failed deliveries; last: {error}")
-
-    def switch_off(self, target: Target, reason: str) -> None:
+        limit, count = self.settings.disable_after, target.consecutive_failures
         if not target.enabled:
             return
+        if gone:
+            reason = f"the receiver answered 410 Gone: {error}"
+        elif limit and count >= limit:
+            reason = f"{count} consecutive failed deliveries; last: {error}"
+        else:
+            return
         target.enabled = False
-        self.stats.switched_off.append(target.label)
         self.writer.changes.disable.append((target.id, reason))
         self.writer.kick()
+
+    def switched_off(self, target: Target, reason: str, by_us: bool) -> None:
+        """The store says the endpoint is off: this listener sends to it no more; the one
+        whose commit switched it off says so and tells failures.notify."""
+        target.enabled = False
+        if not by_us:
+            log.info("endpoint %s is switched off (%s)", target.label, reason)
+            return
+        self.stats.switched_off.append(target.label)
         log.error("switched off endpoint %s: %s", target.label, reason)
         if self.settings.notify:
             task = asyncio.create_task(self._tell_admin(target, reason))

@@ -24,13 +24,12 @@ from csnotify.channels.pool import ChannelPool
 from csnotify.delivery.intake import Intake, Target, resource_key
 from csnotify.delivery.outbox import LEASE_S, Changes, Outbox, PendingRow, Writer
 from csnotify.delivery.outcomes import Outcomes
-from csnotify.delivery.policy import SEND, Policy
+from csnotify.delivery.policy import FOLDED, SEND, Policy
 from csnotify.delivery.settings import DeliverySettings, Stats
 from csnotify.delivery.workers import EndpointWorker
 from csnotify.models import Status
 from csnotify.mutes import MuteSet
-from csnotify.pacing import Batch
-from csnotify.store import DeliveryLog
+from csnotify.pacing import DIGEST_TYPE, Batch
 
 if TYPE_CHECKING:
     from csnotify.events import Event
@@ -61,7 +60,7 @@ class Pipeline:
         self.channels = channels or ChannelPool(
             settings.concurrency, settings.command_env, settings.allow_networks
         )
-        self.outbox = Outbox(store, settings.log_max)
+        self.outbox = Outbox(store, settings.log_max, settings.disable_after)
         self.writer = Writer(self.outbox, self.db_lock, self._committed)
         self.intake = Intake()
         self.policy = Policy(self._batch_due, self._batch_changed)
@@ -93,7 +92,7 @@ class Pipeline:
             log.info("took over %d pending deliveries of a listener that stopped", released)
         self._backlogs = await self.db(self.outbox.backlogs)
         if self.restore:
-            self._stored_batches = await self.db(DeliveryLog(self.store).batches)
+            self._stored_batches = await self.db(self.outbox.orphan_batches)
         self._keeper = asyncio.create_task(self._keep())
         return self
 
@@ -222,7 +221,11 @@ class Pipeline:
 
     def _committed(self, changes: Changes) -> None:
         """New rows go into their workers' windows (or wait in the store for them); ended
-        rows are no longer unsaved."""
+        rows are no longer unsaved; endpoints the store says are off stop."""
+        for endpoint_id, reason, by_us in changes.switched:
+            target = self.intake.targets.get(endpoint_id)
+            if target is not None:
+                self.outcomes.switched_off(target, reason, by_us)
         for endpoint_id in changes.ended_at:
             worker = self.workers.get(endpoint_id)
             if worker is not None:
@@ -264,6 +267,13 @@ class Pipeline:
             why = f"older than delivery.max_age; last error: {row.last_error or 'none'}"
             self._give_up(worker, row, message, Attempt.failed(why, retryable=False), None)
             return
+        if target.window is not None:  # the limit holds for every listener together
+            reopens = await self.db(
+                self.outbox.take_slot, target.id, target.window.per_minute, time.time()
+            )
+            if reopens:
+                self._over_limit(worker, row, reopens)
+                return
         started = time.monotonic()
         async with self._slots:
             attempt = await attempt_once(target.channel, message, s.timeout, target.label)
@@ -297,6 +307,19 @@ class Pipeline:
                 )
                 return
         self._give_up(worker, row, message, attempt, latency)
+
+    def _over_limit(self, worker: EndpointWorker, row: PendingRow, reopens: float) -> None:
+        """Other listeners used the endpoint's rate limit: the event joins this listener's
+        digest; a digest waits for the window to reopen."""
+        target = worker.target
+        if row.event.type == DIGEST_TYPE:
+            row.next_at = reopens
+            self.writer.changes.retries.append(row)
+            self.writer.kick()
+            return
+        self._end(worker, row)
+        why = self.policy.fold(target, row.event, reopens)
+        self.outcomes.note(target, row.event, FOLDED, why)
 
     def _give_up(
         self,
@@ -341,12 +364,28 @@ class Pipeline:
             except Exception:
                 log.exception("could not renew pending deliveries")
                 continue
+            if self.restore:
+                await self._adopt_batches()
             for endpoint_id, worker in self.workers.items():
                 worker.backlog = backlogs.get(endpoint_id, 0)
                 if worker.backlog < self.settings.max_backlog * 0.9:
                     worker.overflowing = False
                 worker.need_load = True
                 worker.poke()
+
+    async def _adopt_batches(self) -> None:
+        """Batches a listener that died meanwhile held (several listeners share the store):
+        this one sends them."""
+        try:
+            orphans = await self.db(self.outbox.orphan_batches)
+        except Exception:
+            log.exception("could not read pending batches")
+            return
+        for endpoint_id, stored in orphans.items():
+            target = self.intake.targets.get(endpoint_id)
+            if target is not None and target.batch is None:
+                log.info("taking over a pending batch for %s", target.label)
+                self.policy.hold(target, Batch.from_doc(*stored))
 
     def quiet(self, horizon: float) -> bool:
         """Nothing to send before ``horizon`` (unix time)."""

@@ -67,11 +67,23 @@ class Policy:
                     window.note(now)
                 return SEND, ""
             self.hold(target, batch)
+        return FOLDED, self._join(target, batch, event)
+
+    def fold(self, target: Target, event: Event, reopens: float) -> str:
+        """An event the shared rate limit held back (other listeners sent meanwhile) joins
+        the target's batch, or opens a digest due when the window reopens; why."""
+        batch = target.batch
+        if batch is None:
+            batch = Batch(DIGEST, max(reopens, _digest_due(target, time.time())))
+            self.hold(target, batch)
+        return self._join(target, batch, event)
+
+    def _join(self, target: Target, batch: Batch, event: Event) -> str:
         batch.add(event)
         self._changed(target)
         when = time.strftime("%H:%M:%S", time.gmtime(batch.due))
         why = "over the rate limit" if batch.kind == DIGEST else "grouped"
-        return FOLDED, f"{why}: in the message due at {when}Z"
+        return f"{why}: in the message due at {when}Z"
 
     def hold(self, target: Target, batch: Batch) -> None:
         target.batch = batch

@@ -1,0 +1,109 @@
+"""`csnotify store copy --to URL`: a running single-host SQLite store moved into a
+MariaDB or PostgreSQL database, everything that is state with it (issue 15, point 6)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from dbservers import server_db  # noqa: F401 - fixture
+from helpers import file_digest, run_process
+from receivers import Answer, Receiver
+
+from csnotify.events import from_normalised
+from csnotify.pacing import Batch
+from csnotify.store import DeliveryLog, SourceState, open_store
+from csnotify.storecopy import TABLES
+
+
+def event(n: int) -> str:
+    return json.dumps({"id": f"ev-{n}", "type": "VM.START", "resource_id": f"vm-{n}"})
+
+
+def table_rows(url_or_path: str, table: str) -> list[tuple]:
+    """A table's rows as comparable values, without what the copy makes anew (a server's
+    insertion counter) or ends on purpose (claims of the source's listeners)."""
+    store = open_store(url_or_path, {})
+    try:
+        cursor = store.conn.execute(f"SELECT * FROM {table}")  # noqa: S608
+        columns = [d[0] for d in cursor.description]
+        keep = [i for i, c in enumerate(columns) if c not in ("seq", "owner", "lease")]
+        return sorted((tuple(str(r[i]) for i in keep) for r in cursor.fetchall()), key=lambda r: r)
+    finally:
+        store.close()
+
+
+def test_store_copy_moves_everything_that_is_state(cli, db_file: Path, server_db: str) -> None:  # noqa: F811
+    down = {"yes": True}
+    with Receiver() as ok, Receiver(lambda _r: Answer(503) if down["yes"] else Answer()) as bad:
+        r = cli("subscribe", "VM.*", "--to", ok.url, "--to", bad.url, "--name", "vms",
+                "--max-per-minute", "50")  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        r = cli("-c", "failures.disable_after=2", "-c", "delivery.retry_schedule=0s", "dispatch",
+                "-", input="\n".join(event(n) for n in range(5)) + "\n", expect=1)  # fmt: skip
+        assert (
+            cli("mute", "vms", "--pattern", "VM.STOP", "--for", "1h", "--reason", "x").exit_code
+            == 0
+        )
+        store = open_store(str(db_file), {})
+        try:
+            state = SourceState(store)
+            state.save_cursor("api", {"created": "2026-11-26T08:00:00Z", "ids": ["a"]})
+            with store.transaction():
+                state.remember([("bus-1", "d1"), ("bus-2", "d1")])
+                held = Batch("digest", time.time())
+                held.add(from_normalised({"id": "ev-held", "type": "VM.STOP"}))
+                DeliveryLog(store).write([], 100, [(1, ("digest", held.due, held.to_doc()))])
+        finally:
+            store.close()
+        (bad_ep,) = [
+            e for e in cli("show", "vms", "--json").json()["endpoints"] if e["uri"] == bad.url
+        ]
+        assert (bad_ep["enabled"], bad_ep["backlog"], bad_ep["total_failures"]) == (False, 3, 2)
+
+        r = cli("store", "copy", "--to", server_db, "--json")
+        assert r.exit_code == 0, r.stderr
+        copied = r.json()["copied"]
+        assert copied["pending"] == 3 and copied["mutes"] == 1 and copied["seen_events"] == 2
+        for table in TABLES:
+            assert table_rows(server_db, table) == table_rows(str(db_file), table), table
+
+        # the server database is the store now: counters, switches, the waiting deliveries
+        shown = cli("--db", server_db, "show", "vms", "--json").json()
+        assert shown == cli("show", "vms", "--json").json()
+        down["yes"] = False
+        assert cli("--db", server_db, "enable", "vms", "--endpoint", bad.url).exit_code == 0
+        r = run_process("--db", server_db, "listen", "--source", "stdin", input="")
+        assert r.exit_code == 0, r.stderr
+        assert sorted(req.json()["event"]["id"] for req in bad.requests[2:]) == [
+            "ev-2", "ev-3", "ev-4",
+        ]  # fmt: skip
+        assert "ev-held" in [req.json()["event"]["id"] for req in ok.requests]  # the digest
+        # new rows get ids after the copied ones
+        r = cli("--db", server_db, "subscribe", "VM.*", "--to", ok.url, "--name", "more")
+        assert r.exit_code == 0, r.stderr
+
+    # a store that holds something is not overwritten unless told
+    before = table_rows(server_db, "subscriptions")
+    r = cli("store", "copy", "--to", server_db, expect=2)
+    assert r.exit_code == 2
+    assert "is not empty (2 subscriptions" in r.stderr and "--replace" in r.stderr
+    assert table_rows(server_db, "subscriptions") == before
+    r = cli("store", "copy", "--to", server_db, "--replace")
+    assert r.exit_code == 0, r.stderr
+    assert table_rows(server_db, "subscriptions") == table_rows(str(db_file), "subscriptions")
+
+
+def test_store_copy_bad_targets_are_one_line_and_write_nothing(cli, db_file: Path) -> None:
+    assert cli("subscribe", "VM.*", "--to", "https://h.example/").exit_code == 0
+    digest = file_digest(db_file)
+    r = cli("store", "copy", "--to", "mysql://root:hunter2@127.0.0.1:1/events", expect=3)
+    assert r.exit_code == 3
+    assert "mysql://root:********@127.0.0.1:1/events" in r.stderr
+    assert "hunter2" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("store", "copy", "--to", "redis://127.0.0.1:6379/0", expect=2)
+    assert r.exit_code == 2 and "the scheme 'redis://' is not a store" in r.stderr
+    r = cli("store", "copy", "--to", str(db_file), expect=2)
+    assert r.exit_code == 2 and "is the store being copied" in r.stderr
+    assert file_digest(db_file) == digest
