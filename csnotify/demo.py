@@ -217,7 +217,8 @@ def _subscribe_all(store: Store, demo: DemoState, http_port: int, smtp_port: int
         SubscriptionInput(["VM.*"], [f"{base}/hook"], "vm-webhook", key=key),
         SubscriptionInput(["*"], [mail], "errors-email", level="ERROR"),
         SubscriptionInput(["ALERT.*"], [sms], "alerts-sms"),
-        SubscriptionInput(["*"], [f"{base}/always-500"], "always-failing"),
+        # every phase of every event: enough failures to be switched off within a short run
+        SubscriptionInput(["*"], [f"{base}/always-500"], "always-failing", categories=["*"]),
     ):
         subscribe(store, spec)
     for sub in store.subscriptions():

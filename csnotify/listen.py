@@ -190,8 +190,12 @@ class Listener:
                 await source.subscriptions_changed(subs)
 
     async def _stats_loop(self, source: Source) -> None:
-        while not await self.sleep(STATS_EVERY_S):
+        """Saved at once (status shows a listener from its start), then every
+        STATS_EVERY_S while something changed, and at least every HEARTBEAT_S."""
+        while True:
             await self.save_stats(source)
+            if await self.sleep(STATS_EVERY_S):
+                return
 
     async def save_stats(self, source: Source) -> None:
         """What ``csnotify status`` shows about this listener (nothing under --dry-run)."""
