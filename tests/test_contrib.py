@@ -57,9 +57,11 @@ def test_the_man_page_is_installed_with_the_package() -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
-    copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text().replace("/opt/csnotify/bin/csnotify", "/bin/true"))
+@pytest.mark.parametrize("name", ["csnotify-listen.service", "csnotify-serve.service"])
+def test_systemd_accepts_the_unit(tmp_path: Path, name: str) -> None:
+    unit = REPO / "contrib" / name
+    copy = tmp_path / name
+    copy.write_text(unit.read_text().replace("/opt/csnotify/bin/csnotify", "/bin/true"))
     out = subprocess.run(
         ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
     )
