@@ -298,11 +298,12 @@ def test_broker_outage_reconnects_logs_once_and_loses_nothing(tmp_path: Path, bu
                     publish(n)
                 time.sleep(4)
                 proxy.restore()
-                assert wait_for(lambda: len(rx.requests) == 11, 40)
+                arrived = wait_for(lambda: len(rx.requests) == 11, 40)
             finally:
                 rc, _out, err = stop(listen)
     finally:
         proxy.close()
+    assert arrived, f"{len(rx.requests)} of 11 arrived; listen said:\n{err[-3000:]}"
     assert rc == 0, err
     assert err.count("unreachable") == 1, err  # logged once per outage, not per retry
     assert err.count("reachable again") == 1
