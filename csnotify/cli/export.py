@@ -175,8 +175,10 @@ def store_copy(
         copied = copy_store(source, target, replace)
     finally:
         target.close()
-    if as_json:
-        app_state.terminal.json({"to": target.location, "copied": copied})
-        return
-    shown = ", ".join(f"{n} {table}" for table, n in copied.items() if n) or "nothing"
-    app_state.terminal.out(f"copied {source.location} to {target.location}: {shown}")
+    result = {"from": source.location, "to": target.location, "copied": copied}
+    render(app_state, result, as_json, _copied_text)
+
+
+def _copied_text(app_state: AppState, result: dict[str, Any]) -> None:
+    shown = ", ".join(f"{n} {table}" for table, n in result["copied"].items() if n)
+    app_state.terminal.out(f"copied {result['from']} to {result['to']}: {shown or 'nothing'}")

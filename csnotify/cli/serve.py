@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from csnotify.cli.common import JSON_OPT, CsnotifyGroup, app, state
+from csnotify.cli.common import JSON_OPT, AppState, CsnotifyGroup, app, render, state
 from csnotify.errors import BadInput
 
 
@@ -135,14 +136,15 @@ def token_create(
 
     app_state = state(ctx)
     token, bearer = tokens.create(app_state.store(), account, domain, scope, expires)
-    if as_json:
-        app_state.terminal.json(token.as_json() | {"token": bearer})
-        return
+    render(app_state, token.as_json() | {"token": bearer}, as_json, _created_token_text)
+
+
+def _created_token_text(app_state: AppState, made: dict[str, Any]) -> None:
     app_state.say(
-        f"created token {token.id} for {token.scope} {token.domain}/{token.account}"
-        + (f", expires {token.expires}" if token.expires else "")
+        f"created token {made['id']} for {made['scope']} {made['domain']}/{made['account']}"
+        + (f", expires {made['expires']}" if made["expires"] else "")
     )
-    app_state.terminal.out(f"token (shown once, keep it): {bearer}")
+    app_state.terminal.out(f"token (shown once, keep it): {made['token']}")
 
 
 @token_app.command("list")
@@ -157,15 +159,16 @@ def token_list(ctx: typer.Context, as_json: bool = JSON_OPT) -> None:
 
     app_state = state(ctx)
     found = tokens.listed(app_state.store())
-    if as_json:
-        app_state.terminal.json([t.as_json() for t in found])
-        return
+    render(app_state, [t.as_json() for t in found], as_json, _tokens_text)
+
+
+def _tokens_text(app_state: AppState, found: list[dict[str, Any]]) -> None:
     if not found:
         app_state.terminal.err("no tokens yet; create one with 'csnotify token create'")
         return
     rows = [
-        [t.id, t.scope, t.domain, t.account, t.created, t.expires or "never",
-         "revoked " + t.revoked if t.revoked else "valid"]
+        [t["id"], t["scope"], t["domain"], t["account"], t["created"], t["expires"] or "never",
+         "revoked " + t["revoked"] if t["revoked"] else "valid"]
         for t in found
     ]  # fmt: skip
     app_state.terminal.table(

@@ -189,14 +189,17 @@ def list_(
       csnotify list --json | jq -r '.[].name'
     """
     from csnotify.status import subscription_docs
-    from csnotify.subscriptions import summary
 
     app_state = state(ctx)
     store = app_state.store()
     subs = store.subscriptions()
-    if as_json:
-        app_state.terminal.json(subscription_docs(store, subs, reveal))
-        return
+    docs = subscription_docs(store, subs, reveal) if as_json else []
+    render(app_state, docs, as_json, lambda app_state, _docs: _list_text(app_state, subs))
+
+
+def _list_text(app_state: AppState, subs: list[Subscription]) -> None:
+    from csnotify.subscriptions import summary
+
     if not subs:
         app_state.terminal.err("no subscriptions yet; create one with 'csnotify subscribe'")
         return
@@ -318,11 +321,12 @@ def show(
     store = app_state.store()
     sub = find(store, name)
     (data,) = subscription_docs(store, [sub], reveal)
-    if as_json:
-        app_state.terminal.json(data)
-    else:
+
+    def text(app_state: AppState, data: dict[str, Any]) -> None:
         human_default = app_state.settings()["delivery.human_max_per_minute"]
         _render_subscription(app_state.terminal, sub, data, human_default)
+
+    render(app_state, data, as_json, text)
 
 
 @app.command()
