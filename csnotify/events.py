@@ -68,6 +68,9 @@ class Event:
     _json: str | None = field(default=None, repr=False, compare=False)
     # A bus message's content id (routing key and body); ``id`` may add its occurrence.
     digest: str | None = field(default=None, repr=False, compare=False)
+    # The domain's path (ROOT/customers/eu) as listDomains gives it, for bus events whose
+    # domain the API named (csnotify/names.py); owners' scope compares it. Not written out.
+    domain_path: str | None = field(default=None, repr=False, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in FIELDS}

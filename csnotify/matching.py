@@ -97,8 +97,12 @@ def state_words(state: str | None) -> set[str]:
 
 
 def domain_path(event: Any) -> str | None:
-    """The event's domain as a path (ROOT, ROOT/customers) when its source gave one:
-    listEvents' ``domainpath`` ("/" or "/customers/"), else None."""
+    """The event's domain as a path (ROOT, ROOT/customers) when it is known: listEvents'
+    ``domainpath`` ("/" or "/customers/"), or the path listDomains gave a bus event's
+    domain; else None."""
+    looked_up = getattr(event, "domain_path", None)
+    if looked_up:
+        return str(looked_up).strip("/")
     raw = getattr(event, "raw", None)
     text = raw.get("domainpath") if isinstance(raw, dict) else None
     if not isinstance(text, str) or not text:

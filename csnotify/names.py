@@ -58,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str, dict[str, str]]] = {
     "KubernetesCluster": ("listKubernetesClusters", "kubernetescluster", {}),
 }
 # Fields of an answer worth keeping (answers are otherwise large).
-KEPT = ("name", "username", "displayname", "account", "accountid", "domain", "domainid")
+KEPT = ("name", "username", "displayname", "account", "accountid", "domain", "domainid", "path")
 # What an answer names: event field <- answer key, per kind of look-up.
 COPIED = {
     "user": (("username", "username"), ("account", "account"), ("account_id", "accountid"),
@@ -135,6 +135,8 @@ class Names:
             keys.append(("account", event.account_id))
         if event.project_id and not event.project:
             keys.append(("project", event.project_id))
+        if event.domain_id and event.domain_path is None and not event.raw.get("domainpath"):
+            keys.append(("domain", event.domain_id))  # its path: owners' scope takes subdomains
         if (
             event.resource_id
             and not event.resource_name
@@ -160,26 +162,21 @@ class Names:
     async def enrich(self, event: Event, deadline: float | None = None) -> None:
         """Set the names the cache or the API gives within ``cloudstack.lookup_timeout``
         (or until ``deadline``, a loop time)."""
+        loop = asyncio.get_running_loop()
+        end = deadline if deadline is not None else loop.time() + self.timeout
         waits = self.start(event)
         if not waits:
             self.stats.hits += 1
-        else:
-            loop = asyncio.get_running_loop()
-            left = (deadline if deadline is not None else loop.time() + self.timeout) - loop.time()
-            if left > 0:
-                await asyncio.wait(waits.values(), timeout=left)
-            late = {key for key, future in waits.items() if not future.done()}
-            if late:
-                self.stats.timeouts += 1
-                self.overdue |= late
-        self.apply(event)
-        if event.domain_id and not event.domain:
-            # an account or user answer names the domain; a lone domain UUID is asked after
-            entry = self.cached(("domain", event.domain_id))
-            if entry is None:
-                self._lookup(("domain", event.domain_id))
-            elif entry.doc:
-                event.domain = entry.doc.get("name")
+        for _round in range(2):  # the account's answer names its domain, asked for next
+            if waits:
+                if end - loop.time() > 0:
+                    await asyncio.wait(waits.values(), timeout=end - loop.time())
+                late = {key for key, future in waits.items() if not future.done()}
+                if late:
+                    self.stats.timeouts += 1
+                    self.overdue |= late
+            self.apply(event)
+            waits = self.start(event)
 
     def apply(self, event: Event) -> None:
         """Copy what the cache knows onto the event (never over what it has)."""
@@ -192,6 +189,13 @@ class Names:
                 if not getattr(event, field_name) and doc.get(key):
                     setattr(event, field_name, doc[key])
                     changed = True
+        domain = self._doc(("domain", event.domain_id)) if event.domain_id else None
+        if domain:
+            if not event.domain and domain.get("name"):
+                event.domain = domain["name"]
+                changed = True
+            if event.domain_path is None and domain.get("path"):
+                event.domain_path = domain["path"]
         if event.resource_id and not event.resource_name and event.resource_type:
             res = self._doc((event.resource_type, event.resource_id))
             if res:

@@ -55,6 +55,27 @@ def test_a_tenants_subscription_gets_only_its_accounts_bus_events(tmp_path: Path
     assert [(e["account"], e["domain"]) for e in got["/acme"]] == [("acme", "customers")]
 
 
+def test_a_domain_admins_subscription_gets_its_subdomains_bus_events(tmp_path: Path, bus) -> None:  # noqa: F811
+    """Bus events carry no domain path: the domain's path comes from listDomains through
+    the name look-ups, so a domain's subscription takes its subdomains' events too, and a
+    sibling domain of the same depth stays outside."""
+    tenants = {t[2]: t for t in TENANTS}
+    token = make_token("custadmin", "ROOT/customers", "domain")
+    with Receiver() as rx, simulator(tmp_path, "--count", "0") as sim:
+        env = {**os.environ, **bus.env(), **KEYS, **LOOPBACK, "CSNOTIFY_CLOUDSTACK_URL": sim.url}
+        assert run_process("listen", "--source", "amqp", "--once", env=env).exit_code == 0
+        with ApiServer(env=LOOPBACK) as server, server.client(token) as http:
+            r = http.post("/v1/subscriptions", json={
+                "name": "customers", "patterns": ["*"], "endpoints": [{"uri": f"{rx.url}/c"}]})  # fmt: skip
+            assert r.status_code == 201, r.text
+        for second, name in enumerate(("acme", "hooli", "initech"), start=1):
+            bus.publish(*message_of(tenants[name][0], tenants[name][1], second))
+        r = run_process("listen", "--source", "amqp", "--once", env=env)
+        assert r.exit_code == 0, r.stderr
+    got = [(q.json()["event"]["account"], q.json()["event"]["domain"]) for q in rx.requests]
+    assert sorted(got) == [("acme", "customers"), ("hooli", "eu")]
+
+
 def test_a_tenants_subscriptions_get_only_their_scopes_events_from_the_api_source(
     tmp_path: Path,
 ) -> None:

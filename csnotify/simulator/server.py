@@ -63,6 +63,8 @@ TENANTS = (
      "ROOT/partners", 0, "initech-api-key", "initech-secret-key"),
     ("7a1d0c2e-0000-4c00-8000-0000000a0004", "7a1d0c2e-0000-4c00-8000-0000000c0004",
      "custadmin", "ROOT/customers", 2, "custadmin-api-key", "custadmin-secret-key"),
+    ("7a1d0c2e-0000-4c00-8000-0000000a0005", "7a1d0c2e-0000-4c00-8000-0000000c0005", "hooli",
+     "ROOT/customers/eu", 0, "hooli-api-key", "hooli-secret-key"),
 )  # fmt: skip
 ROLE_TYPES = {0: "User", 1: "Admin", 2: "DomainAdmin"}
 
