@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 from csnotify.clock import log_now
 from csnotify.dialects import MYSQL, POSTGRESQL, Dialect
 from csnotify.errors import BadInput, Unreachable
-from csnotify.redact import MASK
+from csnotify.redact import MASK, mask_uri
 
 SCHEMES = {"mysql": MYSQL, "mariadb": MYSQL, "postgresql": POSTGRESQL, "postgres": POSTGRESQL}
 DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432}
@@ -49,25 +49,28 @@ class DatabaseUrl:
         return f"{self.dialect.name}://{self.user}{secret}@{self.host}:{self.port}/{self.database}"
 
 
-def parse_url(text: str) -> DatabaseUrl:
-    """``mysql://user:pass@host:3306/db`` or ``postgresql://...``; BadInput otherwise."""
+def parse_url(text: str, what: str = "--db / CSNOTIFY_DB") -> DatabaseUrl:
+    """``mysql://user:pass@host:3306/db`` or ``postgresql://...``; BadInput otherwise,
+    naming ``what`` (the option the URL came from)."""
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise BadInput(
-            f"--db / CSNOTIFY_DB: the scheme '{scheme}://' is not a store csnotify knows;"
+            f"{what}: the scheme '{scheme}://' is not a store csnotify knows;"
             f" give a file path, {URL_FORMS}"
         )
     dialect = SCHEMES[scheme]
     try:
         port = parts.port or DEFAULT_PORTS[dialect.name]
-    except ValueError:
-        port = 0
+    except ValueError:  # not a number: shown as given
+        raise BadInput(
+            f"{what}: the port in {mask_uri(text)} is not a number; use {URL_FORMS}"
+        ) from None
     database = unquote(parts.path.lstrip("/"))
     user, host = unquote(parts.username or ""), parts.hostname or ""
     if not host or not database or "/" in database or port == 0 or parts.query:
         shown = DatabaseUrl(dialect, user, "", host, port, database)
-        raise BadInput(f"--db / CSNOTIFY_DB: cannot read the database URL {shown}; use {URL_FORMS}")
+        raise BadInput(f"{what}: cannot read the database URL {shown}; use {URL_FORMS}")
     return DatabaseUrl(dialect, user, unquote(parts.password or ""), host, port, database)
 
 

@@ -63,9 +63,12 @@ def chosen_store(explicit: str | None, environ: Mapping[str, str]) -> str | Path
     return given if given and is_url(given) else db_path(explicit, environ)
 
 
-def open_store(explicit: str | None, environ: Mapping[str, str]) -> Store:
+def open_store(
+    explicit: str | None, environ: Mapping[str, str], what: str = "--db / CSNOTIFY_DB"
+) -> Store:
+    """The store --db or CSNOTIFY_DB names (``what``: the option errors name)."""
     target = chosen_store(explicit, environ)
-    return Store.open_url(target) if isinstance(target, str) else Store.open(target)
+    return Store.open_url(target, what) if isinstance(target, str) else Store.open(target)
 
 
 class StoreBusy(CsnotifyError):
@@ -156,12 +159,12 @@ class Store:
         return cls(path, conn)
 
     @classmethod
-    def open_url(cls, text: str) -> Store:
+    def open_url(cls, text: str, what: str = "--db / CSNOTIFY_DB") -> Store:
         """The store in a MariaDB/MySQL or PostgreSQL database, migrated."""
         from csnotify import servers
         from csnotify.migrations import MIGRATIONS
 
-        url = servers.parse_url(text)
+        url = servers.parse_url(text, what)
         conn = servers.connect(url)
         try:
             servers.migrate(conn, MIGRATIONS)

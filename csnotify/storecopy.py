@@ -5,7 +5,9 @@ state of several listeners (issue 15).
 Everything that is state goes: subscriptions, endpoints with their counters and switches,
 mutes, pending digests and groups, pacing windows, the pending deliveries with their
 retry schedule, the delivery log and what was trimmed from it, cursors, seen event ids,
-names read from the API, listener statistics. Ids are kept (endpoints, the log and the
+names read from the API, the API's tokens (their hashes). Not copied: which processes
+used the source (listener statistics, `csnotify serve` rows), so that `status` on the
+target shows only what runs on it. Ids are kept (endpoints, the log and the
 pending deliveries refer to them). The source is read in one transaction (a snapshot,
 even while a listener writes to it); the target is written in one transaction, so a copy
 that fails leaves it as it was.
@@ -25,8 +27,10 @@ if TYPE_CHECKING:
 # In an order that satisfies the foreign keys (endpoints refer to subscriptions).
 TABLES = (
     "subscriptions", "endpoints", "mutes", "batches", "pacing", "trimmed", "pending",
-    "deliveries", "cursors", "seen_events", "names", "listeners",
+    "deliveries", "cursors", "seen_events", "names", "api_tokens",
 )  # fmt: skip
+HELD = (*TABLES, "listeners")  # what makes a target not empty (and --replace clears)
+PROCESSES = "source LIKE 'serve:%'"  # cursors rows of processes, not positions
 NUMBERED = ("subscriptions", "endpoints", "mutes", "pending", "deliveries")  # ids a server makes
 CHUNK = 500
 
@@ -34,7 +38,7 @@ CHUNK = 500
 def held(store: Store) -> dict[str, int]:
     """Rows of each table that has any."""
     counts = {}
-    for table in TABLES:
+    for table in HELD:
         (n,) = store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
         if n:
             counts[table] = int(n)
@@ -56,7 +60,7 @@ def copy_store(source: Store, target: Store, replace: bool = False) -> dict[str,
         )
     copied: dict[str, int] = {}
     with _snapshot(source), target.transaction():
-        for table in reversed(TABLES) if replace else ():
+        for table in reversed(HELD) if replace else ():
             target.conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
         for table in TABLES:
             copied[table] = _copy_table(source, target, table)
@@ -79,7 +83,8 @@ def _copy_table(source: Store, target: Store, table: str) -> int:
     if table in NUMBERED:
         order = "id"
     names = ", ".join(f'"{c}"' for c in columns)
-    rows = source.conn.execute(f"SELECT {names} FROM {table} ORDER BY {order}")  # noqa: S608
+    where = f" WHERE NOT ({PROCESSES})" if table == "cursors" else ""
+    rows = source.conn.execute(f"SELECT {names} FROM {table}{where} ORDER BY {order}")  # noqa: S608
     insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"  # noqa: S608
     if table == "pending":  # claims of the source's listeners end with the move
         owner, lease = columns.index("owner"), columns.index("lease")

@@ -50,6 +50,11 @@ def test_store_copy_moves_everything_that_is_state(cli, db_file: Path, server_db
         try:
             state = SourceState(store)
             state.save_cursor("api", {"created": "2026-11-26T08:00:00Z", "ids": ["a"]})
+            # processes that used the source: not copied (status on the target shows
+            # only what runs on it)
+            state.save_listener("elsewhere:1:run", "amqp", {"host": "elsewhere", "pid": 1,
+                                "started": "2026-11-26T08:00:00Z", "running": True})  # fmt: skip
+            state.save_cursor("serve:127.0.0.1:8787", {"url": "http://127.0.0.1:8787"})
             with store.transaction():
                 state.remember([("bus-1", "d1"), ("bus-2", "d1")])
                 held = Batch("digest", time.time())
@@ -62,12 +67,22 @@ def test_store_copy_moves_everything_that_is_state(cli, db_file: Path, server_db
         ]
         assert (bad_ep["enabled"], bad_ep["backlog"], bad_ep["total_failures"]) == (False, 3, 2)
 
+        token = cli("token", "create", "--account", "acme", "--json").json()
         r = cli("store", "copy", "--to", server_db, "--json")
         assert r.exit_code == 0, r.stderr
         copied = r.json()["copied"]
+        assert copied["api_tokens"] == 1  # the API's clients go on working
+        assert [t["id"] for t in cli("--db", server_db, "token", "list", "--json").json()] == [
+            token["id"]
+        ]
+        assert table_rows(server_db, "listeners") == []
+        assert [r[0] for r in table_rows(server_db, "cursors")] == ["api"]
         assert copied["pending"] == 3 and copied["mutes"] == 1 and copied["seen_events"] == 2
         for table in TABLES:
-            assert table_rows(server_db, table) == table_rows(str(db_file), table), table
+            source_rows = table_rows(str(db_file), table)
+            if table == "cursors":  # a process's row, not a position
+                source_rows = [r for r in source_rows if not r[0].startswith("serve:")]
+            assert table_rows(server_db, table) == source_rows, table
 
         # the server database is the store now: counters, switches, the waiting deliveries
         shown = cli("--db", server_db, "show", "vms", "--json").json()
@@ -106,4 +121,16 @@ def test_store_copy_bad_targets_are_one_line_and_write_nothing(cli, db_file: Pat
     assert r.exit_code == 2 and "the scheme 'redis://' is not a store" in r.stderr
     r = cli("store", "copy", "--to", str(db_file), expect=2)
     assert r.exit_code == 2 and "is the store being copied" in r.stderr
+    # the option named is the one given; a URL on stdin must be there, and alone
+    for bad in ("foo://x/y", "mysql://root@127.0.0.1:3306/", "mysql://root:pw@h:port/db"):
+        r = cli("store", "copy", "--to", bad, expect=2)
+        assert r.stderr.startswith("csnotify: error: --to: "), r.stderr
+        assert "pw" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for given, said in (("", "got nothing"), ("  \n\n", "got nothing"),
+                        ("mysql://root@127.0.0.1/a\nextra\n", "got 2 lines")):  # fmt: skip
+        r = cli("store", "copy", "--to", "-", input=given, expect=2)
+        assert "--to -: give the target's URL on one line of stdin" in r.stderr
+        assert said in r.stderr
+    r = cli("store", "copy", "--to", " ", expect=2)
+    assert "--to: give the target store" in r.stderr
     assert file_digest(db_file) == digest

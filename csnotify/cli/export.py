@@ -18,6 +18,7 @@ from csnotify.cli.common import (
     render,
     state,
 )
+from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -153,10 +154,12 @@ def store_copy(
 ) -> None:
     """Copy the whole store (--db) into another one, usually a MariaDB/MySQL or PostgreSQL
     database that several listeners then share: subscriptions, endpoints with their
-    counters, mutes, pending deliveries and digests, the delivery log, cursors and seen
-    event ids. The target is migrated first and written in one transaction; one that
-    holds anything is refused without --replace. Stop the listeners of the source first
-    (deliveries they hold are copied as unclaimed, for the new listeners).
+    counters, mutes, pending deliveries and digests, the delivery log, cursors, seen event
+    ids and the API's tokens; not which processes used the source, so status on the
+    target shows only those that use it. The target is migrated first and written in one
+    transaction; one that holds anything is refused without --replace. Stop the listeners
+    of the source first (deliveries they hold are copied as unclaimed, for the new
+    listeners).
 
     \b
     Examples:
@@ -168,9 +171,16 @@ def store_copy(
 
     app_state = state(ctx)
     if to == "-":
-        to = app_state.terminal.text_input().readline().strip()
+        lines = [ln.strip() for ln in app_state.terminal.text_input().read().splitlines()]
+        given = [ln for ln in lines if ln]
+        if len(given) != 1:
+            got = "nothing" if not given else f"{len(given)} lines"
+            raise BadInput(f"--to -: give the target's URL on one line of stdin (got {got})")
+        to = given[0]
+    if not to.strip():
+        raise BadInput("--to: give the target store: a mysql:// or postgresql:// URL, or a file")
     source = app_state.store()
-    target = open_store(to, {})
+    target = open_store(to, {}, what="--to")
     try:
         copied = copy_store(source, target, replace)
     finally:
