@@ -532,3 +532,30 @@ def test_a_bad_since_is_one_line_before_anything_starts() -> None:
         "csnotify: error: unrecognised time '1x'; use e.g. 2024-05-14T10:22:31Z,"
         " 2024-05-14T10:22Z or 2024-05-14"
     ]
+
+
+def test_a_second_api_listener_on_one_store_is_refused(tmp_path: Path) -> None:
+    """One cursor, one poller: two API listeners on one store each polled it and every
+    event went out twice (found by an operator run-through). The second is refused with
+    one line, exit 1; the first goes on; once it stopped, another may start."""
+    with Receiver() as rx, simulator(tmp_path, "--count", "40", "--rate", "20/s") as sim:
+        subscribe("*", "--category", "*", "--to", rx.url)
+        env = api_env(sim)
+        first = start_listen("--source", "api", "--interval", "0.2", "--since", "10m", env=env)
+        try:
+            assert wait_for(lambda: len(rx.requests) >= 5, 30)
+            r = run_process("listen", "--source", "api", "--once", env={**os.environ, **env})
+            assert r.exit_code == 1, r.stderr
+            errors = [ln for ln in r.stderr.splitlines() if ln.startswith("csnotify: error:")]
+            assert len(errors) == 1, r.stderr
+            assert f"another 'listen --source api' (pid {first.pid} on" in errors[0]
+            dry = run_process("listen", "--source", "api", "--once", "--dry-run",
+                              env={**os.environ, **env})  # fmt: skip
+            assert dry.exit_code == 0, dry.stderr  # a dry run delivers nothing: allowed
+            expected = all_arrived(sim, rx, api_ids, settle=1)
+        finally:
+            rc, _, err = stop(first)
+        assert rc == 0, err
+        r = run_process("listen", "--source", "api", "--once", env={**os.environ, **env})
+        assert r.exit_code == 0, r.stderr
+    assert sorted(received_ids(rx)) == sorted(expected)  # each once

@@ -13,13 +13,15 @@ and the page size it accepts.
 from __future__ import annotations
 
 import contextlib
+import socket
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from csnotify.clock import utc_iso
 from csnotify.cloudstack import ApiUnavailable, CloudStackClient, EventReader, created_utc
-from csnotify.errors import BadInput
+from csnotify.errors import BadInput, OperationFailed
 from csnotify.events import Event, from_list_item, parse_time
 from csnotify.servertime import offset_text, parse_offset
 from csnotify.sources import Outage, log
@@ -27,6 +29,7 @@ from csnotify.sources import Outage, log
 if TYPE_CHECKING:
     from csnotify.listen import Listener
     from csnotify.models import Subscription
+    from csnotify.store import SourceState
 
 
 @dataclass
@@ -77,6 +80,14 @@ class ApiSource:
         return None
 
     async def _start(self, listener: Listener) -> Cursor:
+        if not listener.options.dry_run:
+            other = await listener.db(_other_poller, listener.state)
+            if other is not None:
+                raise OperationFailed(
+                    f"another 'listen --source api' (pid {other.get('pid')} on"
+                    f" {other.get('host')}) polls this store's cursor; a second would deliver"
+                    " every event twice: stop it first, or give this one its own --db"
+                )
         saved = await listener.db(listener.state.cursor, self.key) or {}
         self._learned(saved)
         if self.since is not None:
@@ -164,3 +175,17 @@ class ApiSource:
             handed += 1
             await listener.handle(event)
         return handed
+
+
+def _other_poller(state: SourceState) -> dict[str, Any] | None:
+    """Another API listener running on this store (its process alive, or its heartbeat
+    recent on another host), if any: one cursor, one poller."""
+    from csnotify.delivery.outbox import OWNER
+    from csnotify.status import listener_state
+
+    host, now = socket.gethostname(), time.time()
+    for other in state.listeners():
+        mine = other.get("source") != "api" or other.get("id") == OWNER
+        if not mine and listener_state(other, now, host)[0] == "running":
+            return other
+    return None
