@@ -94,6 +94,15 @@ class Counts:
         self.by_status[key] = self.by_status.get(key, 0) + 1
 
 
+REFUSED = "refused credentials from this address"
+
+
+def signed_params(request: web.Request) -> bool:
+    from csnotify.api import signed
+
+    return signed.credentials(request.query, request.headers) is not None
+
+
 class RateLimit:
     """Requests per minute per caller: a token bucket each, refilled continuously."""
 
@@ -148,12 +157,16 @@ class Api:
             if request.path != "/v1/openapi.json":
                 # failed authentications count against the address they come from, so
                 # that guessing (and the look-ups a signed request costs) stays bounded
+                # (only failures: a valid caller behind the same proxy is never held up by
+                # another's wrong token; a signed request, whose check may cost look-ups
+                # in CloudStack, is held back before it while its address is over)
                 address = f"address:{request.remote}"
-                self.throttle(self.failures.exhausted(address, time.monotonic()))
+                if signed_params(request):
+                    self.throttle(self.failures.exhausted(address, time.monotonic()), REFUSED)
                 try:
                     caller = await self.caller(request)
                 except ApiProblem:
-                    self.failures.wait(address, time.monotonic())
+                    self.throttle(self.failures.wait(address, time.monotonic()), REFUSED)
                     raise
                 self.throttle(self.limit.wait(caller.via, time.monotonic()))
                 request["caller"] = caller
@@ -190,11 +203,11 @@ class Api:
         )
         return response
 
-    def throttle(self, wait: float) -> None:
+    def throttle(self, wait: float, what: str = "requests") -> None:
         if wait:
             raise ApiProblem(
                 429,
-                f"more than {self.limit.per_minute} requests a minute (api.rate_limit); slow down",
+                f"more than {self.limit.per_minute} {what} a minute (api.rate_limit); slow down",
                 {"Retry-After": str(max(1, round(wait)))},
             )
 
