@@ -57,11 +57,28 @@ def parse_schemes(text: str) -> tuple[str, ...]:
     return schemes
 
 
+NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def special(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Private, loopback, link-local, multicast, reserved or unspecified: not the Internet."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not address.is_global or address.is_multicast
+    """Private, loopback, link-local, multicast, reserved or unspecified: not the Internet.
+    An IPv6 address that carries an IPv4 one (mapped ::ffff:, 6to4 2002::/16, NAT64
+    64:ff9b::/96, Teredo) is judged by that one too: a NAT64 gateway or 6to4 relay would
+    take it there (64:ff9b::a9fe:a9fe is the metadata service 169.254.169.254)."""
+    if not address.is_global or address.is_multicast:
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        inner: list[ipaddress.IPv4Address] = []
+        if address.ipv4_mapped is not None:
+            inner.append(address.ipv4_mapped)
+        if address.sixtofour is not None:
+            inner.append(address.sixtofour)
+        if address.teredo is not None:
+            inner.extend(address.teredo)
+        if any(address in net for net in NAT64):
+            inner.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        return any(special(v4) for v4 in inner)
+    return False
 
 
 def endpoint_host(uri: str) -> str | None:

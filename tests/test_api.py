@@ -191,6 +191,9 @@ def test_callers_see_and_change_only_their_scope(cli) -> None:
         "https://169.254.169.254/latest/meta-data",
         "https://localhost/hook",  # a name that resolves to loopback
         "mailtos://user:pass@127.0.0.1:465?to=ops@example.com&from=a@example.com",
+        "https://[64:ff9b::a9fe:a9fe]/x",  # NAT64 of 169.254.169.254
+        "https://[2002:a9fe:a9fe::]/x",  # 6to4 of it
+        "https://[::ffff:10.0.0.1]/x",
     ],
     ids=[
         "ipv4-loopback",
@@ -200,6 +203,9 @@ def test_callers_see_and_change_only_their_scope(cli) -> None:
         "link-local",
         "localhost",
         "mail-loopback",
+        "nat64-link-local",
+        "6to4-link-local",
+        "mapped-ten-net",
     ],
 )
 def test_private_loopback_and_link_local_endpoints_are_refused(cli, uri: str) -> None:
