@@ -559,3 +559,21 @@ def test_a_second_api_listener_on_one_store_is_refused(tmp_path: Path) -> None:
         r = run_process("listen", "--source", "api", "--once", env={**os.environ, **env})
         assert r.exit_code == 0, r.stderr
     assert sorted(received_ids(rx)) == sorted(expected)  # each once
+
+
+def test_settings_the_broker_refuses_are_one_line_not_an_outage(bus) -> None:  # noqa: F811
+    """An exchange or queue the broker refuses to declare (the default exchange, one of
+    another type, a reserved amq. name) is a setting to fix: one line naming it, exit 2,
+    with or without --once, not 'unreachable' and retries for ever."""
+    cases = [({"CSNOTIFY_AMQP_EXCHANGE": "amq.direct"}, "PRECONDITION_FAILED"),
+             ({"CSNOTIFY_AMQP_EXCHANGE": ""}, "ACCESS_REFUSED"),
+             ({"CSNOTIFY_AMQP_QUEUE": "amq.csnotify-test"}, "reserved prefix")]  # fmt: skip
+    for override, said in cases:
+        for once in (["--once"], []):
+            env = {**os.environ, **bus.env(), **override}
+            r = run_process("listen", "--source", "amqp", *once, env=env, timeout=60)
+            assert r.exit_code == 2, r.stderr
+            errors = [ln for ln in r.stderr.splitlines() if ln.startswith("csnotify: error:")]
+            assert len(errors) == 1 and said in errors[0], r.stderr
+            assert "check amqp.exchange and amqp.queue" in errors[0]
+            assert "unreachable" not in r.stderr

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from csnotify.errors import BadInput, Unreachable
+from csnotify.errors import BadInput, CsnotifyError, Unreachable
 from csnotify.events import BUS_ID_NAMESPACE, parse_bus_body
 from csnotify.redact import mask_uri
 from csnotify.sources import Outage
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("csnotify")
 MAX_MESSAGE_BYTES = 1024 * 1024
+# Replies to a declare that no retry changes: the settings name something the broker
+# refuses (the default exchange, a reserved amq. name, a queue or exchange of another kind)
+REFUSALS = ("ACCESS_REFUSED", "PRECONDITION_FAILED", "NOT_ALLOWED")
 MAX_KEY = 255
 REMEMBERED = 100_000  # content ids counted, ids given and matched, per listener run
 
@@ -164,6 +167,8 @@ class AmqpSource:
             self.outage.ok()
             try:
                 await self._session(listener, connection)
+            except CsnotifyError:
+                raise
             except Exception as exc:  # noqa: BLE001 - a lost connection shows as many kinds
                 if listener.stop.is_set():
                     return
@@ -184,14 +189,23 @@ class AmqpSource:
         connection.close_callbacks.add(lambda *_args: lost.set())
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
-        self._exchange = await channel.declare_exchange(
-            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        self._queue = await channel.declare_queue(self.queue_name, durable=True)
-        self._acks = Acks()  # delivery tags are the channel's
-        self.bound.clear()
-        self.ids.new_session()
-        await self._bind()
+        try:
+            self._exchange = await channel.declare_exchange(
+                self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            self._queue = await channel.declare_queue(self.queue_name, durable=True)
+            self._acks = Acks()  # delivery tags are the channel's
+            self.bound.clear()
+            self.ids.new_session()
+            await self._bind()
+        except Exception as exc:
+            reason = _reason(exc)
+            if any(code in reason for code in REFUSALS):  # settings, not an outage
+                raise BadInput(
+                    f"RabbitMQ refused exchange {self.exchange_name!r} or queue"
+                    f" {self.queue_name!r} ({reason}); check amqp.exchange and amqp.queue"
+                ) from None
+            raise
         if self.once:
             await self._drain(listener)
             return
