@@ -296,6 +296,15 @@ class RoutingKey:
         return cls(parts[0], parts[1], parts[2], part(parts[3]), part(parts[4]))
 
 
+def bus_like(body: dict[str, Any]) -> bool:
+    """Keys only CloudStack's bus bodies have (see ``guess_category``)."""
+    try:
+        guess_category(body)
+    except BadInput:
+        return False
+    return True
+
+
 def guess_category(body: dict[str, Any]) -> str:
     if "old-state" in body or "new-state" in body:
         return "ResourceStateEvent"
@@ -557,6 +566,8 @@ def normalise(
         events = [
             from_normalised(doc) if ours else from_list_item(doc, source or "api", checked=True)
         ]
+    elif "type" in doc and not bus_like(doc):  # one of ours, or a listEvents row, cut short
+        raise BadInput("the event has a 'type' but no 'id'; give each event a unique id")
     else:
         events = [from_bus(doc)]
     if source:

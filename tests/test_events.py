@@ -224,3 +224,21 @@ def test_gson_key_order_is_a_java_hashmaps(name: str) -> None:
     assert [bucket(k) for k in hashmap_order(sorted(keys))] == buckets
     assert hashmap_order(keys) == keys  # ties keep their insertion order
     assert gson_dumps(as_hashmap(sample["body"])) == sample["body_raw"]
+
+
+def test_an_event_without_an_id_is_named_as_such() -> None:
+    """A line with a type but no id is not 'an event-bus message with no known keys'
+    (found by an operator run-through): the missing id is what the error names."""
+    import pytest
+
+    from csnotify.errors import BadInput
+    from csnotify.events import normalise
+
+    for doc in ({"type": "VM.START", "description": "x"}, {"type": 5}):
+        with pytest.raises(BadInput, match="has a 'type' but no 'id'"):
+            normalise(doc)
+    with pytest.raises(BadInput, match="no known keys"):
+        normalise({"description": "x"})
+    # a bus body (no routing key given) that happens to hold a 'type' key is still read
+    bus = normalise({"status": "Completed", "event": "VM.START", "type": "x"})
+    assert [e.type for e in bus] == ["VM.START"]
