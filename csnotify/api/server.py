@@ -173,6 +173,8 @@ class Api:
             response = await handler(request)
         except ApiProblem as exc:
             response = problem(exc.status, exc.detail, exc.headers)
+        except NameTaken:  # names are one namespace: the CLI's hint is no use to a tenant
+            response = problem(409, "that name is taken; choose another 'name'")
         except CsnotifyError as exc:
             response = problem(status_of(exc), exc.message)
         except web.HTTPRequestEntityTooLarge:
