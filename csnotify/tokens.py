@@ -86,7 +86,7 @@ def check_domain(domain: str) -> str:
         value = "ROOT" + value[4:]
     elif value:
         value = f"ROOT/{value}"
-    if not _DOMAIN.match(value):
+    if not _DOMAIN.match(value) or any(part in ("", ".", "..") for part in value.split("/")):
         raise BadInput(f"--domain {domain!r}: give a domain path such as ROOT or ROOT/sales")
     return value
 

@@ -280,7 +280,13 @@ def test_tokens_are_shown_once_kept_as_a_hash_and_revocable(cli, db_file: Path) 
         is_problem(http.get("/v1/whoami"), 401)
     r = cli("token", "revoke", "tok_nope", expect=2)
     assert r.exit_code == 2 and "no token 'tok_nope'" in r.stderr
-    for bad in (("--scope", "world"), ("--domain", "ROOT//x"), ("--expires", "soon")):
+    for bad in (
+        ("--scope", "world"),
+        ("--domain", "ROOT//x"),
+        ("--domain", "ROOT/../x"),
+        ("--domain", "ROOT/./x"),
+        ("--expires", "soon"),
+    ):
         r = cli("token", "create", "--account", "acme", *bad, expect=2)
         assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert len(cli("token", "list", "--json").json()) == 1
