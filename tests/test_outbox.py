@@ -315,7 +315,10 @@ def test_enable_sends_what_waited_now_and_the_first_wait_is_honoured(tmp_path: P
         again = run_process("dispatch", "-", "--json", input=other + "\n", env=env).json()
         assert again["waiting"] == 1
         down["yes"] = False
+        assert "when enabled" not in run_process("show", "later").stdout  # a time: in 1 h
         assert run_process("disable", "later", "--endpoint", rx.url).exit_code == 0
+        for shown in (run_process("show", "later"), run_process("status")):
+            assert "when enabled" in shown.stdout and " due " not in shown.stdout, shown.stdout
         assert run_process("enable", "later", "--endpoint", rx.url).exit_code == 0
         r = run_process("dispatch", "-", "--json", input="", env=env)  # due now, not in 1 h
         assert r.json()["delivered"] == 2, r.stdout

@@ -394,11 +394,14 @@ def _delivery_settings(app_state: AppState) -> Any:
     return DeliverySettings.from_settings(app_state.settings())
 
 
-def _clock(iso: str | None) -> str | None:
+def _clock(iso: str | None, enabled: bool = True) -> str | None:
     """``2026-11-26T10:00:05Z`` -> ``10:00:05Z`` (today's times are what one watches);
-    ``due`` once it has passed (the endpoint is busy with earlier attempts)."""
+    ``due`` once it has passed (the endpoint is busy with earlier attempts); ``when
+    enabled`` for a switched-off endpoint (its deliveries wait for 'csnotify enable')."""
     if not iso:
         return None
+    if not enabled:
+        return "when enabled"
     from csnotify.clock import now_iso
 
     return "due" if iso <= now_iso() else iso[11:]

@@ -155,7 +155,7 @@ def _status_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                 ep["consecutive_failures"],
                 ep["total_dropped"],
                 ep["backlog"],
-                _clock(ep["next_attempt"]),
+                _clock(ep["next_attempt"], ep["enabled"]),
                 ep["pending_error"] or ep["last_error"],
             ]
         )

@@ -288,7 +288,7 @@ def _render_subscription(
                 ep["total_folded"],
                 ep["total_dropped"],
                 ep["backlog"],
-                _clock(ep["next_attempt"]),
+                _clock(ep["next_attempt"], ep["enabled"]),
                 ep["last_success_at"],
                 last_error,
                 ep["warnings"],
