@@ -273,11 +273,9 @@ class Client:
                 timer = loop.call_at(deadline, conn.expire, None)
                 try:
                     await head_done
-                    timer.cancel()
-                    if loop.time() + body_timeout < deadline:
+                    if loop.time() + body_timeout < deadline:  # the body's wait ends first
+                        timer.cancel()
                         timer = loop.call_at(loop.time() + body_timeout, conn.expire, body_timeout)
-                    else:
-                        timer = loop.call_at(deadline, conn.expire, None)
                     await done
                 except CutShort:
                     conn.close()
