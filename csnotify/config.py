@@ -428,6 +428,16 @@ URL_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def parse_listen(text: str, example: str, default_host: str | None = None) -> tuple[str, int]:
+    """``--listen HOST:PORT`` (``[::1]:PORT`` for IPv6); without a host, ``default_host``
+    if given, else refused."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") or (default_host or "")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise BadInput(f"--listen {text!r}: give HOST:PORT, e.g. {example}")
+    return host, int(port)
+
+
 def check_url(url: str, what: str, schemes: tuple[str, ...] = ()) -> None:
     """Refuse what cannot be an URL at all: whitespace or control characters in it, or no
     scheme. (Each kind of URL gets its own checks where it is used.)"""

@@ -11,14 +11,6 @@ from csnotify.cli.common import JSON_OPT, AppState, CsnotifyGroup, app, render, 
 from csnotify.errors import BadInput
 
 
-def _listen_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise BadInput(f"--listen {text!r}: give HOST:PORT, e.g. 127.0.0.1:8787 or [::1]:8787")
-    return host, int(port)
-
-
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -51,9 +43,10 @@ def serve(
 
     from csnotify import aio, logs
     from csnotify.api.server import serve as run_server
+    from csnotify.config import parse_listen
 
     app_state = state(ctx)
-    host, port = _listen_address(listen)
+    host, port = parse_listen(listen, "127.0.0.1:8787 or [::1]:8787")
     ssl_context = _tls(tls_cert, tls_key)
     settings = app_state.settings()
     from csnotify.policy import Policy

@@ -38,10 +38,9 @@ class SimulatorOptions:
     start: datetime | None = None  # the server's clock starts here and runs in real time
 
     def host_port(self) -> tuple[str, int]:
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not port.isdigit():
-            raise BadInput(f"--listen {self.listen!r}: use HOST:PORT, e.g. 127.0.0.1:8080")
-        return host or "127.0.0.1", int(port)
+        from csnotify.config import parse_listen
+
+        return parse_listen(self.listen, "127.0.0.1:8080", default_host="127.0.0.1")
 
 
 class BusPublisher:
