@@ -185,7 +185,7 @@ def _other_poller(state: SourceState) -> dict[str, Any] | None:
 
     host, now = socket.gethostname(), time.time()
     for other in state.listeners():
-        mine = other.get("source") != "api" or other.get("id") == OWNER
-        if not mine and listener_state(other, now, host)[0] == "running":
+        another_api = other.get("source") == "api" and other.get("id") != OWNER
+        if another_api and listener_state(other, now, host)[0] == "running":
             return other
     return None
