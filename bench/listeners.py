@@ -135,7 +135,7 @@ def claim_cost(tmp: Path, kind: str, count: int, batch: int) -> float:
             outbox.commit(Changes(new=rows))
             t0 = time.perf_counter()
             claimed = 0
-            while got := outbox.claim(1, batch):
+            while got := outbox.claim(1, batch)[0]:
                 claimed += len(got)
             elapsed = time.perf_counter() - t0
         finally:

@@ -227,7 +227,7 @@ for start in range(0, rows, 200):
     outbox.commit(Changes(new=[PendingRow(1, e, e.resource_id, time.time(), claimed=False)
                                for e in events[start:start + 200]]))
 claimed = []
-while batch := outbox.claim(1, 100):
+while batch := outbox.claim(1, 100)[0]:
     claimed += batch
     ended = Changes(ended=[r.id for r in batch], records=[
         DeliveryRecord(1, "b", "http://x", r.event.id, r.event.type, "delivered", 1,

@@ -124,8 +124,8 @@ async def test_policy_mutes_groups_and_limits() -> None:
 def worker_with(t: Target, rows: list[PendingRow], per_endpoint: int = 4):
     started: list[tuple[str, float]] = []
 
-    async def claim(_endpoint: int, _limit: int) -> list[PendingRow]:
-        return []
+    async def claim(_endpoint: int, _limit: int) -> tuple[list[PendingRow], int]:
+        return [], 0
 
     async def attempt(w: EndpointWorker, row: PendingRow) -> None:
         started.append((row.event.id, time.monotonic()))
@@ -196,8 +196,8 @@ async def test_an_attempt_that_raises_waits_instead_of_spinning() -> None:
     tries: list[float] = []
     broken = True
 
-    async def claim(_endpoint: int, _limit: int) -> list[PendingRow]:
-        return []
+    async def claim(_endpoint: int, _limit: int) -> tuple[list[PendingRow], int]:
+        return [], 0
 
     async def attempt(w: EndpointWorker, row: PendingRow) -> None:
         tries.append(time.time())
@@ -244,11 +244,61 @@ def test_rows_are_claimed_once_and_released(tmp_path: Path) -> None:
     changes = Changes()
     changes.new = [PendingRow(ep, event(n), "-", time.time(), claimed=False) for n in range(5)]
     outbox.commit(changes)
-    assert [r.event.id for r in outbox.claim(ep, 3)] == ["ev-0", "ev-1", "ev-2"]
-    assert [r.event.id for r in outbox.claim(ep, 10)] == ["ev-3", "ev-4"]
-    assert outbox.claim(ep, 10) == []  # all ours now
+    assert [r.event.id for r in outbox.claim(ep, 3)[0]] == ["ev-0", "ev-1", "ev-2"]
+    assert [r.event.id for r in outbox.claim(ep, 10)[0]] == ["ev-3", "ev-4"]
+    assert outbox.claim(ep, 10) == ([], 0)  # all ours now
     outbox.release()
-    assert len(outbox.claim(ep, 10)) == 5
+    assert len(outbox.claim(ep, 10)[0]) == 5
+
+
+def held_elsewhere(store: Store, row_id: int, lease: float = 4e9) -> None:
+    """Row ``row_id`` as another process (on another host) holds it."""
+    with store.transaction():
+        store.conn.execute(
+            "UPDATE pending SET owner = 'elsewhere.example:1:x', lease = ? WHERE id = ?",
+            (lease, row_id),
+        )
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["per-resource", "strict"])
+def test_rows_behind_another_process_s_row_of_their_resource_wait_for_it(
+    tmp_path: Path, strict: bool
+) -> None:
+    """Issue 15: another process holds vm-1's first row (sending it, or waiting to retry
+    it). Our later vm-1 row is written unclaimed and no claim takes it until that row
+    ends; vm-2's goes at once (with strict order it waits too)."""
+    store = Store.open(tmp_path / "s.db")
+    subscribe(store, SubscriptionInput(["*"], ["https://hooks.example/cs"], name="s"))
+    ep = store.subscriptions()[0].endpoints[0].id or 0
+    outbox = Outbox(store, 100)
+    first = PendingRow(ep, event(0, "vm-1"), "vm-1", time.time(), claimed=False, strict=strict)
+    outbox.commit(Changes(new=[first]))
+    held_elsewhere(store, first.id)
+    later = [
+        PendingRow(ep, event(n, vm), vm, time.time(), strict=strict)
+        for n, vm in ((1, "vm-1"), (2, "vm-2"))
+    ]
+    outbox.commit(Changes(new=later))
+    assert [r.claimed for r in later] == [False, not strict]
+    rows, held_back = outbox.claim(ep, 10, strict)
+    assert (rows, held_back) == ([], 2 if strict else 1)
+    with store.transaction():  # the other process delivered it
+        store.conn.execute("DELETE FROM pending WHERE id = ?", (first.id,))
+    rows, held_back = outbox.claim(ep, 10, strict)
+    expected = ["ev-1", "ev-2"] if strict else ["ev-1"]
+    assert ([r.event.id for r in rows], held_back) == (expected, 0)
+
+
+def test_a_row_whose_holder_s_lease_ran_out_holds_nothing_back(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.db")
+    subscribe(store, SubscriptionInput(["*"], ["https://hooks.example/cs"], name="s"))
+    ep = store.subscriptions()[0].endpoints[0].id or 0
+    outbox = Outbox(store, 100)
+    rows = [PendingRow(ep, event(n, "vm-1"), "vm-1", time.time(), claimed=False) for n in (0, 1)]
+    outbox.commit(Changes(new=rows))
+    held_elsewhere(store, rows[0].id, lease=1.0)  # its process died long ago
+    claimed, held_back = outbox.claim(ep, 10)
+    assert ([r.event.id for r in claimed], held_back) == (["ev-0", "ev-1"], 0)
 
 
 @sync

@@ -225,6 +225,39 @@ def test_failures_are_counted_once_for_all_listeners(hosts, bus) -> None:  # noq
         assert sorted(vm_number(r.json()) for r in bad.requests[4:]) == [0, 1, 2, 3]
 
 
+def test_one_resources_events_keep_their_order_across_listeners(hosts, bus) -> None:  # noqa: F811
+    """The first event of a VM fails once and waits 4 s for its retry in one listener; the
+    VM's later events, half of them taken off the queue by the other listener, wait behind
+    it: the receiver gets them all in the order they were accepted, none before the first
+    one's retry."""
+    a = hosts[0]
+    vm = str(uuid.UUID(int=4242))
+    failed_once: list[int] = []
+
+    def script(req) -> Answer:
+        if vm_number(req.json()) == 0 and not failed_once:
+            failed_once.append(0)
+            return Answer(500)
+        return Answer()
+
+    with Receiver(script) as rx:
+        for host in hosts:
+            host.configure(delivery__retry_schedule="0s,4s")
+        a.cli("subscribe", "VM.*", "--to", rx.url, "--name", "vms")
+        start_both(hosts, bus)
+        bus.publish_many([message(0, vm)])
+        assert wait_for(lambda: len(rx.requests) == 1, 10), "the first attempt fails"
+        for n in range(1, 9):  # apart enough that the store accepts them in this order
+            bus.publish_many([message(n, vm)])
+            time.sleep(0.25)
+        assert wait_for(lambda: len(rx.requests) == 10, 30), [r.json() for r in rx.requests]
+        assert wait_for(lambda: bus.queued() == 0, 10)
+        counts = [listeners_of(a)[h.pid]["events"] for h in hosts]
+        stop_both(hosts)
+    assert min(counts) >= 2, f"each listener took some of the VM's events: {counts}"
+    assert [vm_number(r.json()) for r in rx.requests] == [0, *range(9)]
+
+
 def test_a_killed_listeners_claimed_deliveries_are_finished_by_the_other(
     hosts,
     bus,  # noqa: F811

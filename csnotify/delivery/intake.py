@@ -7,6 +7,7 @@ target's pacing state (rate window, pending batch) and its worker.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from csnotify.channels.base import Channel
     from csnotify.events import Event
     from csnotify.models import Endpoint, Subscription
+
+
+RESOURCE_KEY_MAX = 190  # longer keys are kept as their hash (pending's index bounds them)
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -70,7 +74,10 @@ def resource_key(event: Event) -> str:
     were accepted. Events that name no resource (alerts, hand-made events) share one key,
     so they keep their order among themselves."""
     if event.resource_id:  # a UUID: the same resource whatever category names its type
-        return event.resource_id
+        key = event.resource_id
+        if len(key) > RESOURCE_KEY_MAX:  # a hand-made event's: indexed keys are bounded
+            return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return key
     return "-"
 
 

@@ -14,7 +14,10 @@ worker loads them and renewed while it holds them; a process that stops releases
 claims, and the claims of a process that died on this host are released when another one
 starts, so nothing waits for a lease to run out after a crash on one machine. On a
 database server several processes claim at once: each takes rows with ``SELECT ... FOR
-UPDATE SKIP LOCKED``, so a row is claimed by one of them.
+UPDATE SKIP LOCKED``, so a row is claimed by one of them. Order per resource holds
+across processes: a row waits in the store while another process holds an earlier row
+of its resource (``claim``, ``_others_first``), and on a server an endpoint's rows are
+written one transaction at a time, so ids follow commit order (``_lock_endpoints``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class PendingRow:
     id: int = 0
     running: bool = False
     claimed: bool = True  # written as ours (the worker holds it) or left for loading
+    strict: bool = False  # the endpoint sends one at a time in acceptance order
 
 
 @dataclass
@@ -117,6 +121,8 @@ class Outbox:
         now = time.time()
         changes.switched = []
         with self.store.transaction():
+            self._lock_endpoints(changes)
+            self._others_first(changes.new)
             ids = self.store.insert_ids(
                 "pending",
                 PENDING_COLUMNS,
@@ -151,6 +157,27 @@ class Outbox:
             self.state.mark_acknowledged(changes.acked)
             for source, position in changes.cursors.items():
                 self.state.write_cursor(source, position)
+
+    def _lock_endpoints(self, changes: Changes) -> None:
+        """On a database server, the endpoints this transaction writes rows of, or counts
+        outcomes for, are locked first and in id order: transactions of several listeners
+        that write one endpoint's rows take their turns, so a row's id is never lower than
+        that of a row another transaction committed before it (order per resource holds
+        across listeners), and none waits for another in a cycle."""
+        if not self.store.dialect.skip_locked:  # SQLite: this transaction is the only writer
+            return
+        ids = sorted(
+            {r.endpoint_id for r in changes.new}
+            | {r.endpoint_id for r in changes.records}
+            | {i for i, _ in changes.disable}
+        )
+        for start in range(0, len(ids), MANY):
+            part = ids[start : start + MANY]
+            self.store.conn.execute(
+                f"SELECT id FROM endpoints WHERE id IN ({','.join('?' * len(part))})"  # noqa: S608
+                " ORDER BY id FOR UPDATE",
+                part,
+            ).fetchall()
 
     def _switch_off(self, changes: Changes) -> None:
         """Endpoints this listener gave up on (``changes.disable``: 410 Gone, or its own
@@ -195,31 +222,47 @@ class Outbox:
             )
         return 0.0
 
-    def claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
-        """The oldest unclaimed rows of an endpoint, now ours, oldest first."""
+    def claim(
+        self, endpoint_id: int, limit: int, strict: bool = False
+    ) -> tuple[list[PendingRow], int]:
+        """The oldest unclaimed rows of an endpoint, now ours, oldest first; and how many
+        were left because another process holds an earlier row of their resource (of any
+        resource, with ``strict`` order): they wait until it ends. Claims of one endpoint
+        are taken one process at a time (its ``endpoints`` row is locked), so two processes
+        never each take a part of one resource's rows."""
         now = time.time()
-        conn = self.store.conn
+        conn, dialect = self.store.conn, self.store.dialect
         with self.store.transaction():
-            if self.store.dialect.skip_locked:  # other processes claim at the same time
-                rows = conn.execute(
-                    f"SELECT {CLAIMED_COLUMNS} FROM pending WHERE endpoint_id = ?"  # noqa: S608
-                    " AND (owner IS NULL OR lease < ?) ORDER BY id LIMIT ?"
-                    " FOR UPDATE SKIP LOCKED",
-                    (endpoint_id, now, limit),
+            lock = ""  # SQLite: this transaction holds the only write lock
+            if dialect.skip_locked:
+                conn.execute("SELECT id FROM endpoints WHERE id = ? FOR UPDATE", (endpoint_id,))
+                # rows another process is writing (released, ended) are skipped, not awaited
+                lock = " FOR UPDATE SKIP LOCKED"
+            candidates = conn.execute(
+                "SELECT id, resource FROM pending WHERE endpoint_id = ?"  # noqa: S608
+                f" AND (owner IS NULL OR lease < ?) ORDER BY id LIMIT ?{lock}",
+                (endpoint_id, now, limit),
+            ).fetchall()
+            if not candidates:
+                return [], 0
+            blockers = self._held_elsewhere(
+                endpoint_id, None if strict else {r[1] for r in candidates}, now
+            )
+            key = (lambda _r: "") if strict else (lambda r: r[1])
+            ids = [r[0] for r in candidates if r[0] < blockers.get(key(r), r[0] + 1)]
+            rows = []
+            for start in range(0, len(ids), MANY):
+                part = ids[start : start + MANY]
+                marks = ",".join("?" * len(part))
+                conn.execute(
+                    f"UPDATE pending SET owner = ?, lease = ? WHERE id IN ({marks})",  # noqa: S608
+                    (OWNER, now + LEASE_S, *part),
+                )
+                rows += conn.execute(
+                    f"SELECT {CLAIMED_COLUMNS} FROM pending WHERE id IN ({marks})",  # noqa: S608
+                    part,
                 ).fetchall()
-                if rows:
-                    conn.execute(
-                        "UPDATE pending SET owner = ?, lease = ?"  # noqa: S608
-                        f" WHERE id IN ({','.join('?' * len(rows))})",
-                        (OWNER, now + LEASE_S, *(r["id"] for r in rows)),
-                    )
-            else:  # SQLite: this transaction holds the only write lock
-                rows = conn.execute(
-                    "UPDATE pending SET owner = ?, lease = ? WHERE id IN (SELECT id FROM pending"  # noqa: S608
-                    " WHERE endpoint_id = ? AND (owner IS NULL OR lease < ?) ORDER BY id LIMIT ?)"
-                    f" RETURNING {CLAIMED_COLUMNS}",
-                    (OWNER, now + LEASE_S, endpoint_id, now, limit),
-                ).fetchall()
+        held_back = len(candidates) - len(ids)
         out = []
         for r in sorted(rows, key=lambda r: r["id"]):
             event = from_normalised(json.loads(r["payload"]))
@@ -235,9 +278,73 @@ class Outbox:
                     next_at=r["next_at"],
                     last_error=r["last_error"],
                     id=r["id"],
+                    strict=strict,
                 )
             )
+        return out, held_back
+
+    def _held_elsewhere(
+        self, endpoint_id: int, resources: set[str] | None, now: float
+    ) -> dict[str, int]:
+        """The first row of each of ``resources`` (None: of the endpoint, keyed "") that
+        another process holds for the endpoint (its lease runs)."""
+        conn = self.store.conn
+        held = "owner IS NOT NULL AND owner <> ? AND lease >= ?"
+        if resources is None:
+            first = conn.execute(
+                f"SELECT min(id) FROM pending WHERE endpoint_id = ? AND {held}",  # noqa: S608
+                (endpoint_id, OWNER, now),
+            ).fetchone()[0]
+            return {} if first is None else {"": first}
+        out: dict[str, int] = {}
+        keys = sorted(resources)
+        for start in range(0, len(keys), MANY):
+            part = keys[start : start + MANY]
+            out.update(
+                conn.execute(
+                    "SELECT resource, min(id) FROM pending WHERE endpoint_id = ?"  # noqa: S608
+                    f" AND resource IN ({','.join('?' * len(part))}) AND {held} GROUP BY resource",
+                    (endpoint_id, *part, OWNER, now),
+                ).fetchall()
+            )
         return out
+
+    def _others_first(self, rows: list[PendingRow]) -> None:
+        """New rows we would hold at once are written unclaimed instead when the store has
+        an earlier row of their resource (any row, with strict order) that is not ours:
+        another process holds it, or nobody does yet. The claim that takes them later keeps
+        the order."""
+        conn = self.store.conn
+        by_endpoint: dict[int, list[PendingRow]] = {}
+        for row in rows:
+            if row.claimed:
+                by_endpoint.setdefault(row.endpoint_id, []).append(row)
+        not_ours = "(owner IS NULL OR owner <> ?)"
+        for endpoint_id, mine in by_endpoint.items():
+            if mine[0].strict:
+                found = conn.execute(
+                    f"SELECT 1 FROM pending WHERE endpoint_id = ? AND {not_ours} LIMIT 1",  # noqa: S608
+                    (endpoint_id, OWNER),
+                ).fetchone()
+                if found:
+                    for row in mine:
+                        row.claimed = False
+                continue
+            keys = sorted({row.resource for row in mine})
+            taken: set[str] = set()
+            for start in range(0, len(keys), MANY):
+                part = keys[start : start + MANY]
+                taken.update(
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT DISTINCT resource FROM pending WHERE endpoint_id = ?"  # noqa: S608
+                        f" AND resource IN ({','.join('?' * len(part))}) AND {not_ours}",
+                        (endpoint_id, *part, OWNER),
+                    )
+                )
+            for row in mine:
+                if row.resource in taken:
+                    row.claimed = False
 
     def orphan_batches(self) -> dict[int, tuple[str, float, str]]:
         """Batches no running listener holds (an earlier run's, or one that died: on this

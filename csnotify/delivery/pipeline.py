@@ -191,6 +191,7 @@ class Pipeline:
         row = PendingRow(target.id, event, resource_key(event), now, webhook_id)
         row.next_at = now + self.settings.schedule[0]  # the wait before the first attempt
         row.claimed = worker.has_room()
+        row.strict = target.endpoint.strict_order
         worker.backlog += 1
         self.writer.changes.new.append(row)
 
@@ -256,8 +257,9 @@ class Pipeline:
 
     # -- workers -------------------------------------------------------------------------
 
-    async def _claim(self, endpoint_id: int, limit: int) -> list[PendingRow]:
-        return await self.db(self.outbox.claim, endpoint_id, limit)
+    async def _claim(self, endpoint_id: int, limit: int) -> tuple[list[PendingRow], int]:
+        strict = self.intake.targets[endpoint_id].endpoint.strict_order
+        return await self.db(self.outbox.claim, endpoint_id, limit, strict)
 
     async def _attempt(self, worker: EndpointWorker, row: PendingRow) -> None:
         """One attempt; then the row is delivered, scheduled again, or given up."""

@@ -3,7 +3,9 @@
 A worker holds a window of its endpoint's oldest pending rows (claimed in the store) and
 starts those that may go: at most ``per_endpoint`` at once, never two of one resource
 (the first pending row of a resource blocks the later ones, also while it waits for a
-retry), and with ``strict_order`` one at a time in acceptance order. A dead or slow
+retry), and with ``strict_order`` one at a time in acceptance order. Rows of a resource
+another process holds an earlier row of stay in the store until that row ends (the claim
+leaves them; see outbox.py), so the order holds across listeners too. A dead or slow
 endpoint only fills its own window; rows beyond it wait in the store, not in memory.
 """
 
@@ -27,6 +29,10 @@ REFILL_AT = WINDOW_ROWS // 2
 # in a row up to FAULT_WAIT_MAX_S, instead of being tried again at once for ever.
 FAULT_WAIT_S = 1.0
 FAULT_WAIT_MAX_S = 300.0
+# Rows another process holds an earlier row of their resource for are claimed once it ends:
+# looked for again after this long, doubling up to RECHECK_MAX_S while they stay held.
+RECHECK_S = 0.25
+RECHECK_MAX_S = 5.0
 
 
 class EndpointWorker:
@@ -34,7 +40,7 @@ class EndpointWorker:
         self,
         target: Target,
         per_endpoint: int,
-        claim: Callable[[int, int], Awaitable[list[PendingRow]]],
+        claim: Callable[[int, int], Awaitable[tuple[list[PendingRow], int]]],
         attempt: Callable[[EndpointWorker, PendingRow], Awaitable[None]],
     ) -> None:
         self.target = target
@@ -51,6 +57,8 @@ class EndpointWorker:
         self.unsaved = 0
         self.loading = False  # claiming rows from the store
         self.earliest: float | None = None  # the next retry among the waiting rows
+        self.recheck_at: float | None = None  # look for rows held back by another process
+        self.recheck_wait = RECHECK_S
         self.overflowing = False  # the backlog is full (logged once)
         self.faults = 0  # attempts in a row that raised
         self._wake = asyncio.Event()
@@ -95,6 +103,8 @@ class EndpointWorker:
             return False
         if not self.target.enabled:
             return True
+        if self.recheck_at is not None and self.recheck_at <= horizon:
+            return False
         heads: set[str] = set()  # only the first row of a resource can be due
         for row in self.rows.values():
             key = self._key(row)
@@ -131,13 +141,17 @@ class EndpointWorker:
         while not self._stopping:
             self._wake.clear()
             if self.target.enabled:
+                if self.recheck_at is not None and self.recheck_at <= time.time():
+                    self.recheck_at, self.need_load = None, True
                 if self.need_load and len(self.rows) <= REFILL_AT:
                     await self._load()
                 for row in self._ready(time.time()):
                     self._spawn(row)
             timeout = None
-            if self.earliest is not None and self.target.enabled:
-                timeout = max(0.0, self.earliest - time.time())
+            if self.target.enabled:
+                due = [t for t in (self.earliest, self.recheck_at) if t is not None]
+                if due:
+                    timeout = max(0.0, min(due) - time.time())
             if timeout is None:
                 await self._wake.wait()
                 continue
@@ -150,15 +164,23 @@ class EndpointWorker:
         self.need_load = False  # rows written while we read set it again
         self.loading = True
         try:
-            rows = await self._claim(self.target.id, room)
+            rows, held_back = await self._claim(self.target.id, room)
         except Exception:
             log.exception("could not read pending deliveries of %s", self.target.label)
             self.need_load = True
             return
         finally:
             self.loading = False
+        if held_back:
+            self.recheck_at = time.time() + self.recheck_wait
+            self.recheck_wait = min(RECHECK_MAX_S, self.recheck_wait * 2)
+        else:
+            self.recheck_at, self.recheck_wait = None, RECHECK_S
+        newest = max(self.rows, default=0)
         for row in rows:
             self.rows.setdefault(row.id, row)
+        if rows and rows[0].id < newest:  # older rows than some we hold: acceptance order
+            self.rows = dict(sorted(self.rows.items()))
         if len(rows) >= room:
             self.need_load = True
 
