@@ -232,12 +232,15 @@ def m006_shared_state(db: Database) -> None:
 
 
 @migration
-def m007_order_across_listeners(db: Database) -> None:
-    """Issue 15: per-resource order holds across listeners. A listener looks up, for the
-    resources of the rows it writes or claims, whether another process holds an earlier
-    row of the same resource for the same endpoint: an index on (endpoint, resource, id)
-    keeps that a short read. Ordering keys longer than the index allows (hand-made events
-    only) are kept as their hash, as csnotify.delivery.intake.resource_key makes new ones."""
+def m007_listeners_share_work(db: Database) -> None:
+    """Issue 15: per-resource order holds across listeners, and each listener's pending
+    batch is kept. A listener looks up, for the resources of the rows it writes or claims,
+    whether another process holds an earlier row of the same resource for the same
+    endpoint: an index on (endpoint, resource, id) keeps that a short read. Ordering keys
+    longer than the index allows (hand-made events only) are kept as their hash, as
+    csnotify.delivery.intake.resource_key makes new ones. A batch row belongs to an
+    endpoint and its holder (two listeners may each hold one for an endpoint; the row was
+    the endpoint's alone, so one overwrote the other); an earlier run's has holder ''."""
     import hashlib
 
     long = list(db.query("SELECT id, resource FROM pending WHERE LENGTH(resource) > 190"))
@@ -247,3 +250,12 @@ def m007_order_across_listeners(db: Database) -> None:
             "UPDATE pending SET resource = ? WHERE id = ?", ("sha256:" + digest, row["id"])
         )
     db.execute("CREATE INDEX pending_resource ON pending (endpoint_id, resource, id)")
+    batches = list(db.query("SELECT endpoint_id, kind, due, doc, owner FROM batches"))
+    db.execute("DROP TABLE batches")
+    db["batches"].create(
+        {"endpoint_id": int, "kind": str, "due": float, "doc": str, "owner": str},
+        pk=("endpoint_id", "owner"),
+        not_null={"kind", "due", "doc"},
+    )
+    for row in batches:
+        db["batches"].insert({**row, "owner": row["owner"] or ""})

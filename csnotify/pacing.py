@@ -85,6 +85,18 @@ class Batch:
         if self.first is None:
             self.first = event
 
+    def merge(self, other: Batch) -> None:
+        """Take in a batch another listener left (its events are this one's now); the
+        earlier of the two times is kept."""
+        if self.count == 0:
+            self.first = other.first
+        self.count += other.count
+        self.types.update(other.types)
+        if LEVEL_RANK.get(other.level, 0) > LEVEL_RANK.get(self.level, 0):
+            self.level = other.level
+        self.listed += other.listed[: max(0, LISTED - len(self.listed))]
+        self.due = min(self.due, other.due)
+
     def summary(self) -> str:
         """``37 more events: 30 VM.STOP, 7 VM.START``"""
         ranked = sorted(self.types.items(), key=lambda kv: (-kv[1], kv[0]))

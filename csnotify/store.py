@@ -597,7 +597,7 @@ class DeliveryLog:
         self.store = store
         dialect = store.dialect
         self._save_batch = dialect.upsert(
-            "batches", ("endpoint_id", "kind", "due", "doc", "owner"), ("endpoint_id",)
+            "batches", ("endpoint_id", "owner", "kind", "due", "doc"), ("endpoint_id", "owner")
         )
         self._count_trimmed = dialect.upsert(
             "trimmed",
@@ -613,19 +613,22 @@ class DeliveryLog:
         records: list[DeliveryRecord],
         log_max: int,
         batches: Sequence[tuple[int, tuple[str, float, str] | None]] = (),
-        owner: str | None = None,
+        owner: str = "",
+        merged: Sequence[tuple[int, str]] = (),
     ) -> None:
-        """Outcomes, and the pending batches that changed (None: sent, so deleted), inside a
-        transaction the caller holds (the outbox's)."""
+        """Outcomes, and the pending batches ``owner`` holds that changed (None: sent, so
+        deleted), inside a transaction the caller holds (the outbox's); ``merged``: the
+        batches (endpoint id, holder) taken over and now part of ``owner``'s."""
         conn = self.store.conn
         for endpoint_id, pending in batches:
             if pending is None:
-                conn.execute(  # not another listener's, for the same endpoint
-                    "DELETE FROM batches WHERE endpoint_id = ? AND (owner = ? OR owner IS NULL)",
-                    (endpoint_id, owner),
+                conn.execute(
+                    "DELETE FROM batches WHERE endpoint_id = ? AND owner = ?", (endpoint_id, owner)
                 )
             else:
-                conn.execute(self._save_batch, (endpoint_id, *pending, owner))
+                conn.execute(self._save_batch, (endpoint_id, owner, *pending))
+        if merged:
+            conn.executemany("DELETE FROM batches WHERE endpoint_id = ? AND owner = ?", merged)
         conn.executemany(
             f"INSERT INTO deliveries ({', '.join(RECORD_FIELDS)})"  # noqa: S608 - fixed names
             f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
@@ -650,23 +653,25 @@ class DeliveryLog:
         for endpoint_id in {r.endpoint_id for r in records}:
             self._trim(endpoint_id, log_max)
 
-    def batches(self) -> dict[int, tuple[str, float, str, str | None, str | None]]:
-        """Batches held back, by endpoint id: kind, due, doc, the listener that holds it
-        and that listener's last heartbeat (None: not a running listener the store knows)."""
-        rows = self.store.conn.execute(
-            "SELECT b.endpoint_id, b.kind, b.due, b.doc, b.owner, l.updated, l.doc"
-            " FROM batches b LEFT JOIN listeners l ON l.id = b.owner"
-        )
-        return {
-            r[0]: (
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5] if r[6] and json.loads(r[6]).get("running") else None,
+    def batches(self) -> list[tuple[int, str, str, float, str]]:
+        """Batches held back: endpoint id, holder (a listener's run id; ``run/earlier``
+        while that run takes over an earlier holder's; '' for a run before holders were
+        kept), kind, due, doc."""
+        return [
+            (r[0], r[1], r[2], r[3], r[4])
+            for r in self.store.conn.execute(
+                "SELECT endpoint_id, owner, kind, due, doc FROM batches ORDER BY endpoint_id, due"
             )
-            for r in rows
-        }
+        ]
+
+    def take_batch(self, endpoint_id: int, holder: str, taker: str) -> bool:
+        """Move a batch to ``taker`` unless another listener took it first."""
+        return bool(
+            self.store.conn.execute(
+                "UPDATE batches SET owner = ? WHERE endpoint_id = ? AND owner = ?",
+                (taker, endpoint_id, holder),
+            ).rowcount
+        )
 
     def _trim(self, endpoint_id: int, log_max: int) -> None:
         """Keep the newest ``log_max`` rows; count what goes, by minute and status, so that

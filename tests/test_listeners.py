@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from dbservers import backend  # noqa: F401 - fixture
 from helpers import Run, load_fixture, run_process
-from receivers import Answer, Receiver
+from receivers import Answer, Receiver, SmsEagleGateway
 from services import bus, wait_for  # noqa: F401 - fixtures
 
 from csnotify.store import SourceState, open_store
@@ -302,6 +303,37 @@ def test_a_killed_listeners_claimed_deliveries_are_finished_by_the_other(
     assert len(rx.requests) - events <= 2 * 2 + 10
 
 
+def test_each_listeners_group_for_one_endpoint_is_sent_even_if_one_is_killed(
+    hosts,
+    bus,  # noqa: F811
+) -> None:
+    """Both listeners fold their share of 6 events into a group for one SMS endpoint
+    (--group-wait 8s); one is SIGKILLed before its group is due. The other sends its own
+    group and takes over the killed one's: all 6 events are in the texts sent."""
+    a, b = hosts
+    with SmsEagleGateway() as sms:
+        a.cli("subscribe", "VM.*", "--to", sms.uri(), "--group-wait", "8s", "--name", "sms")
+        start_both(hosts, bus)
+        bus.publish_many([message(n) for n in range(6)])
+
+        def folded() -> int:
+            return a.cli("show", "sms", "--json").json()["endpoints"][0]["total_folded"]
+
+        assert wait_for(lambda: folded() == 6, 20)
+        by = {x["pid"]: x["events"] for x in listeners_of(a).values()}
+        assert by.get(a.pid) and by.get(b.pid), f"both listeners took events: {by}"
+        assert a.proc is not None
+        a.proc.kill()
+        a.proc.wait()
+
+        def sent() -> int:
+            return sum(int(text.split(" ", 1)[0]) for text in sms.texts())
+
+        assert wait_for(lambda: sent() == 6, 40), sms.texts()
+        assert b.stop() == 0
+    assert all(re.fullmatch(r"\d events?: \d VM\.START", t) for t in sms.texts()), sms.texts()
+
+
 def test_a_rate_limit_holds_across_both_listeners(hosts, bus) -> None:  # noqa: F811
     """--max-per-minute 5 on an endpoint both listeners send to: 5 messages in all go out
     in the minute, the rest wait in a digest (counted folded), whichever listener took
@@ -358,9 +390,10 @@ def test_claims_of_a_listener_on_another_host_are_taken_when_their_lease_ends(
 
 
 def test_a_pending_batch_is_sent_by_its_listener_or_once_it_is_gone(cli, backend: str) -> None:  # noqa: F811
-    """Digests and groups are held by the listener that opened them: a listener starting
-    sends those of a listener that is gone (here: on another host, silent for a minute),
-    not those of one that runs (its heartbeat is fresh)."""
+    """Digests and groups are held by the listener that opened them, each its own even for
+    one endpoint: a listener starting sends those of listeners that are gone (here: two on
+    another host, silent for a minute, and an earlier run's), merged into one message per
+    endpoint, not those of one that runs (its heartbeat is fresh)."""
     from csnotify.clock import log_now
     from csnotify.events import from_normalised
     from csnotify.pacing import Batch
@@ -375,21 +408,37 @@ def test_a_pending_batch_is_sent_by_its_listener_or_once_it_is_gone(cli, backend
         try:
             eps = {ep.uri.rsplit("/", 1)[1]: ep.id for ep in store.subscription("vms").endpoints}
             log = DeliveryLog(store)
-            for name, beat in (("live", log_now()), ("gone", minute_ago)):
-                owner = f"elsewhere.example:{len(name)}:{name}"
-                state = SourceState(store)
-                doc = {"host": "elsewhere.example", "pid": len(name), "running": True,
-                       "started": minute_ago}  # fmt: skip
-                state.save_listener(owner, "amqp", doc)
+            holders = [("live", "live", log_now()), ("gone", "gone", minute_ago),
+                       ("gone2", "gone", minute_ago), ("", "gone", None)]  # fmt: skip
+            for name, endpoint, beat in holders:
+                owner = f"elsewhere.example:{len(name)}:{name}" if name else ""
+                if beat is not None:
+                    state = SourceState(store)
+                    doc = {"host": "elsewhere.example", "pid": len(name), "running": True,
+                           "started": minute_ago}  # fmt: skip
+                    state.save_listener(owner, "amqp", doc)
                 with store.transaction():
                     store.conn.execute(
                         "UPDATE listeners SET updated = ? WHERE id = ?", (beat, owner)
                     )
                     batch = Batch("group", time.time() - 1)
-                    batch.add(from_normalised({"id": f"ev-{name}", "type": "VM.START"}))
-                    log.write([], 100, [(eps[name], ("group", batch.due, batch.to_doc()))], owner)
+                    batch.add(
+                        from_normalised({"id": f"ev-{name or 'earlier'}", "type": "VM.START"})
+                    )
+                    log.write(
+                        [], 100, [(eps[endpoint], ("group", batch.due, batch.to_doc()))], owner
+                    )
         finally:
             store.close()
         r = run_process("listen", "--source", "stdin", input="")
         assert r.exit_code == 0, r.stderr
-    assert [(req.path, req.json()["event"]["id"]) for req in rx.requests] == [("/gone", "ev-gone")]
+    (sent,) = rx.requests
+    assert sent.path == "/gone"
+    digest = sent.json()["event"]
+    assert {e["id"] for e in digest["raw"]["events"]} == {"ev-gone", "ev-gone2", "ev-earlier"}
+    store = open_store(backend, {})
+    try:
+        left = [(e, owner) for e, owner, *_ in DeliveryLog(store).batches()]
+    finally:
+        store.close()
+    assert left == [(eps["live"], "elsewhere.example:4:live")]

@@ -218,7 +218,7 @@ def test_a_version_2_store_keeps_its_data_through_m003(cli, tmp_path: Path) -> N
     assert store.schema_version == len(MIGRATIONS) == 7
     assert [r[0] for r in store.conn.execute("SELECT name FROM migrations ORDER BY name")] == [
         "m001_initial", "m002_operator_control", "m003_outbox", "m004_outcomes_and_names",
-        "m005_api_tokens_and_owners", "m006_shared_state", "m007_order_across_listeners",
+        "m005_api_tokens_and_owners", "m006_shared_state", "m007_listeners_share_work",
     ]  # fmt: skip
     assert store.conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 0
 
@@ -466,7 +466,18 @@ def test_source_state_and_batches_on_every_backend(backend: str) -> None:  # noq
             log.write([], 10, [(5, ("digest", 1.5, "{}"))])
         with store.transaction():
             log.write([], 10, [(5, ("group", 2.5, '{"n": 1}'))])
-        assert log.batches() == {5: ("group", 2.5, '{"n": 1}', None, None)}
+        assert log.batches() == [(5, "", "group", 2.5, '{"n": 1}')]
+        with store.transaction():  # another listener's, for the same endpoint: both kept
+            log.write([], 10, [(5, ("digest", 3.5, "{}"))], "run-b")
+        assert log.batches() == [
+            (5, "", "group", 2.5, '{"n": 1}'),
+            (5, "run-b", "digest", 3.5, "{}"),
+        ]
+        with store.transaction():
+            assert log.take_batch(5, "", "run-b/") and not log.take_batch(5, "", "run-c/")
+        with store.transaction():  # run-b sent its batch, with the one it took over
+            log.write([], 10, [(5, None)], "run-b", merged=[(5, "run-b/")])
+        assert log.batches() == []
         assert state.changed() is False  # the first call only takes note
         with other.transaction():
             other.insert_mute(Mute("x", None, None, "r", "2026-11-26T00:00:00Z", "2099-01-01"))

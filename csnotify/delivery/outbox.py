@@ -79,6 +79,7 @@ class Changes:
     ended_at: list[int] = field(default_factory=list)  # their endpoint ids (for the workers)
     records: list[DeliveryRecord] = field(default_factory=list)
     batches: dict[int, Batch | None] = field(default_factory=dict)  # None: sent or gone
+    merged: list[tuple[int, str]] = field(default_factory=list)  # batches taken into ours
     disable: list[tuple[int, str]] = field(default_factory=list)  # endpoints gone (410)
     # (event id, content id) of bus messages handled, to tell their redeliveries
     seen: list[tuple[str, str | None]] = field(default_factory=list)
@@ -93,8 +94,8 @@ class Changes:
 
 
 CHANGE_FIELDS = (
-    "new", "retries", "ended", "ended_at", "records", "batches", "disable", "seen", "acked",
-    "cursors",
+    "new", "retries", "ended", "ended_at", "records", "batches", "merged", "disable", "seen",
+    "acked", "cursors",
 )  # fmt: skip
 
 
@@ -151,7 +152,7 @@ class Outbox:
                 (endpoint_id, None if b is None else (b.kind, b.due, b.to_doc()))
                 for endpoint_id, b in changes.batches.items()
             ]
-            self.log.write(changes.records, self.log_max, batches, OWNER)
+            self.log.write(changes.records, self.log_max, batches, OWNER, changes.merged)
             self._switch_off(changes)
             self.state.remember(changes.seen)
             self.state.mark_acknowledged(changes.acked)
@@ -346,22 +347,32 @@ class Outbox:
                 if row.resource in taken:
                     row.claimed = False
 
-    def orphan_batches(self) -> dict[int, tuple[str, float, str]]:
+    def take_orphan_batches(self) -> list[tuple[int, str, str, float, str]]:
         """Batches no running listener holds (an earlier run's, or one that died: on this
-        host, its process is gone; elsewhere, it missed 3 heartbeats), to be sent by us."""
+        host, its process is gone; elsewhere, it missed 3 heartbeats), now ours to send:
+        (endpoint id, the key they are kept under until merged into ours, kind, due, doc).
+        Each is moved to us in the store, so two listeners never both take one; if we die
+        before merging it, it is an orphan again."""
         from datetime import UTC, datetime, timedelta
 
         from csnotify.store import log_time
 
+        batches = self.log.batches()
+        if all(owner.split("/", 1)[0] == OWNER for _e, owner, *_rest in batches):
+            return []
         stale = log_time(datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S))
-        out = {}
-        for endpoint_id, (kind, due, doc, owner, beat) in self.log.batches().items():
-            if owner and owner.startswith(f"{HOST}:"):
-                held = owner == OWNER or _alive(owner)
-            else:
-                held = bool(owner) and beat is not None and beat >= stale
-            if not held:
-                out[endpoint_id] = (kind, due, doc)
+        beats = {lst["id"]: lst["updated"] for lst in self.state.listeners() if lst.get("running")}
+        out = []
+        with self.store.transaction():
+            for endpoint_id, owner, kind, due, doc in batches:
+                holder = owner.split("/", 1)[0]
+                if holder.startswith(f"{HOST}:"):
+                    held = holder == OWNER or _alive(holder)
+                else:
+                    held = beats.get(holder, "") >= stale
+                key = f"{OWNER}/{owner.rsplit('/', 1)[-1]}"
+                if not held and self.log.take_batch(endpoint_id, owner, key):
+                    out.append((endpoint_id, key, kind, due, doc))
         return out
 
     def renew(self) -> None:

@@ -67,7 +67,8 @@ class Pipeline:
         self.outcomes = Outcomes(settings, self.stats, self.writer, self.channels, on_outcome)
         self.workers: dict[int, EndpointWorker] = {}
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self._stored_batches: dict[int, tuple[str, float, str]] = {}
+        # batches taken over from listeners that are gone, by endpoint, until it is loaded
+        self._stored_batches: dict[int, list[tuple[str, Batch]]] = {}
         self._backlogs: dict[int, int] = {}
         self._keeper: asyncio.Task[None] | None = None
         self._closed = False
@@ -92,7 +93,7 @@ class Pipeline:
             log.info("took over %d pending deliveries of a listener that stopped", released)
         self._backlogs = await self.db(self.outbox.backlogs)
         if self.restore:
-            self._stored_batches = await self.db(self.outbox.orphan_batches)
+            self._keep_taken(await self.db(self.outbox.take_orphan_batches))
         self._keeper = asyncio.create_task(self._keep())
         return self
 
@@ -112,9 +113,9 @@ class Pipeline:
             worker.backlog = self._backlogs.pop(target.id, 0)
             self.workers[target.id] = worker
             worker.start()
-            stored = self._stored_batches.pop(target.id, None)
-            if stored is not None:  # held back by an earlier run: send it
-                self.policy.hold(target, Batch.from_doc(*stored))
+            taken = self._stored_batches.pop(target.id, None)
+            if taken:  # held back by an earlier run: send it
+                self._take_over(target, taken)
         for target in removed:
             if target.batch is not None:
                 self.policy.release(target)
@@ -379,15 +380,35 @@ class Pipeline:
         """Batches a listener that died meanwhile held (several listeners share the store):
         this one sends them."""
         try:
-            orphans = await self.db(self.outbox.orphan_batches)
+            taken = await self.db(self.outbox.take_orphan_batches)
         except Exception:
             log.exception("could not read pending batches")
             return
-        for endpoint_id, stored in orphans.items():
+        self._keep_taken(taken)
+        for endpoint_id in list(self._stored_batches):
             target = self.intake.targets.get(endpoint_id)
-            if target is not None and target.batch is None:
+            if target is not None:
                 log.info("taking over a pending batch for %s", target.label)
-                self.policy.hold(target, Batch.from_doc(*stored))
+                self._take_over(target, self._stored_batches.pop(endpoint_id))
+
+    def _keep_taken(self, taken: list[tuple[int, str, str, float, str]]) -> None:
+        for endpoint_id, key, kind, due, doc in taken:
+            self._stored_batches.setdefault(endpoint_id, []).append(
+                (key, Batch.from_doc(kind, due, doc))
+            )
+
+    def _take_over(self, target: Target, taken: list[tuple[str, Batch]]) -> None:
+        """Batches other listeners left join this one's for the endpoint (or become it);
+        the commit that writes it deletes them."""
+        batch = target.batch
+        for key, other in taken:
+            if batch is None:
+                batch = other
+            else:
+                batch.merge(other)
+            self.writer.changes.merged.append((target.id, key))
+        if batch is not None:
+            self.policy.hold(target, batch)
 
     def quiet(self, horizon: float) -> bool:
         """Nothing to send before ``horizon`` (unix time)."""
