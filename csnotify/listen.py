@@ -24,6 +24,7 @@ from csnotify.delivery.outbox import OWNER
 from csnotify.delivery.pipeline import Pipeline
 from csnotify.delivery.settings import DeliverySettings
 from csnotify.events import Event, alert_level, describe
+from csnotify.processes import PIDNS
 from csnotify.redact import mask_uri
 from csnotify.routes import routes
 from csnotify.store import SourceState
@@ -212,6 +213,7 @@ class Listener:
             "started": self.started,
             "pid": os.getpid(),
             "host": socket.gethostname(),
+            "pidns": PIDNS,  # with the host: where the pid can be checked
             "heartbeat_s": HEARTBEAT_S,  # saved at least this often: status tells stale ones
             "running": not self.stop.is_set(),
         }

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from csnotify.events import parse_time
-from csnotify.processes import alive
+from csnotify.processes import PIDNS, alive
 from csnotify.redact import mask_uri
 from csnotify.store import NO_BACKLOG, SourceState, backlog
 
@@ -29,7 +29,8 @@ def listener_state(listener: dict[str, Any], now: float, host: str) -> tuple[str
     if not listener.get("running"):
         return "stopped", None
     pid = listener.get("pid")
-    if listener.get("host") == host and isinstance(pid, int) and not alive(pid, named="csnotify"):
+    here = listener.get("host") == host and listener.get("pidns", PIDNS) == PIDNS
+    if here and isinstance(pid, int) and not alive(pid, named="csnotify"):
         return "stopped", f"process {pid} is gone without stopping cleanly (killed?)"
     beat = listener.get("heartbeat_s")
     if isinstance(beat, (int, float)):

@@ -9,6 +9,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -387,6 +388,69 @@ def test_claims_of_a_listener_on_another_host_are_taken_when_their_lease_ends(
         r = run_process("listen", "--source", "stdin", input="")
         assert r.exit_code == 0, r.stderr
     assert sorted(req.json()["event"]["id"] for req in rx.requests) == ["ev-0", "ev-1"]
+
+
+HOLDER = """
+import os, sys, time
+from csnotify.delivery.outbox import Changes, Outbox, PendingRow
+from csnotify.events import from_normalised
+from csnotify.store import open_store
+store = open_store(sys.argv[1], {})
+rows = [PendingRow(int(sys.argv[2]), from_normalised({"id": f"ev-{i}", "type": "VM.START"}),
+                   f"vm-{i}", time.time()) for i in range(3)]
+Outbox(store, 100).commit(Changes(new=rows))  # written claimed by this process
+print("holding", os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_claims_of_a_process_in_another_pid_namespace_are_left_to_their_lease(
+    cli,
+    backend: str,  # noqa: F811
+) -> None:
+    """Containers sharing this host's name (host networking) each have their own pid
+    namespace: a process in another one that holds claims, under a pid that does not
+    exist here, runs all the same. A listener here leaves its claims alone (they go back
+    when their lease ends), and status does not call it stopped."""
+    from csnotify.processes import alive
+
+    pid = next(p for p in range(32000, 20000, -1) if not alive(p))  # free here
+    with Receiver() as rx:
+        cli("subscribe", "VM.*", "--to", rx.url, "--name", "vms")
+        store = open_store(backend, {})
+        try:
+            (endpoint_id,) = [e.id for e in store.subscription("vms").endpoints]
+        finally:
+            store.close()
+        spawn = f'echo {pid - 1} > /proc/sys/kernel/ns_last_pid; "$0" -c "$1" "$2" "$3" & wait $!'
+        holder = subprocess.Popen(
+            ["unshare", "--pid", "--kill-child", "--map-root-user", "--mount-proc",
+             "sh", "-c", spawn, sys.executable, HOLDER, backend, str(endpoint_id)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout is not None
+            line = holder.stdout.readline().strip()
+            assert line == f"holding {pid}", f"no process in a new pid namespace: {line!r}"
+            r = run_process("listen", "--source", "stdin", input="")
+            assert r.exit_code == 0, r.stderr
+            assert rx.requests == []
+            assert "took over" not in r.stderr
+        finally:
+            holder.kill()
+            holder.wait()
+    # a listener that runs in another pid namespace on this host: running, not stopped
+    from csnotify.clock import now_iso
+
+    doc = {"host": socket.gethostname(), "pid": pid, "pidns": "1", "running": True,
+           "started": now_iso(), "heartbeat_s": 5.0, "events": 0}  # fmt: skip
+    store = open_store(backend, {})
+    try:
+        SourceState(store).save_listener(f"{socket.gethostname()}:{pid}:1.x", "amqp", doc)
+    finally:
+        store.close()
+    states = {x["pid"]: x["state"] for x in cli("status", "--json").json()["listeners"]}
+    assert states[pid] == "running"
 
 
 def test_a_pending_batch_is_sent_by_its_listener_or_once_it_is_gone(cli, backend: str) -> None:  # noqa: F811

@@ -494,11 +494,13 @@ async def _heartbeat(api: Api, url: str, stop: asyncio.Event) -> None:
     import socket
 
     from csnotify.clock import now_iso
+    from csnotify.processes import PIDNS
     from csnotify.store import SourceState
 
     state = SourceState(api.store)
     doc: dict[str, Any] = {"url": url, "pid": os.getpid(), "host": socket.gethostname(),
-                           "started": now_iso(), "heartbeat_s": HEARTBEAT_S}  # fmt: skip
+                           "pidns": PIDNS, "started": now_iso(),
+                           "heartbeat_s": HEARTBEAT_S}  # fmt: skip
     while True:
         doc |= {"running": not stop.is_set(), "requests": dict(api.counts.by_status)}
         try:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from csnotify.aio import locked_thread
 from csnotify.events import Event, from_normalised
 from csnotify.pacing import WINDOW_S
-from csnotify.processes import alive
+from csnotify.processes import PIDNS, alive
 from csnotify.store import MANY, DeliveryLog, DeliveryRecord, SourceState
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ LEASE_S = 30.0  # a claim not renewed for this long may be taken by another proc
 STALE_AFTER_S = 15.0  # a listener elsewhere that saved no heartbeat for this long is gone
 HOST = socket.gethostname()
 LISTENER = f"{HOST}:{os.getpid()}"  # recorded with each delivery
-OWNER = f"{LISTENER}:{uuid.uuid4().hex[:8]}"
+# host:pid:pidns.nonce; the pid namespace tells containers that share a host name apart
+OWNER = f"{LISTENER}:{PIDNS}.{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(eq=False)
@@ -366,7 +367,7 @@ class Outbox:
         with self.store.transaction():
             for endpoint_id, owner, kind, due, doc in batches:
                 holder = owner.split("/", 1)[0]
-                if holder.startswith(f"{HOST}:"):
+                if _here(holder):
                     held = holder == OWNER or _alive(holder)
                 else:
                     held = beats.get(holder, "") >= stale
@@ -395,7 +396,7 @@ class Outbox:
             for r in self.store.conn.execute(
                 "SELECT DISTINCT owner FROM pending WHERE owner LIKE ?", (f"{HOST}:%",)
             )
-            if r[0].startswith(f"{HOST}:")  # LIKE: '_' in a host name matches any character
+            if _here(r[0])  # LIKE: '_' in a host name matches any character
         ]
         dead = [o for o in owners if o != OWNER and not _alive(o)]
         if not dead:
@@ -413,6 +414,17 @@ class Outbox:
                 "SELECT endpoint_id, count(*) FROM pending GROUP BY endpoint_id"
             ).fetchall()
         )
+
+
+def _here(owner: str) -> bool:
+    """``owner`` (``host:pid:pidns.nonce``) runs, or ran, where its pid can be checked:
+    on this host and in this pid namespace (an owner written before the namespace was
+    recorded, with no '.', only by host)."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != HOST:
+        return False
+    namespace, dot, _nonce = parts[2].partition(".")
+    return not dot or namespace == PIDNS
 
 
 def _alive(owner: str) -> bool:
