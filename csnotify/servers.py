@@ -136,6 +136,22 @@ class ServerConnection:
         self.raw = raw
         self.in_transaction = False
         self._id_step: int | None = None
+        self._returning: bool | None = None
+
+    def returns_ids(self) -> bool:
+        """A multi-row INSERT can return its rows' ids (RETURNING): PostgreSQL, and
+        MariaDB from 10.5 whatever its innodb_autoinc_lock_mode (Galera's is 2); MySQL
+        cannot."""
+        if self._returning is None:
+            self._returning = self.dialect.returning_id
+            if self.dialect is MYSQL:
+                row = self.execute("SELECT VERSION()").fetchone()
+                version = str(row[0]) if row else ""
+                numbers = re.match(r"(\d+)\.(\d+)", version)
+                self._returning = "MariaDB" in version and bool(
+                    numbers and (int(numbers[1]), int(numbers[2])) >= (10, 5)
+                )
+        return self._returning
 
     def id_step(self) -> int:
         """How a multi-row INSERT's new ids follow each other, so that they are known from

@@ -264,12 +264,15 @@ class Store:
         self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> list[int]:
         """Insert ``rows``; their new ids, in order. On a database server, as few
-        multi-row INSERTs as can be (one round trip each, not one a row): PostgreSQL returns
-        the ids; MySQL numbers a multi-row INSERT's rows from the id it
+        multi-row INSERTs as can be (one round trip each, not one a row): PostgreSQL and
+        MariaDB 10.5+ return the ids; MySQL numbers a multi-row INSERT's rows from the id it
         returns, auto_increment_increment apart, unless innodb_autoinc_lock_mode is 2
         (then: a row at a time)."""
         sql = self.dialect.insert(table, columns)
-        step = 0 if self.dialect is SQLITE else self.conn.id_step()
+        if self.dialect is SQLITE:  # no round trips to save
+            return [self.insert_id(sql, row) for row in rows]
+        returning = self.conn.returns_ids()
+        step = 1 if returning else self.conn.id_step()
         if not step:
             return [self.insert_id(sql, row) for row in rows]
         ids: list[int] = []
@@ -281,7 +284,7 @@ class Store:
                 f" VALUES {', '.join([marks] * len(chunk))}"
             )
             params = [value for row in chunk for value in row]
-            if self.dialect.returning_id:  # rows get their ids in the order of VALUES
+            if returning:  # rows get their ids in the order of VALUES
                 got = self.conn.execute(many + " RETURNING id", params).fetchall()
                 ids += sorted(int(r[0]) for r in got)
             else:

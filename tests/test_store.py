@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +22,7 @@ from dbservers import (  # noqa: F401 - fixtures
     admin_sql,
     backend,
     database_exists,
+    fresh_database,
     require,
     server_db,
 )
@@ -808,3 +810,43 @@ def test_new_pending_rows_get_their_own_ids_from_one_multi_row_insert(server_db:
             assert [r.id for r in rows] == sorted(r.id for r in rows)  # acceptance order
     finally:
         store.close()
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("way", ["returning", "numbered", "one-by-one"])
+def test_new_ids_are_known_whichever_way_mysql_gives_them(way: str) -> None:
+    """MariaDB 10.5+ returns a multi-row INSERT's ids; MySQL numbers them from the first
+    (innodb_autoinc_lock_mode 0 or 1) or cannot (2: a row at a time). Each way, forced
+    on this MariaDB, while two connections insert at once: every row written gets the
+    id the store reports for it."""
+    with fresh_database("mysql") as url:
+        stores = [open_store(url, {}), open_store(url, {})]
+        try:
+            for store in stores:
+                store.conn._returning = way == "returning"  # forced: the way under test
+                store.conn._id_step = 0 if way == "one-by-one" else 1
+            got: dict[int, str] = {}
+
+            def insert(n: int) -> None:
+                store = stores[n]
+                for batch in range(5):
+                    names = [f"ev-{n}-{batch}-{i}" for i in range(40)]
+                    with store.transaction():
+                        ids = store.insert_ids(
+                            "pending",
+                            ("endpoint_id", "event_id", "event_type", "resource", "payload",
+                             "accepted", "next_at"),
+                            [(n, name, "VM.START", name, "{}", 0.0, 0.0) for name in names],
+                        )  # fmt: skip
+                    got.update(zip(ids, names, strict=True))
+
+            threads = [threading.Thread(target=insert, args=(n,)) for n in (0, 1)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            stored = dict(stores[0].conn.execute("SELECT id, event_id FROM pending").fetchall())
+        finally:
+            for store in stores:
+                store.close()
+    assert len(got) == 400 and got == stored
