@@ -140,6 +140,44 @@ def test_verify_seen_refuses_a_replay(cli, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--seen" in r.stderr
 
 
+def test_verify_headers_that_are_not_utf8_are_invalid_not_a_crash(cli, tmp_path: Path) -> None:
+    """An undecodable byte in a header (from argv, or a --headers file) is a header that
+    does not verify: exit 1, not an internal error."""
+    args = signed("k")
+    args[1] = "webhook-id: \udcff"  # how Python hands over the byte 0xff in argv
+    r = cli("verify", "--key", "k", *args, "-", input=BODY, expect=1)
+    assert r.exit_code == 1 and "webhook-id header is not UTF-8 text" in r.stderr, r.stderr
+    headers = tmp_path / "headers"
+    headers.write_bytes(b"webhook-id: msg_1\nwebhook-timestamp: 1\nwebhook-signature: v1,\xff\n")
+    r = cli("verify", "--key", "k", "--headers", str(headers), "-", input=BODY, expect=1)
+    assert r.exit_code == 1 and "webhook-signature header is not UTF-8 text" in r.stderr
+
+
+def test_verify_seen_file_that_is_not_utf8_still_refuses_replays(cli, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    seen.write_bytes(b"garbage\n\xff\xfe\n")
+    r = cli("verify", "--key", "k", "--seen", str(seen), *signed("k", "msg_a"), "-", input=BODY)
+    assert r.exit_code == 0, r.stderr
+    r = cli("verify", "--key", "k", "--seen", str(seen), *signed("k", "msg_a"), "-", input=BODY,
+            expect=1)  # fmt: skip
+    assert r.exit_code == 1 and "already verified" in r.stderr
+
+
+def test_verify_seen_is_refused_with_scheme_cloudstack(cli, tmp_path: Path) -> None:
+    """X-CS-Signature signs the body alone: its X-CS-Event-ID is not signed, so --seen
+    keyed on it let a captured delivery be replayed with another id. Refused, exit 2."""
+    key = "plain-key-1"
+    cs = base64.b64encode(hmac.new(key.encode(), BODY, hashlib.sha256).digest()).decode()
+    seen = tmp_path / "seen"
+    for event_id in ("1", "2"):
+        r = cli("verify", "--key", key, "--scheme", "cloudstack", "--seen", str(seen),
+                "-H", f"X-CS-Signature: {cs}", "-H", f"X-CS-Event-ID: {event_id}", "-",
+                input=BODY, expect=2)  # fmt: skip
+        assert r.exit_code == 2 and "--seen needs Standard Webhooks" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "valid" not in r.stdout
+    assert not seen.exists()
+
+
 # -- 2. cmd: programs get no secrets, no descriptors, a bounded stderr ------------------------
 
 ENV_PROBE = """#!{python}
