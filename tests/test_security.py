@@ -387,7 +387,9 @@ def test_path_tokens_query_values_and_command_credentials_are_masked(cli, tmp_pa
         uris = [f"{rx.url}/services/T0A1B2C3D/B0A1B2C3D/{PATH_TOKEN}",
                 f"{rx.url}/hook?code={QUERY_SECRET}&to=ops",
                 f"cmd:{hook} -u admin:{CMD_PASSWORD} --token={CMD_PASSWORD}x"
-                f" --password {CMD_PASSWORD}y API_KEY={CMD_PASSWORD}z"]  # fmt: skip
+                f" --password {CMD_PASSWORD}y API_KEY={CMD_PASSWORD}z",
+                f"cmd:{hook} --user=admin:{CMD_PASSWORD}w -H 'Authorization: Bearer"
+                f" {CMD_PASSWORD}v' -H 'X-Api-Key:{CMD_PASSWORD}u' -H 'Accept: text/plain'"]  # fmt: skip
         args = [a for uri in uris for a in ("--to", uri)]
         r = cli("subscribe", "*", *args, "--name", "s")
         assert r.exit_code == 0, r.stderr
@@ -399,6 +401,8 @@ def test_path_tokens_query_values_and_command_credentials_are_masked(cli, tmp_pa
     for secret in (PATH_TOKEN, QUERY_SECRET, CMD_PASSWORD):
         assert secret not in text
     assert "to=ops" in text and "-u admin:********" in text and "/B0A1B2C3D/********" in text
+    assert "--user=admin:********" in text and "'Authorization: ********'" in text
+    assert "X-Api-Key:********" in text and "'Accept: text/plain'" in text
     revealed = cli("show", "s", "--reveal", "--json").stdout
     assert PATH_TOKEN in revealed and CMD_PASSWORD in revealed  # asked for
 
