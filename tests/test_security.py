@@ -665,22 +665,44 @@ def test_tls_verification_opt_outs_are_shown_as_a_warning(cli) -> None:
         ["TLS not verified (verify=no)"], []]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("query", "warned"),
+    [("verify=never", True), ("verify=disabled", True), ("verify=", True), ("verify=10", True),
+     ("Verify=Off", True), ("verify=yes", False), ("verify=true", False), ("verify=1", False)],
+)  # fmt: skip
+def test_every_apprise_verify_value_that_turns_tls_off_is_warned_about(
+    cli, query: str, warned: bool
+) -> None:
+    """Apprise reads ?verify= with parse_bool: anything it does not take for yes (never,
+    disabled, an empty value, 10) turns the certificate check off. The warning says so
+    for each, and Apprise agrees (its plugin's verify_certificate)."""
+    import apprise
+
+    uri = f"json://hooks.example/cs?{query}"
+    assert apprise.Apprise.instantiate(uri).verify_certificate is not warned
+    assert cli("subscribe", "*", "--to", uri, "--name", "v").exit_code == 0
+    shown = cli("show", "v", "--json").json()["endpoints"][0]["warnings"]
+    assert shown == ([f"TLS not verified ({query})"] if warned else []), shown
+
+
 def test_apprise_endpoints_follow_redirects_native_webhooks_do_not(cli) -> None:
-    """What the README says: Apprise (requests) follows a 307 to wherever it points;
-    csnotify's own webhooks never do."""
+    """What the README says: Apprise (requests) follows a 307 to wherever it points,
+    unless the URI says redirect=no; csnotify's own webhooks never do."""
     with Receiver() as target:
         moved = Answer(307, b"", headers={"Location": target.url + "/elsewhere"})
         with Receiver(lambda _r: moved) as redirecting:
             apprise_uri = redirecting.url.replace("http://", "json://") + "/a"
             r = cli("subscribe", "*", "--to", apprise_uri, "--to", redirecting.url + "/w",
-                    "--name", "r")  # fmt: skip
+                    "--to", apprise_uri.replace("/a", "/n?redirect=no"), "--name", "r")  # fmt: skip
             assert r.exit_code == 0, r.stderr
             r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT, expect=1)
     paths = sorted(q.path for q in redirecting.requests)
-    assert paths == ["/a", "/w"]
+    assert paths == ["/a", "/n", "/w"]
     assert [q.path for q in target.requests] == ["/elsewhere"]  # only Apprise followed
-    errors = [row["error"] for row in cli("deliveries", "r", "--json").json() if row["error"]]
-    assert errors == ["HTTP 307 (redirects are not followed)"]
+    errors = {row["endpoint"].rsplit("/", 1)[1]: row["error"]
+              for row in cli("deliveries", "r", "--json").json() if row["error"]}  # fmt: skip
+    assert errors.keys() == {"w", "n?redirect=no"}, errors  # redirect= is not masked
+    assert errors["w"] == "HTTP 307 (redirects are not followed)"
 
 
 # -- bad input in every new option: one line, exit 2, nothing written -----------------------
