@@ -717,4 +717,5 @@ def test_apprise_endpoints_follow_redirects_native_webhooks_do_not(cli) -> None:
 def test_new_settings_refuse_bad_values(cli, config_file: Path, key: str, value: str) -> None:
     r = cli("config", "set", key, value, expect=2)
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.count(key) == 1, r.stderr  # named once
     assert not config_file.exists()
