@@ -40,6 +40,7 @@ SLOW_TESTS = {
     "test_security.py::test_a_hostile_api_is_bounded",
     "test_security.py::test_cmd_program_gets_a_minimal_environment_and_no_inherited_descriptor",
     "test_security.py::test_cmd_stderr_flood_keeps_only_its_tail",
+    "test_security.py::test_import_asks_on_a_terminal_before_new_programs",
     "test_store.py::test_concurrent_subscribes_wait_for_a_held_write_lock",
     "test_store.py::test_default_path_follows_xdg",
     "test_store.py::test_every_command_that_creates_the_store_makes_it_private",

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -292,7 +293,47 @@ def test_a_background_child_holding_stderr_does_not_turn_success_into_timeout(
     assert cli("deliveries", "q", "--json").json()[0]["status"] == "delivered"
 
 
+def test_a_program_that_exits_0_without_reading_its_input_is_delivered(cli) -> None:
+    """The counterpart of test_delivery.py's /bin/false: writing 200 KB to a program that
+    has exited meets a closed pipe (RuntimeError under uvloop); its exit status 0 decides."""
+    true = shutil.which("true") or "/bin/true"
+    assert cli("subscribe", "*", "--to", f"cmd:{true}", "--name", "yes").exit_code == 0
+    event = {"id": "b1", "type": "VM.START", "created": "2026-11-25T10:00:00Z",
+             "description": "x" * 200_000}  # fmt: skip
+    r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=json.dumps(event))
+    assert r.exit_code == 0, r.stderr
+    rows = cli("deliveries", "yes", "--json").json()
+    assert [(row["status"], row["error"]) for row in rows] == [("delivered", None)]
+
+
 # -- 3. no vanishing deliveries ---------------------------------------------------------------
+
+
+def test_a_channel_that_raises_is_a_recorded_counted_failure(cli, db_file: Path) -> None:
+    """A channel that raises (here: a cmd: endpoint whose line cannot be split, as a
+    store written by hand or by an older csnotify may hold) ends every attempt as a
+    recorded failure with the error, counted toward failures.disable_after, in dispatch,
+    listen and test alike; nothing vanishes."""
+    import sqlite3
+
+    true = shutil.which("true") or "/bin/true"
+    assert cli("subscribe", "*", "--to", f"cmd:{true}", "--name", "broken").exit_code == 0
+    with sqlite3.connect(db_file) as db:
+        db.execute("UPDATE endpoints SET uri = ?", (f"cmd:{true} 'unclosed",))
+    db.close()
+    settings = ["-c", "delivery.retry_schedule=0s", "-c", "failures.disable_after=3"]
+    events = "".join(EVENT.replace("e1", f"e{i}") for i in range(2))
+    r = cli(*settings, "dispatch", "-", "--json", input=events, expect=1)
+    assert r.json()["failed"] == 2, r.stdout
+    r = cli(*settings, "listen", "--source", "stdin", input=EVENT.replace("e1", "e9"), expect=None)
+    rows = cli("deliveries", "broken", "--json").json()
+    assert sorted(row["event_id"] for row in rows) == ["e0", "e1", "e9"]
+    assert all(row["status"] == "failed" for row in rows)
+    assert all(row["error"].startswith("internal error: BadInput") for row in rows), rows
+    endpoint = cli("show", "broken", "--json").json()["endpoints"][0]
+    assert endpoint["total_failures"] == 3 and endpoint["enabled"] is False, endpoint
+    r = cli("test", "broken", "--json", expect=1)
+    assert r.exit_code == 1 and "internal error: BadInput" in r.stdout, r.stdout
 
 
 def test_cr_lf_in_a_header_bound_field_is_cleaned_and_delivered(cli) -> None:
@@ -531,6 +572,10 @@ class HostileApi:
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 try:
+                    if mode == "nan":
+                        self.wfile.write(b'{"listeventsresponse": {"count": 1, "event": [{"id":'
+                                         b' "e1", "type": "VM.START", "raw": NaN}]}}')  # fmt: skip
+                        return
                     if mode == "huge":
                         self.wfile.write(b'{"listeventsresponse": {"count": 1, "event": [')
                         for _ in range(3 * 1024):  # 3 MB, and it would go on
@@ -554,7 +599,7 @@ class HostileApi:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("mode", ["huge", "pages"])
+@pytest.mark.parametrize("mode", ["huge", "pages", "nan"])
 def test_a_hostile_api_is_bounded(mode: str) -> None:
     api = HostileApi(mode)
     try:
@@ -566,6 +611,8 @@ def test_a_hostile_api_is_bounded(mode: str) -> None:
         assert r.exit_code == 3, r.stdout + r.stderr
         if mode == "huge":
             assert "answered more than 1 MB (cloudstack.max_response_mb)" in r.stderr
+        elif mode == "nan":  # NaN is not JSON: the answer is refused, nothing delivered
+            assert "unexpected answer to listEvents (HTTP 200, not JSON)" in r.stderr, r.stderr
         else:
             assert "more than 20 pages" in r.stderr and api.requests <= 21
     finally:
@@ -590,6 +637,25 @@ def test_a_bus_message_over_max_message_bytes_is_rejected_and_acknowledged(bus) 
     assert len(rx.requests) == 1 and bus.queued() == 0
     r = run_process("status", "--json", env=env)
     assert r.json()["listeners"][-1]["rejected"] == 1
+
+
+def test_a_bus_message_with_a_non_finite_number_is_rejected_and_acknowledged(bus) -> None:  # noqa: F811
+    from helpers import load_fixture
+
+    env = {**os.environ, **bus.env()}
+    with Receiver() as rx:
+        assert run_process("subscribe", "*", "--to", rx.url, env=env).exit_code == 0
+        assert run_process("listen", "--source", "amqp", "--once", env=env).exit_code == 0
+        good = load_fixture("amqp/ActionEvent.json")
+        bad = good["body_raw"].rstrip()[:-1] + ', "csnotify_probe": 1e999}'
+        bus.publish(good["routing_key"], bad.encode())
+        bus.publish(good["routing_key"], good["body_raw"].encode())
+        r = run_process("listen", "--source", "amqp", "--once", env=env)
+    assert r.exit_code == 0, r.stderr
+    assert "invalid JSON (the number 1e999 is too large)" in r.stderr, r.stderr
+    assert len(rx.requests) == 1 and bus.queued() == 0
+    assert b"Infinity" not in rx.requests[0].body
+    assert run_process("status", "--json", env=env).json()["listeners"][-1]["rejected"] == 1
 
 
 def test_the_delivery_log_keeps_a_bounded_payload(cli) -> None:
@@ -633,6 +699,35 @@ def test_import_replace_needs_allow_commands_for_new_programs(cli, tmp_path, db_
     assert r.json()["replaced"] == ["s"] and r.json()["created"] == ["t"]
     again = cli("import", str(exported), "--replace", "--json")  # the same programs: no question
     assert again.exit_code == 0 and again.json()["unchanged"] == ["s", "t"]
+
+
+def test_import_asks_on_a_terminal_before_new_programs(tmp_path: Path) -> None:
+    """Without --allow-commands, an import at a terminal lists the programs and asks: no
+    (or nothing) imports nothing, exit 2; yes imports them."""
+    hook = program(tmp_path, "hook", "#!/bin/sh\ncat >/dev/null\n")
+    doc = {"subscriptions": [{"name": "x", "patterns": ["*"],
+                              "endpoints": [{"uri": f"cmd:{hook} --token=tok123secret"}]}]}  # fmt: skip
+    exported = tmp_path / "subs.json"
+    exported.write_text(json.dumps(doc))
+    command = f"{sys.executable} -m csnotify import {exported}"
+    for answer, status, names in (("n", 2, []), ("y", 0, ["x"])):
+        # script gives the import a terminal; the answer is typed once the question is up
+        typed = subprocess.Popen(["script", "-qec", command, "/dev/null"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        shown = b""
+        assert typed.stdout is not None and typed.stdin is not None
+        while b"[y/N]" not in shown:
+            chunk = os.read(typed.stdout.fileno(), 4096)
+            assert chunk, shown
+            shown += chunk
+        typed.stdin.write(f"{answer}\n".encode())
+        typed.stdin.close()
+        shown += typed.stdout.read()
+        assert typed.wait(timeout=60) == status, shown
+        assert f"new program: x: cmd:{hook} --token=********".encode() in shown
+        assert b"tok123secret" not in shown
+        listed = run_process("list", "--json").json()
+        assert [s["name"] for s in listed] == names
 
 
 def test_failures_notify_program_needs_allow_commands(cli, tmp_path, config_file) -> None:
