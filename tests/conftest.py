@@ -38,6 +38,7 @@ SLOW_TESTS = {
     "test_secrets.py::test_no_secret_in_any_output",
     "test_security.py::test_a_background_child_holding_stderr_does_not_turn_success_into_timeout",
     "test_security.py::test_a_hostile_api_is_bounded",
+    "test_security.py::test_apprise_endpoints_of_api_made_subscriptions_do_not_follow_redirects",
     "test_security.py::test_cmd_program_gets_a_minimal_environment_and_no_inherited_descriptor",
     "test_security.py::test_cmd_stderr_flood_keeps_only_its_tail",
     "test_security.py::test_import_asks_on_a_terminal_before_new_programs",

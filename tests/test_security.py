@@ -800,6 +800,33 @@ def test_apprise_endpoints_follow_redirects_native_webhooks_do_not(cli) -> None:
     assert errors["w"] == "HTTP 307 (redirects are not followed)"
 
 
+def test_apprise_endpoints_of_api_made_subscriptions_do_not_follow_redirects(cli) -> None:
+    """A tenant's Apprise endpoint (an operator allowed json: through the API) passes the
+    address check, then answers 307 to an address the check never saw: not followed for
+    the tenant (redirect=no), followed for the operator's same endpoint as documented."""
+    from apiserver import ApiServer, make_token
+
+    token = make_token("acme", "ROOT/customers")
+    allow = ("-c", "api.allow_schemes=json", "-c", "api.allow_networks=127.0.0.0/8")
+    with Receiver() as inside:
+        moved = Answer(307, b"", headers={"Location": inside.url + "/metadata"})
+        with Receiver(lambda _r: moved) as outside:
+            uri = outside.url.replace("http://", "json://")
+            with ApiServer(*allow) as server, server.client(token) as http:
+                r = http.post("/v1/subscriptions", json={
+                    "name": "acme", "patterns": ["*"], "endpoints": [{"uri": uri + "/acme"}]})  # fmt: skip
+                assert r.status_code == 201, r.text
+            assert cli("subscribe", "*", "--to", uri + "/ops", "--name", "ops").exit_code == 0
+            event = {"id": "e1", "type": "VM.START", "account": "acme", "domain": "customers",
+                     "created": "2026-11-25T10:00:00Z"}  # fmt: skip
+            r = cli(*allow, "-c", "delivery.retry_schedule=0s", "dispatch", "-",
+                    input=json.dumps(event), expect=1)  # fmt: skip
+    assert sorted(q.path for q in outside.requests) == ["/acme", "/ops"]
+    assert [q.path for q in inside.requests] == ["/metadata"]  # the operator's, followed
+    (row,) = cli("deliveries", "acme", "--json").json()
+    assert row["status"] == "failed", row
+
+
 # -- bad input in every new option: one line, exit 2, nothing written -----------------------
 
 
