@@ -242,6 +242,27 @@ def test_cmd_program_must_be_an_absolute_path(cli, tmp_path: Path) -> None:
     assert cli("list", "--json").json() == []
 
 
+def test_a_stored_bare_program_name_is_not_looked_up_on_path(cli, tmp_path, db_file) -> None:
+    """A store written by hand or by an older csnotify may hold cmd:hook: delivery
+    refuses it (not retried) rather than running whatever hook PATH finds first."""
+    import sqlite3
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    ran = tmp_path / "ran"
+    hook = program(bindir, "hook", f"#!/bin/sh\ncat >/dev/null\ntouch {ran}\n")
+    assert cli("subscribe", "*", "--to", f"cmd:{hook}", "--name", "bare").exit_code == 0
+    with sqlite3.connect(db_file) as db:
+        db.execute("UPDATE endpoints SET uri = 'cmd:hook'")
+    db.close()
+    path = f"{bindir}:{os.environ['PATH']}"
+    r = cli("dispatch", "-", input=EVENT, env={"PATH": path}, expect=1)
+    assert r.exit_code == 1 and not ran.exists()
+    (row,) = cli("deliveries", "bare", "--json").json()
+    assert row["error"] == "hook is not an absolute path to an executable file", row
+    assert row["attempts"] == 1  # not retried
+
+
 def test_cmd_stderr_flood_keeps_only_its_tail(tmp_path: Path) -> None:
     """200 MB on stderr: the error holds its tail and csnotify's memory stays flat."""
     flood = program(tmp_path, "flood", (
