@@ -636,6 +636,14 @@ def test_a_hostile_api_is_bounded(mode: str) -> None:
             assert "unexpected answer to listEvents (HTTP 200, not JSON)" in r.stderr, r.stderr
         else:
             assert "more than 20 pages" in r.stderr and api.requests <= 21
+        # the poller reads through the same client: one poll is bounded the same way
+        before = api.requests
+        r = run_process("listen", "--source", "api", "--once", "--since",
+                        "2026-11-25T09:00:00Z", env=env)  # fmt: skip
+        assert r.exit_code == 3, r.stdout + r.stderr
+        assert "cloudstack.max_response_mb" in r.stderr or mode != "huge", r.stderr
+        assert "more than 20 pages" in r.stderr or mode != "pages", r.stderr
+        assert api.requests - before <= 21
     finally:
         api.close()
 
