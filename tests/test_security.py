@@ -519,6 +519,22 @@ def test_a_secret_given_with_dash_c_is_warned_about(cli) -> None:
     assert r.exit_code == 0 and "ps and shell history" not in r.stderr  # no secret in it
 
 
+def test_a_secret_given_to_config_set_in_argv_is_warned_about(cli, config_file: Path) -> None:
+    """config set with the value in argv stores it (as asked) and says how to keep it out
+    of ps next time; from stdin, or a setting with no secret in it, says nothing."""
+    r = cli("config", "set", "cloudstack.secret_key", "sk1")
+    assert "ps and shell history" in r.stderr and "config set cloudstack.secret_key -" in r.stderr
+    assert "sk1" not in r.stdout + r.stderr
+    r = cli("config", "set", "amqp.url", "amqp://guest:brokerpw@127.0.0.1/")
+    assert "ps and shell history" in r.stderr and "brokerpw" not in r.stdout + r.stderr
+    for args, given in ((["cloudstack.secret_key", "-"], "sk2\n"),
+                        (["amqp.url", "amqp://127.0.0.1/"], None),
+                        (["delivery.timeout", "5"], None)):  # fmt: skip
+        r = cli("config", "set", *args, input=given)
+        assert r.stderr == "", r.stderr
+    assert "sk2" in config_file.read_text()
+
+
 def test_export_with_secrets_to_a_readable_file_warns(tmp_path: Path) -> None:
     assert run_process("subscribe", "*", "--to", "https://hooks.example/cs", "--key", "k1",
                        "--name", "s").exit_code == 0  # fmt: skip
