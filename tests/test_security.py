@@ -397,6 +397,21 @@ def test_non_finite_numbers_are_rejected_on_input(cli, number: str) -> None:
     assert all(b"Infinity" not in q.body and b"NaN" not in q.body for q in rx.requests)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["listen", "--source", "api", "--interval", "nan"], ["listen", "--duration", "inf"],
+     ["status", "--watch", "--interval", "nan"], ["demo", "--duration", "nan"],
+     ["demo", "--rate", "inf"]],
+)  # fmt: skip
+def test_non_finite_seconds_and_rates_are_refused(cli, args: list[str], db_file: Path) -> None:
+    """click's min= lets NaN through (no comparison with it is true): listen --source api
+    --interval nan polled, then died with an internal error. One line, exit 2, nothing
+    written."""
+    r = cli(*args, expect=2)
+    assert r.exit_code == 2 and "is not a finite number" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not db_file.exists()
+
+
 # -- 7. output and logs cannot be forged ------------------------------------------------------
 
 
