@@ -565,10 +565,11 @@ def load(
             value, source = coerce(setting, environ[env], f"from ${env}"), "env"
         if overrides and key in overrides:
             value, source = coerce(setting, overrides[key], "from -c"), "flag"
-            if setting.secret and _holds_secret(key, value):
+            if setting.secret and holds_secret(key, value):
                 settings.warnings.append(
                     f"-c {key}=... puts a secret where ps and shell history show it; use"
-                    f" ${env} (e.g. from a systemd EnvironmentFile=) or 'csnotify config set'"
+                    f" ${env} (e.g. from a systemd EnvironmentFile=) or"
+                    f" 'csnotify config set {key} -' (the value on stdin)"
                 )
         settings.values[key] = value
         settings.sources[key] = source
@@ -577,7 +578,7 @@ def load(
     return settings
 
 
-def _holds_secret(key: str, value: Any) -> bool:
+def holds_secret(key: str, value: Any) -> bool:
     """A secret setting's value that is secret: amqp.url only with a password in it."""
     if not value:
         return False

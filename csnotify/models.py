@@ -69,9 +69,25 @@ def warnings(uri: str) -> list[str]:
     except ValueError:
         return []
     for name, value in query:
-        if value.strip().lower() in _TLS_OFF.get(name.lower(), ()):
+        if name.lower() == "verify" and endpoint_kind(uri) == APPRISE:
+            off = not _apprise_true(value)
+        else:
+            off = value.strip().lower() in _TLS_OFF.get(name.lower(), ())
+        if off:
             return [f"TLS not verified ({name}={value})"]
     return []
+
+
+# apprise/utils/parse.py (parse_bool), as apprise/url.py reads ?verify=: a value starting
+# with one of these is false, then one of these true, and anything else (verify=never,
+# verify=disabled, verify=please, an empty verify=) is false too.
+_APPRISE_FALSE = ("de", "di", "ne", "f", "n", "no", "of", "0", "fa")
+_APPRISE_TRUE = ("en", "al", "t", "y", "ye", "on", "1", "tr")
+
+
+def _apprise_true(value: str) -> bool:
+    start = value.lower()[0:2]
+    return start not in _APPRISE_FALSE and start in _APPRISE_TRUE
 
 
 @dataclass

@@ -21,14 +21,17 @@ NOT_APPRISE = ("http", "https", "amqp", "amqps")
 # Every other value is masked (``?code=``, ``?sig=``, ``?apikey=`` ... all look alike).
 PUBLIC_PARAMS = frozenset(
     {"to", "cc", "bcc", "from", "name", "format", "mode", "verify", "no_verify_ssl",
-     "priority", "overflow", "region", "topic", "channel", "lang"}
+     "priority", "overflow", "region", "topic", "channel", "lang", "redirect"}
 )  # fmt: skip
 # A path segment this long, of letters and digits both, is taken for a token.
 _TOKEN = re.compile(r"(?=[^/]*[A-Za-z])(?=[^/]*[0-9])[A-Za-z0-9_\-.~+=%]{16,}")
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()]+")
-# cmd: arguments: --password X, --token=X, API_KEY=X, -u user:pass
+# cmd: arguments: --password X, --token=X, API_KEY=X, -u user:pass, --user=user:pass,
+# -H 'Authorization: Bearer X' (a header whose name looks like a credential's)
 _SECRET_FLAG = re.compile(r"^-{1,2}[\w-]*(pass|secret|token|key|auth|cred)[\w-]*$", re.I)
 _USER_FLAG = ("-u", "--user")
+_HEADER_ARG = re.compile(r"^([A-Za-z][\w-]*):(?!//)(\s*)\S")
+_SECRET_HEADER = re.compile(r"(pass|secret|token|key|auth|cred|cookie|sig)", re.IGNORECASE)
 
 
 def mask_uri(uri: str) -> str:
@@ -92,6 +95,11 @@ def _mask_argument(previous: str, arg: str) -> str:
     name, eq, value = arg.partition("=")
     if previous in _USER_FLAG and ":" in arg:
         return arg.partition(":")[0] + ":" + MASK
+    if eq and name in _USER_FLAG and ":" in value:
+        return f"{name}={value.partition(':')[0]}:{MASK}"
+    header = _HEADER_ARG.match(arg)
+    if header and _SECRET_HEADER.search(header.group(1)):
+        return f"{header.group(1)}:{header.group(2)}{MASK}"
     if _SECRET_FLAG.match(previous) and "=" not in previous:
         return MASK
     if eq and value and (_SECRET_FLAG.match(name) or _SECRET_PARAM.search(name)):

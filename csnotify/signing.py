@@ -108,6 +108,9 @@ def verify(
     if scheme not in SCHEMES:
         raise BadInput(f"--scheme {scheme!r}: use standard or cloudstack")
     lower = {k.strip().lower(): v.strip() for k, v in headers.items()}
+    for name in ("webhook-id", "webhook-timestamp", "webhook-signature", "x-cs-signature"):
+        if not _utf8(lower.get(name, "")):  # bytes from argv or a file that are not text
+            raise SignatureMismatch(f"the {name} header is not UTF-8 text")
     if scheme == "cloudstack":
         if "x-cs-signature" not in lower:
             raise SignatureMismatch("no X-CS-Signature header")
@@ -122,6 +125,14 @@ def verify(
             "no webhook-signature header (X-CS-Signature is checked only with --scheme cloudstack)"
         )
     raise SignatureMismatch("no webhook-signature header")
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate: an undecodable byte kept by the reader
+        return False
+    return True
 
 
 def _same(expected: str, given: str) -> bool:
@@ -171,7 +182,7 @@ def remember_id(path: Path, verified: Verified, tolerance: float, now: float | N
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise BadInput(f"--seen {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "r+", encoding="utf-8") as f:
+    with os.fdopen(fd, "r+", encoding="utf-8", errors="surrogateescape") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         kept = []
         for line in f.read().splitlines():

@@ -680,7 +680,8 @@ def test_control_characters_never_reach_the_terminal(cli, tmp_path: Path) -> Non
         f"#!{sys.executable}\nimport sys\nsys.stderr.write('\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m')\nsys.exit(1)\n"
     )
     prog.chmod(0o755)
-    subscribe(cli, "*", "--to", f"cmd:{prog}", "--name", "noisy")
+    # a template is shown by show: its escape sequences too (issue 18, point 7)
+    subscribe(cli, "*", "--to", f"cmd:{prog}", "--name", "noisy", "--title", "\x1b[5m{type}")
     event = {"id": "ev\x1b[31m-1", "type": "VM.START\u202e", "created": "2026-11-25T10:00:00Z"}
     outputs = [
         cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=json.dumps(event), expect=1)
@@ -693,6 +694,7 @@ def test_control_characters_never_reach_the_terminal(cli, tmp_path: Path) -> Non
     for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
         assert raw not in text
     assert "\\u001b[2J" in text and "\\u001b[31m-1" in text and "\\u202e" in text
+    assert "\\u001b[5m{type}" in text
 
 
 def test_a_lone_surrogate_is_a_counted_rejection_not_a_silent_drop(cli) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -140,6 +141,44 @@ def test_verify_seen_refuses_a_replay(cli, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--seen" in r.stderr
 
 
+def test_verify_headers_that_are_not_utf8_are_invalid_not_a_crash(cli, tmp_path: Path) -> None:
+    """An undecodable byte in a header (from argv, or a --headers file) is a header that
+    does not verify: exit 1, not an internal error."""
+    args = signed("k")
+    args[1] = "webhook-id: \udcff"  # how Python hands over the byte 0xff in argv
+    r = cli("verify", "--key", "k", *args, "-", input=BODY, expect=1)
+    assert r.exit_code == 1 and "webhook-id header is not UTF-8 text" in r.stderr, r.stderr
+    headers = tmp_path / "headers"
+    headers.write_bytes(b"webhook-id: msg_1\nwebhook-timestamp: 1\nwebhook-signature: v1,\xff\n")
+    r = cli("verify", "--key", "k", "--headers", str(headers), "-", input=BODY, expect=1)
+    assert r.exit_code == 1 and "webhook-signature header is not UTF-8 text" in r.stderr
+
+
+def test_verify_seen_file_that_is_not_utf8_still_refuses_replays(cli, tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    seen.write_bytes(b"garbage\n\xff\xfe\n")
+    r = cli("verify", "--key", "k", "--seen", str(seen), *signed("k", "msg_a"), "-", input=BODY)
+    assert r.exit_code == 0, r.stderr
+    r = cli("verify", "--key", "k", "--seen", str(seen), *signed("k", "msg_a"), "-", input=BODY,
+            expect=1)  # fmt: skip
+    assert r.exit_code == 1 and "already verified" in r.stderr
+
+
+def test_verify_seen_is_refused_with_scheme_cloudstack(cli, tmp_path: Path) -> None:
+    """X-CS-Signature signs the body alone: its X-CS-Event-ID is not signed, so --seen
+    keyed on it let a captured delivery be replayed with another id. Refused, exit 2."""
+    key = "plain-key-1"
+    cs = base64.b64encode(hmac.new(key.encode(), BODY, hashlib.sha256).digest()).decode()
+    seen = tmp_path / "seen"
+    for event_id in ("1", "2"):
+        r = cli("verify", "--key", key, "--scheme", "cloudstack", "--seen", str(seen),
+                "-H", f"X-CS-Signature: {cs}", "-H", f"X-CS-Event-ID: {event_id}", "-",
+                input=BODY, expect=2)  # fmt: skip
+        assert r.exit_code == 2 and "--seen needs Standard Webhooks" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "valid" not in r.stdout
+    assert not seen.exists()
+
+
 # -- 2. cmd: programs get no secrets, no descriptors, a bounded stderr ------------------------
 
 ENV_PROBE = """#!{python}
@@ -203,6 +242,27 @@ def test_cmd_program_must_be_an_absolute_path(cli, tmp_path: Path) -> None:
     assert cli("list", "--json").json() == []
 
 
+def test_a_stored_bare_program_name_is_not_looked_up_on_path(cli, tmp_path, db_file) -> None:
+    """A store written by hand or by an older csnotify may hold cmd:hook: delivery
+    refuses it (not retried) rather than running whatever hook PATH finds first."""
+    import sqlite3
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    ran = tmp_path / "ran"
+    hook = program(bindir, "hook", f"#!/bin/sh\ncat >/dev/null\ntouch {ran}\n")
+    assert cli("subscribe", "*", "--to", f"cmd:{hook}", "--name", "bare").exit_code == 0
+    with sqlite3.connect(db_file) as db:
+        db.execute("UPDATE endpoints SET uri = 'cmd:hook'")
+    db.close()
+    path = f"{bindir}:{os.environ['PATH']}"
+    r = cli("dispatch", "-", input=EVENT, env={"PATH": path}, expect=1)
+    assert r.exit_code == 1 and not ran.exists()
+    (row,) = cli("deliveries", "bare", "--json").json()
+    assert row["error"] == "hook is not an absolute path to an executable file", row
+    assert row["attempts"] == 1  # not retried
+
+
 def test_cmd_stderr_flood_keeps_only_its_tail(tmp_path: Path) -> None:
     """200 MB on stderr: the error holds its tail and csnotify's memory stays flat."""
     flood = program(tmp_path, "flood", (
@@ -254,7 +314,47 @@ def test_a_background_child_holding_stderr_does_not_turn_success_into_timeout(
     assert cli("deliveries", "q", "--json").json()[0]["status"] == "delivered"
 
 
+def test_a_program_that_exits_0_without_reading_its_input_is_delivered(cli) -> None:
+    """The counterpart of test_delivery.py's /bin/false: writing 200 KB to a program that
+    has exited meets a closed pipe (RuntimeError under uvloop); its exit status 0 decides."""
+    true = shutil.which("true") or "/bin/true"
+    assert cli("subscribe", "*", "--to", f"cmd:{true}", "--name", "yes").exit_code == 0
+    event = {"id": "b1", "type": "VM.START", "created": "2026-11-25T10:00:00Z",
+             "description": "x" * 200_000}  # fmt: skip
+    r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=json.dumps(event))
+    assert r.exit_code == 0, r.stderr
+    rows = cli("deliveries", "yes", "--json").json()
+    assert [(row["status"], row["error"]) for row in rows] == [("delivered", None)]
+
+
 # -- 3. no vanishing deliveries ---------------------------------------------------------------
+
+
+def test_a_channel_that_raises_is_a_recorded_counted_failure(cli, db_file: Path) -> None:
+    """A channel that raises (here: a cmd: endpoint whose line cannot be split, as a
+    store written by hand or by an older csnotify may hold) ends every attempt as a
+    recorded failure with the error, counted toward failures.disable_after, in dispatch,
+    listen and test alike; nothing vanishes."""
+    import sqlite3
+
+    true = shutil.which("true") or "/bin/true"
+    assert cli("subscribe", "*", "--to", f"cmd:{true}", "--name", "broken").exit_code == 0
+    with sqlite3.connect(db_file) as db:
+        db.execute("UPDATE endpoints SET uri = ?", (f"cmd:{true} 'unclosed",))
+    db.close()
+    settings = ["-c", "delivery.retry_schedule=0s", "-c", "failures.disable_after=3"]
+    events = "".join(EVENT.replace("e1", f"e{i}") for i in range(2))
+    r = cli(*settings, "dispatch", "-", "--json", input=events, expect=1)
+    assert r.json()["failed"] == 2, r.stdout
+    r = cli(*settings, "listen", "--source", "stdin", input=EVENT.replace("e1", "e9"), expect=None)
+    rows = cli("deliveries", "broken", "--json").json()
+    assert sorted(row["event_id"] for row in rows) == ["e0", "e1", "e9"]
+    assert all(row["status"] == "failed" for row in rows)
+    assert all(row["error"].startswith("internal error: BadInput") for row in rows), rows
+    endpoint = cli("show", "broken", "--json").json()["endpoints"][0]
+    assert endpoint["total_failures"] == 3 and endpoint["enabled"] is False, endpoint
+    r = cli("test", "broken", "--json", expect=1)
+    assert r.exit_code == 1 and "internal error: BadInput" in r.stdout, r.stdout
 
 
 def test_cr_lf_in_a_header_bound_field_is_cleaned_and_delivered(cli) -> None:
@@ -295,6 +395,21 @@ def test_non_finite_numbers_are_rejected_on_input(cli, number: str) -> None:
         assert r.exit_code == 1 and "line 1: invalid JSON" in r.stderr
     assert [b["event"]["id"] for b in rx.bodies()] == ["e2"]
     assert all(b"Infinity" not in q.body and b"NaN" not in q.body for q in rx.requests)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["listen", "--source", "api", "--interval", "nan"], ["listen", "--duration", "inf"],
+     ["status", "--watch", "--interval", "nan"], ["demo", "--duration", "nan"],
+     ["demo", "--rate", "inf"]],
+)  # fmt: skip
+def test_non_finite_seconds_and_rates_are_refused(cli, args: list[str], db_file: Path) -> None:
+    """click's min= lets NaN through (no comparison with it is true): listen --source api
+    --interval nan polled, then died with an internal error. One line, exit 2, nothing
+    written."""
+    r = cli(*args, expect=2)
+    assert r.exit_code == 2 and "is not a finite number" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not db_file.exists()
 
 
 # -- 7. output and logs cannot be forged ------------------------------------------------------
@@ -349,7 +464,9 @@ def test_path_tokens_query_values_and_command_credentials_are_masked(cli, tmp_pa
         uris = [f"{rx.url}/services/T0A1B2C3D/B0A1B2C3D/{PATH_TOKEN}",
                 f"{rx.url}/hook?code={QUERY_SECRET}&to=ops",
                 f"cmd:{hook} -u admin:{CMD_PASSWORD} --token={CMD_PASSWORD}x"
-                f" --password {CMD_PASSWORD}y API_KEY={CMD_PASSWORD}z"]  # fmt: skip
+                f" --password {CMD_PASSWORD}y API_KEY={CMD_PASSWORD}z",
+                f"cmd:{hook} --user=admin:{CMD_PASSWORD}w -H 'Authorization: Bearer"
+                f" {CMD_PASSWORD}v' -H 'X-Api-Key:{CMD_PASSWORD}u' -H 'Accept: text/plain'"]  # fmt: skip
         args = [a for uri in uris for a in ("--to", uri)]
         r = cli("subscribe", "*", *args, "--name", "s")
         assert r.exit_code == 0, r.stderr
@@ -361,6 +478,8 @@ def test_path_tokens_query_values_and_command_credentials_are_masked(cli, tmp_pa
     for secret in (PATH_TOKEN, QUERY_SECRET, CMD_PASSWORD):
         assert secret not in text
     assert "to=ops" in text and "-u admin:********" in text and "/B0A1B2C3D/********" in text
+    assert "--user=admin:********" in text and "'Authorization: ********'" in text
+    assert "X-Api-Key:********" in text and "'Accept: text/plain'" in text
     revealed = cli("show", "s", "--reveal", "--json").stdout
     assert PATH_TOKEN in revealed and CMD_PASSWORD in revealed  # asked for
 
@@ -413,6 +532,22 @@ def test_a_secret_given_with_dash_c_is_warned_about(cli) -> None:
     assert "$CSNOTIFY_CLOUDSTACK_SECRET_KEY" in r.stderr
     r = cli("-c", "amqp.url=amqp://127.0.0.1/", "-c", "delivery.timeout=3", "config", "show")
     assert r.exit_code == 0 and "ps and shell history" not in r.stderr  # no secret in it
+
+
+def test_a_secret_given_to_config_set_in_argv_is_warned_about(cli, config_file: Path) -> None:
+    """config set with the value in argv stores it (as asked) and says how to keep it out
+    of ps next time; from stdin, or a setting with no secret in it, says nothing."""
+    r = cli("config", "set", "cloudstack.secret_key", "sk1")
+    assert "ps and shell history" in r.stderr and "config set cloudstack.secret_key -" in r.stderr
+    assert "sk1" not in r.stdout + r.stderr
+    r = cli("config", "set", "amqp.url", "amqp://guest:brokerpw@127.0.0.1/")
+    assert "ps and shell history" in r.stderr and "brokerpw" not in r.stdout + r.stderr
+    for args, given in ((["cloudstack.secret_key", "-"], "sk2\n"),
+                        (["amqp.url", "amqp://127.0.0.1/"], None),
+                        (["delivery.timeout", "5"], None)):  # fmt: skip
+        r = cli("config", "set", *args, input=given)
+        assert r.stderr == "", r.stderr
+    assert "sk2" in config_file.read_text()
 
 
 def test_export_with_secrets_to_a_readable_file_warns(tmp_path: Path) -> None:
@@ -489,6 +624,10 @@ class HostileApi:
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 try:
+                    if mode == "nan":
+                        self.wfile.write(b'{"listeventsresponse": {"count": 1, "event": [{"id":'
+                                         b' "e1", "type": "VM.START", "raw": NaN}]}}')  # fmt: skip
+                        return
                     if mode == "huge":
                         self.wfile.write(b'{"listeventsresponse": {"count": 1, "event": [')
                         for _ in range(3 * 1024):  # 3 MB, and it would go on
@@ -512,7 +651,7 @@ class HostileApi:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("mode", ["huge", "pages"])
+@pytest.mark.parametrize("mode", ["huge", "pages", "nan"])
 def test_a_hostile_api_is_bounded(mode: str) -> None:
     api = HostileApi(mode)
     try:
@@ -524,8 +663,18 @@ def test_a_hostile_api_is_bounded(mode: str) -> None:
         assert r.exit_code == 3, r.stdout + r.stderr
         if mode == "huge":
             assert "answered more than 1 MB (cloudstack.max_response_mb)" in r.stderr
+        elif mode == "nan":  # NaN is not JSON: the answer is refused, nothing delivered
+            assert "unexpected answer to listEvents (HTTP 200, not JSON)" in r.stderr, r.stderr
         else:
             assert "more than 20 pages" in r.stderr and api.requests <= 21
+        # the poller reads through the same client: one poll is bounded the same way
+        before = api.requests
+        r = run_process("listen", "--source", "api", "--once", "--since",
+                        "2026-11-25T09:00:00Z", env=env)  # fmt: skip
+        assert r.exit_code == 3, r.stdout + r.stderr
+        assert "cloudstack.max_response_mb" in r.stderr or mode != "huge", r.stderr
+        assert "more than 20 pages" in r.stderr or mode != "pages", r.stderr
+        assert api.requests - before <= 21
     finally:
         api.close()
 
@@ -548,6 +697,25 @@ def test_a_bus_message_over_max_message_bytes_is_rejected_and_acknowledged(bus) 
     assert len(rx.requests) == 1 and bus.queued() == 0
     r = run_process("status", "--json", env=env)
     assert r.json()["listeners"][-1]["rejected"] == 1
+
+
+def test_a_bus_message_with_a_non_finite_number_is_rejected_and_acknowledged(bus) -> None:  # noqa: F811
+    from helpers import load_fixture
+
+    env = {**os.environ, **bus.env()}
+    with Receiver() as rx:
+        assert run_process("subscribe", "*", "--to", rx.url, env=env).exit_code == 0
+        assert run_process("listen", "--source", "amqp", "--once", env=env).exit_code == 0
+        good = load_fixture("amqp/ActionEvent.json")
+        bad = good["body_raw"].rstrip()[:-1] + ', "csnotify_probe": 1e999}'
+        bus.publish(good["routing_key"], bad.encode())
+        bus.publish(good["routing_key"], good["body_raw"].encode())
+        r = run_process("listen", "--source", "amqp", "--once", env=env)
+    assert r.exit_code == 0, r.stderr
+    assert "invalid JSON (the number 1e999 is too large)" in r.stderr, r.stderr
+    assert len(rx.requests) == 1 and bus.queued() == 0
+    assert b"Infinity" not in rx.requests[0].body
+    assert run_process("status", "--json", env=env).json()["listeners"][-1]["rejected"] == 1
 
 
 def test_the_delivery_log_keeps_a_bounded_payload(cli) -> None:
@@ -593,6 +761,35 @@ def test_import_replace_needs_allow_commands_for_new_programs(cli, tmp_path, db_
     assert again.exit_code == 0 and again.json()["unchanged"] == ["s", "t"]
 
 
+def test_import_asks_on_a_terminal_before_new_programs(tmp_path: Path) -> None:
+    """Without --allow-commands, an import at a terminal lists the programs and asks: no
+    (or nothing) imports nothing, exit 2; yes imports them."""
+    hook = program(tmp_path, "hook", "#!/bin/sh\ncat >/dev/null\n")
+    doc = {"subscriptions": [{"name": "x", "patterns": ["*"],
+                              "endpoints": [{"uri": f"cmd:{hook} --token=tok123secret"}]}]}  # fmt: skip
+    exported = tmp_path / "subs.json"
+    exported.write_text(json.dumps(doc))
+    command = f"{sys.executable} -m csnotify import {exported}"
+    for answer, status, names in (("n", 2, []), ("y", 0, ["x"])):
+        # script gives the import a terminal; the answer is typed once the question is up
+        typed = subprocess.Popen(["script", "-qec", command, "/dev/null"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        shown = b""
+        assert typed.stdout is not None and typed.stdin is not None
+        while b"[y/N]" not in shown:
+            chunk = os.read(typed.stdout.fileno(), 4096)
+            assert chunk, shown
+            shown += chunk
+        typed.stdin.write(f"{answer}\n".encode())
+        typed.stdin.close()
+        shown += typed.stdout.read()
+        assert typed.wait(timeout=60) == status, shown
+        assert f"new program: x: cmd:{hook} --token=********".encode() in shown
+        assert b"tok123secret" not in shown
+        listed = run_process("list", "--json").json()
+        assert [s["name"] for s in listed] == names
+
+
 def test_failures_notify_program_needs_allow_commands(cli, tmp_path, config_file) -> None:
     hook = program(tmp_path, "hook", "#!/bin/sh\ncat >/dev/null\n")
     r = cli("config", "set", "failures.notify", f"cmd:{hook}", expect=2)
@@ -623,22 +820,71 @@ def test_tls_verification_opt_outs_are_shown_as_a_warning(cli) -> None:
         ["TLS not verified (verify=no)"], []]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("query", "warned"),
+    [("verify=never", True), ("verify=disabled", True), ("verify=", True), ("verify=10", True),
+     ("Verify=Off", True), ("verify=yes", False), ("verify=true", False), ("verify=1", False)],
+)  # fmt: skip
+def test_every_apprise_verify_value_that_turns_tls_off_is_warned_about(
+    cli, query: str, warned: bool
+) -> None:
+    """Apprise reads ?verify= with parse_bool: anything it does not take for yes (never,
+    disabled, an empty value, 10) turns the certificate check off. The warning says so
+    for each, and Apprise agrees (its plugin's verify_certificate)."""
+    import apprise
+
+    uri = f"json://hooks.example/cs?{query}"
+    assert apprise.Apprise.instantiate(uri).verify_certificate is not warned
+    assert cli("subscribe", "*", "--to", uri, "--name", "v").exit_code == 0
+    shown = cli("show", "v", "--json").json()["endpoints"][0]["warnings"]
+    assert shown == ([f"TLS not verified ({query})"] if warned else []), shown
+
+
 def test_apprise_endpoints_follow_redirects_native_webhooks_do_not(cli) -> None:
-    """What the README says: Apprise (requests) follows a 307 to wherever it points;
-    csnotify's own webhooks never do."""
+    """What the README says: Apprise (requests) follows a 307 to wherever it points,
+    unless the URI says redirect=no; csnotify's own webhooks never do."""
     with Receiver() as target:
         moved = Answer(307, b"", headers={"Location": target.url + "/elsewhere"})
         with Receiver(lambda _r: moved) as redirecting:
             apprise_uri = redirecting.url.replace("http://", "json://") + "/a"
             r = cli("subscribe", "*", "--to", apprise_uri, "--to", redirecting.url + "/w",
-                    "--name", "r")  # fmt: skip
+                    "--to", apprise_uri.replace("/a", "/n?redirect=no"), "--name", "r")  # fmt: skip
             assert r.exit_code == 0, r.stderr
             r = cli("-c", "delivery.retry_schedule=0s", "dispatch", "-", input=EVENT, expect=1)
     paths = sorted(q.path for q in redirecting.requests)
-    assert paths == ["/a", "/w"]
+    assert paths == ["/a", "/n", "/w"]
     assert [q.path for q in target.requests] == ["/elsewhere"]  # only Apprise followed
-    errors = [row["error"] for row in cli("deliveries", "r", "--json").json() if row["error"]]
-    assert errors == ["HTTP 307 (redirects are not followed)"]
+    errors = {row["endpoint"].rsplit("/", 1)[1]: row["error"]
+              for row in cli("deliveries", "r", "--json").json() if row["error"]}  # fmt: skip
+    assert errors.keys() == {"w", "n?redirect=no"}, errors  # redirect= is not masked
+    assert errors["w"] == "HTTP 307 (redirects are not followed)"
+
+
+def test_apprise_endpoints_of_api_made_subscriptions_do_not_follow_redirects(cli) -> None:
+    """A tenant's Apprise endpoint (an operator allowed json: through the API) passes the
+    address check, then answers 307 to an address the check never saw: not followed for
+    the tenant (redirect=no), followed for the operator's same endpoint as documented."""
+    from apiserver import ApiServer, make_token
+
+    token = make_token("acme", "ROOT/customers")
+    allow = ("-c", "api.allow_schemes=json", "-c", "api.allow_networks=127.0.0.0/8")
+    with Receiver() as inside:
+        moved = Answer(307, b"", headers={"Location": inside.url + "/metadata"})
+        with Receiver(lambda _r: moved) as outside:
+            uri = outside.url.replace("http://", "json://")
+            with ApiServer(*allow) as server, server.client(token) as http:
+                r = http.post("/v1/subscriptions", json={
+                    "name": "acme", "patterns": ["*"], "endpoints": [{"uri": uri + "/acme"}]})  # fmt: skip
+                assert r.status_code == 201, r.text
+            assert cli("subscribe", "*", "--to", uri + "/ops", "--name", "ops").exit_code == 0
+            event = {"id": "e1", "type": "VM.START", "account": "acme", "domain": "customers",
+                     "created": "2026-11-25T10:00:00Z"}  # fmt: skip
+            r = cli(*allow, "-c", "delivery.retry_schedule=0s", "dispatch", "-",
+                    input=json.dumps(event), expect=1)  # fmt: skip
+    assert sorted(q.path for q in outside.requests) == ["/acme", "/ops"]
+    assert [q.path for q in inside.requests] == ["/metadata"]  # the operator's, followed
+    (row,) = cli("deliveries", "acme", "--json").json()
+    assert row["status"] == "failed", row
 
 
 # -- bad input in every new option: one line, exit 2, nothing written -----------------------
@@ -653,4 +899,5 @@ def test_apprise_endpoints_follow_redirects_native_webhooks_do_not(cli) -> None:
 def test_new_settings_refuse_bad_values(cli, config_file: Path, key: str, value: str) -> None:
     r = cli("config", "set", key, value, expect=2)
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.count(key) == 1, r.stderr  # named once
     assert not config_file.exists()

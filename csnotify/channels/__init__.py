@@ -49,7 +49,7 @@ def env_names(value: str) -> tuple[str, ...]:
     for name in names:
         if not _ENV_NAME.fullmatch(name):
             raise BadInput(
-                f"delivery.command_env: {name!r} is not an environment variable name;"
+                f"{name!r} is not an environment variable name;"
                 " give names separated by commas, e.g. HTTPS_PROXY,LDAP_URI"
             )
     return names

@@ -2,7 +2,8 @@
 endpoint of a subscription an account or domain made through the API, its host is
 resolved and the attempt refused (not retried) when an address is private, loopback or
 link-local and outside ``api.allow_networks``: a name that pointed outside when the
-subscription was written may point inside now. Operators' subscriptions pass untouched.
+subscription was written may point inside now. Their Apprise endpoints do not follow
+redirects. Operators' subscriptions pass untouched.
 
 The channel resolves the name again when it connects; a resolver that answers
 differently within that moment is not caught here (the connection is not pinned to
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from dataclasses import replace
 
 from csnotify.channels.base import Attempt, Channel, Message
+from csnotify.models import APPRISE, endpoint_kind
 from csnotify.policy import Network, endpoint_host, refused_address
 
 OWNED = ("account", "domain")
@@ -44,6 +47,13 @@ async def refusal(uri: str, networks: tuple[Network, ...]) -> str | None:
     )
 
 
+def no_redirects(uri: str) -> str:
+    """The Apprise URI with Apprise's own ``redirect=no`` last (the last value of a query
+    option is the one Apprise keeps): a redirect would take the message to an address
+    the check above never saw (Apprise posts with requests, which follows them)."""
+    return uri + ("&" if "?" in uri else "?") + "redirect=no"
+
+
 class Guarded:
     def __init__(self, channel: Channel, networks: tuple[Network, ...]) -> None:
         self.channel = channel
@@ -54,6 +64,8 @@ class Guarded:
             why = await refusal(message.uri, self.networks)
             if why is not None:
                 return Attempt.failed(why, retryable=False)
+            if endpoint_kind(message.uri) == APPRISE:
+                message = replace(message, uri=no_redirects(message.uri))
         return await self.channel.send(message, timeout)
 
     async def close(self) -> None:

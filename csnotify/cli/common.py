@@ -283,6 +283,16 @@ SOURCE_NAMES = choices("api", "amqp", "stdin")
 VERIFY_SCHEMES = choices("standard", "cloudstack")
 
 
+def finite(value: float | None) -> float | None:
+    """Callback of float options: NaN and infinity are refused (click's ``min=`` lets NaN
+    through: no comparison with it is true)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value!r} is not a finite number")
+    return value
+
+
 def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None:
     """``-`` reads a secret from stdin (a hidden prompt on a terminal), so that it stays out
     of shell history and ps."""

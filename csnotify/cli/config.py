@@ -82,7 +82,13 @@ def config_set(
     path = app_state.config_path()
     given = secret_value(value, app_state.terminal, key) or ""
     typed = config.set_value(path, key, given, allow_commands)
-    shown = config.mask_setting(key, typed) if config.SETTINGS[key].secret else typed
+    secret = config.SETTINGS[key].secret
+    if secret and value != "-" and config.holds_secret(key, typed):
+        app_state.terminal.err(
+            f"csnotify: warning: the value of {key} was given where ps and shell history show"
+            f" it; next time give it on stdin: 'csnotify config set {key} -'"
+        )
+    shown = config.mask_setting(key, typed) if secret else typed
     text = str(shown).lower() if isinstance(shown, bool) else repr(shown)  # as TOML writes it
     app_state.say(f"{key} = {text} in {path}")
 

@@ -178,10 +178,16 @@ def verify(
 
     app_state = state(ctx)
     key = _verify_key(key, key_file)
+    if seen is not None and scheme == "cloudstack":
+        raise BadInput(
+            "--seen needs Standard Webhooks deliveries: X-CS-Signature signs no id or time,"
+            " so a replay cannot be told from a new delivery; drop --seen or --scheme cloudstack"
+        )
     headers = parse_header_lines("\n".join(header))
     if headers_file is not None:
-        try:
-            headers = {**parse_header_lines(headers_file.read_text()), **headers}
+        try:  # bytes that are not UTF-8 are kept (as surrogates): a header holding them fails
+            text = headers_file.read_bytes().decode("utf-8", "surrogateescape")
+            headers = {**parse_header_lines(text), **headers}
         except OSError as exc:
             raise BadInput(f"cannot read {headers_file}: {exc.strerror}") from None
     body = app_state.terminal.read_bytes(body_file)

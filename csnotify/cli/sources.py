@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.exceptions import Exit
 
-from csnotify.cli.common import LEVELS, SOURCE_NAMES, _masked, app, state, stdout_gone
+from csnotify.cli.common import LEVELS, SOURCE_NAMES, _masked, app, finite, state, stdout_gone
 from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
 
@@ -38,7 +38,9 @@ def listen(
     once: bool = typer.Option(
         False, "--once", help="api: one poll; amqp: what is queued; stdin: to EOF."
     ),
-    interval: float = typer.Option(30.0, "--interval", min=0.1, help="Seconds between API polls."),
+    interval: float = typer.Option(
+        30.0, "--interval", min=0.1, callback=finite, help="Seconds between API polls."
+    ),
     since: str | None = typer.Option(
         None, "--since", metavar="TIME", help="api: start here (ISO time or 30m, 2h, 1d)."
     ),
@@ -52,7 +54,7 @@ def listen(
         "text", "--log-format", metavar="text|json", help="Log lines on stderr."
     ),
     duration: float | None = typer.Option(
-        None, "--duration", min=0.1, help="Stop by itself after N seconds."
+        None, "--duration", min=0.1, callback=finite, help="Stop by itself after N seconds."
     ),
 ) -> None:
     """Run the pipeline: take events off a source and deliver them until stopped.

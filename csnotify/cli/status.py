@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.exceptions import Exit
 
-from csnotify.cli.common import JSON_OPT, _clock, app, state
+from csnotify.cli.common import JSON_OPT, _clock, app, finite, state
 from csnotify.cli.control import _left, _mute_scope
 from csnotify.exitcodes import ExitCode
 
@@ -28,7 +28,7 @@ def status(
         False, "--watch", "-w", help="Keep showing it, refreshed (Ctrl-C to stop)."
     ),
     interval: float = typer.Option(
-        2.0, "--interval", min=0.2, help="Seconds between refreshes with --watch."
+        2.0, "--interval", min=0.2, callback=finite, help="Seconds between refreshes with --watch."
     ),
 ) -> None:
     """Show listeners (events seen, delivered, failed), API servers (address, requests),
@@ -225,11 +225,15 @@ def _status_by_subscription(
 @app.command()
 def demo(
     ctx: typer.Context,
-    duration: float = typer.Option(20.0, "--duration", min=1, help="Seconds to run listen for."),
+    duration: float = typer.Option(
+        20.0, "--duration", min=1, callback=finite, help="Seconds to run listen for."
+    ),
     amqp: str | None = typer.Option(
         None, "--amqp", metavar="URL", help="Use this RabbitMQ (else the API source)."
     ),
-    rate: float = typer.Option(20.0, "--rate", min=1, help="Simulated events per second."),
+    rate: float = typer.Option(
+        20.0, "--rate", min=1, callback=finite, help="Simulated events per second."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Everything end to end on this machine, with nothing configured: the CloudStack
