@@ -592,74 +592,39 @@ RECORD_FIELDS = tuple(f.name for f in fields(DeliveryRecord))
 _record_values = attrgetter(*RECORD_FIELDS)  # far cheaper than dataclasses.asdict
 
 
-class DeliveryLog:
-    """Writes of delivery outcomes, batched: counters per endpoint are summed into one
-    UPDATE per batch, and the log is trimmed to ``log_max`` rows per endpoint."""
+class PendingBatches:
+    """Digests and groups held back, one per endpoint and holder (the listener run that
+    folds events into it), so that a restart, or another listener, sends them."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        dialect = store.dialect
-        self._save_batch = dialect.upsert(
+        self._save = store.dialect.upsert(
             "batches", ("endpoint_id", "owner", "kind", "due", "doc"), ("endpoint_id", "owner")
-        )
-        self._count_trimmed = dialect.upsert(
-            "trimmed",
-            ("endpoint_id", "minute", "status", "count"),
-            ("endpoint_id", "minute", "status"),
-            add=("count",),
-            rows="SELECT endpoint_id, substr(at, 1, 16), status, count(*) FROM deliveries"
-            " WHERE endpoint_id = ? AND id <= ? GROUP BY endpoint_id, substr(at, 1, 16), status",
         )
 
     def write(
         self,
-        records: list[DeliveryRecord],
-        log_max: int,
-        batches: Sequence[tuple[int, tuple[str, float, str] | None]] = (),
-        owner: str = "",
+        batches: Sequence[tuple[int, tuple[str, float, str] | None]],
+        holder: str,
         merged: Sequence[tuple[int, str]] = (),
     ) -> None:
-        """Outcomes, and the pending batches ``owner`` holds that changed (None: sent, so
-        deleted), inside a transaction the caller holds (the outbox's); ``merged``: the
-        batches (endpoint id, holder) taken over and now part of ``owner``'s."""
+        """The batches ``holder`` holds that changed (None: sent, so deleted), and those
+        (endpoint id, holder) taken over and merged into them, deleted; inside a
+        transaction the caller holds (the outbox's)."""
         conn = self.store.conn
         for endpoint_id, pending in batches:
             if pending is None:
                 conn.execute(
-                    "DELETE FROM batches WHERE endpoint_id = ? AND owner = ?", (endpoint_id, owner)
+                    "DELETE FROM batches WHERE endpoint_id = ? AND owner = ?", (endpoint_id, holder)
                 )
             else:
-                conn.execute(self._save_batch, (endpoint_id, owner, *pending))
+                conn.execute(self._save, (endpoint_id, holder, *pending))
         if merged:
             conn.executemany("DELETE FROM batches WHERE endpoint_id = ? AND owner = ?", merged)
-        conn.executemany(
-            f"INSERT INTO deliveries ({', '.join(RECORD_FIELDS)})"  # noqa: S608 - fixed names
-            f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
-            [_record_values(r) for r in records],
-        )
-        by_endpoint: dict[int, list[DeliveryRecord]] = {}
-        held: dict[int, list[int]] = {}  # muted, folded, dropped
-        for r in records:
-            if r.status in SENT:
-                by_endpoint.setdefault(r.endpoint_id, []).append(r)
-            elif r.status in HELD:
-                held.setdefault(r.endpoint_id, [0, 0, 0])[HELD.index(r.status)] += 1
-        for endpoint_id, rows in by_endpoint.items():
-            self._add_to_counters(endpoint_id, rows)
-        for endpoint_id, (muted, folded, dropped) in held.items():
-            conn.execute(
-                "UPDATE endpoints SET total_muted = total_muted + ?,"
-                " total_folded = total_folded + ?, total_dropped = total_dropped + ?"
-                " WHERE id = ?",
-                (muted, folded, dropped, endpoint_id),
-            )
-        for endpoint_id in {r.endpoint_id for r in records}:
-            self._trim(endpoint_id, log_max)
 
-    def batches(self) -> list[tuple[int, str, str, float, str]]:
-        """Batches held back: endpoint id, holder (a listener's run id; ``run/earlier``
-        while that run takes over an earlier holder's; '' for a run before holders were
-        kept), kind, due, doc."""
+    def all(self) -> list[tuple[int, str, str, float, str]]:
+        """Endpoint id, holder (a listener's run id; ``run/earlier`` while that run takes
+        over an earlier holder's; '' for a run before holders were kept), kind, due, doc."""
         return [
             (r[0], r[1], r[2], r[3], r[4])
             for r in self.store.conn.execute(
@@ -667,7 +632,7 @@ class DeliveryLog:
             )
         ]
 
-    def take_batch(self, endpoint_id: int, holder: str, taker: str) -> bool:
+    def take(self, endpoint_id: int, holder: str, taker: str) -> bool:
         """Move a batch to ``taker`` unless another listener took it first."""
         return bool(
             self.store.conn.execute(
@@ -676,26 +641,36 @@ class DeliveryLog:
             ).rowcount
         )
 
-    def _trim(self, endpoint_id: int, log_max: int) -> None:
-        """Keep the newest ``log_max`` rows; count what goes, by minute and status, so that
-        redeliver can say how much of a window the log no longer holds."""
-        conn = self.store.conn
-        row = conn.execute(
-            "SELECT id FROM deliveries WHERE endpoint_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
-            (endpoint_id, log_max),
-        ).fetchone()
-        if row is None:
-            return
-        conn.execute(self._count_trimmed, (endpoint_id, row[0]))
-        conn.execute(
-            "DELETE FROM deliveries WHERE endpoint_id = ? AND id <= ?", (endpoint_id, row[0])
-        )
-        conn.execute(
-            "DELETE FROM trimmed WHERE endpoint_id = ? AND minute < ?",
-            (endpoint_id, _minutes_ago(TRIMMED_KEPT_MINUTES)),
-        )
 
-    def _add_to_counters(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
+class EndpointCounters:
+    """What endpoints count of their outcomes (totals, consecutive failures, the last
+    error), summed into one UPDATE per endpoint and batch, and the switch that turns an
+    endpoint off; every listener of a store counts into the same rows."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def count(self, records: list[DeliveryRecord]) -> None:
+        """Inside a transaction the caller holds; endpoints in id order (several
+        listeners' transactions then never wait for each other in a circle)."""
+        by_endpoint: dict[int, list[DeliveryRecord]] = {}
+        held: dict[int, list[int]] = {}  # muted, folded, dropped
+        for r in records:
+            if r.status in SENT:
+                by_endpoint.setdefault(r.endpoint_id, []).append(r)
+            elif r.status in HELD:
+                held.setdefault(r.endpoint_id, [0, 0, 0])[HELD.index(r.status)] += 1
+        for endpoint_id, rows in sorted(by_endpoint.items()):
+            self._add(endpoint_id, rows)
+        for endpoint_id, (muted, folded, dropped) in sorted(held.items()):
+            self.store.conn.execute(
+                "UPDATE endpoints SET total_muted = total_muted + ?,"
+                " total_folded = total_folded + ?, total_dropped = total_dropped + ?"
+                " WHERE id = ?",
+                (muted, folded, dropped, endpoint_id),
+            )
+
+    def _add(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
         """One UPDATE of the endpoint's counters for these outcomes."""
         ok = [r for r in rows if r.status == Status.DELIVERED]
         bad = [r for r in rows if r.status == Status.FAILED]
@@ -745,6 +720,51 @@ class DeliveryLog:
             endpoint_ids,
         )
         return {r[0]: (bool(r[1]), int(r[2])) for r in rows}
+
+
+class DeliveryLog:
+    """The log of delivery outcomes, trimmed to ``log_max`` rows per endpoint (what is
+    trimmed is counted by the minute), and what ``deliveries`` and ``redeliver`` read."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._count_trimmed = store.dialect.upsert(
+            "trimmed",
+            ("endpoint_id", "minute", "status", "count"),
+            ("endpoint_id", "minute", "status"),
+            add=("count",),
+            rows="SELECT endpoint_id, substr(at, 1, 16), status, count(*) FROM deliveries"
+            " WHERE endpoint_id = ? AND id <= ? GROUP BY endpoint_id, substr(at, 1, 16), status",
+        )
+
+    def write(self, records: list[DeliveryRecord], log_max: int) -> None:
+        """Inside a transaction the caller holds (the outbox's)."""
+        self.store.conn.executemany(
+            f"INSERT INTO deliveries ({', '.join(RECORD_FIELDS)})"  # noqa: S608 - fixed names
+            f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
+            [_record_values(r) for r in records],
+        )
+        for endpoint_id in sorted({r.endpoint_id for r in records}):
+            self._trim(endpoint_id, log_max)
+
+    def _trim(self, endpoint_id: int, log_max: int) -> None:
+        """Keep the newest ``log_max`` rows; count what goes, by minute and status, so that
+        redeliver can say how much of a window the log no longer holds."""
+        conn = self.store.conn
+        row = conn.execute(
+            "SELECT id FROM deliveries WHERE endpoint_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (endpoint_id, log_max),
+        ).fetchone()
+        if row is None:
+            return
+        conn.execute(self._count_trimmed, (endpoint_id, row[0]))
+        conn.execute(
+            "DELETE FROM deliveries WHERE endpoint_id = ? AND id <= ?", (endpoint_id, row[0])
+        )
+        conn.execute(
+            "DELETE FROM trimmed WHERE endpoint_id = ? AND minute < ?",
+            (endpoint_id, _minutes_ago(TRIMMED_KEPT_MINUTES)),
+        )
 
     def rows(
         self, subscription: str | None = None, failed: bool = False, limit: int = 50

@@ -461,7 +461,7 @@ def test_a_pending_batch_is_sent_by_its_listener_or_once_it_is_gone(cli, backend
     from csnotify.clock import log_now
     from csnotify.events import from_normalised
     from csnotify.pacing import Batch
-    from csnotify.store import DeliveryLog
+    from csnotify.store import PendingBatches
 
     minute_ago = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - 60))
     with Receiver() as rx:
@@ -471,7 +471,7 @@ def test_a_pending_batch_is_sent_by_its_listener_or_once_it_is_gone(cli, backend
         store = open_store(backend, {})
         try:
             eps = {ep.uri.rsplit("/", 1)[1]: ep.id for ep in store.subscription("vms").endpoints}
-            log = DeliveryLog(store)
+            batches = PendingBatches(store)
             holders = [("live", "live", log_now()), ("gone", "gone", minute_ago),
                        ("gone2", "gone", minute_ago), ("", "gone", None)]  # fmt: skip
             for name, endpoint, beat in holders:
@@ -489,9 +489,7 @@ def test_a_pending_batch_is_sent_by_its_listener_or_once_it_is_gone(cli, backend
                     batch.add(
                         from_normalised({"id": f"ev-{name or 'earlier'}", "type": "VM.START"})
                     )
-                    log.write(
-                        [], 100, [(eps[endpoint], ("group", batch.due, batch.to_doc()))], owner
-                    )
+                    batches.write([(eps[endpoint], ("group", batch.due, batch.to_doc()))], owner)
         finally:
             store.close()
         r = run_process("listen", "--source", "stdin", input="")
@@ -502,7 +500,7 @@ def test_a_pending_batch_is_sent_by_its_listener_or_once_it_is_gone(cli, backend
     assert {e["id"] for e in digest["raw"]["events"]} == {"ev-gone", "ev-gone2", "ev-earlier"}
     store = open_store(backend, {})
     try:
-        left = [(e, owner) for e, owner, *_ in DeliveryLog(store).batches()]
+        left = [(e, owner) for e, owner, *_ in PendingBatches(store).all()]
     finally:
         store.close()
     assert left == [(eps["live"], "elsewhere.example:4:live")]

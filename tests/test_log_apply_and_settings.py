@@ -12,7 +12,7 @@ import pytest
 from csnotify import config
 from csnotify.errors import BadInput
 from csnotify.models import Endpoint, Subscription
-from csnotify.store import DeliveryLog, DeliveryRecord, Store
+from csnotify.store import DeliveryLog, DeliveryRecord, EndpointCounters, Store
 from csnotify.subscriptions import SubscriptionInput, apply, subscribe
 
 # -- the delivery log -------------------------------------------------------------------
@@ -38,6 +38,7 @@ def record(
 def write(store: Store, records: list[DeliveryRecord], log_max: int = 100) -> None:
     with store.transaction():
         DeliveryLog(store).write(records, log_max)
+        EndpointCounters(store).count(records)
 
 
 def test_outcomes_fold_into_the_endpoint_counters(logged: tuple[Store, int]) -> None:

@@ -34,7 +34,7 @@ from csnotify.delivery.outbox import Changes, Outbox, PendingRow
 from csnotify.events import Event, from_normalised
 from csnotify.migrations import MIGRATIONS
 from csnotify.models import Mute
-from csnotify.store import DeliveryLog, SourceState, Store, open_store
+from csnotify.store import PendingBatches, SourceState, Store, open_store
 
 # Every table of the store and its columns, in order, as the migrations leave it.
 SCHEMA = {
@@ -463,23 +463,23 @@ def test_source_state_and_batches_on_every_backend(backend: str) -> None:  # noq
         state.save_cursor("api", {"created": "1"})
         state.save_cursor("api", {"created": "2"})
         assert state.cursor("api") == {"created": "2"}
-        log = DeliveryLog(store)
+        batches = PendingBatches(store)
         with store.transaction():
-            log.write([], 10, [(5, ("digest", 1.5, "{}"))])
+            batches.write([(5, ("digest", 1.5, "{}"))], "")
         with store.transaction():
-            log.write([], 10, [(5, ("group", 2.5, '{"n": 1}'))])
-        assert log.batches() == [(5, "", "group", 2.5, '{"n": 1}')]
+            batches.write([(5, ("group", 2.5, '{"n": 1}'))], "")
+        assert batches.all() == [(5, "", "group", 2.5, '{"n": 1}')]
         with store.transaction():  # another listener's, for the same endpoint: both kept
-            log.write([], 10, [(5, ("digest", 3.5, "{}"))], "run-b")
-        assert log.batches() == [
+            batches.write([(5, ("digest", 3.5, "{}"))], "run-b")
+        assert batches.all() == [
             (5, "", "group", 2.5, '{"n": 1}'),
             (5, "run-b", "digest", 3.5, "{}"),
         ]
         with store.transaction():
-            assert log.take_batch(5, "", "run-b/") and not log.take_batch(5, "", "run-c/")
+            assert batches.take(5, "", "run-b/") and not batches.take(5, "", "run-c/")
         with store.transaction():  # run-b sent its batch, with the one it took over
-            log.write([], 10, [(5, None)], "run-b", merged=[(5, "run-b/")])
-        assert log.batches() == []
+            batches.write([(5, None)], "run-b", merged=[(5, "run-b/")])
+        assert batches.all() == []
         assert state.changed() is False  # the first call only takes note
         with other.transaction():
             other.insert_mute(Mute("x", None, None, "r", "2026-11-26T00:00:00Z", "2099-01-01"))

@@ -13,7 +13,7 @@ from receivers import Answer, Receiver
 
 from csnotify.events import from_normalised
 from csnotify.pacing import Batch
-from csnotify.store import DeliveryLog, SourceState, open_store
+from csnotify.store import PendingBatches, SourceState, open_store
 from csnotify.storecopy import TABLES
 
 
@@ -59,7 +59,7 @@ def test_store_copy_moves_everything_that_is_state(cli, db_file: Path, server_db
                 state.remember([("bus-1", "d1"), ("bus-2", "d1")])
                 held = Batch("digest", time.time())
                 held.add(from_normalised({"id": "ev-held", "type": "VM.STOP"}))
-                DeliveryLog(store).write([], 100, [(1, ("digest", held.due, held.to_doc()))])
+                PendingBatches(store).write([(1, ("digest", held.due, held.to_doc()))], "")
         finally:
             store.close()
         (bad_ep,) = [

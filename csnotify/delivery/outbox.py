@@ -37,7 +37,14 @@ from csnotify.aio import locked_thread
 from csnotify.events import Event, from_normalised
 from csnotify.pacing import WINDOW_S
 from csnotify.processes import PIDNS, alive
-from csnotify.store import MANY, DeliveryLog, DeliveryRecord, SourceState
+from csnotify.store import (
+    MANY,
+    DeliveryLog,
+    DeliveryRecord,
+    EndpointCounters,
+    PendingBatches,
+    SourceState,
+)
 
 if TYPE_CHECKING:
     from csnotify.pacing import Batch
@@ -113,6 +120,8 @@ class Outbox:
     def __init__(self, store: Store, log_max: int, disable_after: int = 0) -> None:
         self.store = store
         self.log = DeliveryLog(store)
+        self.counters = EndpointCounters(store)
+        self.batches = PendingBatches(store)
         self.state = SourceState(store)
         self.log_max = log_max
         self.disable_after = disable_after
@@ -153,7 +162,9 @@ class Outbox:
                 (endpoint_id, None if b is None else (b.kind, b.due, b.to_doc()))
                 for endpoint_id, b in changes.batches.items()
             ]
-            self.log.write(changes.records, self.log_max, batches, OWNER, changes.merged)
+            self.batches.write(batches, OWNER, changes.merged)
+            self.log.write(changes.records, self.log_max)
+            self.counters.count(changes.records)
             self._switch_off(changes)
             self.state.remember(changes.seen)
             self.state.mark_acknowledged(changes.acked)
@@ -187,20 +198,21 @@ class Outbox:
         store, reached ``disable_after``, are switched off by the first transaction that
         finds them so; endpoints already off are noted too."""
         for endpoint_id, reason in changes.disable:
-            changes.switched.append((endpoint_id, reason, self.log.switch_off(endpoint_id, reason)))
+            did = self.counters.switch_off(endpoint_id, reason)
+            changes.switched.append((endpoint_id, reason, did))
         last_error: dict[int, str | None] = {}
         for r in changes.records:
             if r.status == "failed":
                 last_error[r.endpoint_id] = r.error
         gone = {i for i, _r in changes.disable}
-        for endpoint_id, (enabled, count) in self.log.failing(sorted(last_error)).items():
+        for endpoint_id, (enabled, count) in self.counters.failing(sorted(last_error)).items():
             if endpoint_id in gone:
                 continue
             if not enabled:
                 changes.switched.append((endpoint_id, "switched off in the store", False))
             elif self.disable_after and count >= self.disable_after:
                 reason = f"{count} consecutive failed deliveries; last: {last_error[endpoint_id]}"
-                did = self.log.switch_off(endpoint_id, reason, self.disable_after)
+                did = self.counters.switch_off(endpoint_id, reason, self.disable_after)
                 changes.switched.append((endpoint_id, reason, did))
 
     def take_slot(self, endpoint_id: int, per_minute: int, now: float) -> float:
@@ -358,7 +370,7 @@ class Outbox:
 
         from csnotify.store import log_time
 
-        batches = self.log.batches()
+        batches = self.batches.all()
         if all(owner.split("/", 1)[0] == OWNER for _e, owner, *_rest in batches):
             return []
         stale = log_time(datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S))
@@ -372,7 +384,7 @@ class Outbox:
                 else:
                     held = beats.get(holder, "") >= stale
                 key = f"{OWNER}/{owner.rsplit('/', 1)[-1]}"
-                if not held and self.log.take_batch(endpoint_id, owner, key):
+                if not held and self.batches.take(endpoint_id, owner, key):
                     out.append((endpoint_id, key, kind, due, doc))
         return out
 
