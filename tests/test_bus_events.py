@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 from helpers import FIXTURES, run_process
@@ -145,12 +147,17 @@ def test_names_are_kept_in_the_store_and_unknown_uuids_too(tmp_path: Path, bus) 
 
 
 class BlackHole:
-    """An API address that accepts connections and never answers (a hung server)."""
+    """An API address that accepts connections and never answers (a hung server). It
+    counts the connections open at once (one per look-up in flight: nothing is answered,
+    so none is reused) and notes when the client gave up on each (unix time)."""
 
     def __init__(self) -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.held: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.open_now = self.most_open = 0
+        self.given_up: list[float] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -159,11 +166,30 @@ class BlackHole:
                 conn, _ = self.server.accept()
             except OSError:
                 return
-            self.held.append(conn)
+            with self.lock:
+                self.held.append(conn)
+                self.open_now += 1
+                self.most_open = max(self.most_open, self.open_now)
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+        with self.lock:
+            self.open_now -= 1
+            self.given_up.append(time.time())
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/client/api"
 
     def close(self) -> None:
         self.server.close()
         for conn in self.held:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
             conn.close()
 
 
@@ -189,12 +215,53 @@ def test_with_the_api_down_or_hung_events_go_out_unenriched(tmp_path: Path, bus)
             # all for a look-up already overdue; 15 events would otherwise take minutes
             bus.publish_many(messages)
             hung = {**bus.env(), **KEYS, "CSNOTIFY_CLOUDSTACK_LOOKUP_TIMEOUT": "0.2",
-                    "CSNOTIFY_CLOUDSTACK_URL": f"http://127.0.0.1:{hole.port}/client/api"}  # fmt: skip
+                    "CSNOTIFY_CLOUDSTACK_URL": hole.url()}  # fmt: skip
             r = run_process("listen", "--source", "amqp", "--once", env={**os.environ, **hung},
                             timeout=30)  # fmt: skip
             assert r.exit_code == 0, r.stderr
             assert len(rx.requests) == 4
             assert [r.json()["event"]["resource_name"] for r in rx.requests[2:]] == [None, None]
+    finally:
+        hole.close()
+
+
+def completed_for_vms(count: int) -> list[tuple[str, bytes]]:
+    """The Completed VM.START as CloudStack publishes it, for ``count`` other VMs (one user)."""
+    line = json.loads(OPERATIONS.read_text().splitlines()[6])
+    vm = line["routing_key"].rsplit(".", 1)[1]
+    out = []
+    for n in range(count):
+        other = f"{vm[:-12]}{n:012d}"
+        out.append((line["routing_key"].replace(vm, other),
+                    line["body_raw"].replace(vm, other).encode()))  # fmt: skip
+    return out
+
+
+def test_a_hung_api_holds_no_event_past_the_lookup_timeout_and_few_lookups_at_once(
+    tmp_path: Path,
+    bus,  # noqa: F811
+) -> None:
+    """Issue 13 point 1 on a hung API (accepts, never answers): every event is delivered
+    while its look-ups still hang, so what let it go was cloudstack.lookup_timeout, not
+    the HTTP client giving up (it waits 5 s); and however many UUIDs the events name, no
+    more than cloudstack.lookups_in_flight look-ups are open at once."""
+    hole = BlackHole()
+    try:
+        messages = completed_for_vms(6)  # the user and 6 VMs: 7 UUIDs to look up
+        with Receiver() as rx:
+            subscribe("VM.*", "--to", rx.url)
+            listen_once(bus.env())
+            bus.publish_many(messages)
+            env = {**bus.env(), **KEYS, "CSNOTIFY_CLOUDSTACK_URL": hole.url(),
+                   "CSNOTIFY_CLOUDSTACK_LOOKUP_TIMEOUT": "0.3",
+                   "CSNOTIFY_CLOUDSTACK_LOOKUPS_IN_FLIGHT": "2"}  # fmt: skip
+            listen_once(env)
+            delivered = list(rx.requests)
+        assert len(delivered) == 6
+        assert {r.json()["event"]["resource_name"] for r in delivered} == {None}
+        assert hole.most_open == 2  # asked (the API was tried), never more than 2 at once
+        assert hole.given_up, "listen ended with look-ups still open"
+        assert max(r.at for r in delivered) < min(hole.given_up)
     finally:
         hole.close()
 
