@@ -266,6 +266,30 @@ def test_a_hung_api_holds_no_event_past_the_lookup_timeout_and_few_lookups_at_on
         hole.close()
 
 
+def test_listen_says_once_that_name_filters_need_api_keys_on_the_bus(bus) -> None:  # noqa: F811
+    """Issue 13 point 1: listen on the bus without API keys says it once, at start, naming
+    the subscriptions whose --where tests names; with keys, or without such a filter, not."""
+    hint = "match them only with API keys to resolve names"
+    subscribe("VM.*", "--name", "ids", "--where", f"account_id={ACCOUNT_UUID}",
+              "--to", "https://h.example/a")  # fmt: skip
+    assert hint not in listen_once(bus.env())
+    subscribe("VM.*", "--name", "web", "--where", "account=web", "--to", "https://h.example/b")
+    subscribe("VM.*", "--name", "db", "--where", "resource_name~^db-", "--to",
+              "https://h.example/c")  # fmt: skip
+    bus.publish_many([(m["routing_key"], m["body_raw"].encode()) for m in recorded()])
+    err = listen_once(bus.env())
+    assert err.count(hint) == 1, err
+    (line,) = [x for x in err.splitlines() if hint in x]
+    assert "web, db" in line or "db, web" in line
+    assert "ids" not in line.split("filters of", 1)[1]
+    keys = {
+        **bus.env(),
+        **KEYS,
+        "CSNOTIFY_CLOUDSTACK_URL": f"http://127.0.0.1:{closed_port()}/client/api",
+    }
+    assert hint not in listen_once(keys)
+
+
 def test_genuine_twins_stay_two_even_when_redelivered(tmp_path: Path, bus) -> None:  # noqa: F811
     """A volume's pre- and post-transition messages are byte-identical (VolumeStateListener
     adds no status): two events, two ids, also when the broker redelivers both."""
