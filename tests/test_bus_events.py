@@ -146,6 +146,42 @@ def test_names_are_kept_in_the_store_and_unknown_uuids_too(tmp_path: Path, bus) 
     assert names == ["web-01", "web-02", None, None, "web-01", "web-02"]
 
 
+def test_a_projects_events_are_named_as_listevents_names_them(tmp_path: Path, bus) -> None:  # noqa: F811
+    """A project's ActionEvent names the project's own account (ActionEventUtils.
+    getOwnerAccountId), which listAccounts never lists; listEvents names such an event by
+    its project and the project's domain, with no account (ViewResponseHelper.
+    populateOwner). Off the bus with keys it reads the same: project and domain from
+    listProjects, the acting user's username, and not the acting user's account."""
+    from csnotify.events import as_hashmap, gson_dumps
+    from csnotify.simulator.server import PROJECT, TENANTS
+
+    project_id, project_account, project_name = PROJECT
+    acme_user = next(t[0] for t in TENANTS if t[2] == "acme")
+    line = recorded()[6]  # the Completed VM.START of web-01
+    body = {**json.loads(line["body_raw"]), "project": project_id, "account": project_account,
+            "user": acme_user}  # fmt: skip
+    with Receiver() as rx:
+        subscribe("VM.*", "--name", "proj", "--where", f"project={project_name}",
+                  "--to", rx.url + "/proj")  # fmt: skip
+        subscribe("VM.*", "--name", "acme", "--where", "account=acme", "--to", rx.url + "/acme")
+        with publish_operations(tmp_path, bus, bus.env()) as sim:
+            sim.wait_generated()
+            bus.publish(line["routing_key"], gson_dumps(as_hashmap(body)).encode())
+            env = {**bus.env(), **KEYS, "CSNOTIFY_CLOUDSTACK_URL": sim.url}
+            listen_once(env)
+            asked = sim.stats()["requests"]
+    (event,) = at(rx, "/proj")
+    assert (event["project"], event["project_id"]) == (project_name, project_id)
+    assert (event["username"], event["user_id"]) == ("acme", acme_user)
+    assert (event["account"], event["account_id"]) == (None, project_account)
+    assert (event["domain"], event["resource_name"]) == ("customers", "web-01")
+    assert at(rx, "/acme") == []  # acme acted, but the VM is the project's
+    assert asked.get("listProjects") == 1
+    assert (
+        asked.get("listAccounts") == 1
+    )  # the admin account of the usage events, not the project's
+
+
 class BlackHole:
     """An API address that accepts connections and never answers (a hung server). It
     counts the connections open at once (one per look-up in flight: nothing is answered,
