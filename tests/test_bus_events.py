@@ -146,6 +146,48 @@ def test_names_are_kept_in_the_store_and_unknown_uuids_too(tmp_path: Path, bus) 
     assert names == ["web-01", "web-02", None, None, "web-01", "web-02"]
 
 
+def test_kept_names_are_asked_again_after_their_ttl_unknown_ones_after_a_tenth(
+    tmp_path: Path,
+    bus,  # noqa: F811
+) -> None:
+    """cloudstack.names_ttl (1h here) on the real store: a name read longer ago than that is
+    asked again, a UUID the API did not know longer ago than a tenth of it too; a younger
+    answer is used as it is. The store's rows are aged, not the test's clock."""
+    import sqlite3
+
+    unknown = json.loads((FIXTURES / "amqp" / "ActionEvent.json").read_text())
+    unknown_vm = unknown["routing_key"].rsplit(".", 1)[1]
+    web01 = recorded()[6]["routing_key"].rsplit(".", 1)[1]
+    messages = [(m["routing_key"], m["body_raw"].encode()) for m in recorded()]
+    messages.append((unknown["routing_key"], unknown["body_raw"].encode()))
+    with Receiver() as rx:
+        subscribe("VM.*", "--to", rx.url)
+        with publish_operations(tmp_path, bus, bus.env()) as sim:
+            sim.wait_generated()
+            env = {**bus.env(), **KEYS, "CSNOTIFY_CLOUDSTACK_URL": sim.url}
+            bus.publish(*messages[-1])
+            listen_once(env)
+            first = sim.stats()["requests"]["listVirtualMachines"]
+            db = sqlite3.connect(os.environ["CSNOTIFY_DB"])
+            with db:
+                rows = dict(db.execute("SELECT uuid, doc FROM names WHERE kind = 'VirtualMachine'"))
+                assert rows[unknown_vm] is None and json.loads(rows[web01])["name"] == "web-01"
+                for uuid, age in ((unknown_vm, 361), (web01, 3601)):
+                    db.execute("UPDATE names SET fetched = fetched - ? WHERE uuid = ?", (age, uuid))
+            db.close()
+            bus.publish_many(messages)
+            listen_once(env)
+            again = sim.stats()["requests"]["listVirtualMachines"] - first
+            bus.publish_many(messages)
+            listen_once(env)
+            third = sim.stats()["requests"]["listVirtualMachines"] - first - again
+    assert first == 3  # web-01, web-02, the unknown one
+    assert again == 2  # web-01 (older than 1h) and the unknown one (older than 6 min)
+    assert third == 0  # all answered within their time
+    names = [r.json()["event"]["resource_name"] for r in rx.requests]
+    assert names == ["web-01", "web-02", None] * 3
+
+
 def test_a_projects_events_are_named_as_listevents_names_them(tmp_path: Path, bus) -> None:  # noqa: F811
     """A project's ActionEvent names the project's own account (ActionEventUtils.
     getOwnerAccountId), which listAccounts never lists; listEvents names such an event by
