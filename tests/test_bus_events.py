@@ -521,6 +521,27 @@ def test_titles_read_well_from_every_source() -> None:
     assert title(bare) == "[CloudStack] ALERT.STORAGE"  # nothing dangling
 
 
+def test_a_group_of_bus_job_events_names_the_operations(cli) -> None:
+    """Issue 13 point 4: grouped into one message, the async jobs' completions are named by
+    their operations (VM.START, VM.STOP), never as 'complete', with the failure's text."""
+    from receivers import SmtpSink
+
+    with SmtpSink() as smtp:
+        cli("subscribe", "VM.*", "--name", "jobs", "--category", "AsyncJobEvent", "--state",
+            "complete", "--group-wait", "1s", "--to", smtp.uri())  # fmt: skip
+        r = cli("dispatch", "-", input=OPERATIONS.read_text())
+        assert r.exit_code == 0, r.stderr
+    ((_f, _to, msg),) = smtp.messages
+    assert msg["Subject"] == "[CloudStack] 2 events: 1 VM.START, 1 VM.STOP"
+    part = msg.get_payload(0) if msg.is_multipart() else msg
+    text = part.get_payload(decode=True).decode()
+    assert "complete" not in text.lower().replace("completed", "")
+    (failed,) = [line for line in text.splitlines() if " ERROR " in line]
+    assert "ERROR VM.STOP" in failed and failed.endswith(
+        ": Unable to stop web-02: host kvm-03 is down"
+    )
+
+
 def test_cloudstack_body_for_api_events_has_gsons_keys_order_and_escaping() -> None:
     from csnotify.events import cloudstack_description, hashmap_order, normalise
 
