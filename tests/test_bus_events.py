@@ -477,6 +477,70 @@ def test_subscribe_says_what_cannot_work_on_the_bus(cli) -> None:
     assert r.exit_code == 0 and "carry UUIDs" not in r.stderr
 
 
+def test_a_create_that_failed_is_its_operations_outcome_on_every_source(
+    cli, tmp_path: Path
+) -> None:
+    """A create phase that fails publishes only a Created ActionEvent at ERROR, "Error while
+    creating entity for ..." (ActionEventInterceptor.interceptException); no Scheduled or
+    Completed follows. By default that is the operation's outcome, off the bus and from
+    listEvents; the Created event of a create that succeeded is not."""
+    from csnotify.events import as_hashmap, gson_dumps
+
+    def bus_line(status: str, description: str, vm: str | None) -> str:
+        body = {"eventDateTime": "2024-05-14 10:22:31 +0000", "event": "VM.CREATE",
+                "status": status, "description": description, "user": USER_UUID,
+                "account": ACCOUNT_UUID, "entity": "VirtualMachine", "entityuuid": vm}  # fmt: skip
+        key = f"management-server.ActionEvent.VM-CREATE.VirtualMachine.{vm or '*'}"
+        return json.dumps({"routing_key": key, "body_raw": gson_dumps(as_hashmap(body))})
+
+    vm = "6c1d8f00-0000-4c00-8000-00000000e001"
+    off_bus = [
+        bus_line("Created", "Error while creating entity for deploying Vm", None),
+        bus_line("Created", "Successfully created entity for deploying Vm", vm),
+        bus_line("Scheduled", "deploying Vm", vm),
+        bus_line("Completed", "Successfully completed deploying Vm", vm),
+    ]
+    phases = (
+        ("Created", "ERROR", "Error while creating entity for deploying Vm"),
+        ("Created", "INFO", "Successfully created entity for deploying Vm"),
+        ("Completed", "INFO", "Successfully completed deploying Vm"),
+    )
+    listed = [
+        json.dumps(
+            {
+                "id": f"e-{n}",
+                "type": "VM.CREATE",
+                "state": state,
+                "level": level,
+                "description": text,
+                "account": "admin",
+                "domain": "ROOT",
+                "created": "2024-05-14T10:22:31+0000",
+            }
+        )
+        for n, (state, level, text) in enumerate(phases)
+    ]
+    with Receiver() as rx:
+        cli("subscribe", "VM.*", "--name", "all", "--to", rx.url + "/all")
+        cli("subscribe", "VM.*", "--name", "oncall", "--level", "ERROR", "--to", rx.url + "/oncall")
+        for source, lines in (("bus", off_bus), ("api", listed)):
+            r = cli("listen", "--source", "stdin", input="\n".join(lines) + "\n")
+            assert r.exit_code == 0, (source, r.stderr)
+    got = [(e["state"], e["level"], "api" if "raw" in e and "level" in e["raw"] else "bus")
+           for e in at(rx, "/all")]  # fmt: skip
+    assert got == [
+        ("Created", "ERROR", "bus"), ("Completed", "INFO", "bus"),
+        ("Created", "ERROR", "api"), ("Completed", "INFO", "api"),
+    ]  # fmt: skip
+    assert [e["description"] for e in at(rx, "/oncall")] == [
+        "Error while creating entity for deploying Vm"
+    ] * 2
+    created = tmp_path / "created.json"
+    created.write_text(off_bus[1])
+    shown = cli("match", "--event", str(created)).stdout
+    assert "skips   all: not the outcome phase (ActionEvent Created)" in shown
+
+
 def test_alert_levels_per_type_and_bad_values(tmp_path: Path) -> None:
     alert = (FIXTURES / "amqp" / "AlertEvent.json").read_text()
     line = json.dumps(json.loads(alert)) + "\n"
