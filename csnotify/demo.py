@@ -274,7 +274,7 @@ async def run_demo(
         # more alerts and failures than real life, and a seed whose first events include both,
         # so that every subscriber gets something early
         options = SimulatorOptions(listen="127.0.0.1:0", amqp=bus, exchange=exchange, rate=rate,
-                                   alert_rate=0.3, failure_rate=0.25, seed=9)  # fmt: skip
+                                   alert_rate=0.3, failure_rate=0.25, seed=115)  # fmt: skip
         sim_task, ready = await _start_simulator(options, stop_sim)
         listener = Listener(store, DeliverySettings.from_settings(settings), ListenOptions(),
                             lambda _line: None, on_outcome=demo.record)  # fmt: skip

@@ -18,8 +18,12 @@ CATEGORIES = ("ActionEvent", "AlertEvent", "UsageEvent", "ResourceStateEvent", "
 # The phase that carries an operation's outcome. CloudStack publishes Created, Scheduled,
 # Started and Completed ActionEvents (ActionEventUtils.onCreatedActionEvent,
 # onScheduledActionEvent, onStartedActionEvent, onCompletedActionEvent); a synchronous
-# operation publishes only Completed (onActionEvent).
+# operation publishes only Completed (onActionEvent). An operation whose create phase
+# fails publishes only its Created event, at ERROR ("Error while creating entity for
+# ...", ActionEventInterceptor.interceptException): nothing is scheduled after it, so that
+# failed Created event is its outcome.
 OUTCOME_STATE = "Completed"
+FAILED_CREATE_STATE = "Created"
 # Categories that are outcomes whatever their state; "csnotify" is our own (digests,
 # switched-off endpoints).
 OUTCOME_CATEGORIES = ("AlertEvent", "csnotify")
@@ -29,4 +33,8 @@ def is_outcome(event: Any) -> bool:
     """What a subscription gets by default: each operation's outcome, and alerts."""
     if event.category in OUTCOME_CATEGORIES:
         return True
-    return event.category == "ActionEvent" and event.state in (None, "", OUTCOME_STATE)
+    if event.category != "ActionEvent":
+        return False
+    if event.state == FAILED_CREATE_STATE:
+        return event.level == "ERROR"
+    return event.state in (None, "", OUTCOME_STATE)

@@ -5,7 +5,8 @@ Patterns are case-insensitive globs on the event type (``VM.*``, ``*.CREATE``, `
 Level is a minimum (INFO < WARN < ERROR). Filters AND together: ``FIELD=VALUE`` is an
 exact match, ``FIELD~REGEX`` a regular-expression search. Categories and states are
 CloudStack's names; with neither (and no ``--where`` on them), a subscription gets each
-operation's outcome once (its Completed ActionEvent) and alerts.
+operation's outcome once (its Completed ActionEvent, or the Created one of a create phase
+that failed) and alerts.
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ class Scope:
             return (
                 f"not the outcome phase ({event.category} {event.state or ''}".rstrip()
                 + "); by default a subscription gets each operation once, its Completed"
-                " ActionEvent, and alerts: add --category/--state to get others"
+                " ActionEvent (or the Created one of a create that failed), and alerts:"
+                " add --category/--state to get others"
             )
         if self.categories and ALL not in self.categories and event.category not in self.categories:
             return f"category {event.category} is not {' or '.join(sorted(self.categories))}"

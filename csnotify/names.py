@@ -8,7 +8,8 @@ as on the api source:
 
 - ``listUsers`` gives the username, account and domain of the acting user (one call for
   all three); ``listAccounts`` the account and domain when there is no user;
-  ``listDomains`` a domain's name; ``listProjects`` the project's; the resource type's
+  ``listDomains`` a domain's name; ``listProjects`` the project's name and domain (a
+  project's events are named as listEvents names them: project, no account); the resource type's
   own list command (``listVirtualMachines``, ``listVolumes``, ...) the resource's name.
   Each is called with ``id=UUID`` and ``listall=true``.
 - Answers are kept in memory and in the store for ``cloudstack.names_ttl``; a UUID the
@@ -65,6 +66,15 @@ COPIED = {
              ("domain", "domain"), ("domain_id", "domainid")),
     "account": (("account", "name"), ("domain", "domain"), ("domain_id", "domainid")),
     "project": (("project", "name"),),
+}  # fmt: skip
+# A project's events: the bus's "account" is the project's own account (a UUID listAccounts
+# never lists), so the owner is named as listEvents names it (ViewResponseHelper.
+# populateOwner: a project account gives the project's name and no account name), with
+# the project's domain; the acting user gives only the username.
+COPIED_IN_PROJECT = {
+    "user": (("username", "username"),),
+    "account": (),
+    "project": (("project", "name"), ("domain", "domain"), ("domain_id", "domainid")),
 }  # fmt: skip
 NOT_FOUND_HINTS = ("entity does not exist", "unable to find", "does not exist")
 BACKOFF_START_S = 1.0
@@ -131,7 +141,7 @@ class Names:
         keys: list[Key] = []
         if event.user_id and not event.username:
             keys.append(("user", event.user_id))
-        elif event.account_id and not event.account:
+        elif event.account_id and not event.account and not event.project_id:
             keys.append(("account", event.account_id))
         if event.project_id and not event.project:
             keys.append(("project", event.project_id))
@@ -181,11 +191,12 @@ class Names:
     def apply(self, event: Event) -> None:
         """Copy what the cache knows onto the event (never over what it has)."""
         changed = False
+        copied = COPIED_IN_PROJECT if event.project_id else COPIED
         for kind, uuid in (
             ("user", event.user_id), ("account", event.account_id), ("project", event.project_id),
         ):  # fmt: skip
             doc = self._doc((kind, uuid)) if uuid else None
-            for field_name, key in COPIED[kind] if doc else ():
+            for field_name, key in copied[kind] if doc else ():
                 if not getattr(event, field_name) and doc.get(key):
                     setattr(event, field_name, doc[key])
                     changed = True

@@ -4,6 +4,7 @@ filters, and event-bus publishing exactly as RabbitMQEventBus does."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -285,6 +286,33 @@ def test_post_form_bodies_are_read_like_query_strings(tmp_path: Path) -> None:
         assert sim.info["timezone"] == "Asia/Kolkata"
 
 
+def test_a_vm_start_moves_through_starting_and_records_usage_before_completed() -> None:
+    """UserVmStateListener and VirtualMachineManagerImpl.orchestrateStart: Stopped ->
+    Starting (StartRequested), Starting -> Running (OperationSucceeded), the usage event
+    VM.START right after the last post-transition message, then the Completed
+    ActionEvent and the job's complete."""
+    from datetime import UTC, datetime
+
+    from csnotify.simulator.generator import OPERATIONS, Generator
+
+    (start,) = [o for o in OPERATIONS if o.event_type == "VM.START"]
+    moment = datetime(2024, 5, 14, 10, 22, 31, tzinfo=UTC)
+    items = list(Generator(seed=1).operation(start, lambda: moment, failed=False))
+    seen = [
+        (i.category, i.routing_key.split(".")[2], i.body.get("old-state"), i.body.get("new-state"))
+        for i in items[4:]
+    ]
+    assert seen == [
+        ("ResourceStateEvent", "StartRequested", "Stopped", "Starting"),
+        ("ResourceStateEvent", "StartRequested", "Stopped", "Starting"),
+        ("ResourceStateEvent", "OperationSucceeded", "Starting", "Running"),
+        ("ResourceStateEvent", "OperationSucceeded", "Starting", "Running"),
+        ("UsageEvent", "VM-START", None, None),
+        ("ActionEvent", "VM-START", None, None),
+        ("AsyncJobEvent", "complete", None, None),
+    ]
+
+
 def test_operations_are_sequenced_as_cloudstack_does() -> None:
     from csnotify.simulator.generator import Generator
 
@@ -304,13 +332,23 @@ def test_operations_are_sequenced_as_cloudstack_does() -> None:
         for i in items
         if i.list_item and i.list_item["state"] != "Scheduled"
     )
-    pre, post = (i for i in items if i.category == "ResourceStateEvent")
-    if pre.body["resource"] == "VirtualMachine":  # UserVmStateListener adds the status
-        assert (pre.body["status"], post.body["status"]) == (
-            "preStateTransitionEvent", "postStateTransitionEvent",
-        )  # fmt: skip
-    else:  # volume, snapshot and network listeners publish byte-identical twins
-        assert "status" not in pre.body and pre.body_text == post.body_text
+    moves = [i for i in items if i.category == "ResourceStateEvent"]
+    for pre, post in zip(moves[::2], moves[1::2], strict=True):
+        if pre.body["resource"] == "VirtualMachine":  # UserVmStateListener adds the status
+            assert (pre.body["status"], post.body["status"]) == (
+                "preStateTransitionEvent", "postStateTransitionEvent",
+            )  # fmt: skip
+        else:  # volume, snapshot and network listeners publish byte-identical twins
+            assert "status" not in pre.body and pre.body_text == post.body_text
+    # one transition's new state is the next one's old state (a VM: Stopped -> Starting
+    # -> Running, VirtualMachineManagerImpl.orchestrateStart)
+    states = [(m.body["old-state"], m.body["new-state"]) for m in moves[::2]]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(states))
+    # usage is recorded while the operation runs, before its Completed ActionEvent
+    # (UserVmStateListener.postStateTransitionEvent; interceptComplete comes after)
+    order = [(i.category, (i.list_item or {}).get("state")) for i in items]
+    if ("UsageEvent", None) in order:
+        assert order.index(("UsageEvent", None)) < order.index(("ActionEvent", "Completed"))
     assert [k for c, k in kinds if c == "AsyncJobEvent"] == ["submit", "update", "complete"]
     assert "jobResult" in items[-1].body
     usage = [i.body["resource"] for i in items if i.category == "UsageEvent"]

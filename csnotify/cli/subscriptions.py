@@ -103,7 +103,8 @@ def subscribe(
     --strict-order sends one at a time, in acceptance order, for receivers that need it.
 
     By default a subscription gets each operation once: its outcome (the Completed
-    ActionEvent, success or failure) and alerts. --category and --state ask for other
+    ActionEvent, success or failure, or the Created one of a create that failed) and
+    alerts. --category and --state ask for other
     phases and categories (Scheduled, Started; UsageEvent, ResourceStateEvent,
     AsyncJobEvent). --format cloudstack gets ActionEvents only, as CloudStack's webhooks.
 

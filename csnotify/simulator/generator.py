@@ -1,6 +1,6 @@
 """Realistic CloudStack events: each operation emits what CloudStack emits for it, in
 CloudStack's order (action Scheduled, async job submitted, action Started, job updated,
-state transitions, action Completed, usage record, job completed), plus an occasional
+state transitions, usage record, action Completed, job completed), plus an occasional
 alert. Bodies are written as Gson writes CloudStack's HashMaps (``as_hashmap``)."""
 
 from __future__ import annotations
@@ -31,14 +31,31 @@ class Operation:
     new_state: str | None = None
     usage: str | None = None  # usage event type, if the operation makes one
     command: str = "org.apache.cloudstack.api.command.user.vm.StartVMCmd"
+    # A VM passes through a state of its own: (the request's state-machine event, that
+    # state). VirtualMachineManagerImpl.orchestrateStart moves it Stopped -> Starting
+    # (StartRequested), then Starting -> Running (OperationSucceeded); advanceStop
+    # Running -> Stopping (StopRequested), then Stopping -> Stopped.
+    via: tuple[str, str] | None = None
+
+    def transitions(self) -> list[tuple[str, str, str]]:
+        """(state-machine event, old state, new state) of each transition, in order."""
+        if not self.old_state or not self.new_state:
+            return []
+        if self.via is None:
+            return [("OperationSucceeded", self.old_state, self.new_state)]
+        event, between = self.via
+        return [(event, self.old_state, between), ("OperationSucceeded", between, self.new_state)]
 
 
 OPERATIONS = (
     Operation("VM.CREATE", "VirtualMachine", "deploying Vm", "Stopped", "Running", "VM.CREATE",
-              "org.apache.cloudstack.api.command.user.vm.DeployVMCmd"),
-    Operation("VM.START", "VirtualMachine", "starting Vm", "Stopped", "Running", "VM.START"),
+              "org.apache.cloudstack.api.command.user.vm.DeployVMCmd",
+              via=("StartRequested", "Starting")),
+    Operation("VM.START", "VirtualMachine", "starting Vm", "Stopped", "Running", "VM.START",
+              via=("StartRequested", "Starting")),
     Operation("VM.STOP", "VirtualMachine", "stopping Vm", "Running", "Stopped", "VM.STOP",
-              "org.apache.cloudstack.api.command.user.vm.StopVMCmd"),
+              "org.apache.cloudstack.api.command.user.vm.StopVMCmd",
+              via=("StopRequested", "Stopping")),
     Operation("VM.REBOOT", "VirtualMachine", "rebooting Vm", "Running", "Running", None,
               "org.apache.cloudstack.api.command.user.vm.RebootVMCmd"),
     Operation("VM.DESTROY", "VirtualMachine", "destroying Vm", "Stopped", "Destroyed", "VM.DESTROY",
@@ -143,9 +160,13 @@ class Generator:
         ApiServer.queueCommand records the Scheduled ActionEvent, then submits the job
         (framework/jobs AsyncJobManagerImpl.submitAsyncJob publishes ``submit``); the job
         starts (Started), attaches its instance (updateAsyncJobAttachment publishes
-        ``update``), moves the state machine (pre- and post-transition), completes the
-        ActionEvent (``Error while ...`` when it failed), records usage, and
-        completeAsyncJob publishes ``complete`` with the job's result."""
+        ``update``), moves the state machine (pre- and post-transition of each
+        transition), records usage while it runs (UserVmStateListener.
+        postStateTransitionEvent publishes a VM's usage event right after the
+        post-transition message), then the command returns and ActionEventInterceptor.
+        interceptComplete publishes the Completed ActionEvent (``Error while ...`` when it
+        failed, interceptException), and completeAsyncJob publishes ``complete`` with the
+        job's result. A failure here happens before the state machine moves."""
         resource = self._uuid()
         job = self._uuid()
         name = name or f"{op.entity.lower()[:3]}-{self.rng.randrange(1, 999):03d}"
@@ -155,12 +176,12 @@ class Generator:
         yield self._next(self._job("submit", op, resource, job, "IN_PROGRESS", name))
         yield self._action(op, resource, name, "Started", clock(), parent, failed=False)
         yield self._next(self._job("update", op, resource, job, "IN_PROGRESS", name))
-        if op.old_state and not failed:
-            yield self._next(self._state(op, resource, "preStateTransitionEvent", clock()))
-            yield self._next(self._state(op, resource, "postStateTransitionEvent", clock()))
-        yield self._action(op, resource, name, "Completed", clock(), parent, failed=failed)
+        for step in op.transitions() if not failed else ():
+            yield self._next(self._state(op, resource, step, "preStateTransitionEvent", clock()))
+            yield self._next(self._state(op, resource, step, "postStateTransitionEvent", clock()))
         if op.usage and not failed:
             yield self._next(self._usage(op, resource, clock()))
+        yield self._action(op, resource, name, "Completed", clock(), parent, failed=failed)
         yield self._next(
             self._job("complete", op, resource, job, "FAILED" if failed else "SUCCEEDED", name)
         )
@@ -207,17 +228,20 @@ class Generator:
         key = routing_key("ActionEvent", op.event_type, op.entity, resource)
         return self._next(Generated("ActionEvent", key, body, item))
 
-    def _state(self, op: Operation, resource: str, status: str, moment: datetime) -> Generated:
+    def _state(
+        self, op: Operation, resource: str, step: tuple[str, str, str], status: str,
+        moment: datetime,
+    ) -> Generated:  # fmt: skip
         """One state-machine message. Only the VM listener (UserVmStateListener) adds
         ``status``; the volume, snapshot and network listeners publish the pre- and the
         post-transition message with identical bodies: byte-identical twins."""
-        event = "OperationSucceeded"
+        event, old, new = step
         body = {
             "eventDateTime": _bus_time(moment, self.zone),
-            "old-state": op.old_state,
+            "old-state": old,
             "resource": op.entity,
             "id": resource,
-            "new-state": op.new_state,
+            "new-state": new,
         }
         if op.entity == "VirtualMachine":
             body["status"] = status

@@ -67,6 +67,15 @@ TENANTS = (
      "ROOT/customers/eu", 0, "hooli-api-key", "hooli-secret-key"),
 )  # fmt: skip
 ROLE_TYPES = {0: "User", 1: "Admin", 2: "DomainAdmin"}
+# A project in ROOT/customers (acme works in it): (project id, its project account's id,
+# name). A project owns its resources through an account of type 5 (Account.Type.PROJECT)
+# named PrjAcct-<name>-<id> (ProjectManagerImpl.createProject); the bus names that
+# account's UUID as "account" of the project's ActionEvents (ActionEventUtils.
+# getOwnerAccountId, publishOnEventBus), listProjects answers with the project's name and
+# domain (ProjectResponse), and listAccounts never lists a project account
+# (QueryManagerImpl.searchForAccountsInternal: "typeNEQ" Account.Type.PROJECT).
+PROJECT = ("7a1d0c2e-0000-4c00-8000-0000000f0001", "7a1d0c2e-0000-4c00-8000-0000000c00f1",
+           "webshop")  # fmt: skip
 
 
 @dataclass
@@ -77,6 +86,8 @@ class Directory:
 
     items: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # user id -> (api, secret)
+    # (kind, UUID) that exist but that their list command leaves out: a 200 with no items
+    unlisted: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         from csnotify.simulator.generator import ACCOUNT_UUID, DOMAIN_UUID, USER_UUID
@@ -107,6 +118,12 @@ class Directory:
             }
             self.add("user", {**user, "apikey": api_key, **where})
             self.keys[user_id] = (api_key, secret_key)
+        project_id, project_account_id, name = PROJECT
+        domain_id = next(d for d, p in TENANT_DOMAINS if p == "ROOT/customers")
+        self.add("project", {"id": project_id, "name": name, "displaytext": name,
+                             "domain": "customers", "domainid": domain_id, "state": "Active",
+                             "projectaccountname": f"PrjAcct-{name}-1"})  # fmt: skip
+        self.unlisted.add(("account", project_account_id))
 
     def add(self, kind: str, item: dict[str, Any]) -> None:
         self.items.setdefault(kind, {})[item["id"]] = item
@@ -127,6 +144,8 @@ class Directory:
             found = list(self.items.get(kind, {}).values())
         elif uuid in self.items.get(kind, {}):
             found = [self.items[kind][uuid]]
+        elif (kind, uuid) in self.unlisted:
+            found = []
         else:
             return 431, error(
                 command,
