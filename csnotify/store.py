@@ -653,22 +653,23 @@ class EndpointCounters:
     def count(self, records: list[DeliveryRecord]) -> None:
         """Inside a transaction the caller holds; endpoints in id order (several
         listeners' transactions then never wait for each other in a circle)."""
-        by_endpoint: dict[int, list[DeliveryRecord]] = {}
+        sent: dict[int, list[DeliveryRecord]] = {}
         held: dict[int, list[int]] = {}  # muted, folded, dropped
         for r in records:
             if r.status in SENT:
-                by_endpoint.setdefault(r.endpoint_id, []).append(r)
+                sent.setdefault(r.endpoint_id, []).append(r)
             elif r.status in HELD:
                 held.setdefault(r.endpoint_id, [0, 0, 0])[HELD.index(r.status)] += 1
-        for endpoint_id, rows in sorted(by_endpoint.items()):
-            self._add(endpoint_id, rows)
-        for endpoint_id, (muted, folded, dropped) in sorted(held.items()):
-            self.store.conn.execute(
-                "UPDATE endpoints SET total_muted = total_muted + ?,"
-                " total_folded = total_folded + ?, total_dropped = total_dropped + ?"
-                " WHERE id = ?",
-                (muted, folded, dropped, endpoint_id),
-            )
+        for endpoint_id in sorted(sent.keys() | held.keys()):
+            if endpoint_id in sent:
+                self._add(endpoint_id, sent[endpoint_id])
+            if endpoint_id in held:
+                self.store.conn.execute(
+                    "UPDATE endpoints SET total_muted = total_muted + ?,"
+                    " total_folded = total_folded + ?, total_dropped = total_dropped + ?"
+                    " WHERE id = ?",
+                    (*held[endpoint_id], endpoint_id),
+                )
 
     def _add(self, endpoint_id: int, rows: list[DeliveryRecord]) -> None:
         """One UPDATE of the endpoint's counters for these outcomes."""

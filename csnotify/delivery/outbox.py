@@ -15,9 +15,8 @@ claims, and the claims of a process that died on this host are released when ano
 starts, so nothing waits for a lease to run out after a crash on one machine. On a
 database server several processes claim at once: each takes rows with ``SELECT ... FOR
 UPDATE SKIP LOCKED``, so a row is claimed by one of them. Order per resource holds
-across processes: a row waits in the store while another process holds an earlier row
-of its resource (``claim``, ``_others_first``), and on a server an endpoint's rows are
-written one transaction at a time, so ids follow commit order (``_lock_endpoints``).
+across processes: a row waits in the store while another process holds a row of its
+resource that was accepted (committed) before it (``claim``, ``_others_first``).
 """
 
 from __future__ import annotations
@@ -132,7 +131,6 @@ class Outbox:
         now = time.time()
         changes.switched = []
         with self.store.transaction():
-            self._lock_endpoints(changes)
             self._others_first(changes.new)
             ids = self.store.insert_ids(
                 "pending",
@@ -170,27 +168,6 @@ class Outbox:
             self.state.mark_acknowledged(changes.acked)
             for source, position in changes.cursors.items():
                 self.state.write_cursor(source, position)
-
-    def _lock_endpoints(self, changes: Changes) -> None:
-        """On a database server, the endpoints this transaction writes rows of, or counts
-        outcomes for, are locked first and in id order: transactions of several listeners
-        that write one endpoint's rows take their turns, so a row's id is never lower than
-        that of a row another transaction committed before it (order per resource holds
-        across listeners), and none waits for another in a cycle."""
-        if not self.store.dialect.skip_locked:  # SQLite: this transaction is the only writer
-            return
-        ids = sorted(
-            {r.endpoint_id for r in changes.new}
-            | {r.endpoint_id for r in changes.records}
-            | {i for i, _ in changes.disable}
-        )
-        for start in range(0, len(ids), MANY):
-            part = ids[start : start + MANY]
-            self.store.conn.execute(
-                f"SELECT id FROM endpoints WHERE id IN ({','.join('?' * len(part))})"  # noqa: S608
-                " ORDER BY id FOR UPDATE",
-                part,
-            ).fetchall()
 
     def _switch_off(self, changes: Changes) -> None:
         """Endpoints this listener gave up on (``changes.disable``: 410 Gone, or its own
