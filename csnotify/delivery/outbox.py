@@ -162,12 +162,14 @@ class Outbox:
             ]
             self.batches.write(batches, OWNER, changes.merged)
             self.log.write(changes.records, self.log_max)
-            self.counters.count(changes.records)
-            self._switch_off(changes)
             self.state.remember(changes.seen)
             self.state.mark_acknowledged(changes.acked)
             for source, position in changes.cursors.items():
                 self.state.write_cursor(source, position)
+            # last: the endpoints' rows, which every listener's transactions update, stay
+            # locked from here to the commit only
+            self.counters.count(changes.records)
+            self._switch_off(changes)
 
     def _switch_off(self, changes: Changes) -> None:
         """Endpoints this listener gave up on (``changes.disable``: 410 Gone, or its own
