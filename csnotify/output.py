@@ -135,6 +135,18 @@ class Terminal:
             textwrap.fill(p, width, break_long_words=False, break_on_hyphens=False) for p in lines
         )
 
+    def stdout_gone(self) -> None:
+        """The reader of our output went away (``csnotify list | head -1``): point stdout
+        at /dev/null so that nothing more, not even Python's last flush, fails on it (a
+        stdout that is no file, a test's, is left as it is)."""
+        try:
+            fd = self.stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no file
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
     def out(self, text: str = "") -> None:
         self.stdout.write(printable(text) + "\n")
 

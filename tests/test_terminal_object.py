@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import ast
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, Run
 from typer import Abort
 
+from csnotify.cli import main
 from csnotify.errors import BadInput
+from csnotify.exitcodes import ExitCode
 from csnotify.output import Terminal
 
 BYPASSES = {"os.environ", "sys.stdin", "typer.echo", "typer.confirm", "typer.prompt", "getpass"}
@@ -59,3 +62,60 @@ def test_file_or_stdin_is_read_in_one_place(tmp_path: Path) -> None:
         terminal().read_text(str(tmp_path / "latin.txt"), "; try again")
     with pytest.raises(BadInput, match=r"cannot read .*missing: No such file"):
         terminal().read_bytes(str(tmp_path / "missing"))
+
+
+def run_main(args: list[str], t: Terminal) -> int:
+    """``main`` with a terminal of the test's own, as httpie's tests run ``main(args,
+    env=MockEnvironment(...))``; the exit status."""
+    with pytest.raises(SystemExit) as done:
+        main(args, t)
+    return int(done.value.code or 0)
+
+
+def test_a_command_runs_with_the_terminal_it_is_given(
+    tmp_path: Path, cli: Callable[..., Run], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store the terminal's environment names is used (the process's CSNOTIFY_DB is
+    left alone), the endpoint is read from its stdin, the table goes to its stdout, errors
+    (ours and click's usage errors) to its stderr, and nothing to the process's own."""
+    own = tmp_path / "own" / "csnotify.db"
+    env = {"CSNOTIFY_DB": str(own), "CSNOTIFY_CONFIG": str(tmp_path / "none.toml"),
+           "NO_COLOR": "1"}  # fmt: skip
+    t = Terminal(stdout=io.StringIO(), stderr=io.StringIO(),
+                 stdin=io.StringIO("https://h.example/hook\n"), environ=env)  # fmt: skip
+    assert run_main(["subscribe", "VM.*", "--to", "-", "--name", "mine"], t) == 0
+    assert run_main(["list"], t) == 0
+    assert run_main(["show", "mine"], t) == 0
+    shown = t.stdout.getvalue()  # type: ignore[attr-defined]
+    assert shown.startswith("created subscription mine: VM.* -> 1 endpoint(s)\nNAME ")
+    assert shown.splitlines()[2].split()[:4] == ["mine", "VM.*", "INFO", "1/1"]
+    assert "https://h.example/hook" in shown
+    assert own.exists()
+    assert cli("list", "--json").json() == []  # the process's store: untouched
+    assert run_main(["show", "nobody"], t) == 2
+    assert run_main(["list", "--bogus"], t) == 2
+    assert run_main(["--nope"], t) == 2
+    assert t.stderr.getvalue().splitlines() == [  # type: ignore[attr-defined]
+        "csnotify: error: no subscription named 'nobody'; see 'csnotify list'",
+        "csnotify: error: no such option: --bogus (see 'csnotify list --help')",
+        "csnotify: error: no such option: --nope (see 'csnotify --help')",
+    ]
+    assert capsys.readouterr() == ("", "")
+
+
+class GoneReader(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError
+
+
+def test_a_reader_gone_is_the_given_terminals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`csnotify list | head -1`: the stdout that broke is the terminal's; the process's
+    own stdout is neither written nor pointed at /dev/null."""
+    env = {"CSNOTIFY_DB": str(tmp_path / "db"), "CSNOTIFY_CONFIG": str(tmp_path / "none.toml")}
+    t = Terminal(stdout=GoneReader(), stderr=io.StringIO(), stdin=io.StringIO(), environ=env)
+    assert run_main(["--version"], t) == ExitCode.READER_GONE
+    assert run_main(["list", "--json"], t) == ExitCode.READER_GONE
+    print("still here")
+    assert capsys.readouterr() == ("still here\n", "")

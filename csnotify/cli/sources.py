@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.exceptions import Exit
 
-from csnotify.cli.common import LEVELS, SOURCE_NAMES, _masked, app, state, stdout_gone
+from csnotify.cli.common import LEVELS, SOURCE_NAMES, _masked, app, given, state
 from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
 
@@ -86,7 +86,7 @@ def listen(
     if log_format not in logs.FORMATS:
         raise BadInput(f"unknown --log-format {log_format!r}; use text or json")
     app_state = state(ctx)
-    logs.setup(app_state.verbose, app_state.quiet, log_format)
+    logs.setup(app_state.terminal.stderr, app_state.verbose, app_state.quiet, log_format)
     settings = app_state.settings()
     options = ListenOptions(
         once=once, dry_run=dry_run, print_events=print_events, duration=duration
@@ -102,7 +102,7 @@ def listen(
             terminal.stdout.write(printable(line) + "\n")
             terminal.stdout.flush()
         except BrokenPipeError:  # `listen --print | head`: the reader is done, so are we
-            stdout_gone()
+            terminal.stdout_gone()
             reader_gone.set()
             stop.set()
 
@@ -353,7 +353,7 @@ def simulate(
         count=count,
         replay=replay,
         api_key=api_key,
-        secret_key=secret_key,
+        secret_key=given(ctx, "secret_key", secret_key, "CSNOTIFY_SIMULATE_SECRET_KEY"),
         seed=seed,
         record=record,
     )

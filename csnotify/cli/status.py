@@ -251,7 +251,7 @@ def demo(
     from csnotify.demo import run_demo
 
     app_state = state(ctx)
-    logs.setup(0, quiet=True)
+    logs.setup(app_state.terminal.stderr, 0, quiet=True)
     logging.getLogger("csnotify").disabled = True  # the table (or progress lines) says what happens
     terminal = app_state.terminal
     live: Any = None
