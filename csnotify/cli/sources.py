@@ -334,14 +334,14 @@ def simulate(
     except ValueError:
         raise BadInput(f"--rate {rate!r}: use a number of events per second, e.g. 100/s") from None
     from csnotify.events import parse_time
-    from csnotify.servertime import parse_zone
+    from csnotify.servertime import host_zone, parse_zone
 
     if max_page_size < 1:
         raise BadInput(f"--max-page-size {max_page_size}: use a page size of 1 or more")
-    zone = parse_zone(timezone) if timezone is not None else None
-    first = parse_time(start) if start else None
     app_state = state(ctx)
     terminal = app_state.terminal
+    zone = parse_zone(timezone) if timezone is not None else host_zone(terminal.environ)
+    first = parse_time(start) if start else None
     options = SimulatorOptions(
         timezone=zone,
         max_page_size=max_page_size,

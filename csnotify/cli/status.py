@@ -249,11 +249,13 @@ def demo(
 
     from csnotify import aio, logs
     from csnotify.demo import run_demo
+    from csnotify.servertime import host_zone
 
     app_state = state(ctx)
     logs.setup(app_state.terminal.stderr, 0, quiet=True)
     logging.getLogger("csnotify").disabled = True  # the table (or progress lines) says what happens
     terminal = app_state.terminal
+    zone = host_zone(terminal.environ)
     live: Any = None
     last_line = [0.0]
 
@@ -275,10 +277,10 @@ def demo(
         from rich.live import Live
 
         with Live(console=terminal.console(), auto_refresh=False, transient=False) as live:
-            result = aio.run(run_demo(duration, amqp, rate, show))
+            result = aio.run(run_demo(duration, amqp, rate, show, zone))
             live.update(_demo_table(result), refresh=True)
     else:
-        result = aio.run(run_demo(duration, amqp, rate, show))
+        result = aio.run(run_demo(duration, amqp, rate, show, zone))
     summary = result.summary()
     if as_json:
         terminal.json(summary)
