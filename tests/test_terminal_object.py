@@ -119,3 +119,21 @@ def test_a_reader_gone_is_the_given_terminals(
     assert run_main(["list", "--json"], t) == ExitCode.READER_GONE
     print("still here")
     assert capsys.readouterr() == ("still here\n", "")
+
+
+def test_a_cmd_program_gets_its_variables_from_the_environment_given() -> None:
+    """The core is handed the environment (here not the process's): a cmd: program gets
+    the basic variables and the named ones from it, and nothing else of it."""
+    from csnotify.channels.base import Message
+    from csnotify.channels.command import CommandChannel
+    from csnotify.dispatch import synthetic_event
+    from csnotify.models import Endpoint, Subscription
+
+    sub = Subscription("s", ["VM.*"], [Endpoint("cmd:/bin/true")])
+    given = {"PATH": "/given/bin", "TZ": "Asia/Tokyo", "HTTPS_PROXY": "http://p.example",
+             "LDAP_BIND_PW": "secret"}  # fmt: skip
+    event = synthetic_event(sub)
+    env = CommandChannel(given, ("HTTPS_PROXY",)).environment(Message(event, sub, "cmd:/bin/true"))
+    assert env == {"PATH": "/given/bin", "TZ": "Asia/Tokyo", "HTTPS_PROXY": "http://p.example",
+                   "CSNOTIFY_EVENT_TYPE": event.type, "CSNOTIFY_EVENT_ID": event.id,
+                   "CSNOTIFY_SUBSCRIPTION": "s"}  # fmt: skip
