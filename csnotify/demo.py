@@ -91,7 +91,8 @@ class DemoState:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def summary(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, Any]:
+        """The summary ``demo --json`` prints."""
         return {
             "source": self.source,
             "seconds": round(self.elapsed, 1),

@@ -157,6 +157,11 @@ class Terminal:
     def json(self, data: Any) -> None:
         self.stdout.write(printable(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
 
+    def json_line(self, data: Any) -> None:
+        """One JSON line (JSON lines: a stream that scripts read as it comes)."""
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        self.stdout.write(printable(text) + "\n")
+
     def console(self, stderr: bool = False) -> Any:
         """A rich console for this terminal; color_system=None means no escape codes at all
         (not even bold) under NO_COLOR."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,3 +148,40 @@ def test_a_cmd_program_gets_its_variables_from_the_environment_given() -> None:
     assert env == {"PATH": "/given/bin", "TZ": "Asia/Tokyo", "HTTPS_PROXY": "http://p.example",
                    "CSNOTIFY_EVENT_TYPE": event.type, "CSNOTIFY_EVENT_ID": event.id,
                    "CSNOTIFY_SUBSCRIPTION": "s"}  # fmt: skip
+
+
+class Found:
+    def as_json(self) -> dict[str, str]:
+        return {"type": "VM.CREATE", "name": "caf\u00e9\x1b[2J"}
+
+
+def test_one_renderer_writes_json_json_lines_or_the_commands_words() -> None:
+    """--json: the result's as_json() (JSON lines with ``lines``: events, simulate, status
+    --watch), else the command's text; escape sequences shown escaped either way."""
+    from csnotify.cli.common import AppState, render
+
+    def words(app_state: AppState, result: object) -> None:
+        app_state.terminal.out(f"{len(result)} found")  # type: ignore[arg-type]
+
+    outputs = []
+    for as_json, lines in ((True, True), (True, False), (False, True), (False, False)):
+        t = terminal()
+        render(AppState(terminal=t, db=None, config=None), [Found(), {"n": 1}], as_json, words,
+               lines=lines)  # fmt: skip
+        outputs.append(t.stdout.getvalue())  # type: ignore[attr-defined]
+    assert outputs[0] == '{"type":"VM.CREATE","name":"caf\u00e9\\u001b[2J"}\n{"n":1}\n'
+    assert outputs[1].startswith('[\n  {\n    "type": "VM.CREATE",\n')
+    assert outputs[1].endswith('  {\n    "n": 1\n  }\n]\n')
+    assert outputs[2] == outputs[3] == "2 found\n"
+
+
+def test_status_renders_to_the_terminal_it_is_given(tmp_path: Path) -> None:
+    env = {"CSNOTIFY_DB": str(tmp_path / "own.db"), "CSNOTIFY_CONFIG": str(tmp_path / "none")}
+    t = Terminal(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(), environ=env)
+    assert run_main(["status", "--json"], t) == 0
+    report = json.loads(t.stdout.getvalue())  # type: ignore[attr-defined]
+    assert report["listeners"] == [] and report["subscriptions"]["total"] == 0
+    t.stdout = io.StringIO()
+    assert run_main(["status"], t) == 0
+    assert t.stdout.getvalue().splitlines() == [  # type: ignore[attr-defined]
+        "no listener has run with this store yet", "subscriptions: 0 enabled of 0"]  # fmt: skip

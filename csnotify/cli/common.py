@@ -395,16 +395,39 @@ COMPLETE_VAR = "_CSNOTIFY_COMPLETE"
 
 
 def render(
-    app_state: AppState, result: Any, as_json: bool, text: Callable[[AppState, Any], None]
+    app_state: AppState,
+    result: Any,
+    as_json: bool,
+    text: Callable[[AppState, Any], None],
+    lines: bool = False,
 ) -> None:
     """The one place a command's result becomes output: for scripts with --json, its
     ``as_json()`` (or the result itself, when it is plain data), else ``text`` (the
-    command's own words and tables for people)."""
-    if as_json:
-        as_data = getattr(result, "as_json", None)
-        app_state.terminal.json(as_data() if as_data is not None else result)
-    else:
+    command's own words and tables for people). With ``lines``, the JSON is JSON lines,
+    for what is read as it comes: one line for each item of a list, else one for it."""
+    if not as_json:
         text(app_state, result)
+        return
+    data = _as_data(result)
+    if not lines:
+        app_state.terminal.json(data)
+        return
+    for item in data if isinstance(data, list) else [data]:
+        app_state.terminal.json_line(item)
+
+
+def redrawn(app_state: AppState, as_json: bool) -> bool:
+    """Whether what changes is redrawn in place (a rich Live display) rather than written
+    one part after another: for people on a live terminal, never with --json."""
+    return app_state.terminal.live and not as_json
+
+
+def _as_data(value: Any) -> Any:
+    """A result as plain data: its ``as_json()``, a list's items each so, else itself."""
+    if isinstance(value, list):
+        return [_as_data(item) for item in value]
+    as_data = getattr(value, "as_json", None)
+    return as_data() if as_data is not None else value
 
 
 def _delivery_settings(app_state: AppState) -> Any:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.exceptions import Exit
 
-from csnotify.cli.common import LEVELS, SOURCE_NAMES, _masked, app, given, state
+from csnotify.cli.common import LEVELS, SOURCE_NAMES, AppState, _masked, app, given, render, state
 from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from csnotify.config import Settings
+    from csnotify.events import Event
     from csnotify.store import Store
 
 
@@ -227,10 +228,10 @@ def events(
 
     rows = aio.run(query())
     found = [from_list_item(r) for r in rows if isinstance(r.get("id"), str) and r.get("type")]
-    if as_json:
-        for event in found:
-            app_state.terminal.out(event.json_text())
-        return
+    render(app_state, found, as_json, _events_text, lines=True)
+
+
+def _events_text(app_state: AppState, found: list[Event]) -> None:
     if not found:
         app_state.terminal.err("no events")
         return
@@ -320,7 +321,6 @@ def simulate(
     """
     import asyncio
     import contextlib
-    import json
     import signal
 
     from csnotify import aio
@@ -358,23 +358,19 @@ def simulate(
         record=record,
     )
 
+    def ready_text(app_state: AppState, info: dict[str, Any]) -> None:
+        terminal.out(f"CloudStack simulator: API on {info['url']}")
+        terminal.out(f"  api key:    {info['api_key']}")
+        terminal.out(f"  secret key: {info['secret_key']}")
+        if info["amqp"]:
+            terminal.out(f"  publishing to exchange {info['exchange']} on {_masked(amqp)}")
+
     def ready(info: dict[str, Any]) -> None:
-        if as_json:
-            terminal.out(json.dumps(info))
-        else:
-            terminal.out(f"CloudStack simulator: API on {info['url']}")
-            terminal.out(f"  api key:    {info['api_key']}")
-            terminal.out(f"  secret key: {info['secret_key']}")
-            if info["amqp"]:
-                terminal.out(f"  publishing to exchange {info['exchange']} on {_masked(amqp)}")
+        render(app_state, info, as_json, ready_text, lines=True)
         terminal.stdout.flush()
 
     def done(made: int) -> None:
-        terminal.out(
-            json.dumps({"generated": made})
-            if as_json
-            else f"generated {made} events; serving until stopped"
-        )
+        render(app_state, {"generated": made}, as_json, _generated_text, lines=True)
         terminal.stdout.flush()
 
     async def run() -> None:
@@ -386,3 +382,7 @@ def simulate(
         await run_simulator(options, ready, done, stop)
 
     aio.run(run())
+
+
+def _generated_text(app_state: AppState, done: dict[str, int]) -> None:
+    app_state.terminal.out(f"generated {done['generated']} events; serving until stopped")
