@@ -111,6 +111,11 @@ def test_a_command_runs_with_the_terminal_it_is_given(
         "csnotify: error: no such option: --bogus (see 'csnotify list --help')",
         "csnotify: error: no such option: --nope (see 'csnotify --help')",
     ]
+    t.stdout, t.stderr = io.StringIO(), io.StringIO()
+    assert run_main(["list", "--help"], t) == 0  # click's own writing too
+    assert t.stdout.getvalue().startswith("Usage: csnotify list [OPTIONS]\n")  # type: ignore[attr-defined]
+    assert run_main(["token"], t) == 2  # a group without its command: its help, on stderr
+    assert t.stderr.getvalue().startswith("Usage: csnotify token [OPTIONS] COMMAND")  # type: ignore[attr-defined]
     assert capsys.readouterr() == ("", "")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
 
 from csnotify import APP_NAME
 from csnotify.cli.common import COMPLETE_VAR, app
@@ -49,7 +50,10 @@ def main(args: Sequence[str] | None = None, terminal: Terminal | None = None) ->
         completion_init()
     try:
         try:
-            app(args=None if args is None else list(args), prog_name=APP_NAME, obj=terminal)
+            # click writes help (and "Aborted!") to sys.stdout and sys.stderr itself: for
+            # this run, those are the terminal's
+            with redirect_stdout(terminal.stdout), redirect_stderr(terminal.stderr):
+                app(args=None if args is None else list(args), prog_name=APP_NAME, obj=terminal)
         finally:
             terminal.stdout.flush()
     except BrokenPipeError:
