@@ -171,7 +171,7 @@ def state(ctx: typer.Context) -> AppState:
 
 def _version(ctx: typer.Context, value: bool) -> None:
     if value:
-        terminal_of(ctx).out(f"csnotify {__version__}")  # eager: before the app's state
+        terminal_of(ctx).out(f"csnotify {__version__}")  # eager: before AppState is made
         raise Exit(0)
 
 
@@ -212,8 +212,8 @@ def main_options(
     terminal = terminal_of(ctx)
     ctx.obj = AppState(
         terminal=terminal,
-        db=given(ctx, "db", db, ""),  # else CSNOTIFY_DB as the terminal's environment has it
-        config=given(ctx, "config", config, ""),  # else CSNOTIFY_CONFIG, likewise
+        db=given(ctx, "db", db),  # else CSNOTIFY_DB as the terminal's environment has it
+        config=given(ctx, "config", config),  # else CSNOTIFY_CONFIG, likewise
         overrides=option,
         verbose=verbose,
         quiet=quiet,
@@ -223,11 +223,11 @@ def main_options(
         ctx.obj.terminal.out(OVERVIEW.rstrip())
 
 
-def given(ctx: Any, name: str, value: Any, var: str) -> Any:
+def given(ctx: Any, name: str, value: Any, var: str | None = None) -> Any:
     """The value of option ``name`` as given on the command line, else the environment
-    variable ``var`` (none: "") as the terminal's environment has it, else None. Click
-    reads an option's variable from the process's environment; the terminal's is the same
-    unless a test gave one of its own."""
+    variable ``var`` as the terminal's environment has it, else None. Click reads an
+    option's variable from the process's environment; the terminal's is the same unless
+    a test gave one of its own."""
     source = ctx.get_parameter_source(name)
     if source is not None and source.name in ("COMMANDLINE", "PROMPT"):
         return value
@@ -242,7 +242,7 @@ def _from_store(ctx: typer.Context, read: Callable[[Store], list[str]]) -> list[
     from csnotify.store import Store, chosen_store
 
     root = ctx.find_root()
-    path = chosen_store(given(root, "db", root.params.get("db"), ""), terminal_of(ctx).environ)
+    path = chosen_store(given(root, "db", root.params.get("db")), terminal_of(ctx).environ)
     store = None if isinstance(path, str) else Store.peek(path)
     if store is None:
         return []
