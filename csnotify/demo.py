@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,8 @@ class DemoState:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def summary(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, Any]:
+        """The summary ``demo --json`` prints."""
         return {
             "source": self.source,
             "seconds": round(self.elapsed, 1),
@@ -250,7 +251,9 @@ async def run_demo(
     amqp: str | None,
     rate: float,
     show: Callable[[DemoState], None],
+    zone: tzinfo,
 ) -> DemoState:
+    """``zone``: the simulated server's (this host's, as a real server has)."""
     demo = DemoState(duration=duration)
     tag = secrets.token_hex(4)
     exchange, queue = f"csnotify-demo-{tag}", f"csnotify-demo-{tag}"
@@ -274,7 +277,8 @@ async def run_demo(
         # more alerts and failures than real life, and a seed whose first events include both,
         # so that every subscriber gets something early
         options = SimulatorOptions(listen="127.0.0.1:0", amqp=bus, exchange=exchange, rate=rate,
-                                   alert_rate=0.3, failure_rate=0.25, seed=115)  # fmt: skip
+                                   alert_rate=0.3, failure_rate=0.25, seed=115,
+                                   timezone=zone)  # fmt: skip
         sim_task, ready = await _start_simulator(options, stop_sim)
         listener = Listener(store, DeliverySettings.from_settings(settings), ListenOptions(),
                             lambda _line: None, on_outcome=demo.record)  # fmt: skip

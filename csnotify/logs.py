@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from typing import IO
 
 from csnotify.output import printable
@@ -52,11 +51,10 @@ def one_line(text: str) -> str:
     return mask_text(printable(text)).replace("\r", "\\r").replace("\n", "\\n")
 
 
-def setup(
-    verbose: int = 0, quiet: bool = False, fmt: str = "text", stream: IO[str] | None = None
-) -> None:
+def setup(stream: IO[str], verbose: int = 0, quiet: bool = False, fmt: str = "text") -> None:
+    """Log lines to ``stream`` (the terminal's stderr)."""
     level = logging.ERROR if quiet else (NOTICE, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(traceback=verbose > 0))
     logger = logging.getLogger("csnotify")
     for old in list(logger.handlers):

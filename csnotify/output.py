@@ -135,6 +135,18 @@ class Terminal:
             textwrap.fill(p, width, break_long_words=False, break_on_hyphens=False) for p in lines
         )
 
+    def stdout_gone(self) -> None:
+        """The reader of our output went away (``csnotify list | head -1``): point stdout
+        at /dev/null so that nothing more, not even Python's last flush, fails on it (a
+        stdout that is no file, a test's, is left as it is)."""
+        try:
+            fd = self.stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no file
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
     def out(self, text: str = "") -> None:
         self.stdout.write(printable(text) + "\n")
 
@@ -144,6 +156,11 @@ class Terminal:
 
     def json(self, data: Any) -> None:
         self.stdout.write(printable(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
+
+    def json_line(self, data: Any) -> None:
+        """One JSON line (JSON lines: a stream that scripts read as it comes)."""
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        self.stdout.write(printable(text) + "\n")
 
     def console(self, stderr: bool = False) -> Any:
         """A rich console for this terminal; color_system=None means no escape codes at all

@@ -20,6 +20,7 @@ earlier. Values are pure: time is passed in.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -64,12 +65,12 @@ def parse_zone(text: str) -> tzinfo:
         ) from None
 
 
-def host_zone() -> tzinfo:
-    """This host's zone, as a JVM takes it (``TZ``, else /etc/localtime), else its offset."""
-    import os
+def host_zone(environ: Mapping[str, str]) -> tzinfo:
+    """This host's zone, as a JVM takes it (``TZ`` in ``environ``, else /etc/localtime),
+    else its offset."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    name = os.environ.get("TZ", "").lstrip(":")
+    name = environ.get("TZ", "").lstrip(":")
     if not name:
         try:
             link = str(Path("/etc/localtime").readlink())

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from csnotify.errors import BadInput
-from csnotify.servertime import ServerClock, offset_of, offset_text, parse_zone
+from csnotify.servertime import ServerClock, host_zone, offset_of, offset_text, parse_zone
 from csnotify.simulator.server import parse_api_date
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -94,3 +94,9 @@ def test_offset_of_created() -> None:
     assert offset_of("2024-05-14T05:22:31-0500") == timedelta(hours=-5)
     assert offset_of("2024-05-14T10:52:31+0530") == timedelta(hours=5, minutes=30)
     assert offset_of("garbage") is None and offset_of(None) is None
+
+
+def test_the_host_zone_is_read_from_the_environment_given() -> None:
+    """TZ as the caller's environment has it (the CLI's terminal's), as a JVM reads it."""
+    assert host_zone({"TZ": "America/New_York"}) == NEW_YORK
+    assert host_zone({"TZ": ":Asia/Tokyo"}) == ZoneInfo("Asia/Tokyo")

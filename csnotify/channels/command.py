@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from csnotify.channels import command_argv, resolve_program
@@ -27,13 +28,15 @@ STDERR_GRACE = 0.5  # s to finish reading stderr after the program exited
 
 
 class CommandChannel:
-    def __init__(self, passed_env: tuple[str, ...] = ()) -> None:
+    def __init__(self, environ: Mapping[str, str], passed_env: tuple[str, ...] = ()) -> None:
+        """``environ``: the environment programs get their variables from (the basic ones
+        and ``passed_env``), given by the caller: this module never reads the process's."""
+        self.environ = environ
         self.passed_env = passed_env
 
     def environment(self, message: Message) -> dict[str, str]:
-        env = {
-            name: os.environ[name] for name in (*BASIC_ENV, *self.passed_env) if name in os.environ
-        }
+        names = (*BASIC_ENV, *self.passed_env)
+        env = {name: self.environ[name] for name in names if name in self.environ}
         env.setdefault("PATH", DEFAULT_PATH)
         env["CSNOTIFY_EVENT_TYPE"] = message.event.type
         env["CSNOTIFY_EVENT_ID"] = message.event.id

@@ -3,6 +3,8 @@ imported only when an Apprise endpoint is delivered to)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from csnotify.channels.base import Channel
@@ -18,9 +20,13 @@ class ChannelPool:
         concurrency: int,
         command_env: tuple[str, ...] = (),
         allow_networks: tuple[Network, ...] = (),
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        """``environ``: where cmd: programs get their variables from; None: this process's
+        environment (what the delivery pipeline, which makes its own pool, gives)."""
         self.concurrency = concurrency
         self.command_env = command_env
+        self.environ = os.environ if environ is None else environ
         self.allow_networks = allow_networks  # for API-made subscriptions (channels/guard.py)
         self._made: dict[str, Channel] = {}
 
@@ -36,7 +42,7 @@ class ChannelPool:
         if kind == COMMAND:
             from csnotify.channels.command import CommandChannel
 
-            return CommandChannel(self.command_env)
+            return CommandChannel(self.environ, self.command_env)
         if kind == APPRISE:
             from csnotify.channels.apprise import AppriseChannel
 

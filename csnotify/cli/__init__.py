@@ -21,9 +21,11 @@ of the imports below is the order of the commands in ``csnotify --help``:
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
 
 from csnotify import APP_NAME
-from csnotify.cli.common import COMPLETE_VAR, app, stdout_gone
+from csnotify.cli.common import COMPLETE_VAR, app
 from csnotify.exitcodes import ExitCode
 from csnotify.output import Terminal
 
@@ -36,18 +38,25 @@ from csnotify.cli import sources, status, serve, meta, config  # noqa: F401
 __all__ = ["app", "main"]
 
 
-def main() -> None:
+def main(args: Sequence[str] | None = None, terminal: Terminal | None = None) -> None:
+    """Run the command line ``args`` (default: the process's) with ``terminal`` (default:
+    the process's environment, stdin, stdout and stderr): a test gives a terminal of its
+    own, as httpie's tests give a MockEnvironment. Exits with the command's status."""
+    terminal = terminal if terminal is not None else Terminal()
     # a shell asking for completions (see 'csnotify completion')
-    if COMPLETE_VAR in Terminal().environ:
+    if COMPLETE_VAR in terminal.environ:
         from typer._completion_classes import completion_init
 
         completion_init()
     try:
         try:
-            app(prog_name=APP_NAME)
+            # click writes help (and "Aborted!") to sys.stdout and sys.stderr itself: for
+            # this run, those are the terminal's
+            with redirect_stdout(terminal.stdout), redirect_stderr(terminal.stderr):
+                app(args=None if args is None else list(args), prog_name=APP_NAME, obj=terminal)
         finally:
-            sys.stdout.flush()
+            terminal.stdout.flush()
     except BrokenPipeError:
         # Quietly, as Unix tools do when their reader is gone: the status of SIGPIPE.
-        stdout_gone()
+        terminal.stdout_gone()
         sys.exit(int(ExitCode.READER_GONE))

@@ -4,8 +4,6 @@ commands, completion of their values, and small input and rendering helpers."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +34,11 @@ class OneLineUsageError(UsageError):
         message = message.replace(". Did you mean", "; did you mean")
         if message[1:2].islower():
             message = message[:1].lower() + message[1:]
-        (file or sys.stderr).write(f"csnotify: error: {message} (see '{where} --help')\n")
+        line = f"csnotify: error: {message} (see '{where} --help')"
+        if file is not None:
+            file.write(line + "\n")
+        else:
+            terminal_of(self.ctx).err(line)
 
 
 def _one_line(exc: UsageError) -> UsageError:
@@ -62,7 +64,7 @@ class CsnotifyGroup(TyperGroup):
         except (TyperException, Exit, Abort):
             raise
         except BrokenPipeError:  # `csnotify list | head -1`: the reader is done, so are we
-            stdout_gone()
+            terminal_of(ctx).stdout_gone()
             raise Exit(int(ExitCode.READER_GONE)) from None
         except CsnotifyError as exc:
             _fail(ctx, exc.message, exc.exit_code, exc)
@@ -77,17 +79,18 @@ class CsnotifyGroup(TyperGroup):
             )
 
 
-def stdout_gone() -> None:
-    """The reader of our output went away (``csnotify list | head -1``): point stdout at
-    /dev/null so that nothing more, not even Python's last flush, fails on it."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+def terminal_of(ctx: Any) -> Terminal:
+    """The terminal of this run: the one ``main`` was given (a test's), kept in the app's
+    state once the global options are read; the process's own when there is neither."""
+    obj = ctx.find_root().obj if ctx is not None else None
+    if isinstance(obj, AppState):
+        return obj.terminal
+    return obj if isinstance(obj, Terminal) else Terminal()
 
 
 def _fail(ctx: typer.Context, message: str, code: int, exc: BaseException | None) -> NoReturn:
     state = ctx.obj if isinstance(ctx.obj, AppState) else None
-    terminal = state.terminal if state else Terminal()
+    terminal = terminal_of(ctx)
     if exc is not None and state is not None and state.verbose:
         import traceback
 
@@ -166,9 +169,9 @@ def state(ctx: typer.Context) -> AppState:
     return ctx.find_root().obj  # type: ignore[no-any-return]
 
 
-def _version(value: bool) -> None:
+def _version(ctx: typer.Context, value: bool) -> None:
     if value:
-        Terminal().out(f"csnotify {__version__}")  # eager: before the app's state is made
+        terminal_of(ctx).out(f"csnotify {__version__}")  # eager: before AppState is made
         raise Exit(0)
 
 
@@ -206,12 +209,29 @@ def main_options(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
+    terminal = terminal_of(ctx)
     ctx.obj = AppState(
-        terminal=Terminal(), db=db, config=config, overrides=option, verbose=verbose, quiet=quiet
+        terminal=terminal,
+        db=given(ctx, "db", db),  # else CSNOTIFY_DB as the terminal's environment has it
+        config=given(ctx, "config", config),  # else CSNOTIFY_CONFIG, likewise
+        overrides=option,
+        verbose=verbose,
+        quiet=quiet,
     )
     ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand is None:
         ctx.obj.terminal.out(OVERVIEW.rstrip())
+
+
+def given(ctx: Any, name: str, value: Any, var: str | None = None) -> Any:
+    """The value of option ``name`` as given on the command line, else the environment
+    variable ``var`` as the terminal's environment has it, else None. Click reads an
+    option's variable from the process's environment; the terminal's is the same unless
+    a test gave one of its own."""
+    source = ctx.get_parameter_source(name)
+    if source is not None and source.name in ("COMMANDLINE", "PROMPT"):
+        return value
+    return (terminal_of(ctx).environ.get(var) or None) if var else None
 
 
 def _from_store(ctx: typer.Context, read: Callable[[Store], list[str]]) -> list[str]:
@@ -221,7 +241,8 @@ def _from_store(ctx: typer.Context, read: Callable[[Store], list[str]]) -> list[
 
     from csnotify.store import Store, chosen_store
 
-    path = chosen_store(ctx.find_root().params.get("db"), Terminal().environ)
+    root = ctx.find_root()
+    path = chosen_store(given(root, "db", root.params.get("db")), terminal_of(ctx).environ)
     store = None if isinstance(path, str) else Store.peek(path)
     if store is None:
         return []
@@ -384,23 +405,46 @@ COMPLETE_VAR = "_CSNOTIFY_COMPLETE"
 
 
 def render(
-    app_state: AppState, result: Any, as_json: bool, text: Callable[[AppState, Any], None]
+    app_state: AppState,
+    result: Any,
+    as_json: bool,
+    text: Callable[[AppState, Any], None],
+    lines: bool = False,
 ) -> None:
     """The one place a command's result becomes output: for scripts with --json, its
     ``as_json()`` (or the result itself, when it is plain data), else ``text`` (the
-    command's own words and tables for people)."""
-    if as_json:
-        as_data = getattr(result, "as_json", None)
-        app_state.terminal.json(as_data() if as_data is not None else result)
-    else:
+    command's own words and tables for people). With ``lines``, the JSON is JSON lines,
+    for what is read as it comes: one line for each item of a list, else one for it."""
+    if not as_json:
         text(app_state, result)
+        return
+    data = _as_data(result)
+    if not lines:
+        app_state.terminal.json(data)
+        return
+    for item in data if isinstance(data, list) else [data]:
+        app_state.terminal.json_line(item)
+
+
+def redrawn(app_state: AppState, as_json: bool) -> bool:
+    """Whether what changes is redrawn in place (a rich Live display) rather than written
+    one part after another: for people on a live terminal, never with --json."""
+    return app_state.terminal.live and not as_json
+
+
+def _as_data(value: Any) -> Any:
+    """A result as plain data: its ``as_json()``, a list's items each so, else itself."""
+    if isinstance(value, list):
+        return [_as_data(item) for item in value]
+    as_data = getattr(value, "as_json", None)
+    return as_data() if as_data is not None else value
 
 
 def _delivery_settings(app_state: AppState) -> Any:
     from csnotify import logs
     from csnotify.delivery.settings import DeliverySettings
 
-    logs.setup(app_state.verbose, app_state.quiet)
+    logs.setup(app_state.terminal.stderr, app_state.verbose, app_state.quiet)
     return DeliverySettings.from_settings(app_state.settings())
 
 

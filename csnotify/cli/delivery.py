@@ -17,6 +17,7 @@ from csnotify.cli.common import (
     _delivery_settings,
     app,
     complete_names,
+    given,
     render,
     state,
 )
@@ -177,7 +178,7 @@ def verify(
     from csnotify.signing import verify as check
 
     app_state = state(ctx)
-    key = _verify_key(key, key_file)
+    key = _verify_key(given(ctx, "key", key, "CSNOTIFY_VERIFY_KEY"), key_file)
     if seen is not None and scheme == "cloudstack":
         raise BadInput(
             "--seen needs Standard Webhooks deliveries: X-CS-Signature signs no id or time,"

@@ -53,7 +53,7 @@ def serve(
 
     Policy.from_settings(settings)  # refuse bad api.* settings before listening
     store = app_state.store()
-    logs.setup(app_state.verbose, app_state.quiet)
+    logs.setup(app_state.terminal.stderr, app_state.verbose, app_state.quiet)
     terminal = app_state.terminal
 
     def ready(url: str) -> None:

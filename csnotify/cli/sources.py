@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.exceptions import Exit
 
-from csnotify.cli.common import LEVELS, SOURCE_NAMES, _masked, app, finite, state, stdout_gone
+from csnotify.cli.common import (
+    LEVELS,
+    SOURCE_NAMES,
+    AppState,
+    _masked,
+    app,
+    finite,
+    given,
+    render,
+    state,
+)
 from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
 
@@ -18,6 +28,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from csnotify.config import Settings
+    from csnotify.events import Event
     from csnotify.store import Store
 
 
@@ -88,7 +99,7 @@ def listen(
     if log_format not in logs.FORMATS:
         raise BadInput(f"unknown --log-format {log_format!r}; use text or json")
     app_state = state(ctx)
-    logs.setup(app_state.verbose, app_state.quiet, log_format)
+    logs.setup(app_state.terminal.stderr, app_state.verbose, app_state.quiet, log_format)
     settings = app_state.settings()
     options = ListenOptions(
         once=once, dry_run=dry_run, print_events=print_events, duration=duration
@@ -104,7 +115,7 @@ def listen(
             terminal.stdout.write(printable(line) + "\n")
             terminal.stdout.flush()
         except BrokenPipeError:  # `listen --print | head`: the reader is done, so are we
-            stdout_gone()
+            terminal.stdout_gone()
             reader_gone.set()
             stop.set()
 
@@ -229,10 +240,10 @@ def events(
 
     rows = aio.run(query())
     found = [from_list_item(r) for r in rows if isinstance(r.get("id"), str) and r.get("type")]
-    if as_json:
-        for event in found:
-            app_state.terminal.out(event.json_text())
-        return
+    render(app_state, found, as_json, _events_text, lines=True)
+
+
+def _events_text(app_state: AppState, found: list[Event]) -> None:
     if not found:
         app_state.terminal.err("no events")
         return
@@ -322,7 +333,6 @@ def simulate(
     """
     import asyncio
     import contextlib
-    import json
     import signal
 
     from csnotify import aio
@@ -336,14 +346,14 @@ def simulate(
     except ValueError:
         raise BadInput(f"--rate {rate!r}: use a number of events per second, e.g. 100/s") from None
     from csnotify.events import parse_time
-    from csnotify.servertime import parse_zone
+    from csnotify.servertime import host_zone, parse_zone
 
     if max_page_size < 1:
         raise BadInput(f"--max-page-size {max_page_size}: use a page size of 1 or more")
-    zone = parse_zone(timezone) if timezone is not None else None
-    first = parse_time(start) if start else None
     app_state = state(ctx)
     terminal = app_state.terminal
+    zone = parse_zone(timezone) if timezone is not None else host_zone(terminal.environ)
+    first = parse_time(start) if start else None
     options = SimulatorOptions(
         timezone=zone,
         max_page_size=max_page_size,
@@ -355,28 +365,24 @@ def simulate(
         count=count,
         replay=replay,
         api_key=api_key,
-        secret_key=secret_key,
+        secret_key=given(ctx, "secret_key", secret_key, "CSNOTIFY_SIMULATE_SECRET_KEY"),
         seed=seed,
         record=record,
     )
 
+    def ready_text(app_state: AppState, info: dict[str, Any]) -> None:
+        terminal.out(f"CloudStack simulator: API on {info['url']}")
+        terminal.out(f"  api key:    {info['api_key']}")
+        terminal.out(f"  secret key: {info['secret_key']}")
+        if info["amqp"]:
+            terminal.out(f"  publishing to exchange {info['exchange']} on {_masked(amqp)}")
+
     def ready(info: dict[str, Any]) -> None:
-        if as_json:
-            terminal.out(json.dumps(info))
-        else:
-            terminal.out(f"CloudStack simulator: API on {info['url']}")
-            terminal.out(f"  api key:    {info['api_key']}")
-            terminal.out(f"  secret key: {info['secret_key']}")
-            if info["amqp"]:
-                terminal.out(f"  publishing to exchange {info['exchange']} on {_masked(amqp)}")
+        render(app_state, info, as_json, ready_text, lines=True)
         terminal.stdout.flush()
 
     def done(made: int) -> None:
-        terminal.out(
-            json.dumps({"generated": made})
-            if as_json
-            else f"generated {made} events; serving until stopped"
-        )
+        render(app_state, {"generated": made}, as_json, _generated_text, lines=True)
         terminal.stdout.flush()
 
     async def run() -> None:
@@ -388,3 +394,7 @@ def simulate(
         await run_simulator(options, ready, done, stop)
 
     aio.run(run())
+
+
+def _generated_text(app_state: AppState, done: dict[str, int]) -> None:
+    app_state.terminal.out(f"generated {done['generated']} events; serving until stopped")

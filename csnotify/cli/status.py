@@ -3,13 +3,12 @@ to end on this machine)."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.exceptions import Exit
 
-from csnotify.cli.common import JSON_OPT, _clock, app, finite, state
+from csnotify.cli.common import JSON_OPT, AppState, _clock, app, finite, redrawn, render, state
 from csnotify.cli.control import _left, _mute_scope
 from csnotify.exitcodes import ExitCode
 
@@ -56,21 +55,12 @@ def status(
         return report
 
     if not watch:
-        report = snapshot()
-        if as_json:
-            app_state.terminal.json(report)
-        else:
-            _render_status(app_state.terminal, report)
+        render(app_state, snapshot(), as_json, _status_text)
         return
     try:
-        if as_json or not app_state.terminal.live:
+        if not redrawn(app_state, as_json):  # one report after another (--json: JSON lines)
             while True:
-                report = snapshot()
-                if as_json:
-                    app_state.terminal.stdout.write(json.dumps(report) + "\n")
-                else:
-                    _render_status(app_state.terminal, report)
-                    app_state.terminal.out()
+                render(app_state, snapshot(), as_json, _watched_text, lines=True)
                 app_state.terminal.stdout.flush()
                 time.sleep(interval)
         from rich.live import Live
@@ -165,13 +155,20 @@ def _status_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 STATUS_OPTIONAL = ["CONSEC", "DROPPED", "FOLDED", "MUTED", "NEXT TRY", "BACKLOG"]
 
 
-def _render_status(terminal: Terminal, report: dict[str, Any]) -> None:
+def _status_text(app_state: AppState, report: dict[str, Any]) -> None:
+    terminal = app_state.terminal
     for line in _status_lines(report):
         terminal.out(line)
     columns, rows = _status_rows(report)
     if rows:
         terminal.out()
         terminal.table(columns, rows, optional=STATUS_OPTIONAL)
+
+
+def _watched_text(app_state: AppState, report: dict[str, Any]) -> None:
+    """One report of several, a blank line after it."""
+    _status_text(app_state, report)
+    app_state.terminal.out()
 
 
 def _status_renderable(terminal: Terminal, report: dict[str, Any]) -> Any:
@@ -253,11 +250,13 @@ def demo(
 
     from csnotify import aio, logs
     from csnotify.demo import run_demo
+    from csnotify.servertime import host_zone
 
     app_state = state(ctx)
-    logs.setup(0, quiet=True)
+    logs.setup(app_state.terminal.stderr, 0, quiet=True)
     logging.getLogger("csnotify").disabled = True  # the table (or progress lines) says what happens
     terminal = app_state.terminal
+    zone = host_zone(terminal.environ)
     live: Any = None
     last_line = [0.0]
 
@@ -275,43 +274,47 @@ def demo(
             )
             terminal.stdout.flush()
 
-    if terminal.live and not as_json:
+    if redrawn(app_state, as_json):
         from rich.live import Live
 
         with Live(console=terminal.console(), auto_refresh=False, transient=False) as live:
-            result = aio.run(run_demo(duration, amqp, rate, show))
+            result = aio.run(run_demo(duration, amqp, rate, show, zone))
             live.update(_demo_table(result), refresh=True)
     else:
-        result = aio.run(run_demo(duration, amqp, rate, show))
-    summary = result.summary()
-    if as_json:
-        terminal.json(summary)
-    else:
-        if live is None and terminal.is_tty:
-            terminal.console().print(_demo_table(result))
-        if result.note:
-            terminal.err(f"csnotify: {result.note}")
-        got = summary["received"]
-        text = (
-            f"demo done ({summary['source']} source, {summary['seconds']} s):"
-            f" {summary['events']} events;"
-            f" {got['webhooks_with_valid_signature']} signed webhooks verified,"
-            f" {got['emails']} emails, {got['sms']} SMS received;"
-            f" failing endpoint switched off: {'yes' if _switched(summary) else 'no'}"
-        )
-        if summary["source"] == "api" and not got["sms"]:
-            text += (
-                ". No SMS: they go to ALERT.* events, which CloudStack publishes only on its"
-                " event bus, not in listEvents; run 'csnotify demo --amqp URL' with a RabbitMQ"
-                " to see them."
-            )
-        terminal.out(terminal.wrap(text))
+        result = aio.run(run_demo(duration, amqp, rate, show, zone))
+    render(app_state, result, as_json, lambda app_state, d: _demo_text(app_state, d, live))
+    summary = result.as_json()
     ok = (
         summary["received"]["webhooks_with_valid_signature"] > 0
         and not summary["received"]["webhooks_with_invalid_signature"]
     )
     if not ok:
         raise Exit(int(ExitCode.FAILED))
+
+
+def _demo_text(app_state: AppState, result: Any, live: Any) -> None:
+    """The table (unless a live one shows it already), a note, and the summary in words."""
+    terminal = app_state.terminal
+    summary = result.as_json()
+    if live is None and terminal.is_tty:
+        terminal.console().print(_demo_table(result))
+    if result.note:
+        terminal.err(f"csnotify: {result.note}")
+    got = summary["received"]
+    text = (
+        f"demo done ({summary['source']} source, {summary['seconds']} s):"
+        f" {summary['events']} events;"
+        f" {got['webhooks_with_valid_signature']} signed webhooks verified,"
+        f" {got['emails']} emails, {got['sms']} SMS received;"
+        f" failing endpoint switched off: {'yes' if _switched(summary) else 'no'}"
+    )
+    if summary["source"] == "api" and not got["sms"]:
+        text += (
+            ". No SMS: they go to ALERT.* events, which CloudStack publishes only on its"
+            " event bus, not in listEvents; run 'csnotify demo --amqp URL' with a RabbitMQ"
+            " to see them."
+        )
+    terminal.out(terminal.wrap(text))
 
 
 def _switched(summary: dict[str, Any]) -> bool:

@@ -9,7 +9,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ class SimulatorOptions:
     record: Path | None = None
     alert_rate: float = 0.02  # chance of an alert before each operation
     failure_rate: float = 0.05  # chance that an operation fails (ERROR level)
-    timezone: tzinfo | None = None  # the JVM's zone; None: this host's, as a real server
+    timezone: tzinfo = UTC  # the JVM's zone (the CLI gives this host's, as a real server has)
     max_page_size: int = 500  # CloudStack's default.page.size
     start: datetime | None = None  # the server's clock starts here and runs in real time
 
@@ -165,9 +165,7 @@ async def simulate(
     """Run until ``stop`` is set; returns how many events were generated."""
     from aiohttp import web
 
-    from csnotify.servertime import host_zone
-
-    zone = options.timezone or host_zone()
+    zone = options.timezone
     api = Api(
         options.api_key or secrets.token_urlsafe(32),
         options.secret_key or secrets.token_urlsafe(32),

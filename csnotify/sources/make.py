@@ -24,11 +24,11 @@ def make_source(
     cloudstack.* settings, ``amqp`` with the amqp.* ones, ``stdin`` reading ``stdin``. Its
     ``client``, if it has one, is the caller's to close."""
     if kind == "stdin":
-        import sys
-
         from csnotify.sources.stdin import StdinSource
 
-        return StdinSource(stdin if stdin is not None else sys.stdin)
+        if stdin is None:
+            raise ValueError("the stdin source reads the stream it is given: none was")
+        return StdinSource(stdin)
     if kind == "amqp":
         from csnotify.sources.amqp import AmqpSource
 
