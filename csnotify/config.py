@@ -483,6 +483,8 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)  # said once by the CLI
+    # the environment the settings were read with (cmd: programs take variables from it)
+    environ: Mapping[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -539,7 +541,7 @@ def load(
 ) -> Settings:
     """Effective settings with the origin of each value."""
     file_values = read_file(path)
-    settings = Settings(path=path)
+    settings = Settings(path=path, environ=environ)
     if (notice := tighten(path)) is not None:
         settings.warnings.append(notice)
     for key in list(file_values):

@@ -209,7 +209,9 @@ def synthetic_event(sub: Subscription) -> Event:
 async def test_endpoints(sub: Subscription, settings: DeliverySettings) -> list[TestResult]:
     """One attempt per endpoint (enabled or not), now; nothing is counted or logged."""
     event = synthetic_event(sub)
-    channels = ChannelPool(settings.concurrency, settings.command_env, settings.allow_networks)
+    channels = ChannelPool(
+        settings.concurrency, settings.command_env, settings.allow_networks, settings.environ
+    )
 
     async def one(ep: Endpoint) -> TestResult:
         started = time.monotonic()

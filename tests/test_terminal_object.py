@@ -22,7 +22,7 @@ BYPASSES = {"os.environ", "sys.stdin", "sys.stdout", "sys.stderr", "typer.echo",
             "typer.prompt", "getpass", "print"}  # fmt: skip
 # Where the process's own are still meant: the man page writer (make docs), and the
 # channel pool of the delivery pipeline, which is given no environment yet.
-ALLOWED = {"manpage.py sys.stdout", "channels/pool.py os.environ"}
+ALLOWED = {"manpage.py sys.stdout"}
 
 
 def test_the_package_reaches_the_environment_and_the_terminal_only_through_it() -> None:

@@ -3,7 +3,6 @@ imported only when an Apprise endpoint is delivered to)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -22,11 +21,11 @@ class ChannelPool:
         allow_networks: tuple[Network, ...] = (),
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        """``environ``: where cmd: programs get their variables from; None: this process's
-        environment (what the delivery pipeline, which makes its own pool, gives)."""
+        """``environ``: where cmd: programs get their variables from (the environment the
+        settings were read with; none: nothing beyond what CommandChannel always sets)."""
         self.concurrency = concurrency
         self.command_env = command_env
-        self.environ = os.environ if environ is None else environ
+        self.environ: Mapping[str, str] = {} if environ is None else environ
         self.allow_networks = allow_networks  # for API-made subscriptions (channels/guard.py)
         self._made: dict[str, Channel] = {}
 

@@ -58,7 +58,7 @@ class Pipeline:
         self.stats = Stats()
         self.db_lock = asyncio.Lock()
         self.channels = channels or ChannelPool(
-            settings.concurrency, settings.command_env, settings.allow_networks
+            settings.concurrency, settings.command_env, settings.allow_networks, settings.environ
         )
         self.outbox = Outbox(store, settings.log_max, settings.disable_after)
         self.writer = Writer(self.outbox, self.db_lock, self._committed)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from csnotify.config import Settings
 
 DEFAULT_SCHEDULE = (0.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
@@ -25,6 +27,7 @@ class DeliverySettings:
     human_max_per_minute: int = 10
     command_env: tuple[str, ...] = ()  # variables cmd: programs get besides the basic ones
     allow_networks: tuple[Any, ...] = ()  # private nets API-made subscriptions may reach
+    environ: Mapping[str, str] = field(default_factory=dict)  # cmd: programs' variables
 
     @classmethod
     def from_settings(cls, s: Settings) -> DeliverySettings:
@@ -45,6 +48,7 @@ class DeliverySettings:
             human_max_per_minute=s["delivery.human_max_per_minute"],
             command_env=env_names(s["delivery.command_env"]),
             allow_networks=parse_networks(s["api.allow_networks"]),
+            environ=s.environ,
         )
 
 
