@@ -20,8 +20,7 @@ from csnotify.output import Terminal
 
 BYPASSES = {"os.environ", "sys.stdin", "sys.stdout", "sys.stderr", "typer.echo", "typer.confirm",
             "typer.prompt", "getpass", "print"}  # fmt: skip
-# Where the process's own are still meant: the man page writer (make docs), and the
-# channel pool of the delivery pipeline, which is given no environment yet.
+# Where the process's own is still meant: the man page writer (make docs).
 ALLOWED = {"manpage.py sys.stdout"}
 
 
@@ -153,6 +152,24 @@ def test_a_cmd_program_gets_its_variables_from_the_environment_given() -> None:
     assert env == {"PATH": "/given/bin", "TZ": "Asia/Tokyo", "HTTPS_PROXY": "http://p.example",
                    "CSNOTIFY_EVENT_TYPE": event.type, "CSNOTIFY_EVENT_ID": event.id,
                    "CSNOTIFY_SUBSCRIPTION": "s"}  # fmt: skip
+
+
+def test_a_dispatched_cmd_program_gets_the_terminals_variables(tmp_path: Path) -> None:
+    """Through the whole pipeline: `dispatch` run with a terminal whose environment (not
+    the process's) names a variable in delivery.command_env; the program gets its value."""
+    out = tmp_path / "seen"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\nprintf %s "$MY_TOKEN_FILE" > {out}\n')
+    hook.chmod(0o755)
+    env = {"CSNOTIFY_DB": str(tmp_path / "db"), "CSNOTIFY_CONFIG": str(tmp_path / "none.toml"),
+           "CSNOTIFY_DELIVERY_COMMAND_ENV": "MY_TOKEN_FILE", "MY_TOKEN_FILE": "/run/given",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    line = json.dumps({"id": "ev-1", "type": "VM.START", "created": "2026-11-26T10:00:00Z"})
+    t = Terminal(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(line + "\n"),
+                 environ=env)  # fmt: skip
+    assert run_main(["subscribe", "VM.*", "--to", f"cmd:{hook}", "--name", "hook"], t) == 0
+    assert run_main(["dispatch", "-"], t) == 0, t.stderr.getvalue()  # type: ignore[attr-defined]
+    assert out.read_text() == "/run/given"
 
 
 class Found:
