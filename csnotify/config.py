@@ -19,7 +19,7 @@ from typing import Any
 
 from csnotify import APP_NAME
 from csnotify.errors import BadInput, did_you_mean
-from csnotify.files import chosen_path, tighten, write_private
+from csnotify.files import chosen_path, tighten, write_private, xdg_home
 
 
 @dataclass(frozen=True)
@@ -348,10 +348,8 @@ def env_name(key: str) -> str:
     return "CSNOTIFY_" + key.upper().replace(".", "_")
 
 
-def default_config_path() -> Path:
-    import platformdirs
-
-    return platformdirs.user_config_path(APP_NAME) / "config.toml"
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    return xdg_home(environ, "XDG_CONFIG_HOME", ".config") / APP_NAME / "config.toml"
 
 
 def config_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:

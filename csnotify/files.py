@@ -16,15 +16,25 @@ def chosen_path(
     explicit: str | os.PathLike[str] | None,
     environ: Mapping[str, str],
     variable: str,
-    default: Callable[[], Path],
+    default: Callable[[Mapping[str, str]], Path],
 ) -> Path:
     """A file's path: the command-line flag, else the environment variable, else the XDG
-    default."""
+    default (read from the same environment)."""
     if explicit:
         return Path(explicit).expanduser()
     if environ.get(variable):
         return Path(environ[variable]).expanduser()
-    return default()
+    return default(environ)
+
+
+def xdg_home(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
+    """An XDG base directory: ``$XDG_..._HOME`` if absolute (the specification ignores a
+    relative one), else ``$HOME/<fallback>``."""
+    base = environ.get(variable, "")
+    if base and Path(base).is_absolute():
+        return Path(base)
+    home = environ.get("HOME")
+    return (Path(home) if home else Path("~").expanduser()) / fallback
 
 
 def ensure_private_dir(directory: Path) -> None:

@@ -28,7 +28,7 @@ from csnotify import APP_NAME
 from csnotify.clock import log_now, log_time, utc_iso
 from csnotify.dialects import SQLITE, Dialect, quoted
 from csnotify.errors import BadInput, CsnotifyError, Unreachable
-from csnotify.files import chosen_path, create_private_file, tighten
+from csnotify.files import chosen_path, create_private_file, tighten, xdg_home
 from csnotify.matching import parse_filter
 from csnotify.models import HELD, SENT, Endpoint, Mute, Status, Subscription
 
@@ -42,10 +42,8 @@ BUSY_TIMEOUT_S = 30.0
 MANY = 500  # rows in one multi-row statement
 
 
-def default_db_path() -> Path:
-    import platformdirs
-
-    return platformdirs.user_data_path(APP_NAME) / f"{APP_NAME}.db"
+def default_db_path(environ: Mapping[str, str]) -> Path:
+    return xdg_home(environ, "XDG_DATA_HOME", ".local/share") / APP_NAME / f"{APP_NAME}.db"
 
 
 def db_path(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:

@@ -172,6 +172,28 @@ def test_a_dispatched_cmd_program_gets_the_terminals_variables(tmp_path: Path) -
     assert out.read_text() == "/run/given"
 
 
+def test_default_store_and_config_follow_the_terminals_home_and_xdg(tmp_path: Path) -> None:
+    """Without --db/--config or their variables, the store and the config are where the
+    terminal's environment (not the process's) puts them: $XDG_DATA_HOME and
+    $XDG_CONFIG_HOME when absolute, else under $HOME."""
+    home, xdg = tmp_path / "home", tmp_path / "xdg"
+    for env, store, config in (
+        ({"HOME": str(home)}, home / ".local/share/csnotify/csnotify.db",
+         home / ".config/csnotify/config.toml"),
+        ({"HOME": str(home), "XDG_DATA_HOME": str(xdg / "data"),
+          "XDG_CONFIG_HOME": str(xdg / "config")},
+         xdg / "data/csnotify/csnotify.db", xdg / "config/csnotify/config.toml"),
+        ({"HOME": str(home), "XDG_DATA_HOME": "relative"},  # ignored, as XDG says
+         home / ".local/share/csnotify/csnotify.db", home / ".config/csnotify/config.toml"),
+    ):  # fmt: skip
+        t = Terminal(stdout=io.StringIO(), stderr=io.StringIO(), stdin=io.StringIO(),
+                     environ=env)  # fmt: skip
+        assert run_main(["subscribe", "VM.*", "--to", "https://h.example/", "--name",
+                         f"s{len(env)}"], t) == 0  # fmt: skip
+        assert run_main(["config", "set", "delivery.timeout", "5"], t) == 0
+        assert store.exists() and config.exists(), t.stderr.getvalue()  # type: ignore[attr-defined]
+
+
 class Found:
     def as_json(self) -> dict[str, str]:
         return {"type": "VM.CREATE", "name": "caf\u00e9\x1b[2J"}
