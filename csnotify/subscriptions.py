@@ -213,6 +213,8 @@ def notes(sub: Subscription, api_keys: bool) -> list[str]:
     from csnotify.names import uses_names
 
     said = []
+    if (note := group_wait_note(sub)) is not None:
+        said.append(note)
     if sub.format == "cloudstack" and sub.categories != ["ActionEvent"]:
         said.append(
             f"{sub.name} uses --format cloudstack: only ActionEvents are sent to it, as"
@@ -225,6 +227,17 @@ def notes(sub: Subscription, api_keys: bool) -> list[str]:
             " cloudstack.secret_key); or filter on account_id, domain_id, user_id"
         )
     return said
+
+
+def group_wait_note(sub: Subscription) -> str | None:
+    from csnotify.models import APPRISE
+
+    if sub.group_wait and not any(ep.kind == APPRISE for ep in sub.endpoints):
+        return (
+            f"--group-wait applies to email, SMS and chat endpoints; {sub.name} has none,"
+            " so its events are sent one by one"
+        )
+    return None
 
 
 def find(store: Store, name: str, within: Within | None = None) -> Subscription:

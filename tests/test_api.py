@@ -40,7 +40,8 @@ def test_a_subscription_made_through_the_api_is_the_one_the_cli_shows(cli) -> No
         assert made["key"] != made["generated_key"]  # masked, as show --json masks it
         assert made["owner"] == {"scope": "account", "account": "acme", "domain": "ROOT/customers"}
         shown = cli("show", "acme-vms", "--json").json()
-        assert shown == {k: v for k, v in made.items() if k != "generated_key"}
+        assert shown == {k: v for k, v in made.items() if k not in ("generated_key", "notes")}
+        assert made["notes"][0].startswith("acme-vms filters on names: bus events")
         assert http.get("/v1/subscriptions/acme-vms").json() == shown
         # the CLI shows the owner; and a change made at the shell is seen through the API
         assert "account ROOT/customers/acme" in cli("show", "acme-vms").stdout
@@ -50,6 +51,28 @@ def test_a_subscription_made_through_the_api_is_the_one_the_cli_shows(cli) -> No
         # the key generated once is the one the store signs with
         revealed = cli("show", "acme-vms", "--reveal", "--json").json()
         assert revealed["key_whsec"] == made["generated_key"]
+
+
+def test_settings_that_do_nothing_come_back_as_the_clis_notes(cli) -> None:
+    """A group wait on a webhook, --format cloudstack with other categories, name filters
+    without API keys for the bus: the API answers with the lines the CLI notes."""
+    token = make_token("acme", "ROOT/customers")
+    with ApiServer() as server, server.client(token) as http:
+        r = http.post("/v1/subscriptions", json={
+            "name": "quiet", "patterns": ["VM.*"], "endpoints": [{"uri": PUBLIC}],
+            "group_wait": "30s", "format": "cloudstack", "categories": ["*"],
+            "where": ["account=acme"]})  # fmt: skip
+        assert r.status_code == 201, r.text
+        expected = cli("subscribe", "VM.*", "--to", PUBLIC, "--name", "same", "--group-wait",
+                       "30s", "--format", "cloudstack", "--category", "*", "--where",
+                       "account=acme")  # fmt: skip
+        noted = [ln.removeprefix("csnotify: note: ") for ln in expected.stderr.splitlines()
+                 if ln.startswith("csnotify: note: ")]  # fmt: skip
+        assert len(noted) == 3
+        assert r.json()["notes"] == [n.replace("same", "quiet") for n in noted]
+        r = http.patch("/v1/subscriptions/quiet", json={"group_wait": "0s", "format": "json",
+                                                        "where": []})  # fmt: skip
+        assert r.status_code == 200 and "notes" not in r.json(), r.text
 
 
 def test_update_switch_test_and_delete_through_the_api(cli) -> None:

@@ -115,6 +115,12 @@ SUBSCRIPTION = {
         "owner": OWNER,
         "endpoints": {"type": "array", "items": _ref("Endpoint")},
         "generated_key": {"type": "string", "description": "once, when a key was generated"},
+        "notes": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "after a create or change: settings that do nothing for this"
+            " subscription, as the CLI notes them",
+        },
     },
     "additionalProperties": False,
 }

@@ -38,6 +38,7 @@ from csnotify.tokens import Caller, authenticate
 
 if TYPE_CHECKING:
     from csnotify.config import Settings
+    from csnotify.models import Subscription
     from csnotify.store import Store
 
 log = logging.getLogger("csnotify.api")
@@ -295,6 +296,7 @@ class Api:
         data = await self.doc(created.subscription)
         if created.generated_key:
             data["generated_key"] = created.generated_key
+        self._add_notes(data, created.subscription)
         location = f"/v1/subscriptions/{created.subscription.name}"
         return web.json_response(data, status=201, headers={"Location": location})
 
@@ -321,7 +323,15 @@ class Api:
         data = await self.doc(result.subscription)
         if result.generated_key:
             data["generated_key"] = result.generated_key
+        self._add_notes(data, result.subscription)
         return web.json_response(data)
+
+    def _add_notes(self, data: dict[str, Any], sub: Subscription) -> None:
+        """What the CLI says as notes after subscribe (a setting that does nothing here,
+        filters the bus cannot match without API keys), as ``notes``."""
+        keys = bool(self.settings["cloudstack.api_key"] and self.settings["cloudstack.secret_key"])
+        if said := subscriptions.notes(sub, keys):
+            data["notes"] = said
 
     async def delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -140,9 +140,7 @@ def subscribe(
         states=state_,
     )
     created = subscriptions.subscribe(app_state.store(), spec, enabled=not disabled)
-    sub = created.subscription
-    _warn_group_wait(app_state, sub)
-    _notes(app_state, sub)
+    _notes(app_state, created.subscription)
     render(app_state, created, as_json, _created_text)
 
 
@@ -167,13 +165,10 @@ def _notes(app_state: AppState, sub: Subscription) -> None:
 
 
 def _warn_group_wait(app_state: AppState, sub: Subscription) -> None:
-    from csnotify.models import APPRISE
+    from csnotify.subscriptions import group_wait_note
 
-    if sub.group_wait and not any(ep.kind == APPRISE for ep in sub.endpoints):
-        app_state.terminal.err(
-            f"csnotify: note: --group-wait applies to email, SMS and chat endpoints;"
-            f" {sub.name} has none, so its events are sent one by one"
-        )
+    if (note := group_wait_note(sub)) is not None:
+        app_state.terminal.err(f"csnotify: note: {note}")
 
 
 @app.command("list")
