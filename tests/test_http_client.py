@@ -230,6 +230,44 @@ def test_a_header_with_a_line_break_is_refused_not_sent() -> None:
     assert len(rx.requests) == 1 and b"X-A: fine" in rx.requests[0][1]
 
 
+def test_a_pinned_address_is_where_the_connection_goes_whatever_the_name_resolves_to() -> None:
+    """DNS rebinding: an API-made subscription's host is checked, then connected to. The
+    client connects to the checked address it is given (the Host header still names the
+    URL's host), so a resolver that answers otherwise a moment later is never asked; the
+    connection is kept for the next delivery to the same address."""
+    import asyncio
+
+    from csnotify.channels.guard import check
+    from csnotify.channels.http import Client, ConnectFailure
+    from csnotify.policy import parse_networks
+
+    async def post(url: str, address: str | None) -> int:
+        client = Client(limit=2, cap=1024)
+        try:
+            response = await client.post(url, b"{}", {}, timeout=5, body_timeout=2,
+                                         address=address)  # fmt: skip
+            again = await client.post(url, b"{}", {}, timeout=5, body_timeout=2,
+                                      address=address)  # fmt: skip
+            assert again.status == response.status
+            return response.status
+        finally:
+            await client.close()
+
+    with RawServer(lambda *_: OK) as rx:
+        url = f"http://csnotify-rebound.invalid:{rx.port}/hook"
+        with pytest.raises(ConnectFailure):  # the name resolves nowhere
+            asyncio.run(post(url, None))
+        assert asyncio.run(post(url, "127.0.0.1")) == 200
+        why, address = asyncio.run(check(rx.url(), parse_networks("127.0.0.0/8")))
+        assert (why, address) == (None, "127.0.0.1")
+        why, address = asyncio.run(check(rx.url(), ()))
+        assert address is None and "private, loopback or link-local" in (why or "")
+    assert len(rx.requests) == 2
+    assert all(f"Host: csnotify-rebound.invalid:{rx.port}".encode() in head
+               for _conn, head, _body in rx.requests)  # fmt: skip
+    assert rx.requests[0][0] == rx.requests[1][0]  # kept alive for the same pinned address
+
+
 def test_headers_cut_short_are_named_as_such(cli) -> None:
     with RawServer(lambda *_: b"HTTP/1.1 200 OK\r\nContent-Le") as rx:
         r = dispatch(cli, rx.url())

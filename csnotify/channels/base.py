@@ -24,6 +24,7 @@ class Message:
     subscription: Subscription
     uri: str
     fixed_id: str | None = None  # redeliver: the webhook-id recorded in the delivery log
+    address: str | None = None  # connect here, not where the host name resolves (guard.py)
 
     @cached_property
     def webhook_id(self) -> str:

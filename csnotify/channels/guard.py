@@ -5,9 +5,10 @@ link-local and outside ``api.allow_networks``: a name that pointed outside when 
 subscription was written may point inside now. Their Apprise endpoints do not follow
 redirects. Operators' subscriptions pass untouched.
 
-The channel resolves the name again when it connects; a resolver that answers
-differently within that moment is not caught here (the connection is not pinned to
-the checked address)."""
+A webhook then connects to the address that was checked (pinned: a resolver that
+answers differently a moment later, DNS rebinding, is not asked again); Apprise
+resolves the name again when it connects, so for its endpoints an answer that changes
+within that moment is not caught."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ from csnotify.policy import Network, endpoint_host, refused_address
 OWNED = ("account", "domain")
 
 
-async def refusal(uri: str, networks: tuple[Network, ...]) -> str | None:
+async def check(uri: str, networks: tuple[Network, ...]) -> tuple[str | None, str | None]:
+    """(why the endpoint is refused, None) or (None, the address to connect to: the first
+    the host resolved to, all of them allowed; None when the URI names no host)."""
     host = endpoint_host(uri)
     if host is None:
-        return None
+        return None, None
     try:
         found = [ipaddress.ip_address(host)]
     except ValueError:
@@ -35,16 +38,16 @@ async def refusal(uri: str, networks: tuple[Network, ...]) -> str | None:
                 host, None, proto=socket.IPPROTO_TCP
             )
         except OSError as exc:
-            return f"cannot resolve {host} ({exc.strerror or exc})"
+            return f"cannot resolve {host} ({exc.strerror or exc})", None
         found = [ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]) for i in infos]
     address = refused_address(found, networks)
     if address is None:
-        return None
+        return None, str(found[0]) if found else None
     where = f"{host} is" if host == str(address) else f"{host} resolves to {address},"
     return (
         f"refused by the API's endpoint policy: {where} a private, loopback or link-local"
         " address (api.allow_networks)"
-    )
+    ), None
 
 
 def no_redirects(uri: str) -> str:
@@ -61,11 +64,13 @@ class Guarded:
 
     async def send(self, message: Message, timeout: float) -> Attempt:
         if message.subscription.owner_scope in OWNED:
-            why = await refusal(message.uri, self.networks)
+            why, address = await check(message.uri, self.networks)
             if why is not None:
                 return Attempt.failed(why, retryable=False)
             if endpoint_kind(message.uri) == APPRISE:
                 message = replace(message, uri=no_redirects(message.uri))
+            else:
+                message = replace(message, address=address)
         return await self.channel.send(message, timeout)
 
     async def close(self) -> None:

@@ -234,6 +234,10 @@ class _Connection(asyncio.Protocol):
         self.close()
 
 
+# scheme, host, port, and the address connections go to ("": where the host resolves)
+Origin = tuple[str, str, int, str]
+
+
 class Client:
     """POSTs, at most ``limit`` at once; at most ``limit`` idle connections are kept for
     reuse (across origins), the others closed."""
@@ -243,7 +247,7 @@ class Client:
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
         self._idle_count = 0
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._targets: dict[str, Target] = {}
         self._tls: ssl.SSLContext | None = None
 
@@ -254,11 +258,15 @@ class Client:
         headers: dict[str, str],
         timeout: float,
         body_timeout: float,
+        address: str | None = None,
     ) -> Response:
         """Raises TimeoutError when ``timeout`` passes first; BodyTimeout when the end of
         the body does not come within ``body_timeout`` of the headers; HTTPFailure when
-        no complete answer came (CutShort carries the status when it was read)."""
+        no complete answer came (CutShort carries the status when it was read). With
+        ``address``, the connection goes there (TLS still checks the URL's host name), and
+        only connections made to it are reused for it."""
         target = self._target(url)
+        origin: Origin = (*target.origin, address or "")
         text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
         if text.count("\n") != len(headers) or text.count("\r") != len(headers):
             raise HTTPFailure("a header name or value holds a line break (not sent)")
@@ -267,7 +275,7 @@ class Client:
         async with self._slots:
             deadline = loop.time() + timeout
             for again in (True, False):
-                conn = await self._connection(target.origin, reuse=again, deadline=deadline)
+                conn = await self._connection(origin, reuse=again, deadline=deadline)
                 head_done, done = conn.send(data)
                 # Timers end the wait (cheaper per request than two asyncio.timeout scopes)
                 timer = loop.call_at(deadline, conn.expire, None)
@@ -288,7 +296,7 @@ class Client:
                 finally:
                     timer.cancel()
                 answer = conn.answer
-                self._release(target.origin, conn)
+                self._release(origin, conn)
                 return Response(answer.status or 0, answer.headers, b"".join(answer.chunks))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -302,9 +310,7 @@ class Client:
 
     # -- connections --------------------------------------------------------------------
 
-    async def _connection(
-        self, origin: tuple[str, str, int], reuse: bool, deadline: float
-    ) -> _Connection:
+    async def _connection(self, origin: Origin, reuse: bool, deadline: float) -> _Connection:
         idle = self._idle.get(origin) if reuse else None
         while idle:
             conn = idle.pop()
@@ -313,13 +319,17 @@ class Client:
                 conn.reused = True
                 return conn
             conn.close()
-        scheme, host, port = origin
+        scheme, host, port, pinned = origin
         tls = self._tls_context() if scheme == "https" else None
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline):
                 _transport, conn = await loop.create_connection(
-                    lambda: _Connection(self.cap), host, port, ssl=tls
+                    lambda: _Connection(self.cap),
+                    pinned or host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None and pinned else None,
                 )
         except ssl.SSLCertVerificationError as exc:
             raise ConnectFailure(f"TLS certificate error: {exc.verify_message or exc}") from None
@@ -329,7 +339,7 @@ class Client:
             raise ConnectFailure(f"cannot connect: {exc.strerror or exc}") from None
         return conn
 
-    def _release(self, origin: tuple[str, str, int], conn: _Connection) -> None:
+    def _release(self, origin: Origin, conn: _Connection) -> None:
         if conn.idle() and self._idle_count < self.limit:
             self._idle.setdefault(origin, []).append(conn)
             self._idle_count += 1

@@ -108,8 +108,9 @@ class WebhookChannel:
         headers.update(signed_headers(message, body))
         try:
             response = await self.client.post(
-                message.uri, body, headers, timeout, body_timeout=BODY_WAIT_S
-            )
+                message.uri, body, headers, timeout, body_timeout=BODY_WAIT_S,
+                address=message.address,
+            )  # fmt: skip
         except TimeoutError:
             return Attempt.failed(f"timed out after {timeout:g} s")
         except CutShort as exc:
