@@ -426,13 +426,15 @@ URL_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def parse_listen(text: str, example: str, default_host: str | None = None) -> tuple[str, int]:
+def parse_listen(
+    text: str, example: str, default_host: str | None = None, option: str = "--listen"
+) -> tuple[str, int]:
     """``--listen HOST:PORT`` (``[::1]:PORT`` for IPv6); without a host, ``default_host``
-    if given, else refused."""
+    if given, else refused. ``option`` names it in the error."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]") or (default_host or "")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise BadInput(f"--listen {text!r}: give HOST:PORT, e.g. {example}")
+        raise BadInput(f"{option} {text!r}: give HOST:PORT, e.g. {example}")
     return host, int(port)
 
 

@@ -19,8 +19,15 @@ READY = re.compile(r"serving the API on (\S+)/v1")
 
 
 class ApiServer:
-    def __init__(self, *options: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *options: str,
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] = ("serve", "--listen", "127.0.0.1:0"),
+    ) -> None:
+        """``command``: what serves the API (``serve``, or ``listen ... --api``)."""
         self.options = options
+        self.command = command
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -28,7 +35,8 @@ class ApiServer:
 
     def __enter__(self) -> ApiServer:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "csnotify", *self.options, "serve", "--listen", "127.0.0.1:0"],
+            [sys.executable, "-m", "csnotify", *self.options, *self.command],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

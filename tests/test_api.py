@@ -364,6 +364,41 @@ def _listed(account: str, path: str, n: int) -> dict[str, object]:
             "resourcename": f"vm-{n}", "created": "2026-11-26T10:00:00+0000", "state": "Completed"}  # fmt: skip
 
 
+def test_listen_serves_the_api_in_the_same_process(cli) -> None:
+    """`listen --api`: one process takes events and serves the API on the same store; a
+    subscription made through it gets the next event the listener takes (its owner's, not
+    another account's), and SIGTERM stops both, exit 0."""
+    acme = make_token("acme", "ROOT/customers")
+    allow = ("-c", "api.allow_schemes=http", "-c", "api.allow_networks=127.0.0.0/8")
+    listen = ("listen", "--source", "stdin", "--api", "127.0.0.1:0")
+    with Receiver() as receiver, ApiServer(*allow, command=listen) as server:
+        with server.client(acme) as http:
+            r = http.post("/v1/subscriptions", json={
+                "name": "acme", "patterns": ["VM.*"], "endpoints": [{"uri": receiver.url}]})  # fmt: skip
+            assert r.status_code == 201, r.text
+        assert cli("list", "--json").json()[0]["name"] == "acme"  # the same store
+        assert server.proc is not None and server.proc.stdin is not None
+        for n in range(40):  # until the listener has taken the change (about a second)
+            for account in ("globex", "acme"):
+                server.proc.stdin.write(json.dumps(_listed(account, "ROOT/customers", n)) + "\n")
+            server.proc.stdin.flush()
+            if wait_for(lambda: receiver.requests, 0.5):
+                break
+        status, _out, err = server.stop()
+    assert status == 0, err
+    got = [r.json()["event"]["id"] for r in receiver.requests]
+    assert got and all(i.startswith("ev-acme-") for i in got), got
+
+
+def test_listen_api_refuses_bad_input_in_one_line(cli) -> None:
+    for args, word in (
+        (("--api", "nowhere"), "--api 'nowhere': give HOST:PORT"),
+        (("--api", "127.0.0.1:0", "--once"), "drop --once and --dry-run"),
+    ):
+        r = run_process("listen", "--source", "stdin", *args, input="")
+        assert r.exit_code == 2 and word in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def test_an_api_made_subscription_gets_only_its_owners_events(cli, tmp_path: Path) -> None:
     """Delivered through the real pipeline (dispatch: the matcher every source uses): an
     account's subscription to '*' gets only that account's events, a domain admin's those

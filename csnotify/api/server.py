@@ -458,9 +458,11 @@ async def serve(
     stop: asyncio.Event,
     ssl_context: Any = None,
     shutdown_timeout: float = 10.0,
+    option: str = "--listen",
 ) -> Api:
     """Serve until ``stop`` is set (SIGTERM), then stop taking connections, let requests
-    in flight finish (up to ``shutdown_timeout``) and return."""
+    in flight finish (up to ``shutdown_timeout``) and return. ``option`` names the
+    address in errors (serve --listen, listen --api)."""
     app, api = application(store, settings)
     client = _admin_client(settings)
     if client is not None:
@@ -475,7 +477,7 @@ async def serve(
             await site.start()
         except OSError as exc:
             raise BadInput(
-                f"--listen {host}:{port}: cannot listen there ({exc.strerror or exc})"
+                f"{option} {host}:{port}: cannot listen there ({exc.strerror or exc})"
             ) from None
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -25,6 +25,7 @@ from csnotify.errors import BadInput
 from csnotify.exitcodes import ExitCode
 
 if TYPE_CHECKING:
+    import asyncio
     from datetime import datetime
 
     from csnotify.config import Settings
@@ -67,6 +68,12 @@ def listen(
     duration: float | None = typer.Option(
         None, "--duration", min=0.1, callback=finite, help="Stop by itself after N seconds."
     ),
+    api: str | None = typer.Option(
+        None,
+        "--api",
+        metavar="HOST:PORT",
+        help="Also serve the HTTP API there, in this process (as 'csnotify serve --listen').",
+    ),
 ) -> None:
     """Run the pipeline: take events off a source and deliver them until stopped.
 
@@ -85,6 +92,7 @@ def listen(
       csnotify listen --source api --interval 10
       csnotify listen --source api --once --since 1h     # from cron
       csnotify listen --source amqp --print --dry-run | jq .type
+      csnotify listen --source amqp --api 127.0.0.1:8787   # and the API, one process
     """
     import asyncio
 
@@ -99,6 +107,7 @@ def listen(
     if log_format not in logs.FORMATS:
         raise BadInput(f"unknown --log-format {log_format!r}; use text or json")
     app_state = state(ctx)
+    serve_at = _api_address(api, once or dry_run, app_state)
     logs.setup(app_state.terminal.stderr, app_state.verbose, app_state.quiet, log_format)
     settings = app_state.settings()
     options = ListenOptions(
@@ -130,9 +139,13 @@ def listen(
         )  # fmt: skip
         src = make_source(source, settings, interval=interval, since=start, once=once,
                           stdin=terminal.text_input() if source == "stdin" else None)  # fmt: skip
+        serving = await _serve_beside(app_state, settings, serve_at, stop)
         try:
             await listener.run(src)
         finally:
+            stop.set()
+            if serving is not None:
+                await serving
             for client in (getattr(src, "client", None), names and names.client):
                 if client is not None:
                     await client.close()
@@ -145,6 +158,54 @@ def listen(
         raise Exit(int(ExitCode.READER_GONE))
     if rejected and source == "stdin":
         raise Exit(int(ExitCode.FAILED))
+
+
+def _api_address(api: str | None, one_shot: bool, app_state: AppState) -> tuple[str, int] | None:
+    """``listen --api``: where to serve, checked with the api.* settings before anything
+    starts."""
+    if api is None:
+        return None
+    if one_shot:
+        raise BadInput("--api serves while listen runs; drop --once and --dry-run with it")
+    from csnotify.config import parse_listen
+    from csnotify.policy import Policy
+
+    at = parse_listen(api, "127.0.0.1:8787 or [::1]:8787", option="--api")
+    Policy.from_settings(app_state.settings())  # bad api.* settings: refused before listening
+    return at
+
+
+async def _serve_beside(
+    app_state: AppState, settings: Settings, at: tuple[str, int] | None, stop: asyncio.Event
+) -> asyncio.Task[Any] | None:
+    """``listen --api``: the API served in this process until ``stop``, on its own
+    connection to the store; returns once it listens (or raises why it cannot)."""
+    if at is None:
+        return None
+    import asyncio
+
+    from csnotify.api.server import serve as run_server
+    from csnotify.store import open_store
+
+    store = open_store(app_state.db, app_state.terminal.environ)
+    listening = asyncio.get_running_loop().create_future()
+
+    def ready(url: str) -> None:
+        app_state.terminal.err(f"csnotify: serving the API on {url}/v1 (store {store.location})")
+        app_state.terminal.stderr.flush()
+        listening.set_result(url)
+
+    async def serve() -> None:
+        try:
+            await run_server(store, settings, *at, ready, stop, option="--api")
+        finally:
+            store.close()
+
+    task = asyncio.ensure_future(serve())
+    await asyncio.wait([task, listening], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises why it could not listen
+    return task
 
 
 def _log_start(source: str, settings: Settings, interval: float, store: Store) -> None:
