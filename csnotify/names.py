@@ -239,9 +239,9 @@ class Names:
         """An event from listEvents: the UUIDs of its account and acting user."""
         changed = False
         for key in by_name_keys(event):
-            doc = self._doc(key)
-            uuid = doc.get("id") if doc else None
-            if not isinstance(uuid, str):
+            doc = self._doc(key)  # checked again: the store may compare keys without case
+            uuid = doc["id"] if doc and pick(key, [doc]) is doc else None
+            if uuid is None:
                 continue
             if key[0] == ACCOUNT_BY_NAME and not event.account_id:
                 event.account_id = uuid
