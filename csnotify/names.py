@@ -294,7 +294,7 @@ class Names:
             self.stats.failures += 1
             self.refused.add(command)
             log.error(  # noqa: TRY400 - a refusal, said in one line, no traceback
-                "cannot resolve names with %s: %s; events go out with UUIDs", command, exc
+                "cannot resolve names with %s: %s; events go out without them", command, exc
             )
         except Exception:  # a look-up must never stop an event
             self.stats.failures += 1
@@ -331,7 +331,7 @@ class Names:
     def _unreachable(self, reason: str) -> None:
         if self.paused_until == 0.0:
             log.warning(
-                "names cannot be resolved (%s); events go out with UUIDs until the API answers",
+                "names cannot be resolved (%s); events go out without them until the API answers",
                 reason,
             )
         self.paused_until = self.clock() + self.backoff
