@@ -162,19 +162,19 @@ class Listener:
             if not route.taken:
                 self.out(f"  skips {route.subscription.name}: {route.verdict.reason}")
 
-    async def _restore_names(self) -> None:
-        if self.names is None:
-            return
+    async def keep_names(self, resolver: Names) -> None:
+        """Names read by an earlier run come from the store, new ones are kept there (not
+        under --dry-run): the listener's own resolver (bus events), or a source's."""
         from csnotify.store import NameStore
 
         names = NameStore(self.store)
-        self.names.restore(await self.db(names.load, self.names.clock() - self.names.ttl))
+        resolver.restore(await self.db(names.load, resolver.clock() - resolver.ttl))
 
         async def save(rows: list[Any]) -> None:
             await self.db(names.save, rows)
 
         if not self.options.dry_run:  # --dry-run writes nothing
-            self.names.save = save
+            resolver.save = save
 
     async def _load(self) -> list[Subscription]:
         subs: list[Subscription] = await self.db(self.store.subscriptions)
@@ -228,7 +228,8 @@ class Listener:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         await self.dispatcher.__aenter__()
-        await self._restore_names()
+        if self.names is not None:
+            await self.keep_names(self.names)
         subs = await self._load()
         await self.db(self.state.changed)
         if not self.options.dry_run:

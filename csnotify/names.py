@@ -12,6 +12,14 @@ as on the api source:
   project's events are named as listEvents names them: project, no account); the resource type's
   own list command (``listVirtualMachines``, ``listVolumes``, ...) the resource's name.
   Each is called with ``id=UUID`` and ``listall=true``.
+- Events from ``listEvents`` name the owner's account (with its domain's UUID) and the
+  acting user but give neither one's UUID (EventResponse), which ``--format cloudstack``
+  needs (the body's ``account`` and ``user``, ``User-Agent: CS-Hookshot/<account uuid>``).
+  ``listAccounts`` by ``name`` and ``domainid`` gives the account's (one account of a name
+  in a domain), ``listUsers`` by ``username`` with ``listall=true`` the user's, taken only
+  when exactly one user the keys can see has that username: the acting user may belong to
+  another domain than the event's owner (an admin acting for a tenant), so a search within
+  the owner's domain could name a namesake.
 - Answers are kept in memory and in the store for ``cloudstack.names_ttl``; a UUID the
   API does not know (a deleted resource) is kept as unknown for a tenth of that.
 - At most ``cloudstack.lookups_in_flight`` look-ups run at once, and one UUID is asked
@@ -58,8 +66,14 @@ COMMANDS: dict[str, tuple[str, str, dict[str, str]]] = {
     "SecurityGroup": ("listSecurityGroups", "securitygroup", {}),
     "KubernetesCluster": ("listKubernetesClusters", "kubernetescluster", {}),
 }
+# Look-ups by name, for listEvents rows (kind -> command, item key); the key's value is
+# "<domain UUID>/<account name>" for an account, the username for a user.
+ACCOUNT_BY_NAME = "account-by-name"
+USER_BY_NAME = "user-by-name"
 # Fields of an answer worth keeping (answers are otherwise large).
-KEPT = ("name", "username", "displayname", "account", "accountid", "domain", "domainid", "path")
+KEPT = (
+    "id", "name", "username", "displayname", "account", "accountid", "domain", "domainid", "path",
+)  # fmt: skip
 # What an answer names: event field <- answer key, per kind of look-up.
 COPIED = {
     "user": (("username", "username"), ("account", "account"), ("account_id", "accountid"),
@@ -137,7 +151,10 @@ class Names:
     # -- look-ups ------------------------------------------------------------------------
 
     def wanted(self, event: Event) -> list[Key]:
-        """The look-ups that would name what the event leaves unnamed."""
+        """The look-ups that would name what the event leaves unnamed (for an event from
+        listEvents: the UUIDs of its account and user)."""
+        if event.source == "api":
+            return by_name_keys(event)
         keys: list[Key] = []
         if event.user_id and not event.username:
             keys.append(("user", event.user_id))
@@ -190,6 +207,9 @@ class Names:
 
     def apply(self, event: Event) -> None:
         """Copy what the cache knows onto the event (never over what it has)."""
+        if event.source == "api":
+            self._apply_ids(event)
+            return
         changed = False
         copied = COPIED_IN_PROJECT if event.project_id else COPIED
         for kind, uuid in (
@@ -215,6 +235,23 @@ class Names:
         if changed:
             event.changed()
 
+    def _apply_ids(self, event: Event) -> None:
+        """An event from listEvents: the UUIDs of its account and acting user."""
+        changed = False
+        for key in by_name_keys(event):
+            doc = self._doc(key)  # checked again: the store may compare keys without case
+            uuid = doc["id"] if doc and pick(key, [doc]) is doc else None
+            if uuid is None:
+                continue
+            if key[0] == ACCOUNT_BY_NAME and not event.account_id:
+                event.account_id = uuid
+                changed = True
+            elif key[0] == USER_BY_NAME and not event.user_id:
+                event.user_id = uuid
+                changed = True
+        if changed:
+            event.changed()
+
     def _doc(self, key: Key) -> dict[str, Any] | None:
         entry = self.cache.get(key)  # an expired answer still names (it is being renewed)
         return entry.doc if entry is not None else None
@@ -222,7 +259,7 @@ class Names:
     def _lookup(self, key: Key) -> asyncio.Future[dict[str, Any] | None] | None:
         if key in self.pending:
             return self.pending[key]
-        if self.clock() < self.paused_until or COMMANDS[key[0]][0] in self.refused:
+        if self.clock() < self.paused_until or request(key)[0] in self.refused:
             return None
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self.pending[key] = future
@@ -232,7 +269,7 @@ class Names:
 
     async def _ask(self, key: Key, future: asyncio.Future[dict[str, Any] | None]) -> None:
         kind, uuid = key
-        command, item_key, extra = COMMANDS[kind]
+        command, item_key, params = request(key)
         doc: dict[str, Any] | None = None
         try:
             async with self.slots:
@@ -240,14 +277,14 @@ class Names:
                     return
                 self.stats.calls += 1
                 try:
-                    answer = await self.client.call(command, id=uuid, listall="true", **extra)
+                    answer = await self.client.call(command, **params)
                 except ApiRefused as exc:
                     if not any(h in str(exc).lower() for h in NOT_FOUND_HINTS):
                         raise
                     answer = {}  # ParamProcessWorker: an unknown UUID is a 431
             items = answer.get(item_key)
-            found = items[0] if isinstance(items, list) and items else None
-            doc = {k: found[k] for k in KEPT if k in found} if isinstance(found, dict) else None
+            found = pick(key, items if isinstance(items, list) else [])
+            doc = {k: found[k] for k in KEPT if k in found} if found is not None else None
             self._keep(key, doc)
             self._reachable()
         except ApiUnavailable as exc:
@@ -257,7 +294,7 @@ class Names:
             self.stats.failures += 1
             self.refused.add(command)
             log.error(  # noqa: TRY400 - a refusal, said in one line, no traceback
-                "cannot resolve names with %s: %s; events go out with UUIDs", command, exc
+                "cannot resolve names with %s: %s; events go out without them", command, exc
             )
         except Exception:  # a look-up must never stop an event
             self.stats.failures += 1
@@ -294,7 +331,7 @@ class Names:
     def _unreachable(self, reason: str) -> None:
         if self.paused_until == 0.0:
             log.warning(
-                "names cannot be resolved (%s); events go out with UUIDs until the API answers",
+                "names cannot be resolved (%s); events go out without them until the API answers",
                 reason,
             )
         self.paused_until = self.clock() + self.backoff
@@ -305,6 +342,56 @@ class Names:
             log.warning("the CloudStack API answers again; names are resolved")
         self.paused_until = 0.0
         self.backoff = BACKOFF_START_S
+
+
+def by_name_keys(event: Event) -> list[Key]:
+    """The look-ups that give an event from listEvents its account's and user's UUIDs. A
+    project's event names no account (ViewResponseHelper.populateOwner: the project's
+    own account, which listAccounts never lists), so only its user is looked up."""
+    keys: list[Key] = []
+    if event.account and event.domain_id and not event.account_id and not event.project_id:
+        keys.append((ACCOUNT_BY_NAME, f"{event.domain_id}/{event.account}"))
+    if event.username and not event.user_id:
+        keys.append((USER_BY_NAME, event.username))
+    return keys
+
+
+def request(key: Key) -> tuple[str, str, dict[str, str]]:
+    """The list command, the item key of its answer and the parameters of a look-up.
+
+    - by UUID: ``id`` and ``listall=true``;
+    - an account by name: ``name`` and ``domainid``, without ``listall``: an admin's
+      ``listall`` makes the search recursive, and a namesake in a subdomain would come
+      along (QueryManagerImpl.searchForAccountsInternal);
+    - a user by username: ``username`` and ``listall=true``, every user the keys can see
+      (QueryManagerImpl.getUserListInternal; without ``listall`` an admin sees only the
+      users of its own account, AccountManagerImpl.buildACLSearchParameters)."""
+    kind, value = key
+    if kind == ACCOUNT_BY_NAME:
+        domain_id, _, name = value.partition("/")
+        return "listAccounts", "account", {"name": name, "domainid": domain_id}
+    if kind == USER_BY_NAME:
+        return "listUsers", "user", {"username": value, "listall": "true"}
+    command, item_key, extra = COMMANDS[kind]
+    return command, item_key, {"id": value, "listall": "true", **extra}
+
+
+def pick(key: Key, items: list[Any]) -> dict[str, Any] | None:
+    """The item that answers the look-up: the first by UUID; by name, the one item of
+    exactly that name (and domain), or none. CloudStack compares names without case (the
+    database's collation) and a username as a LIKE pattern (``_`` and ``%`` match
+    anything), so an answer may hold namesakes; two users of one username leave the user
+    unnamed."""
+    found = [i for i in items if isinstance(i, dict)]
+    kind, value = key
+    if kind == ACCOUNT_BY_NAME:
+        domain_id, _, name = value.partition("/")
+        found = [i for i in found if i.get("name") == name and i.get("domainid") == domain_id]
+    elif kind == USER_BY_NAME:
+        found = [i for i in found if i.get("username") == value]
+    else:
+        return found[0] if found else None
+    return found[0] if len(found) == 1 and isinstance(found[0].get("id"), str) else None
 
 
 # Filters that test names: on the bus they match only once names are resolved.

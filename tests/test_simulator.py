@@ -353,3 +353,50 @@ def test_operations_are_sequenced_as_cloudstack_does() -> None:
     assert "jobResult" in items[-1].body
     usage = [i.body["resource"] for i in items if i.category == "UsageEvent"]
     assert all(u.startswith("com.cloud.") for u in usage)
+
+
+def test_list_accounts_and_users_by_name_as_cloudstack() -> None:
+    """The simulator's listAccounts by name and domainid and listUsers by username, as
+    QueryManagerImpl searches for the root admin holding its keys."""
+    from csnotify.simulator.server import TENANT_DOMAINS, TENANTS
+
+    directory = Api("k", "s", EventLog()).directory
+    domain = {path: uuid for uuid, path in TENANT_DOMAINS}
+    customers, partners = domain["ROOT/customers"], domain["ROOT/partners"]
+
+    def accounts(**params: str) -> list[str]:
+        status, doc = directory.answer("listAccounts", params)
+        assert status == 200, doc
+        return sorted(a["name"] for a in doc["listaccountsresponse"].get("account", []))
+
+    def users(**params: str) -> list[str]:
+        status, doc = directory.answer("listUsers", params)
+        assert status == 200, doc
+        return sorted(u["id"] for u in doc["listusersresponse"].get("user", []))
+
+    # listAccounts: a name in one domain, compared without case; not in another domain
+    assert accounts(name="acme", domainid=customers) == ["acme"]
+    assert accounts(name="ACME", domainid=customers) == ["acme"]
+    assert accounts(name="acme", domainid=partners) == []
+    # domainid alone is that domain; with isrecursive or listall its subdomains too
+    assert accounts(domainid=customers) == ["acme", "custadmin", "globex"]
+    assert accounts(domainid=customers, isrecursive="true") == ["acme", "custadmin", "globex",
+                                                                "hooli"]  # fmt: skip
+    assert accounts(domainid=customers, listall="true") == accounts(
+        domainid=customers, isrecursive="true")  # fmt: skip
+    # neither: the caller's own account; listall: every account, never a project's
+    assert accounts() == ["admin"]
+    assert len(accounts(listall="true")) == len(TENANTS) + 1
+    # an unknown domain UUID: ParamProcessWorker's 431
+    status, doc = directory.answer("listAccounts", {"name": "acme", "domainid": "nope"})
+    assert status == 431 and "entity does not exist" in doc["listaccountsresponse"]["errortext"]
+    # listUsers: username a LIKE pattern over every user with listall, else the caller's own
+    acme = next(t[0] for t in TENANTS if t[2] == "acme")
+    assert users(username="acme", listall="true") == [acme]
+    assert users(username="ACME", listall="true") == [acme]
+    assert users(username="acme") == []
+    assert len(users(username="%", listall="true")) == len(TENANTS) + 1
+    assert users(username="acm_", listall="true") == [acme]
+    assert users(username="acme", domainid=partners) == []
+    assert users(username="acme", domainid=customers) == [acme]
+    assert users(account="acme", domainid=customers) == [acme]

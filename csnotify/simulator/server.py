@@ -136,26 +136,109 @@ class Directory:
 
     def answer(self, command: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
         """By ``id``, as CloudStack: an unknown UUID is refused by ParamProcessWorker
-        (translateUuidToInternalId) with a 431 before the command runs."""
+        (translateUuidToInternalId) with a 431 before the command runs. Without ``id``,
+        listAccounts and listUsers search as QueryManagerImpl does for the root admin
+        whose keys the simulator holds (``accounts``, ``users``)."""
         kind, key = LIST_COMMANDS[command]
         wrapper = f"{command.lower()}response"
         uuid = params.get("id")
-        if uuid is None:
+        domain_id = params.get("domainid")
+        if uuid is None and domain_id is not None and domain_id not in self.items["domain"]:
+            return 431, _unknown(command, "domainid", domain_id)  # ParamProcessWorker
+        if uuid is None and command == "listAccounts":
+            found = self.accounts(params)
+        elif uuid is None and command == "listUsers":
+            found = self.users(params)
+        elif uuid is None:
             found = list(self.items.get(kind, {}).values())
         elif uuid in self.items.get(kind, {}):
             found = [self.items[kind][uuid]]
         elif (kind, uuid) in self.unlisted:
             found = []
         else:
-            return 431, error(
-                command,
-                431,
-                f"Unable to execute API command {command.lower()} due to invalid value."
-                f" Invalid parameter id value={uuid} due to incorrect long value format, or"
-                " entity does not exist or due to incorrect parameter annotation for the"
-                " field in api cmd class.",
-            )
+            return 431, _unknown(command, "id", uuid)
         return 200, {wrapper: {"count": len(found), key: found} if found else {}}
+
+    def _in_domain(self, item: dict[str, Any], domain_id: str, recursive: bool) -> bool:
+        if item.get("domainid") == domain_id:
+            return True
+        if not recursive:
+            return False
+        path = self.items["domain"][domain_id]["path"]
+        own = self.items["domain"].get(item.get("domainid", ""), {}).get("path", "")
+        return own.startswith(path + "/")
+
+    def accounts(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """listAccounts without ``id`` (api/.../user/account/ListAccountsCmd.java, server/
+        .../api/query/QueryManagerImpl.java searchForAccountsInternal), for a root admin:
+        with ``listall=true`` the search is recursive from ``domainid`` (else ROOT); without
+        it, ``domainid`` alone is that domain (recursive with ``isrecursive=true``), and no
+        ``domainid`` is the caller's own account. ``name`` is compared as MySQL compares
+        (``=``, case-insensitive collation). Project accounts are never listed."""
+        from csnotify.simulator.generator import ACCOUNT_UUID, DOMAIN_UUID
+
+        domain_id = params.get("domainid")
+        recursive = params.get("isrecursive", "").lower() == "true"
+        if params.get("listall", "").lower() == "true":
+            domain_id, recursive = domain_id or DOMAIN_UUID, True
+        name = params.get("name")
+        found = []
+        for account in self.items.get("account", {}).values():
+            if domain_id is None and account["id"] != ACCOUNT_UUID:
+                continue
+            if domain_id is not None and not self._in_domain(account, domain_id, recursive):
+                continue
+            if name is not None and account["name"].casefold() != name.casefold():
+                continue
+            found.append(account)
+        return found
+
+    def users(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """listUsers without ``id`` (api/.../admin/user/ListUsersCmd.java, QueryManagerImpl.
+        searchForUsersInternal and getUserListInternal, AccountManagerImpl.
+        buildACLSearchParameters), for a root admin: ``username`` is a LIKE pattern (``%``
+        and ``_`` match anything; case-insensitive); ``account`` with ``domainid`` (else
+        ROOT) that account's users; ``domainid`` that domain (recursive with
+        ``isrecursive=true``); neither: every user with ``listall=true``, else only the
+        caller's account's."""
+        from csnotify.simulator.generator import ACCOUNT_UUID, DOMAIN_UUID
+
+        domain_id = params.get("domainid")
+        recursive = params.get("isrecursive", "").lower() == "true"
+        account = params.get("account")
+        listall = params.get("listall", "").lower() == "true"
+        pattern = params.get("username")
+        like = None
+        if pattern is not None:
+            parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+            like = re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+        found = []
+        for user in self.items.get("user", {}).values():
+            if account is not None:
+                where = domain_id or DOMAIN_UUID
+                if user["account"].casefold() != account.casefold() or user["domainid"] != where:
+                    continue
+            elif domain_id is not None:
+                if not self._in_domain(user, domain_id, recursive):
+                    continue
+            elif not listall and user["accountid"] != ACCOUNT_UUID:
+                continue
+            if like is not None and not like.fullmatch(user["username"]):
+                continue
+            found.append(user)
+        return found
+
+
+def _unknown(command: str, name: str, value: str) -> dict[str, Any]:
+    """ParamProcessWorker.translateUuidToInternalId: a UUID of no entity, a 431."""
+    return error(
+        command,
+        431,
+        f"Unable to execute API command {command.lower()} due to invalid value."
+        f" Invalid parameter {name} value={value} due to incorrect long value format, or"
+        " entity does not exist or due to incorrect parameter annotation for the"
+        " field in api cmd class.",
+    )
 
 
 @dataclass

@@ -8,10 +8,15 @@ milliseconds) to a moment just past, written in the server's zone, completely
 (``cloudstack.EventReader``); the cursor never moves past a second that could not be read
 completely. The same cursor document keeps what was learned of the server: its UTC offset
 and the page size it accepts.
+
+A listEvents row names the owner's account and the acting user but gives no UUID of
+either; with ``names`` (csnotify/names.py) they are looked up by name, for a whole page
+at once, and a page's events wait at most ``cloudstack.lookup_timeout`` for them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import time
@@ -29,6 +34,7 @@ from csnotify.sources import Outage, log
 if TYPE_CHECKING:
     from csnotify.listen import Listener
     from csnotify.models import Subscription
+    from csnotify.names import Names
     from csnotify.store import SourceState
 
 
@@ -66,8 +72,10 @@ class ApiSource:
         interval: float,
         since: datetime | None = None,
         once: bool = False,
+        names: Names | None = None,
     ) -> None:
         self.client = client
+        self.names = names  # its client is this source's to close
         self.interval = interval
         self.since = since
         self.once = once
@@ -135,42 +143,61 @@ class ApiSource:
         return [r for r in rows if created_utc(r) <= window.incomplete]
 
     async def run(self, listener: Listener) -> None:
-        cursor = await self._start(listener)
-        reported: dict[str, Any] = {}
         try:
-            while not listener.stop.is_set():
-                try:
-                    rows = await self._poll(cursor)
-                except ApiUnavailable as exc:
-                    if self.once:
-                        raise
-                    if await listener.sleep(self.outage.failed(exc.message)):
-                        return
-                    continue
-                self.outage.ok()
-                self.polls += 1
-                handed = await self._submit(listener, cursor, rows)
-                if handed or self.learned() != reported:  # with what was learned of the server
-                    reported = self.learned()
-                    listener.checkpoint(self.key, {**cursor.as_json(), **reported})
-                if self.once:
-                    return
-                if await listener.sleep(self.interval):
-                    return
+            await self._run(listener)
         finally:
+            if self.names is not None:
+                await self.names.close()  # answers kept in the store while it is open
             await listener.finish()  # --once: everything delivered; after a signal, in flight
+            if self.names is not None:
+                await self.names.client.close()
+
+    async def _run(self, listener: Listener) -> None:
+        cursor = await self._start(listener)
+        if self.names is not None:
+            await listener.keep_names(self.names)
+        reported: dict[str, Any] = {}
+        while not listener.stop.is_set():
+            try:
+                rows = await self._poll(cursor)
+            except ApiUnavailable as exc:
+                if self.once:
+                    raise
+                if await listener.sleep(self.outage.failed(exc.message)):
+                    return
+                continue
+            self.outage.ok()
+            self.polls += 1
+            handed = await self._submit(listener, cursor, rows)
+            if handed or self.learned() != reported:  # with what was learned of the server
+                reported = self.learned()
+                listener.checkpoint(self.key, {**cursor.as_json(), **reported})
+            if self.once:
+                return
+            if await listener.sleep(self.interval):
+                return
 
     async def _submit(self, listener: Listener, cursor: Cursor, rows: list[dict[str, Any]]) -> int:
-        """Hand the new events over, oldest first; returns how many."""
-        handed = 0
+        """Hand the new events over, oldest first; returns how many. Their look-ups
+        start together, so that the page waits at most ``cloudstack.lookup_timeout``."""
+        events = []
         for row in reversed(rows):  # the API gives newest first
             try:
-                event = from_list_item(row)
+                events.append(from_list_item(row))
             except BadInput as exc:
                 listener.reject(f"listEvents item {str(row.get('id'))[:40]}", exc.message)
-                continue
+        deadline = 0.0
+        if self.names is not None:
+            deadline = asyncio.get_running_loop().time() + self.names.timeout
+            for event in events:
+                if cursor.is_new(event):
+                    self.names.start(event)
+        handed = 0
+        for event in events:
             if not cursor.is_new(event) or listener.stop.is_set():
                 continue
+            if self.names is not None:
+                await self.names.enrich(event, deadline)
             cursor.add(event)
             handed += 1
             await listener.handle(event)

@@ -41,9 +41,11 @@ def make_source(
             max_bytes=settings["amqp.max_message_bytes"],
         )
     from csnotify.cloudstack import CloudStackClient, Credentials
+    from csnotify.names import from_settings
     from csnotify.sources.api import ApiSource
 
     client = CloudStackClient(
         Credentials.from_settings(settings), timeout=settings["delivery.timeout"] * 3
     )
-    return ApiSource(client, interval, since, once)
+    # listEvents gives no UUID of the account and user: looked up by name (its own client)
+    return ApiSource(client, interval, since, once, names=from_settings(settings))
