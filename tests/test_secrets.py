@@ -37,6 +37,7 @@ def test_no_secret_in_any_output(verbosity: list[str], tmp_path) -> None:
             ["list", "--json"], ["show", "s"], ["show", "s", "--json"], ["status", "--json"],
             ["config", "show"], ["config", "show", "--json"], ["export"],
             ["test", "s"], ["test", "s", "--json"], ["deliveries", "--json"], ["deliveries"],
+            ["disable", "s", "--endpoint", dead], ["enable", "s", "--endpoint", dead],
             ["subscribe", "*", "--to", "nosuch://user:hunter2pass@x/"],  # an error message
             ["listen", "--source", "amqp", "--once"],  # an error naming the broker URL
         ):  # fmt: skip

@@ -476,8 +476,10 @@ def _switch(ctx: typer.Context, name: str, endpoint: str | None, enabled: bool) 
 
     app_state = state(ctx)
     sub = subscriptions.set_enabled(app_state.store(), name, enabled, endpoint)
-    what = f"endpoint {sub.endpoint(endpoint).uri} of {sub.name}" if endpoint else sub.name
-    app_state.say(f"{'enabled' if enabled else 'disabled'} {mask_uri(what)}")
+    what = (
+        f"endpoint {mask_uri(sub.endpoint(endpoint).uri)} of {sub.name}" if endpoint else sub.name
+    )
+    app_state.say(f"{'enabled' if enabled else 'disabled'} {what}")
 
 
 ENDPOINT_OPT = typer.Option(
