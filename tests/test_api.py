@@ -107,6 +107,10 @@ def test_every_error_is_problem_json_with_the_clis_line_and_writes_nothing(cli) 
         # 400: malformed JSON, not an object, an unknown field, a wrong JSON type
         is_problem(http.post(post, content=b'{"patterns": ["VM.*"'), 400)
         is_problem(http.post(post, content=b"[1, 2]"), 400)
+        deep = b'{"name": ' + b"[" * 1000 + b"]" * 1000 + b"}"  # was a 500 (RecursionError)
+        assert is_problem(http.post(post, content=deep), 400)["detail"].endswith("too deeply")
+        doc = is_problem(http.post(post, content=b'{"name": "x", "rate": NaN}'), 400)
+        assert "NaN" in doc["detail"]
         doc = is_problem(http.post(post, json={"patterns": ["VM.*"], "to": [PUBLIC]}), 400)
         assert doc["detail"].startswith("unknown field 'to'")
         is_problem(http.post(post, json={"patterns": "VM.*", "endpoints": []}), 400)

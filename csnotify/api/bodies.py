@@ -40,14 +40,20 @@ UPDATE_FIELDS = {k: v for k, v in CREATE_FIELDS.items() if k != "enabled"}
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
+    from csnotify.events import strict_json
+
     try:
-        doc = json.loads(raw.decode("utf-8")) if raw.strip() else None
+        doc = strict_json(raw.decode("utf-8")) if raw.strip() else None
     except UnicodeDecodeError:
         raise Malformed("the request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise Malformed(
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise Malformed("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # a non-finite number, or one of more than 4,300 digits
+        raise Malformed(f"malformed JSON: {str(exc).split(';')[0]}") from None
     if not isinstance(doc, dict):
         raise Malformed("the request body must be a JSON object")
     return doc

@@ -191,6 +191,8 @@ class Api:
             }.get(exc.status, exc.reason)
             response = problem(exc.status, detail, {k: v for k, v in exc.headers.items()
                                                     if k == "Allow"})  # fmt: skip
+        except ConnectionResetError:  # the caller went away before its body ended
+            response = problem(400, "the connection closed before the request body ended")
         except Exception as exc:
             log.exception("internal error on %s %s", request.method, request.path)
             response = problem(500, f"internal error: {type(exc).__name__}")
