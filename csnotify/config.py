@@ -400,7 +400,10 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
             f"{setting.key} must be at most {setting.maximum:g}, got {value!r} ({origin})"
         )
     if setting.key in URL_SETTINGS and converted:
-        check_url(converted, f"{setting.key} ({origin})", URL_SETTINGS[setting.key])
+        if not _a_command(setting.key, converted):
+            check_url(converted, f"{setting.key} ({origin})", URL_SETTINGS[setting.key])
+        elif any(unicodedata.category(c) == "Cc" for c in str(converted)):
+            raise BadInput(f"{setting.key} holds a control character ({origin}); remove it")
     if setting.check is not None:
         try:
             setting.check(converted)
@@ -436,6 +439,12 @@ def parse_listen(
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise BadInput(f"{option} {text!r}: give HOST:PORT, e.g. {example}")
     return host, int(port)
+
+
+def _a_command(key: str, value: Any) -> bool:
+    """failures.notify may be a ``cmd:`` program line (spaces and all): it is checked as
+    ``--to`` checks one (set_value, and where it is used), not as an URL."""
+    return key == "failures.notify" and str(value).startswith("cmd:")
 
 
 def check_url(url: str, what: str, schemes: tuple[str, ...] = ()) -> None:
@@ -581,10 +590,11 @@ def load(
 
 
 def holds_secret(key: str, value: Any) -> bool:
-    """A secret setting's value that is secret: amqp.url only with a password in it."""
+    """A secret setting's value that is secret: amqp.url and failures.notify only with a
+    password, token or credential in them (what masking hides)."""
     if not value:
         return False
-    if key == "amqp.url":
+    if key in ("amqp.url", "failures.notify"):
         from csnotify.redact import mask_uri
 
         return mask_uri(str(value)) != value

@@ -798,6 +798,17 @@ def test_failures_notify_program_needs_allow_commands(cli, tmp_path, config_file
     r = cli("config", "set", "failures.notify", f"cmd:{hook}", "--allow-commands")
     assert r.exit_code == 0, r.stderr
     assert cli("config", "show", "--json").json()["failures.notify"] == f"cmd:{hook}"
+    # a program line with arguments, as subscribe takes it (it was refused as "an URL");
+    # no warning about argv when it holds no credential, one when it does
+    line = f"cmd:{hook} -a /var/log/csnotify-off.jsonl"
+    r = cli("config", "set", "failures.notify", line, "--allow-commands")
+    assert "warning" not in r.stderr and cli("config", "show", "--json").json()[
+        "failures.notify"] == line  # fmt: skip
+    r = cli("config", "set", "failures.notify", f"cmd:{hook} -u bob:pw123", "--allow-commands")
+    assert "warning: the value of failures.notify was given where ps" in r.stderr
+    assert "pw123" not in r.stdout + r.stderr
+    r = cli("-c", f"failures.notify=cmd:{hook} -a\x01", "config", "show", expect=2)
+    assert "control character" in r.stderr
 
 
 # -- 8. documented choices --------------------------------------------------------------------
