@@ -66,7 +66,9 @@ def open_store(
 ) -> Store:
     """The store --db or CSNOTIFY_DB names (``what``: the option errors name)."""
     target = chosen_store(explicit, environ)
-    return Store.open_url(target, what) if isinstance(target, str) else Store.open(target)
+    if isinstance(target, str):
+        return Store.open_url(target, what)
+    return Store.open(target, what.replace(" / ", " or "))
 
 
 class StoreBusy(CsnotifyError):
@@ -108,7 +110,8 @@ class Store:
         self.notices: list[str] = []  # for the operator: what opening it changed
 
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path, what: str = "--db or CSNOTIFY_DB") -> Store:
+        """The SQLite store, made or migrated; errors say to check ``what``."""
         try:
             create_private_file(path)
             notices = [
@@ -134,12 +137,12 @@ class Store:
             store.notices = notices
             store.migrate()
         except sqlite3.DatabaseError as exc:
-            raise BadInput(f"cannot use store {path}: {exc}; check --db or CSNOTIFY_DB") from None
+            raise BadInput(f"cannot use store {path}: {exc}; check {what}") from None
         except PermissionError as exc:
             raise BadInput(f"cannot open store {path}: {exc.strerror}") from None
         except OSError as exc:  # e.g. a directory that cannot be made (--db /proc/x)
             raise BadInput(
-                f"cannot open store {path}: {exc.strerror or exc}; check --db or CSNOTIFY_DB"
+                f"cannot open store {path}: {exc.strerror or exc}; check {what}"
             ) from None
         return store
 
@@ -163,7 +166,11 @@ class Store:
         from csnotify.migrations import MIGRATIONS
 
         url = servers.parse_url(text, what)
-        conn = servers.connect(url)
+        named = "" if what == "--db / CSNOTIFY_DB" else f" (check {what})"
+        try:
+            conn = servers.connect(url)
+        except Unreachable as exc:
+            raise Unreachable(exc.message + named) from None
         try:
             servers.migrate(conn, MIGRATIONS)
         except CsnotifyError:
@@ -171,7 +178,9 @@ class Store:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. the user may not create tables
             conn.close()
-            raise Unreachable(f"cannot use store {url}: {servers.reason(exc, url)}") from None
+            raise Unreachable(
+                f"cannot use store {url}: {servers.reason(exc, url)}{named}"
+            ) from None
         return cls(None, conn, url.dialect, str(url))
 
     def close(self) -> None:

@@ -117,6 +117,11 @@ def test_store_copy_bad_targets_are_one_line_and_write_nothing(cli, db_file: Pat
     assert r.exit_code == 3
     assert "mysql://root:********@127.0.0.1:1/events" in r.stderr
     assert "hunter2" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.rstrip().endswith("(check --to)")
+    not_a_store = db_file.parent / "events.json"
+    not_a_store.write_text('{"not": "a database"}' * 100)
+    r = cli("store", "copy", "--to", str(not_a_store), expect=2)
+    assert "file is not a database; check --to" in r.stderr, r.stderr
     r = cli("store", "copy", "--to", "redis://127.0.0.1:6379/0", expect=2)
     assert r.exit_code == 2 and "the scheme 'redis://' is not a store" in r.stderr
     r = cli("store", "copy", "--to", str(db_file), expect=2)
