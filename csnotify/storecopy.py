@@ -45,6 +45,25 @@ def held(store: Store) -> dict[str, int]:
     return counts
 
 
+def _refuse_running(target: Store) -> None:
+    """--replace under a listener or serve that runs on the target would change its state
+    beneath it (its subscriptions, claims and counters)."""
+    import socket
+    import time
+
+    from csnotify.status import listener_state
+    from csnotify.store import SourceState
+
+    host = socket.gethostname()
+    for run in SourceState(target).listeners():
+        if listener_state(run, time.time(), host)[0] == "running":
+            raise BadInput(
+                f"--to {target.location} is in use: a {run.get('source')} listener runs on it"
+                f" (host {run.get('host')}, pid {run.get('pid')}); stop it first, then copy"
+                " with --replace"
+            )
+
+
 def copy_store(source: Store, target: Store, replace: bool = False) -> dict[str, int]:
     """Copy every table of ``source`` into ``target``; rows copied by table. A target that
     holds anything is refused unless ``replace`` (its rows are then deleted first, in the
@@ -52,6 +71,8 @@ def copy_store(source: Store, target: Store, replace: bool = False) -> dict[str,
     if source.location == target.location:
         raise BadInput(f"--to {target.location} is the store being copied; give another one")
     there = held(target)
+    if there and replace:
+        _refuse_running(target)
     if there and not replace:
         shown = ", ".join(f"{n} {t}" for t, n in there.items())
         raise BadInput(

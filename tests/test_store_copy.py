@@ -105,6 +105,20 @@ def test_store_copy_moves_everything_that_is_state(cli, db_file: Path, server_db
     assert r.exit_code == 2
     assert "is not empty (2 subscriptions" in r.stderr and "--replace" in r.stderr
     assert table_rows(server_db, "subscriptions") == before
+    # nor replaced beneath a listener that runs on it (here on another host, beating)
+    target = open_store(server_db, {})
+    run = {"host": "elsewhere.example", "pid": 7, "running": True, "heartbeat_s": 5.0,
+           "started": "2026-11-26T08:00:00Z"}  # fmt: skip
+    try:
+        SourceState(target).save_listener("elsewhere.example:7:x", "amqp", run)
+        r = cli("store", "copy", "--to", server_db, "--replace", expect=2)
+        assert "is in use: a amqp listener runs on it (host elsewhere.example, pid 7)" in r.stderr
+        assert table_rows(server_db, "subscriptions") == before
+        SourceState(target).save_listener(
+            "elsewhere.example:7:x", "amqp", {**run, "running": False}
+        )
+    finally:
+        target.close()
     r = cli("store", "copy", "--to", server_db, "--replace")
     assert r.exit_code == 0, r.stderr
     assert table_rows(server_db, "subscriptions") == table_rows(str(db_file), "subscriptions")
