@@ -126,7 +126,10 @@ def create(
         revoked=None,
     )
     if expires is not None:
-        token.expires = utc_iso(datetime.now(UTC) + parse_duration(expires, "--expires"))
+        lasts = parse_duration(expires, "--expires")
+        if lasts.total_seconds() <= 0:
+            raise BadInput(f"--expires {expires!r}: a token must last some time, e.g. 90d")
+        token.expires = utc_iso(datetime.now(UTC) + lasts)
     secret = secrets.token_urlsafe(32)
     with store.transaction():
         store.insert_token(token.as_json() | {"digest": _digest(secret)})

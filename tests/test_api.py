@@ -313,6 +313,7 @@ def test_tokens_are_shown_once_kept_as_a_hash_and_revocable(cli, db_file: Path) 
         ("--domain", "ROOT/../x"),
         ("--domain", "ROOT/./x"),
         ("--expires", "soon"),
+        ("--expires", "0d"),  # expired as soon as made (was accepted)
     ):
         r = cli("token", "create", "--account", "acme", *bad, expect=2)
         assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
