@@ -39,11 +39,13 @@ def key_bytes(key: str) -> bytes:
     return key.encode()
 
 
-def validate_key(key: str) -> str:
+VERIFY_HINT = "give the key the subscription signs with ('csnotify show NAME --reveal')"
+
+
+def validate_key(key: str, hint: str = "use --key generate") -> str:
+    """``hint``: what to do instead (subscribe: generate one; verify: the one in use)."""
     if not key or key != key.strip():
-        raise BadInput(
-            "the signing key is empty or has leading/trailing spaces; use --key generate"
-        )
+        raise BadInput(f"the signing key is empty or has leading/trailing spaces; {hint}")
     if len(key) > MAX_KEY:
         raise BadInput(f"the signing key is longer than {MAX_KEY} characters")
     if key.startswith(WHSEC):
@@ -52,10 +54,10 @@ def validate_key(key: str) -> str:
         except (binascii.Error, ValueError):
             raise BadInput(
                 "the signing key starts with whsec_ but the rest is not base64;"
-                " give the key exactly as issued, or use --key generate"
+                f" give the key exactly as issued, or {hint.removeprefix('give ')}"
             ) from None
         if not raw:
-            raise BadInput("the whsec_ signing key is empty; use --key generate")
+            raise BadInput(f"the whsec_ signing key is empty; {hint}")
     return key
 
 
@@ -102,7 +104,7 @@ def verify(
     ``X-CS-Signature`` is checked only with ``scheme="cloudstack"``: it signs the body
     alone, so a captured Standard Webhooks delivery (same key) could otherwise be
     replayed as one forever."""
-    validate_key(key)
+    validate_key(key, VERIFY_HINT)
     if not math.isfinite(tolerance) or tolerance < 0:
         raise BadInput(f"--tolerance {tolerance!r}: give a number of seconds, 0 or more")
     if scheme not in SCHEMES:
@@ -197,13 +199,16 @@ def remember_id(path: Path, verified: Verified, tolerance: float, now: float | N
         f.write("\n".join(kept) + "\n")
 
 
-def parse_header_lines(text: str) -> dict[str, str]:
-    """``Name: value`` lines (an HTTP request head is fine: its first line is skipped)."""
+def parse_header_lines(text: str, strict: bool = False) -> dict[str, str]:
+    """``Name: value`` lines (an HTTP request head is fine: its first line is skipped).
+    With ``strict`` (headers given one by one, -H), a line that is not one is refused."""
     headers = {}
     for line in text.splitlines():
         name, sep, value = line.partition(":")
         if sep and name.strip() and " " not in name.strip():
             headers[name.strip()] = value.strip()
+        elif strict:
+            raise BadInput(f"-H {line!r}: give a header as 'Name: value'")
     return headers
 
 

@@ -47,6 +47,12 @@ def test_verify_refuses_a_key_that_cannot_verify(cli, key: str) -> None:
     assert r.exit_code == 2, r.stdout + r.stderr
     assert "key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "valid" not in r.stdout
+    assert "--key generate" not in r.stderr  # subscribe's hint, not verify's
+
+
+def test_verify_refuses_a_header_that_is_not_name_colon_value(cli) -> None:
+    r = cli("verify", "--key", "k", *signed("k"), "-H", "nocolon", "-", input=BODY, expect=2)
+    assert "-H 'nocolon': give a header as 'Name: value'" in r.stderr
 
 
 def test_verify_without_any_key_is_usage_error(cli) -> None:

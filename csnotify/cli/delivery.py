@@ -184,7 +184,7 @@ def verify(
             "--seen needs Standard Webhooks deliveries: X-CS-Signature signs no id or time,"
             " so a replay cannot be told from a new delivery; drop --seen or --scheme cloudstack"
         )
-    headers = parse_header_lines("\n".join(header))
+    headers = parse_header_lines("\n".join(header), strict=True)
     if headers_file is not None:
         try:  # bytes that are not UTF-8 are kept (as surrogates): a header holding them fails
             text = headers_file.read_bytes().decode("utf-8", "surrogateescape")
