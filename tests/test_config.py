@@ -83,6 +83,14 @@ def test_set_refuses_unknown_keys_and_wrong_types(cli, config_file: Path, key, v
     assert config_file.read_bytes() == before
 
 
+@pytest.mark.parametrize("command", [["list"], ["config", "show"], ["mutes"]])
+def test_a_bad_dash_c_is_refused_by_every_command(cli, command: list[str]) -> None:
+    """Also by those that read no settings (list went on, exit 0, break-it run)."""
+    for flag, said in (("nope=1", "unknown setting 'nope'"), ("bogus", "-c expects KEY=VALUE")):
+        r = cli("-c", flag, *command, expect=2)
+        assert said in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_precedence_flag_over_env_over_file_over_default(cli) -> None:
     cli("config", "set", "delivery.per_endpoint", "5")
     cli("config", "set", "delivery.timeout", "4")

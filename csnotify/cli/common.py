@@ -210,6 +210,10 @@ def main_options(
     ),
 ) -> None:
     terminal = terminal_of(ctx)
+    if option:  # an unknown key is refused by every command, not only those that read it
+        from csnotify.config import parse_overrides
+
+        parse_overrides(option)
     ctx.obj = AppState(
         terminal=terminal,
         db=given(ctx, "db", db),  # else CSNOTIFY_DB as the terminal's environment has it
