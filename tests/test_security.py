@@ -530,6 +530,12 @@ def test_endpoints_from_stdin_or_a_file_stay_out_of_argv(cli, tmp_path: Path) ->
     ]
     r = cli("update", "b", "--to-file", str(uris))
     assert r.exit_code == 0 and len(cli("show", "b", "--json").json()["endpoints"]) == 2
+    # an endpoint added with its password kept out of argv (it was "--to '-': not an URI")
+    r = cli("update", "b", "--add-to", "-", input="https://u:addedpw@hooks.example/more\n")
+    assert r.exit_code == 0, r.stderr
+    assert len(cli("show", "b", "--json").json()["endpoints"]) == 3
+    r = cli("update", "b", "--add-to", "-", "--key", "-", input="x\n", expect=2)
+    assert "--key - and --add-to - both read stdin" in r.stderr
 
 
 def test_a_secret_given_with_dash_c_is_warned_about(cli) -> None:

@@ -331,15 +331,18 @@ def secret_value(value: str | None, terminal: Terminal, what: str) -> str | None
     return text
 
 
-def endpoint_uris(to: list[str], to_file: Path | None, terminal: Terminal) -> list[str]:
-    """``--to`` values, with ``-`` read from stdin (one URI a line; a hidden prompt on a
-    terminal) and ``--to-file`` lines added: URIs with passwords stay out of argv."""
+def endpoint_uris(
+    to: list[str], to_file: Path | None, terminal: Terminal, option: str = "--to"
+) -> list[str]:
+    """``--to`` (``option``) values, with ``-`` read from stdin (one URI a line; a hidden
+    prompt on a terminal) and ``--to-file`` lines added: URIs with passwords stay out of
+    argv."""
     uris = [u for u in to if u != "-"]
     if "-" in to:
         if terminal.stdin_is_tty:
             uris.append(secret_value("-", terminal, "endpoint URI") or "")
         else:
-            uris += _uri_lines(terminal.stdin.read(), "--to - (stdin)")
+            uris += _uri_lines(terminal.stdin.read(), f"{option} - (stdin)")
     if to_file is not None:
         try:
             text = to_file.read_text(encoding="utf-8")
@@ -347,7 +350,7 @@ def endpoint_uris(to: list[str], to_file: Path | None, terminal: Terminal) -> li
             raise BadInput(f"cannot read --to-file {to_file}: {exc}") from None
         uris += _uri_lines(text, f"--to-file {to_file}")
     if not uris:
-        raise BadInput("give an endpoint: --to URI, --to - (stdin) or --to-file FILE")
+        raise BadInput(f"give an endpoint: {option} URI, {option} - (stdin) or --to-file FILE")
     return uris
 
 

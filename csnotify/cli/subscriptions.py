@@ -336,7 +336,9 @@ def update(
     to_file: Path | None = typer.Option(
         None, "--to-file", metavar="FILE", help="Replace the endpoints with FILE's URIs."
     ),
-    add_to: list[str] = typer.Option([], "--add-to", metavar="URI", help="Add an endpoint."),
+    add_to: list[str] = typer.Option(
+        [], "--add-to", metavar="URI", help="Add an endpoint (-: URIs from stdin, one a line)."
+    ),
     remove_to: list[str] = typer.Option(
         [], "--remove-to", metavar="URI", help="Remove an endpoint."
     ),
@@ -393,11 +395,18 @@ def update(
     if outcomes and (category or state_):
         raise BadInput("--outcomes cannot be combined with --category or --state")
     app_state = state(ctx)
-    if key == "-" and "-" in to:
-        raise BadInput("--key - and --to - both read stdin; put the URIs in --to-file")
+    readers = [o for o, v in (("--key", [key]), ("--to", to), ("--add-to", add_to)) if "-" in v]
+    if len(readers) > 1:
+        both = "both" if len(readers) == 2 else "all"
+        raise BadInput(
+            f"{' and '.join(f'{o} -' for o in readers)} {both} read stdin; put the URIs in"
+            " --to-file"
+        )
     key = secret_value(key, app_state.terminal, "signing key")
     if "-" in to or to_file is not None:
         to = endpoint_uris(to, to_file, app_state.terminal)
+    if "-" in add_to:
+        add_to = endpoint_uris(add_to, None, app_state.terminal, "--add-to")
     spec = subscriptions.SubscriptionInput(
         patterns=pattern or None,
         to=to or None,
