@@ -48,3 +48,12 @@ def file_digest(path: Path) -> str:
 
 def load_fixture(relative: str) -> Any:
     return json.loads((FIXTURES / relative).read_text())
+
+
+def answer_json(handler: Any, status: int, body: bytes) -> None:
+    """A stand-in server's JSON answer (``handler``: a BaseHTTPRequestHandler)."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
