@@ -621,9 +621,23 @@ def _no_constant(name: str) -> Any:
     raise NonFinite(f"{name} is not a JSON number")
 
 
-def strict_json(text: str | bytes) -> Any:
-    """``json.loads`` that refuses non-finite numbers (raises ``NonFinite``)."""
-    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} is given twice")
+        seen.add(key)
+    return dict(pairs)
+
+
+def strict_json(text: str | bytes, unique_keys: bool = False) -> Any:
+    """``json.loads`` that refuses non-finite numbers (raises ``NonFinite``); with
+    ``unique_keys``, an object that gives a key twice (a ValueError: which one wins is
+    not what the sender may think)."""
+    hook = _unique_keys if unique_keys else None
+    return json.loads(
+        text, parse_float=_finite, parse_constant=_no_constant, object_pairs_hook=hook
+    )
 
 
 def loads(text: str) -> Any:

@@ -113,6 +113,11 @@ def test_every_error_is_problem_json_with_the_clis_line_and_writes_nothing(cli) 
         assert "NaN" in doc["detail"]
         doc = is_problem(http.post(post, json={"patterns": ["VM.*"], "to": [PUBLIC]}), 400)
         assert doc["detail"].startswith("unknown field 'to'")
+        doc = is_problem(http.post(post, json={"patterns": ["VM.*"], "endpoints": [
+            {"uri": PUBLIC, "bogus": 1}]}), 400)  # fmt: skip
+        assert doc["detail"] == "unknown field 'bogus' in 'endpoints'; an endpoint has 'uri'"
+        doc = is_problem(http.post(post, content=b'{"name": "a", "name": "b"}'), 400)
+        assert doc["detail"] == "malformed JSON: the key 'name' is given twice"
         is_problem(http.post(post, json={"patterns": "VM.*", "endpoints": []}), 400)
         is_problem(http.get("/v1/deliveries", params={"limit": "lots"}), 400)
         # 401: no token, a wrong one

@@ -43,7 +43,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     from csnotify.events import strict_json
 
     try:
-        doc = strict_json(raw.decode("utf-8")) if raw.strip() else None
+        doc = strict_json(raw.decode("utf-8"), unique_keys=True) if raw.strip() else None
     except UnicodeDecodeError:
         raise Malformed("the request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -60,6 +60,11 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def _shape(name: str, value: Any, shape: str) -> Any:
+    if shape == ENDPOINTS and isinstance(value, list):
+        for item in value:
+            extra = sorted(set(item) - {"uri"}) if isinstance(item, dict) else []
+            if extra:
+                raise Malformed(f"unknown field {extra[0]!r} in 'endpoints'; an endpoint has 'uri'")
     ok = {
         STR: isinstance(value, str),
         STRS: isinstance(value, list) and all(isinstance(v, str) for v in value),
