@@ -140,16 +140,18 @@ def listed(store: Store) -> list[Token]:
     return [Token(**row) for row in store.tokens()]
 
 
-def revoke(store: Store, token_id: str) -> Token:
+def revoke(store: Store, token_id: str) -> tuple[Token, bool]:
+    """The token, revoked; and whether this call revoked it (False: it already was)."""
     from csnotify.clock import now_iso
 
     with store.transaction():
         found = {t["id"]: t for t in store.tokens()}
         if token_id not in found:
             raise NotFound(f"no token {token_id!r}; see 'csnotify token list'")
-        if found[token_id]["revoked"] is None:
+        now = found[token_id]["revoked"] is None
+        if now:
             store.revoke_token(token_id, now_iso())
-    return Token(**store.tokens(token_id)[0])
+    return Token(**store.tokens(token_id)[0]), now
 
 
 def authenticate(store: Store, bearer: str, now: str) -> Caller | None:

@@ -308,7 +308,9 @@ def test_tokens_are_shown_once_kept_as_a_hash_and_revocable(cli, db_file: Path) 
     with ApiServer() as server, server.client(token) as http:
         assert http.get("/v1/whoami").json() == {
             "account": "acme", "domain": "ROOT/customers", "scope": "account"}  # fmt: skip
-        assert cli("token", "revoke", token_id).exit_code == 0
+        assert cli("token", "revoke", token_id).stdout.startswith(f"revoked token {token_id} (")
+        again = cli("token", "revoke", token_id).stdout
+        assert f"token {token_id} (account ROOT/customers/acme) was already revoked at 20" in again
         is_problem(http.get("/v1/whoami"), 401)
     r = cli("token", "revoke", "tok_nope", expect=2)
     assert r.exit_code == 2 and "no token 'tok_nope'" in r.stderr

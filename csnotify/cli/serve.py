@@ -183,5 +183,9 @@ def token_revoke(
     from csnotify import tokens
 
     app_state = state(ctx)
-    token = tokens.revoke(app_state.store(), token_id)
-    app_state.say(f"revoked token {token.id} ({token.scope} {token.domain}/{token.account})")
+    token, now = tokens.revoke(app_state.store(), token_id)
+    owner = f"{token.scope} {token.domain}/{token.account}"
+    if now:
+        app_state.say(f"revoked token {token.id} ({owner})")
+    else:
+        app_state.say(f"token {token.id} ({owner}) was already revoked at {token.revoked}")
