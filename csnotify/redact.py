@@ -30,6 +30,8 @@ _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()]+")
 # -H 'Authorization: Bearer X' (a header whose name looks like a credential's)
 _SECRET_FLAG = re.compile(r"^-{1,2}[\w-]*(pass|secret|token|key|auth|cred)[\w-]*$", re.I)
 _USER_FLAG = ("-u", "--user")
+# Clients that take the password glued to -p (-pSECRET): MySQL's and MariaDB's
+_PASSWORD_GLUED = ("mysql", "mariadb")
 _HEADER_ARG = re.compile(r"^([A-Za-z][\w-]*):(?!//)(\s*)\S")
 _SECRET_HEADER = re.compile(r"(pass|secret|token|key|auth|cred|cookie|sig)", re.IGNORECASE)
 
@@ -84,6 +86,8 @@ def mask_command(uri: str) -> str:
     shown = [
         _mask_argument(previous, arg) for previous, arg in zip(["", *argv], argv, strict=False)
     ]
+    if argv and argv[0].rsplit("/", 1)[-1].startswith(_PASSWORD_GLUED):  # mysql -pSECRET
+        shown = [f"-p{MASK}" if a.startswith("-p") and len(a) > 2 else a for a in shown]
     if shown == argv:
         return uri
     return "cmd:" + " ".join(

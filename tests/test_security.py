@@ -466,8 +466,10 @@ CMD_PASSWORD = "cmdPa55word"
 
 def test_path_tokens_query_values_and_command_credentials_are_masked(cli, tmp_path) -> None:
     hook = program(tmp_path, "hook", "#!/bin/sh\ncat >/dev/null\n")
+    mysql = program(tmp_path, "mysql", "#!/bin/sh\ncat >/dev/null\n")
     with Receiver(lambda _r: Answer(500, b"nope")) as rx:
         uris = [f"{rx.url}/services/T0A1B2C3D/B0A1B2C3D/{PATH_TOKEN}",
+                f"cmd:{mysql} -h db -uadmin -p{CMD_PASSWORD}t -P 3306 cmdb",
                 f"{rx.url}/hook?code={QUERY_SECRET}&to=ops",
                 f"cmd:{hook} -u admin:{CMD_PASSWORD} --token={CMD_PASSWORD}x"
                 f" --password {CMD_PASSWORD}y API_KEY={CMD_PASSWORD}z",
@@ -486,6 +488,7 @@ def test_path_tokens_query_values_and_command_credentials_are_masked(cli, tmp_pa
     assert "to=ops" in text and "-u admin:********" in text and "/B0A1B2C3D/********" in text
     assert "--user=admin:********" in text and "'Authorization: ********'" in text
     assert "X-Api-Key:********" in text and "'Accept: text/plain'" in text
+    assert "-uadmin -p******** -P 3306 cmdb" in text  # mysql's glued password
     revealed = cli("show", "s", "--reveal", "--json").stdout
     assert PATH_TOKEN in revealed and CMD_PASSWORD in revealed  # asked for
 
