@@ -42,6 +42,13 @@ BUSY_TIMEOUT_S = 30.0
 MANY = 500  # rows in one multi-row statement
 
 
+def in_chunks(values: Sequence[Any]) -> Iterator[tuple[Sequence[Any], str]]:
+    """``values`` at most MANY at a time, each part with the ``?,?,...`` of its IN list."""
+    for start in range(0, len(values), MANY):
+        part = values[start : start + MANY]
+        yield part, ",".join("?" * len(part))
+
+
 def default_db_path(environ: Mapping[str, str]) -> Path:
     return xdg_home(environ, "XDG_DATA_HOME", ".local/share") / APP_NAME / f"{APP_NAME}.db"
 
@@ -61,14 +68,12 @@ def chosen_store(explicit: str | None, environ: Mapping[str, str]) -> str | Path
     return given if given and is_url(given) else db_path(explicit, environ)
 
 
-def open_store(
-    explicit: str | None, environ: Mapping[str, str], what: str = "--db / CSNOTIFY_DB"
-) -> Store:
-    """The store --db or CSNOTIFY_DB names (``what``: the option errors name)."""
+def open_store(explicit: str | None, environ: Mapping[str, str], what: str | None = None) -> Store:
+    """The store --db or CSNOTIFY_DB names (``what``: another option its errors name)."""
     target = chosen_store(explicit, environ)
     if isinstance(target, str):
         return Store.open_url(target, what)
-    return Store.open(target, what.replace(" / ", " or "))
+    return Store.open(target, what)
 
 
 class StoreBusy(CsnotifyError):
@@ -110,8 +115,10 @@ class Store:
         self.notices: list[str] = []  # for the operator: what opening it changed
 
     @classmethod
-    def open(cls, path: Path, what: str = "--db or CSNOTIFY_DB") -> Store:
-        """The SQLite store, made or migrated; errors say to check ``what``."""
+    def open(cls, path: Path, what: str | None = None) -> Store:
+        """The SQLite store, made or migrated; errors say to check ``what`` (None: --db or
+        CSNOTIFY_DB)."""
+        check = what or "--db or CSNOTIFY_DB"
         try:
             create_private_file(path)
             notices = [
@@ -137,12 +144,12 @@ class Store:
             store.notices = notices
             store.migrate()
         except sqlite3.DatabaseError as exc:
-            raise BadInput(f"cannot use store {path}: {exc}; check {what}") from None
+            raise BadInput(f"cannot use store {path}: {exc}; check {check}") from None
         except PermissionError as exc:
             raise BadInput(f"cannot open store {path}: {exc.strerror}") from None
         except OSError as exc:  # e.g. a directory that cannot be made (--db /proc/x)
             raise BadInput(
-                f"cannot open store {path}: {exc.strerror or exc}; check {what}"
+                f"cannot open store {path}: {exc.strerror or exc}; check {check}"
             ) from None
         return store
 
@@ -160,13 +167,14 @@ class Store:
         return cls(path, conn)
 
     @classmethod
-    def open_url(cls, text: str, what: str = "--db / CSNOTIFY_DB") -> Store:
-        """The store in a MariaDB/MySQL or PostgreSQL database, migrated."""
+    def open_url(cls, text: str, what: str | None = None) -> Store:
+        """The store in a MariaDB/MySQL or PostgreSQL database, migrated; errors name
+        ``what`` (None: --db / CSNOTIFY_DB, as parse_url does)."""
         from csnotify import servers
         from csnotify.migrations import MIGRATIONS
 
-        url = servers.parse_url(text, what)
-        named = "" if what == "--db / CSNOTIFY_DB" else f" (check {what})"
+        url = servers.parse_url(text, what) if what else servers.parse_url(text)
+        named = f" (check {what})" if what else ""
         try:
             conn = servers.connect(url)
         except Unreachable as exc:
@@ -949,9 +957,7 @@ class SourceState:
     def mark_acknowledged(self, event_ids: list[str]) -> None:
         """Ids whose acknowledgement is sent once this transaction is committed: a message
         not marked so was surely not acknowledged (inside a transaction the caller holds)."""
-        for start in range(0, len(event_ids), MANY):
-            chunk = event_ids[start : start + MANY]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(event_ids):
             self.store.conn.execute(
                 f"UPDATE seen_events SET acked = 1 WHERE event_id IN ({marks})",  # noqa: S608
                 chunk,

@@ -37,12 +37,12 @@ from csnotify.events import Event, from_normalised
 from csnotify.pacing import WINDOW_S
 from csnotify.processes import PIDNS, alive
 from csnotify.store import (
-    MANY,
     DeliveryLog,
     DeliveryRecord,
     EndpointCounters,
     PendingBatches,
     SourceState,
+    in_chunks,
 )
 
 if TYPE_CHECKING:
@@ -150,12 +150,8 @@ class Outbox:
                     "UPDATE pending SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
                     [(r.attempts, r.next_at, r.last_error, r.id) for r in changes.retries],
                 )
-            for start in range(0, len(changes.ended), MANY):
-                ended = changes.ended[start : start + MANY]
-                conn.execute(
-                    f"DELETE FROM pending WHERE id IN ({','.join('?' * len(ended))})",  # noqa: S608
-                    ended,
-                )
+            for ended, marks in in_chunks(changes.ended):
+                conn.execute(f"DELETE FROM pending WHERE id IN ({marks})", ended)  # noqa: S608
             batches = [
                 (endpoint_id, None if b is None else (b.kind, b.due, b.to_doc()))
                 for endpoint_id, b in changes.batches.items()
@@ -244,9 +240,7 @@ class Outbox:
             key = (lambda _r: "") if strict else (lambda r: r[1])
             ids = [r[0] for r in candidates if r[0] < blockers.get(key(r), r[0] + 1)]
             rows = []
-            for start in range(0, len(ids), MANY):
-                part = ids[start : start + MANY]
-                marks = ",".join("?" * len(part))
+            for part, marks in in_chunks(ids):
                 conn.execute(
                     f"UPDATE pending SET owner = ?, lease = ? WHERE id IN ({marks})",  # noqa: S608
                     (OWNER, now + LEASE_S, *part),
@@ -290,13 +284,11 @@ class Outbox:
             ).fetchone()[0]
             return {} if first is None else {"": first}
         out: dict[str, int] = {}
-        keys = sorted(resources)
-        for start in range(0, len(keys), MANY):
-            part = keys[start : start + MANY]
+        for part, marks in in_chunks(sorted(resources)):
             out.update(
                 conn.execute(
                     "SELECT resource, min(id) FROM pending WHERE endpoint_id = ?"  # noqa: S608
-                    f" AND resource IN ({','.join('?' * len(part))}) AND {held} GROUP BY resource",
+                    f" AND resource IN ({marks}) AND {held} GROUP BY resource",
                     (endpoint_id, *part, OWNER, now),
                 ).fetchall()
             )
@@ -323,20 +315,18 @@ class Outbox:
                     for row in mine:
                         row.claimed = False
                 continue
-            keys = sorted({row.resource for row in mine})
-            taken: set[str] = set()
-            for start in range(0, len(keys), MANY):
-                part = keys[start : start + MANY]
-                taken.update(
+            not_mine: set[str] = set()  # resources with a row another's, or nobody's
+            for part, marks in in_chunks(sorted({row.resource for row in mine})):
+                not_mine.update(
                     r[0]
                     for r in conn.execute(
                         "SELECT DISTINCT resource FROM pending WHERE endpoint_id = ?"  # noqa: S608
-                        f" AND resource IN ({','.join('?' * len(part))}) AND {not_ours}",
+                        f" AND resource IN ({marks}) AND {not_ours}",
                         (endpoint_id, *part, OWNER),
                     )
                 )
             for row in mine:
-                if row.resource in taken:
+                if row.resource in not_mine:
                     row.claimed = False
 
     def take_orphan_batches(self) -> list[tuple[int, str, str, float, str]]:
