@@ -41,6 +41,12 @@ def listener_state(listener: dict[str, Any], now: float, host: str) -> tuple[str
     return "running", None
 
 
+def running_listeners(state: SourceState) -> list[dict[str, Any]]:
+    """The listener runs on the store that run now (as ``status`` judges them)."""
+    moment, host = time.time(), socket.gethostname()
+    return [run for run in state.listeners() if listener_state(run, moment, host)[0] == "running"]
+
+
 def collect(store: Store, now: float | None = None) -> dict[str, Any]:
     from csnotify.mutes import active
 

@@ -46,22 +46,19 @@ def held(store: Store) -> dict[str, int]:
 
 
 def _refuse_running(target: Store) -> None:
-    """--replace under a listener or serve that runs on the target would change its state
-    beneath it (its subscriptions, claims and counters)."""
-    import socket
-    import time
-
-    from csnotify.status import listener_state
+    """--replace under a listener that runs on the target would change its state beneath
+    it (its subscriptions, claims and counters)."""
+    from csnotify.status import running_listeners
     from csnotify.store import SourceState
 
-    host = socket.gethostname()
-    for run in SourceState(target).listeners():
-        if listener_state(run, time.time(), host)[0] == "running":
-            raise BadInput(
-                f"--to {target.location} is in use: a {run.get('source')} listener runs on it"
-                f" (host {run.get('host')}, pid {run.get('pid')}); stop it first, then copy"
-                " with --replace"
-            )
+    running = running_listeners(SourceState(target))
+    if running:
+        run = running[0]
+        raise BadInput(
+            f"--to {target.location} is in use: a {run.get('source')} listener runs on it"
+            f" (host {run.get('host')}, pid {run.get('pid')}); stop it first, then copy"
+            " with --replace"
+        )
 
 
 def copy_store(source: Store, target: Store, replace: bool = False) -> dict[str, int]:

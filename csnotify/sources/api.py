@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -208,11 +206,7 @@ def _other_poller(state: SourceState) -> dict[str, Any] | None:
     """Another API listener running on this store (its process alive, or its heartbeat
     recent on another host), if any: one cursor, one poller."""
     from csnotify.delivery.outbox import OWNER
-    from csnotify.status import listener_state
+    from csnotify.status import running_listeners
 
-    host, now = socket.gethostname(), time.time()
-    for other in state.listeners():
-        another_api = other.get("source") == "api" and other.get("id") != OWNER
-        if another_api and listener_state(other, now, host)[0] == "running":
-            return other
-    return None
+    others = running_listeners(state)
+    return next((o for o in others if o.get("source") == "api" and o.get("id") != OWNER), None)
