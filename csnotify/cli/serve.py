@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from csnotify.cli.common import JSON_OPT, AppState, CsnotifyGroup, app, render, state
 from csnotify.errors import BadInput
+
+if TYPE_CHECKING:
+    from csnotify.store import Store
 
 
 @app.command()
@@ -43,22 +47,14 @@ def serve(
 
     from csnotify import aio, logs
     from csnotify.api.server import serve as run_server
-    from csnotify.config import parse_listen
 
     app_state = state(ctx)
-    host, port = parse_listen(listen, "127.0.0.1:8787 or [::1]:8787")
+    host, port = api_address(listen, app_state)
     ssl_context = _tls(tls_cert, tls_key)
     settings = app_state.settings()
-    from csnotify.policy import Policy
-
-    Policy.from_settings(settings)  # refuse bad api.* settings before listening
     store = app_state.store()
     logs.setup(app_state.terminal.stderr, app_state.verbose, app_state.quiet)
-    terminal = app_state.terminal
-
-    def ready(url: str) -> None:
-        terminal.err(f"csnotify: serving the API on {url}/v1 (store {store.location})")
-        terminal.stderr.flush()
+    ready = announcer(app_state, store)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -71,6 +67,27 @@ def serve(
         app_state.say(f"stopped serving; answered {counts or 'no requests'}")
 
     aio.run(run())
+
+
+def api_address(text: str, app_state: AppState, option: str = "--listen") -> tuple[str, int]:
+    """Where to serve the API (serve --listen, listen --api); bad api.* settings are
+    refused before anything listens."""
+    from csnotify.config import parse_listen
+    from csnotify.policy import Policy
+
+    at = parse_listen(text, "127.0.0.1:8787 or [::1]:8787", option=option)
+    Policy.from_settings(app_state.settings())
+    return at
+
+
+def announcer(app_state: AppState, store: Store) -> Callable[[str], None]:
+    """What says, once the API listens, where (and on which store)."""
+
+    def ready(url: str) -> None:
+        app_state.terminal.err(f"csnotify: serving the API on {url}/v1 (store {store.location})")
+        app_state.terminal.stderr.flush()
+
+    return ready
 
 
 def _tls(cert: Path | None, key: Path | None) -> object:

@@ -167,12 +167,9 @@ def _api_address(api: str | None, one_shot: bool, app_state: AppState) -> tuple[
         return None
     if one_shot:
         raise BadInput("--api serves while listen runs; drop --once and --dry-run with it")
-    from csnotify.config import parse_listen
-    from csnotify.policy import Policy
+    from csnotify.cli.serve import api_address
 
-    at = parse_listen(api, "127.0.0.1:8787 or [::1]:8787", option="--api")
-    Policy.from_settings(app_state.settings())  # bad api.* settings: refused before listening
-    return at
+    return api_address(api, app_state, "--api")
 
 
 async def _serve_beside(
@@ -185,14 +182,15 @@ async def _serve_beside(
     import asyncio
 
     from csnotify.api.server import serve as run_server
+    from csnotify.cli.serve import announcer
     from csnotify.store import open_store
 
     store = open_store(app_state.db, app_state.terminal.environ)
     listening = asyncio.get_running_loop().create_future()
+    announce = announcer(app_state, store)
 
     def ready(url: str) -> None:
-        app_state.terminal.err(f"csnotify: serving the API on {url}/v1 (store {store.location})")
-        app_state.terminal.stderr.flush()
+        announce(url)
         listening.set_result(url)
 
     async def serve() -> None:
