@@ -6,10 +6,15 @@ a pending delivery costs on each, all in one run.
 Usage: .venv/bin/python bench/listeners.py [--events 3000] [--claims 3000]
 
 Measures:
-- drain: the listeners start and attach to the queue, then M bus messages are published
-  at once; from the first publish to the last receipt at a signed webhook (an aiohttp
-  receiver in its own process). Rates, and two listeners against one on the same store.
-  Goal: two listeners on a server database drain at >= 1.5x one listener.
+- drain: M bus messages wait in the queue (a backlog, as after an outage), then one or
+  two listeners start and drain it; messages a second from the first receipt at a signed
+  webhook (an aiohttp receiver in its own process) to the last. Rates, and two listeners
+  against one on the same store. Goal: two listeners on a server database drain at
+  >= 1.5x one listener.
+- CPU by role: what the listeners, the database server, the broker, the receiver and the
+  rest of the machine spent per 1,000 events during the drain (/proc), and how busy the
+  machine was. On a machine with few cores this tells whether the listeners or the
+  machine set the limit.
 - claim cost: N pending deliveries of one endpoint committed unclaimed, then claimed
   by ``Outbox.claim`` 100 at a time (as a worker refills its window) and, apart, one at a
   time; time per delivery, against SQLite.
@@ -30,7 +35,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import Bus
+from latency import Bus, get_json
 from results import write_section
 from store import REPO, SERVERS  # the servers on this machine, as bench/store.py measures them
 
@@ -68,6 +73,42 @@ class Database:
             conn.close()
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+GROUPS = {"mariadbd": "database", "postgres": "database", "beam.smp": "broker"}
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's command name and CPU seconds (user + system) so far."""
+    out: dict[int, tuple[str, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
+        fields = rest.split()
+        out[int(stat.parent.name)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+def machine_busy() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / TICK, sum(fields) / TICK
+
+
+def cpu_used(before: dict[int, tuple[str, float]], roles: dict[int, str]) -> dict[str, float]:
+    """CPU seconds spent since ``before``, by role: the pids in ``roles`` by theirs, the
+    servers by GROUPS, everything else 'other'."""
+    used: dict[str, float] = {}
+    for pid, (name, now) in cpu_by_process().items():
+        spent = now - before.get(pid, (name, 0.0))[1]
+        role = roles.get(pid) or GROUPS.get(name, "other")
+        used[role] = used.get(role, 0.0) + spent
+    return used
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -76,36 +117,40 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-async def consumers(bus: Bus) -> int:
-    queue = await bus.channel.declare_queue(bus.queue, durable=True, passive=True)
-    return int(queue.declaration_result.consumer_count)
+# CPU ms per 1,000 events by role, and the machine's busy share, per drain
+CPU: dict[tuple[str, int], list[dict[str, float]]] = {}
 
 
 async def drain(tmp: Path, kind: str, listeners: int, count: int, profile: str | None) -> float:
-    """Messages a second, from the first publish to the last receipt."""
+    """A backlog of ``count`` bus messages drained: messages a second from the first
+    receipt at the webhook to the last (receiver's clock). What each role spent of the
+    CPU over the same span (from the first receipt seen) goes into CPU."""
     with Database(kind, tmp) as url:
         bus = Bus(tmp, f"{kind}-{listeners}")
         bus.env["CSNOTIFY_DB"] = url
         await bus.connect()
-        bus.subscribe(f"{bus.base}/drain", "drain")
+        bus.subscribe(f"{bus.base}/timed/drain", "drain")
         await bus.declare()
+        for i in range(count):
+            await bus.publish(4_000_000 + i)
+        while await bus.queued() < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
         procs = [bus.listen() for _ in range(listeners)]
+        roles = {proc.pid: "listeners" for proc in procs}
+        roles |= {bus.receiver.pid: "receiver", os.getpid(): "publisher"}
         if profile:  # py-spy on the first listener
             spy = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
                 [str(REPO / ".venv" / "bin" / "py-spy"), "record", "-r", "300", "-f", "raw",
-                 "-o", profile, "--pid", str(procs[0].pid)],
+                 "--idle", "-o", profile, "--pid", str(procs[0].pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         try:
-            deadline = time.monotonic() + 30
-            while await consumers(bus) < listeners and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(0.5)
-            t0 = time.perf_counter()
-            for i in range(count):
-                await bus.publish(4_000_000 + i)
-            got = await bus.wait("/drain", count, 300)
-            rate = got / (time.perf_counter() - t0)
+            await bus.wait("/timed/drain", 1, 60)
+            before, busy0 = cpu_by_process(), machine_busy()
+            got = await bus.wait("/timed/drain", count, 300)
+            used, busy1 = cpu_used(before, roles), machine_busy()
+            arrivals = sorted(get_json(bus.base + "/times").values())
+            rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
         finally:
             for proc in procs:
                 stop(proc)
@@ -114,6 +159,9 @@ async def drain(tmp: Path, kind: str, listeners: int, count: int, profile: str |
                 spy.wait(timeout=30)
             await bus.close()
     assert got == count, (kind, listeners, got)
+    share = {role: spent * 1e6 / (count - 1) for role, spent in used.items()}
+    share["machine busy"] = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
+    CPU.setdefault((kind, listeners), []).append(share)
     return rate
 
 
@@ -144,8 +192,34 @@ def claim_cost(tmp: Path, kind: str, count: int, batch: int) -> float:
     return elapsed / count * 1e6
 
 
-async def main(events: int, claims: int, rounds: int, profile: str | None) -> str:
-    kinds = ["sqlite", "mysql", "postgresql"]
+ROLES = ("listeners", "database", "broker", "receiver", "publisher", "other")
+
+
+def cpu_table(kinds: list[str]) -> list[str]:
+    """CPU ms per 1,000 events by role (medians of the rounds) and the machine's busy share."""
+    lines = [
+        "CPU spent per 1,000 events, by role (ms, from /proc, medians of the rounds), and how"
+        " busy the whole machine was during the drain:",
+        "",
+        "| store | listeners | " + " | ".join(ROLES) + " | all | machine busy |",
+        "|---|---:|" + "---:|" * (len(ROLES) + 2),
+    ]
+    for kind in kinds:
+        for n in (1, 2):
+            runs = CPU.get((kind, n), [])
+            if not runs:
+                continue
+            keys = (*ROLES, "machine busy")
+            med = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in keys}
+            cells = " | ".join(f"{med[role]:.0f}" for role in ROLES)
+            total = sum(med[role] for role in ROLES)
+            lines.append(
+                f"| {NAMES[kind]} | {n} | {cells} | {total:.0f} | {med['machine busy']:.0%} |"
+            )
+    return lines
+
+
+async def main(events: int, claims: int, rounds: int, profile: str | None, kinds: list[str]) -> str:
     runs: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -162,17 +236,18 @@ async def main(events: int, claims: int, rounds: int, profile: str | None) -> st
             for kind in kinds
             for batch in (100, 1)
         }
-    base = rates["sqlite", 1]
+    base = rates.get(("sqlite", 1))
     lines = [
         "## Several listeners on one store (bench/listeners.py)",
         "",
         f"Command: `.venv/bin/python bench/listeners.py --events {events} --claims {claims}"
         f" --rounds {rounds}`; drain rates are medians of the rounds, one and two listeners"
         " alternating."
-        " Real RabbitMQ, MariaDB and PostgreSQL on 127.0.0.1; `csnotify listen --source amqp`"
-        " with the default settings, one or two processes on one queue and one store, into one"
-        " signed webhook (an aiohttp receiver in its own process); the machine has"
-        f" {os.cpu_count()} cores for all of them.",
+        f" A backlog of {events:,} messages in a real RabbitMQ queue is drained by"
+        " `csnotify listen --source amqp` with the default settings, one or two processes on"
+        " that queue and one store (MariaDB, PostgreSQL on 127.0.0.1, or a SQLite file), into"
+        " one signed webhook (an aiohttp receiver in its own process); rate from the first"
+        f" receipt to the last. The machine has {os.cpu_count()} cores for all of them.",
         "",
         "| store | one listener | two listeners | two / one | one listener / SQLite's |",
         "|---|---:|---:|---:|---:|",
@@ -180,8 +255,12 @@ async def main(events: int, claims: int, rounds: int, profile: str | None) -> st
     for kind in kinds:
         one, two = rates[kind, 1], rates[kind, 2]
         lines.append(
-            f"| {NAMES[kind]} | {one:,.0f}/s | {two:,.0f}/s | {two / one:.2f}x | {one / base:.2f} |"
+            f"| {NAMES[kind]} | {one:,.0f}/s | {two:,.0f}/s | {two / one:.2f}x |"
+            f" {f'{one / base:.2f}' if base else '-'} |"
         )
+    lines += ["", *cpu_table(kinds)]
+    if base is None:
+        return "\n".join(lines)
     lines += [
         "",
         "Claim cost per delivery (`Outbox.claim`, one endpoint; a worker claims up to 512 at"
@@ -195,7 +274,7 @@ async def main(events: int, claims: int, rounds: int, profile: str | None) -> st
             f"| {NAMES[kind]} | {cost[kind, 100]:.0f} µs | {cost[kind, 1]:.0f} µs |"
             f" {cost[kind, 100] / cost['sqlite', 100]:.2f} |"
         )
-    met = {kind: rates[kind, 2] / rates[kind, 1] >= 1.5 for kind in ("mysql", "postgresql")}
+    met = {kind: rates[kind, 2] / rates[kind, 1] >= 1.5 for kind in kinds if kind != "sqlite"}
     lines += [
         "",
         "Goal (two listeners on a server database drain at >= 1.5x one): "
@@ -211,8 +290,13 @@ if __name__ == "__main__":
     parser.add_argument("--claims", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", help="py-spy raw output prefix (first listener, servers)")
+    parser.add_argument(
+        "--stores", default="sqlite,mysql,postgresql", help="which stores (results not saved"
+        " unless all three)"
+    )  # fmt: skip
     args = parser.parse_args()
-    body = asyncio.run(main(args.events, args.claims, args.rounds, args.profile))
-    if not args.profile:
+    kinds = args.stores.split(",")
+    body = asyncio.run(main(args.events, args.claims, args.rounds, args.profile, kinds))
+    if not args.profile and len(kinds) == 3:
         write_section("listeners", body)
     print(body)

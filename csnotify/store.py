@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -738,12 +739,40 @@ class EndpointCounters:
         return {r[0]: (bool(r[1]), int(r[2])) for r in rows}
 
 
+class Untrimmed:
+    """Rows this process wrote to a bounded table, per key, since it last trimmed that key.
+    A trim costs statements (on a server, round trips) in the transaction that every
+    delivery waits on, so a table is trimmed once ``every`` more rows of a key are written,
+    and at the end of a run (``take``), not at every commit."""
+
+    def __init__(self) -> None:
+        self.counts: dict[Any, int] = {}
+
+    def due(self, key: Any, written: int, every: int) -> bool:
+        """Note ``written`` more rows of ``key``; True (and start over) when it is due."""
+        count = self.counts.get(key, 0) + written
+        if count >= every:
+            self.counts.pop(key, None)
+            return True
+        self.counts[key] = count
+        return False
+
+    def take(self) -> list[Any]:
+        """The keys written since their last trim; forgotten here."""
+        keys, self.counts = sorted(self.counts), {}
+        return keys
+
+
 class DeliveryLog:
     """The log of delivery outcomes, trimmed to ``log_max`` rows per endpoint (what is
-    trimmed is counted by the minute), and what ``deliveries`` and ``redeliver`` read."""
+    trimmed is counted by the minute), and what ``deliveries`` and ``redeliver`` read.
+    A running listener trims an endpoint's log once it has written ``log_max`` more rows
+    of it, and again when it stops: the log holds up to twice ``log_max`` rows (more with
+    several listeners) between trims."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.untrimmed = Untrimmed()
         self._count_trimmed = store.dialect.upsert(
             "trimmed",
             ("endpoint_id", "minute", "status", "count"),
@@ -760,7 +789,15 @@ class DeliveryLog:
             f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
             [_record_values(r) for r in records],
         )
-        for endpoint_id in sorted({r.endpoint_id for r in records}):
+        written = Counter(r.endpoint_id for r in records)
+        for endpoint_id in sorted(written):
+            if self.untrimmed.due(endpoint_id, written[endpoint_id], log_max):
+                self._trim(endpoint_id, log_max)
+
+    def trim_written(self, log_max: int) -> None:
+        """Trim every endpoint written since its last trim (inside a transaction the
+        caller holds): the end of a run."""
+        for endpoint_id in self.untrimmed.take():
             self._trim(endpoint_id, log_max)
 
     def _trim(self, endpoint_id: int, log_max: int) -> None:
@@ -914,12 +951,14 @@ class NameStore:
 
 class SourceState:
     """What sources keep between runs: cursors (api) and recently seen event ids (amqp
-    redeliveries), the latter bounded to ``max_seen`` rows."""
+    redeliveries), the latter bounded to ``max_seen`` rows (trimmed once 1% of that has
+    been written, and when a run ends: up to 1% more between trims)."""
 
     def __init__(self, store: Store, max_seen: int = 100_000) -> None:
         self.store = store
         self.max_seen = max_seen
         self._data_version: Any = None
+        self.untrimmed = Untrimmed()
 
     def cursor(self, source: str) -> dict[str, Any] | None:
         row = self.store.conn.execute(
@@ -974,6 +1013,18 @@ class SourceState:
             dialect.insert_ignore("seen_events", ("event_id", "seen_at", "digest")),
             [(i, now, d) for i, d in events],
         )
+        if self.untrimmed.due("seen", len(events), max(1, self.max_seen // 100)):
+            self.forget_oldest()
+
+    def trim_written(self) -> None:
+        """``forget_oldest`` if this process remembered ids since it last did: the end of
+        a run (inside a transaction the caller holds)."""
+        if self.untrimmed.take():
+            self.forget_oldest()
+
+    def forget_oldest(self) -> None:
+        """Forget the seen ids beyond ``max_seen`` (inside a transaction the caller holds)."""
+        conn, dialect = self.store.conn, self.store.dialect
         # in two statements: MySQL deletes from no table its subquery reads
         (newest,) = conn.execute(f"SELECT MAX({dialect.sequence}) FROM seen_events").fetchone()  # noqa: S608
         conn.execute(

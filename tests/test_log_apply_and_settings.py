@@ -97,6 +97,30 @@ def test_trimming_keeps_the_newest_and_counts_what_went_by_the_minute(
     assert log.trimmed([ep], "2026-11-26T10:01:00Z", None, failed=False) == 3  # ev-4, 5, 6
 
 
+def test_a_running_listener_trims_once_log_max_more_are_written_and_at_its_end(
+    logged: tuple[Store, int],
+) -> None:
+    """Trimming costs statements in the transaction every delivery waits on, so one log
+    trims an endpoint once it wrote log_max more rows of it, and when the run ends."""
+    store, ep = logged
+    log = DeliveryLog(store)
+    kept = lambda: len(log.rows(limit=1000))  # noqa: E731
+    for n in range(5):  # log_max 3: a trim at the 3rd (nothing to drop), the next at the 6th
+        with store.transaction():
+            log.write([record(ep, n, "delivered")], 3)
+    assert kept() == 5
+    with store.transaction():
+        log.write([record(ep, 5, "delivered")], 3)  # 3 written since the trim: trimmed
+    assert [r["event_id"] for r in log.rows()] == ["ev-5", "ev-4", "ev-3"]
+    with store.transaction():
+        log.write([record(ep, 6, "delivered")], 3)
+    assert kept() == 4  # between trims the log holds more than log_max
+    with store.transaction():
+        log.trim_written(3)  # the run ends
+    assert [r["event_id"] for r in log.rows()] == ["ev-6", "ev-5", "ev-4"]
+    assert log.trimmed([ep], None, None, failed=False) == 4
+
+
 # -- subscriptions.apply ----------------------------------------------------------------
 
 

@@ -447,6 +447,23 @@ def test_the_cli_round_trip_on_every_backend(cli, backend: str, fast_retries) ->
     assert cli("--db", backend, "list", "--json").json() == []
 
 
+def test_seen_ids_are_trimmed_once_a_hundredth_of_the_bound_is_written(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "seen.db")
+    count = lambda: store.conn.execute("SELECT count(*) FROM seen_events").fetchone()[0]  # noqa: E731
+    state = SourceState(store, max_seen=200)  # a trim every 2 ids written
+    with store.transaction():
+        state.remember([(f"e{i}", None) for i in range(201)])  # 201 written: trimmed
+    assert count() == 200
+    with store.transaction():
+        state.remember([("e201", None)])  # 1 since the trim: kept for now
+    assert count() == 201
+    with store.transaction():
+        state.trim_written()  # the run ends
+    assert count() == 200
+    ids = {r[0] for r in store.conn.execute("SELECT event_id FROM seen_events")}
+    assert "e0" not in ids and "e1" not in ids and "e201" in ids  # the oldest forgotten
+
+
 def test_source_state_and_batches_on_every_backend(backend: str) -> None:  # noqa: F811
     store = open_store(backend, {})
     other = open_store(backend, {})

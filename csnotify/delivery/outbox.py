@@ -357,6 +357,13 @@ class Outbox:
                     out.append((endpoint_id, key, kind, due, doc))
         return out
 
+    def trim(self) -> None:
+        """The run ends: trim what this process wrote to bounded tables since it last
+        trimmed them (the delivery log, seen ids)."""
+        with self.store.transaction():
+            self.log.trim_written(self.log_max)
+            self.state.trim_written()
+
     def renew(self) -> None:
         with self.store.transaction():
             self.store.conn.execute(

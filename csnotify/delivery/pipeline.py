@@ -460,4 +460,8 @@ class Pipeline:
             await self.db(self.outbox.release)
         except Exception:
             log.exception("could not release pending deliveries (they are taken over later)")
+        try:
+            await self.db(self.outbox.trim)
+        except Exception:
+            log.exception("could not trim the delivery log and seen ids (a later trim does)")
         await self.channels.close()
