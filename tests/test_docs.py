@@ -109,6 +109,9 @@ def test_values_complete(db_file) -> None:
         "smseagle://********@127.0.0.1:9/+15551230000",
     ]
     assert complete("csnotify enable other --endpoint ", 4) == ["https://other.example/b"]
+    assert complete("csnotify update pager --remove-to sms", 4) == [
+        "smseagle://********@127.0.0.1:9/+15551230000"
+    ]
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")

@@ -340,7 +340,11 @@ def update(
         [], "--add-to", metavar="URI", help="Add an endpoint (-: URIs from stdin, one a line)."
     ),
     remove_to: list[str] = typer.Option(
-        [], "--remove-to", metavar="URI", help="Remove an endpoint."
+        [],
+        "--remove-to",
+        metavar="URI",
+        help="Remove an endpoint (as list shows it, or in full).",
+        autocompletion=complete_endpoints,
     ),
     rename: str | None = typer.Option(None, "--rename", metavar="NEW", help="Rename it."),
     key: str | None = typer.Option(
