@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from csnotify import __version__, aio, subscriptions
-from csnotify.api import bodies
+from csnotify import __version__, aio
+from csnotify.api import bodies, operations
 from csnotify.errors import BadInput, CsnotifyError, NameTaken, NotFound, Unreachable
 from csnotify.logs import NOTICE
 from csnotify.policy import Policy, PolicyRefused
@@ -38,7 +38,6 @@ from csnotify.tokens import Caller, authenticate
 
 if TYPE_CHECKING:
     from csnotify.config import Settings
-    from csnotify.models import Subscription
     from csnotify.store import Store
 
 log = logging.getLogger("csnotify.api")
@@ -246,28 +245,7 @@ class Api:
             )
         raise ApiProblem(401, detail, {"WWW-Authenticate": 'Bearer realm="csnotify"'})
 
-    async def body(
-        self, request: web.Request, fields: dict[str, str], nullable: tuple[str, ...] = ()
-    ) -> dict[str, Any]:
-        doc = bodies.parse_json(await request.read())
-        bodies.checked(doc, fields, nullable)
-        return doc
-
-    def within(self, request: web.Request) -> Callable[[Any], bool]:
-        caller: Caller = request["caller"]
-        return caller.sees
-
-    def bound(self, request: web.Request) -> Policy | None:
-        """The policy for this caller's subscriptions; a global caller is an operator."""
-        return None if request["caller"].scope == "global" else self.policy
-
-    async def doc(self, sub: Any) -> dict[str, Any]:
-        from csnotify.status import subscription_docs
-
-        (data,) = await self.run(subscription_docs, self.store, [sub])
-        return data  # type: ignore[no-any-return]
-
-    # -- routes ----------------------------------------------------------------------
+    # -- routes: each calls its operation (operations.py), as /client/api does -------
 
     async def openapi(self, request: web.Request) -> web.Response:
         from csnotify.api.openapi import document
@@ -275,155 +253,62 @@ class Api:
         return web.json_response(document(__version__))
 
     async def list_subscriptions(self, request: web.Request) -> web.Response:
-        from csnotify.status import subscription_docs
-
-        def docs() -> list[dict[str, Any]]:
-            subs = subscriptions.visible(self.store, self.within(request))
-            return subscription_docs(self.store, subs)
-
-        return web.json_response(await self.run(docs))
+        return web.json_response(await operations.list_subscriptions(self, request["caller"]))
 
     async def create(self, request: web.Request) -> web.Response:
-        doc = await self.body(request, bodies.CREATE_FIELDS)
-        caller: Caller = request["caller"]
-        created = await self.run(
-            lambda: subscriptions.subscribe(
-                self.store,
-                bodies.subscription_input(doc),
-                enabled=doc.get("enabled", True),
-                owner=caller.owner(),
-                policy=self.bound(request),
-            )
-        )
-        data = await self.doc(created.subscription)
-        if created.generated_key:
-            data["generated_key"] = created.generated_key
-        self._add_notes(data, created.subscription)
-        location = f"/v1/subscriptions/{created.subscription.name}"
+        doc = bodies.parse_json(await request.read())
+        data = await operations.create(self, request["caller"], doc)
+        location = f"/v1/subscriptions/{data['name']}"
         return web.json_response(data, status=201, headers={"Location": location})
 
     async def show(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        sub = await self.run(subscriptions.find, self.store, name, self.within(request))
-        return web.json_response(await self.doc(sub))
+        return web.json_response(await operations.show(self, request["caller"], name))
 
     async def update(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        doc = await self.body(request, bodies.UPDATE_FIELDS, nullable=("key",))
-        no_key = "key" in doc and doc["key"] is None
-        spec = bodies.subscription_input({k: v for k, v in doc.items() if v is not None})
-        result = await self.run(
-            lambda: subscriptions.update(
-                self.store,
-                name,
-                spec,
-                no_key=no_key,
-                policy=self.bound(request),
-                within=self.within(request),
-            )
-        )
-        data = await self.doc(result.subscription)
-        if result.generated_key:
-            data["generated_key"] = result.generated_key
-        self._add_notes(data, result.subscription)
-        return web.json_response(data)
-
-    def _add_notes(self, data: dict[str, Any], sub: Subscription) -> None:
-        """What the CLI says as notes after subscribe (a setting that does nothing here,
-        filters the bus cannot match without API keys), as ``notes``."""
-        keys = bool(self.settings["cloudstack.api_key"] and self.settings["cloudstack.secret_key"])
-        if said := subscriptions.notes(sub, keys):
-            data["notes"] = said
+        doc = bodies.parse_json(await request.read())
+        return web.json_response(await operations.update(self, request["caller"], name, doc))
 
     async def delete(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        await self.run(
-            lambda: subscriptions.unsubscribe(self.store, name, within=self.within(request))
-        )
+        await operations.delete(self, request["caller"], request.match_info["name"])
         return web.Response(status=204)
 
     async def switch(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         enabled = request.path.endswith("/enable")
-        sub = await self.run(
-            lambda: subscriptions.set_enabled(
-                self.store, name, enabled, within=self.within(request)
-            )
+        return web.json_response(
+            await operations.set_enabled(self, request["caller"], name, enabled)
         )
-        return web.json_response(await self.doc(sub))
 
     async def test(self, request: web.Request) -> web.Response:
-        from csnotify.delivery.settings import DeliverySettings
-        from csnotify.dispatch import test_endpoints
-
         name = request.match_info["name"]
-        sub = await self.run(subscriptions.find, self.store, name, self.within(request))
-        results = await test_endpoints(sub, DeliverySettings.from_settings(self.settings))
-        return web.json_response([r.as_json() for r in results])
+        return web.json_response(await operations.test(self, request["caller"], name))
 
     async def deliveries(self, request: web.Request) -> web.Response:
-        from csnotify.store import DeliveryLog
-
-        name = request.query.get("subscription")
-        failed = _flag(request, "failed")
-        limit = _whole(request, "limit", 50)
-
-        def rows() -> list[dict[str, Any]]:
-            within = self.within(request)
-            log_ = DeliveryLog(self.store)
-            if name is not None:
-                subscriptions.find(self.store, name, within)
-                return log_.rows(name, failed, limit)
-            if request["caller"].scope == "global":
-                return log_.rows(None, failed, limit)
-            found = [
-                r for s in subscriptions.visible(self.store, within)
-                for r in log_.rows(s.name, failed, limit)
-            ]  # fmt: skip
-            return sorted(found, key=lambda r: r["at"], reverse=True)[:limit]
-
-        return web.json_response(await self.run(rows))
+        query = request.query
+        rows = await operations.deliveries(
+            self,
+            request["caller"],
+            query.get("subscription"),
+            operations.flag(query.get("failed"), "query parameter 'failed'"),
+            operations.whole(query.get("limit"), "query parameter 'limit'", 50),
+        )
+        return web.json_response(rows)
 
     async def event_types(self, request: web.Request) -> web.Response:
-        from csnotify.reach import catalog
-
-        return web.json_response(catalog(request.query.get("match")))
+        return web.json_response(operations.event_types(request.query.get("match")))
 
     async def match(self, request: web.Request) -> web.Response:
-        from csnotify import reach
-
-        event = reach.typed_event(
-            request.query.get("type"),
-            request.query.get("level", "INFO"),
-            request.query.getall("where", []),
-        )
-
-        def verdicts() -> list[dict[str, Any]]:
-            subs = subscriptions.visible(self.store, self.within(request))
-            return reach.verdicts(self.store, event, subs)
-
-        return web.json_response(
-            {"event": event.fields(), "subscriptions": await self.run(verdicts)}
-        )
+        query = request.query
+        found = await operations.match(
+            self, request["caller"], query.get("type"), query.get("level"),
+            query.getall("where", []),
+        )  # fmt: skip
+        return web.json_response(found)
 
     async def whoami(self, request: web.Request) -> web.Response:
         return web.json_response(request["caller"].as_json())
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    value = request.query.get(name, "false").lower()
-    if value not in ("true", "false", "1", "0"):
-        raise bodies.Malformed(f"query parameter {name!r} must be true or false")
-    return value in ("true", "1")
-
-
-def _whole(request: web.Request, name: str, default: int) -> int:
-    value = request.query.get(name)
-    if value is None:
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= 10_000:
-        raise bodies.Malformed(f"query parameter {name!r} must be a whole number from 1 to 10000")
-    return int(value)
 
 
 def application(store: Store, settings: Settings) -> tuple[web.Application, Api]:
