@@ -151,8 +151,11 @@ class Api:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        from csnotify.api import commands
+
         started = time.monotonic()
         caller: Caller | None = None
+        cloudstack = request.path == commands.PATH
         try:
             if request.path != "/v1/openapi.json":
                 # failed authentications count against the address they come from, so
@@ -161,7 +164,7 @@ class Api:
                 # another's wrong token; a signed request, whose check may cost look-ups
                 # in CloudStack, is held back before it while its address is over)
                 address = f"address:{request.remote}"
-                if signed_params(request):
+                if cloudstack or signed_params(request):
                     self.throttle(self.failures.exhausted(address, time.monotonic()), REFUSED)
                 try:
                     caller = await self.caller(request)
@@ -171,41 +174,50 @@ class Api:
                 self.throttle(self.limit.wait(caller.via, time.monotonic()))
                 request["caller"] = caller
             response = await handler(request)
-        except ApiProblem as exc:
-            response = problem(exc.status, exc.detail, exc.headers)
-        except NameTaken:  # names are one namespace: the CLI's hint is no use to a tenant
-            response = problem(409, "that name is taken; choose another 'name'")
-        except CsnotifyError as exc:
-            response = problem(status_of(exc), exc.message)
-        except web.HTTPRequestEntityTooLarge:
-            response = problem(
-                413,
-                f"the request body is larger than {self.settings['api.max_body_bytes']} bytes"
-                " (api.max_body_bytes)",
-            )
-        except web.HTTPException as exc:  # aiohttp's own: unknown path, method not allowed
-            detail = {
-                404: f"no such resource {request.path}; see /v1/openapi.json",
-                405: f"{request.method} is not allowed on {request.path}; see /v1/openapi.json",
-            }.get(exc.status, exc.reason)
-            response = problem(exc.status, detail, {k: v for k, v in exc.headers.items()
-                                                    if k == "Allow"})  # fmt: skip
-        except ConnectionResetError:  # the caller went away before its body ended
-            response = problem(400, "the connection closed before the request body ended")
-        except Exception as exc:
-            log.exception("internal error on %s %s", request.method, request.path)
-            response = problem(500, f"internal error: {type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 - every failure is answered, none escapes
+            status, detail, headers = self.failure(request, exc)
+            if cloudstack:
+                response = commands.error(request.get("params"), status, detail, headers)
+            else:
+                response = problem(status, detail, headers)
         self.counts.add(response.status)
         log.log(
             NOTICE,  # an access log: shown by default, silenced by -q
-            "%s %s %s %.1f ms caller=%s",
+            "%s %s%s %s %.1f ms caller=%s",
             request.method,
             request.path,  # the query is left out: a signed request carries its signature there
+            f" {commands.named(request.get('params'))}" if cloudstack else "",
             response.status,
             (time.monotonic() - started) * 1000,
             caller.via if caller else "-",
         )
         return response
+
+    def failure(self, request: web.Request, exc: Exception) -> tuple[int, str, dict[str, str]]:
+        """A failed request's status, the one line that says why, and headers to send."""
+        if isinstance(exc, ApiProblem):
+            return exc.status, exc.detail, exc.headers
+        if isinstance(exc, NameTaken):  # one namespace for all: the CLI's hint is no use here
+            return 409, "that name is taken; choose another 'name'", {}
+        if isinstance(exc, CsnotifyError):
+            return status_of(exc), exc.message, {}
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            return (
+                413,
+                f"the request body is larger than {self.settings['api.max_body_bytes']} bytes"
+                " (api.max_body_bytes)",
+                {},
+            )
+        if isinstance(exc, web.HTTPException):  # aiohttp's own: unknown path, wrong method
+            detail = {
+                404: f"no such resource {request.path}; see /v1/openapi.json",
+                405: f"{request.method} is not allowed on {request.path}; see /v1/openapi.json",
+            }.get(exc.status, exc.reason)
+            return exc.status, detail, {k: v for k, v in exc.headers.items() if k == "Allow"}
+        if isinstance(exc, ConnectionResetError):  # the caller went before its body ended
+            return 400, "the connection closed before the request body ended", {}
+        log.exception("internal error on %s %s", request.method, request.path, exc_info=exc)
+        return 500, f"internal error: {type(exc).__name__}", {}
 
     def throttle(self, wait: float, what: str = "requests") -> None:
         if wait:
@@ -216,12 +228,19 @@ class Api:
             )
 
     async def caller(self, request: web.Request) -> Caller:
-        from csnotify.api import signed
+        """Who the request acts for: a bearer token's owner, or the CloudStack user whose
+        keys signed it. At /client/api every parameter is signed, ``command`` among
+        them; under /v1 the signature also covers the method, path and body."""
+        from csnotify.api import commands, signed
         from csnotify.clock import now_iso
 
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
-        cs_params = signed.credentials(request.query, request.headers)
+        if request.path == commands.PATH:
+            params = request["params"] = await commands.request_params(request)
+            cs_params = params if signed.credentials(params, {}) is not None else None
+        else:
+            cs_params = signed.credentials(request.query, request.headers)
         if scheme.lower() == "bearer" and credentials:
             found = await self.run(authenticate, self.store, credentials, now_iso())
             if found is not None:
@@ -233,9 +252,14 @@ class Api:
                 " (cloudstack.api_key, cloudstack.secret_key); use a bearer token"
             )
         elif cs_params is not None:
-            body = await request.read()
+            if request.path == commands.PATH:
+                covered = cs_params
+            else:
+                covered = signed.signed_params(
+                    cs_params, request.method, request.path, await request.read()
+                )
             try:
-                return await self.cs_auth.caller(cs_params, request.method, request.path, body)
+                return await self.cs_auth.caller(cs_params, covered)  # type: ignore[no-any-return]
             except signed.Unauthorized as exc:
                 detail = exc.message
         else:
@@ -310,6 +334,11 @@ class Api:
     async def whoami(self, request: web.Request) -> web.Response:
         return web.json_response(request["caller"].as_json())
 
+    async def cloudstack(self, request: web.Request) -> web.Response:
+        from csnotify.api import commands
+
+        return await commands.handle(self, request)
+
 
 def application(store: Store, settings: Settings) -> tuple[web.Application, Api]:
     api = Api(store, settings)
@@ -331,6 +360,8 @@ def application(store: Store, settings: Settings) -> tuple[web.Application, Api]
             web.get("/v1/deliveries", api.deliveries),
             web.get("/v1/event-types", api.event_types),
             web.get("/v1/match", api.match),
+            web.get("/client/api", api.cloudstack),
+            web.post("/client/api", api.cloudstack),
         ]
     )
     return app, api
