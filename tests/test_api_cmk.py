@@ -254,3 +254,32 @@ def test_match_event_types_and_deliveries(served) -> None:
         assert refused.value.status == 431
     finally:
         client.run("delete", "subscription", "name=acme-vm")
+
+
+def test_a_bearer_token_and_an_oversized_form(served) -> None:
+    server, env = served
+    r = run_process("token", "create", "--account", "acme", "--domain", "ROOT/customers",
+                    "--json", env=env)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    token = json.loads(r.stdout)["token"]
+    r = httpx.get(server.url + "/client/api", params={"command": "listApis", "response": "json"},
+                  headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+    assert r.status_code == 200 and r.json()["listapisresponse"]["count"] >= 11
+    client = Cmk(server.url, "acme-api-key", "acme-secret-key", post=True)
+    with pytest.raises(CmkError) as refused:
+        client.call("createSubscription", "patterns=VM.*", f"endpoints={PUBLIC}",
+                    "title=" + "x" * 70_000)  # fmt: skip
+    assert refused.value.status == 431
+    assert "larger than 65536 bytes (api.max_body_bytes)" in refused.value.line
+    assert client.call("listSubscriptions") == {}
+
+
+def test_the_access_log_names_the_command_and_no_secret(served) -> None:
+    """Last in the module: it stops the server to read what it logged."""
+    server, _env = served
+    cmk(served, "acme").run("list", "subscriptions")
+    code, _out, err = server.stop()
+    assert code == 0
+    assert "GET /client/api listApis 200" in err and "GET /client/api listSubscriptions 200" in err
+    assert "POST /client/api - 431" in err  # too large to read: no command known
+    assert "acme-secret-key" not in err and "signature=" not in err and "Bearer" not in err
