@@ -274,6 +274,25 @@ def test_a_bearer_token_and_an_oversized_form(served) -> None:
     assert client.call("listSubscriptions") == {}
 
 
+def test_the_cs_client_works_unchanged_too(served) -> None:
+    """The ``cs`` library (its own signing, GET and POST, lists joined with commas)."""
+    from cs import CloudStack, CloudStackApiException
+
+    for method in ("get", "post"):
+        cs = CloudStack(endpoint=served[0].url + "/client/api", key="globex-api-key",
+                        secret="globex-secret-key", method=method)  # fmt: skip
+        made = cs.createSubscription(name=f"globex-cs-{method}", patterns=["VM.*", "HOST.*"],
+                                     endpoints=[PUBLIC])  # fmt: skip
+        assert made["subscription"]["patterns"] == ["VM.*", "HOST.*"]
+        assert [s["name"] for s in cs.listSubscriptions()["subscription"]] == [
+            f"globex-cs-{method}"
+        ]
+        with pytest.raises(CloudStackApiException) as refused:
+            cs.updateSubscription(name=f"globex-cs-{method}", level="LOUD")
+        assert refused.value.error["errorcode"] == 431
+        assert cs.deleteSubscription(name=f"globex-cs-{method}") == {"success": True}
+
+
 def test_the_access_log_names_the_command_and_no_secret(served) -> None:
     """Last in the module: it stops the server to read what it logged."""
     server, _env = served
