@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from csnotify.api import bodies, operations
+from csnotify.errors import CsnotifyError
 from csnotify.redact import mask_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from csnotify.api.server import Api
+    from csnotify.api.operations import Service
     from csnotify.tokens import Caller
 
 PATH = "/client/api"
@@ -61,6 +62,10 @@ UNSUPPORTED = 432
 CS_ERROR_CODE = {431: 4350, 531: 4365, 429: 4545, 530: 4250, UNSUPPORTED: 9999}
 
 
+class UnknownCommand(CsnotifyError):
+    """No such command: CloudStack's UNSUPPORTED_ACTION_ERROR (432)."""
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -75,7 +80,7 @@ class Param:
                 "length": 255, "required": self.required, "related": ""}  # fmt: skip
 
 
-Run = Callable[["Api", "Caller", dict[str, Any]], Awaitable[dict[str, Any]]]
+Run = Callable[["Service", "Caller", dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -135,11 +140,11 @@ def _body(args: dict[str, Any], *target: str) -> dict[str, Any]:
     return doc
 
 
-async def _create(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _create(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     return {"subscription": await operations.create(api, caller, _body(args))}
 
 
-async def _list(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _list(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     from csnotify.errors import NotFound
 
     if args.get("name") is None:
@@ -150,49 +155,49 @@ async def _list(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any
         return {}
 
 
-async def _update(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _update(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     doc = _body(args, "name")
     return {"subscription": await operations.update(api, caller, args["name"], doc)}
 
 
-async def _delete(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _delete(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     await operations.delete(api, caller, args["name"])
     return {"success": True}  # SuccessResponse
 
 
-async def _enable(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _enable(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     return {"subscription": await operations.set_enabled(api, caller, args["name"], True)}
 
 
-async def _disable(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _disable(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     return {"subscription": await operations.set_enabled(api, caller, args["name"], False)}
 
 
-async def _test(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _test(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     return _listed("result", await operations.test(api, caller, args["name"]))
 
 
-async def _deliveries(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _deliveries(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     rows = await operations.deliveries(
         api, caller, args.get("subscription"), args.get("failed", False), args.get("limit", 50)
     )
     return _listed("delivery", rows)
 
 
-async def _event_types(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _event_types(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     # as CloudStack's listEventTypes answers: {"eventtype": [{"name": ...}]}
     names = operations.event_types(args.get("match"))
     return _listed("eventtype", [{"name": n} for n in names])
 
 
-async def _match(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _match(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     found = await operations.match(
         api, caller, args.get("type"), args.get("level"), args.get("where", [])
     )
     return {"event": found["event"], **_listed("subscription", found["subscriptions"])}
 
 
-async def _apis(api: Api, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+async def _apis(api: Service, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
     wanted = args.get("name")
     return _listed("api", [c.as_api() for c in COMMANDS.values() if wanted in (None, c.name)])
 
@@ -399,16 +404,13 @@ def _typed(param: Param, text: str) -> Any:
     return text
 
 
-async def handle(api: Api, request: web.Request) -> web.Response:
+async def handle(api: Service, request: web.Request) -> web.Response:
     """``/client/api``: the command the parameters name, run for the caller."""
-    from csnotify.api.server import ApiProblem
-
     params: dict[str, str] = request["params"]
     command = COMMANDS.get(params.get("command", ""))
     if command is None:
-        raise ApiProblem(
-            UNSUPPORTED,
-            f"unknown command {named(params)!r}; listApis lists the commands of this API",
+        raise UnknownCommand(
+            f"unknown command {named(params)!r}; listApis lists the commands of this API"
         )
     answer = await command.run(api, request["caller"], arguments(command, params))
     return web.json_response({command.response_name: answer})

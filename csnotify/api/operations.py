@@ -6,33 +6,52 @@ refuses comes back as the ``CsnotifyError`` the CLI would print."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from csnotify import subscriptions
+from csnotify import aio, subscriptions
 from csnotify.api import bodies
+from csnotify.policy import Policy
 
 if TYPE_CHECKING:
-    from csnotify.api.server import Api
+    from csnotify.config import Settings
     from csnotify.models import Subscription
-    from csnotify.policy import Policy
+    from csnotify.store import Store
     from csnotify.tokens import Caller
 
 MAX_LIMIT = 10_000
 
 
-def _bound(api: Api, caller: Caller) -> Policy | None:
+class Service:
+    """What the operations work on: the store, whose one connection is used in a worker
+    thread one call at a time (``aio.locked_thread``, so that the event loop keeps
+    answering meanwhile), the settings and the policy for tenants' subscriptions."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.policy = Policy.from_settings(settings)
+        self.lock = asyncio.Lock()
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A core call on the store, in the store's thread."""
+        return await aio.locked_thread(self.lock, fn, *args)
+
+
+def _bound(api: Service, caller: Caller) -> Policy | None:
     """The policy for this caller's subscriptions; a global caller is an operator."""
     return None if caller.scope == "global" else api.policy
 
 
-async def _doc(api: Api, sub: Subscription) -> dict[str, Any]:
+async def _doc(api: Service, sub: Subscription) -> dict[str, Any]:
     from csnotify.status import subscription_docs
 
     (data,) = await api.run(subscription_docs, api.store, [sub])
     return data  # type: ignore[no-any-return]
 
 
-async def _written(api: Api, sub: Subscription, generated_key: str | None) -> dict[str, Any]:
+async def _written(api: Service, sub: Subscription, generated_key: str | None) -> dict[str, Any]:
     """A created or changed subscription, with the key generated for it (shown once) and
     what the CLI says as notes after subscribe (a setting that does nothing here, filters
     the bus cannot match without API keys)."""
@@ -45,7 +64,7 @@ async def _written(api: Api, sub: Subscription, generated_key: str | None) -> di
     return data
 
 
-async def list_subscriptions(api: Api, caller: Caller) -> list[dict[str, Any]]:
+async def list_subscriptions(api: Service, caller: Caller) -> list[dict[str, Any]]:
     from csnotify.status import subscription_docs
 
     def docs() -> list[dict[str, Any]]:
@@ -54,7 +73,7 @@ async def list_subscriptions(api: Api, caller: Caller) -> list[dict[str, Any]]:
     return await api.run(docs)  # type: ignore[no-any-return]
 
 
-async def create(api: Api, caller: Caller, doc: dict[str, Any]) -> dict[str, Any]:
+async def create(api: Service, caller: Caller, doc: dict[str, Any]) -> dict[str, Any]:
     """``doc``: the fields of ``bodies.CREATE_FIELDS``, in their JSON shapes."""
     bodies.checked(doc, bodies.CREATE_FIELDS)
     created = await api.run(
@@ -69,11 +88,11 @@ async def create(api: Api, caller: Caller, doc: dict[str, Any]) -> dict[str, Any
     return await _written(api, created.subscription, created.generated_key)
 
 
-async def show(api: Api, caller: Caller, name: str) -> dict[str, Any]:
+async def show(api: Service, caller: Caller, name: str) -> dict[str, Any]:
     return await _doc(api, await api.run(subscriptions.find, api.store, name, caller.sees))
 
 
-async def update(api: Api, caller: Caller, name: str, doc: dict[str, Any]) -> dict[str, Any]:
+async def update(api: Service, caller: Caller, name: str, doc: dict[str, Any]) -> dict[str, Any]:
     """``doc``: the fields of ``bodies.UPDATE_FIELDS`` to change; ``"key": None`` stops
     signing, ``"name"`` renames."""
     bodies.checked(doc, bodies.UPDATE_FIELDS, nullable=("key",))
@@ -87,18 +106,18 @@ async def update(api: Api, caller: Caller, name: str, doc: dict[str, Any]) -> di
     return await _written(api, result.subscription, result.generated_key)
 
 
-async def delete(api: Api, caller: Caller, name: str) -> None:
+async def delete(api: Service, caller: Caller, name: str) -> None:
     await api.run(lambda: subscriptions.unsubscribe(api.store, name, within=caller.sees))
 
 
-async def set_enabled(api: Api, caller: Caller, name: str, enabled: bool) -> dict[str, Any]:
+async def set_enabled(api: Service, caller: Caller, name: str, enabled: bool) -> dict[str, Any]:
     sub = await api.run(
         lambda: subscriptions.set_enabled(api.store, name, enabled, within=caller.sees)
     )
     return await _doc(api, sub)
 
 
-async def test(api: Api, caller: Caller, name: str) -> list[dict[str, Any]]:
+async def test(api: Service, caller: Caller, name: str) -> list[dict[str, Any]]:
     from csnotify.delivery.settings import DeliverySettings
     from csnotify.dispatch import test_endpoints
 
@@ -108,7 +127,7 @@ async def test(api: Api, caller: Caller, name: str) -> list[dict[str, Any]]:
 
 
 async def deliveries(
-    api: Api, caller: Caller, name: str | None, failed: bool, limit: int
+    api: Service, caller: Caller, name: str | None, failed: bool, limit: int
 ) -> list[dict[str, Any]]:
     """The delivery log, newest first: one subscription's, or all the caller sees."""
     from csnotify.store import DeliveryLog
@@ -139,7 +158,7 @@ def event_types(match: str | None) -> list[str]:
 
 
 async def match(
-    api: Api, caller: Caller, event_type: str | None, level: str | None, where: list[str]
+    api: Service, caller: Caller, event_type: str | None, level: str | None, where: list[str]
 ) -> dict[str, Any]:
     """The event ``match TYPE`` describes, and each visible subscription's verdict on it."""
     from csnotify import reach

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from csnotify import __version__, aio
+from csnotify import __version__
 from csnotify.api import bodies, operations
 from csnotify.errors import BadInput, CsnotifyError, NameTaken, NotFound, Unreachable
 from csnotify.logs import NOTICE
-from csnotify.policy import Policy, PolicyRefused
+from csnotify.policy import PolicyRefused
 from csnotify.redact import mask_text
 from csnotify.store import StoreBusy
 from csnotify.tokens import Caller, authenticate
@@ -132,20 +132,13 @@ class RateLimit:
         return 0.0 if tokens >= 1 else (1 - tokens) * 60.0 / self.per_minute
 
 
-class Api:
+class Api(operations.Service):
     def __init__(self, store: Store, settings: Settings) -> None:
-        self.store = store
-        self.settings = settings
-        self.policy = Policy.from_settings(settings)
-        self.lock = asyncio.Lock()
+        super().__init__(store, settings)
         self.counts = Counts()
         self.limit = RateLimit(settings["api.rate_limit"])
         self.failures = RateLimit(settings["api.rate_limit"])  # refused credentials, by address
         self.cs_auth: Any = None  # CloudStack-signed requests: set by serve() with admin keys
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A core call on the store, in the store's thread."""
-        return await aio.locked_thread(self.lock, fn, *args)
 
     # -- the pieces every request goes through -------------------------------------
 
@@ -195,8 +188,12 @@ class Api:
 
     def failure(self, request: web.Request, exc: Exception) -> tuple[int, str, dict[str, str]]:
         """A failed request's status, the one line that says why, and headers to send."""
+        from csnotify.api.commands import UNSUPPORTED, UnknownCommand
+
         if isinstance(exc, ApiProblem):
             return exc.status, exc.detail, exc.headers
+        if isinstance(exc, UnknownCommand):
+            return UNSUPPORTED, exc.message, {}
         if isinstance(exc, NameTaken):  # one namespace for all: the CLI's hint is no use here
             return 409, "that name is taken; choose another 'name'", {}
         if isinstance(exc, CsnotifyError):
