@@ -265,6 +265,10 @@ def test_a_bearer_token_and_an_oversized_form(served) -> None:
     r = httpx.get(server.url + "/client/api", params={"command": "listApis", "response": "json"},
                   headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
     assert r.status_code == 200 and r.json()["listapisresponse"]["count"] >= 11
+    r = httpx.get(server.url + "/client/api", params={"response": "json"},
+                  headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+    assert r.status_code == 432
+    assert r.json()["errorresponse"]["errortext"].startswith("no command given; listApis")
     client = Cmk(server.url, "acme-api-key", "acme-secret-key", post=True)
     with pytest.raises(CmkError) as refused:
         client.call("createSubscription", "patterns=VM.*", f"endpoints={PUBLIC}",

@@ -408,6 +408,8 @@ async def handle(api: Service, request: web.Request) -> web.Response:
     """``/client/api``: the command the parameters name, run for the caller."""
     params: dict[str, str] = request["params"]
     command = COMMANDS.get(params.get("command", ""))
+    if command is None and "command" not in params:
+        raise UnknownCommand("no command given; listApis lists the commands of this API")
     if command is None:
         raise UnknownCommand(
             f"unknown command {named(params)!r}; listApis lists the commands of this API"
