@@ -350,8 +350,10 @@ async def request_params(request: web.Request) -> dict[str, str]:
 
 
 def named(params: Mapping[str, str] | None) -> str:
-    """The command a request names, for the access log."""
-    return (params or {}).get("command", "-")[:64]
+    """The command a request names, for the access log and errors ('?' when it is not a
+    name: nothing a caller sends may break a log line)."""
+    command = (params or {}).get("command", "-")
+    return command if command == "-" or re.fullmatch(r"[A-Za-z0-9]{1,64}", command) else "?"
 
 
 _MAP_FORM = re.compile(r"([a-z]+)\[([0-9]{1,4})\]\.([a-z]+)")
