@@ -310,7 +310,7 @@ SETTINGS: dict[str, Setting] = {
             "api.max_body_bytes",
             int,
             65536,
-            "a request body larger than this is refused (413)",
+            "a request body larger than this is refused (413; 431 at /client/api)",
             minimum=1024,
             maximum=16 * 1024 * 1024,
         ),

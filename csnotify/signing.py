@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,14 +226,17 @@ def java_urlencode(value: str) -> str:
     return quote(value, safe=_JAVA_SAFE).replace("~", "%7E")
 
 
-def api_query(params: dict[str, str]) -> str:
-    """``name=value`` pairs sorted by name (case-sensitively), values encoded as Java does."""
-    return "&".join(f"{name}={java_urlencode(params[name])}" for name in sorted(params))
+def api_query(params: dict[str, str], encode: Callable[[str], str] = java_urlencode) -> str:
+    """``name=value`` pairs sorted by name (case-sensitively), values encoded as Java does
+    (or by ``encode``)."""
+    return "&".join(f"{name}={encode(params[name])}" for name in sorted(params))
 
 
-def api_signature(params: dict[str, str], secret_key: str) -> str:
+def api_signature(
+    params: dict[str, str], secret_key: str, encode: Callable[[str], str] = java_urlencode
+) -> str:
     """Base64 HMAC-SHA1 of the sorted, lower-cased query, as CloudStack verifies it."""
-    to_sign = api_query({k: v for k, v in params.items() if k != "signature"}).lower()
+    to_sign = api_query({k: v for k, v in params.items() if k != "signature"}, encode).lower()
     digest = hmac.new(secret_key.encode(), to_sign.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 

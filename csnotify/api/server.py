@@ -27,18 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from csnotify import __version__, aio, subscriptions
-from csnotify.api import bodies
+from csnotify import __version__
+from csnotify.api import bodies, operations
 from csnotify.errors import BadInput, CsnotifyError, NameTaken, NotFound, Unreachable
 from csnotify.logs import NOTICE
-from csnotify.policy import Policy, PolicyRefused
+from csnotify.policy import PolicyRefused
 from csnotify.redact import mask_text
 from csnotify.store import StoreBusy
 from csnotify.tokens import Caller, authenticate
 
 if TYPE_CHECKING:
     from csnotify.config import Settings
-    from csnotify.models import Subscription
     from csnotify.store import Store
 
 log = logging.getLogger("csnotify.api")
@@ -133,27 +132,23 @@ class RateLimit:
         return 0.0 if tokens >= 1 else (1 - tokens) * 60.0 / self.per_minute
 
 
-class Api:
+class Api(operations.Service):
     def __init__(self, store: Store, settings: Settings) -> None:
-        self.store = store
-        self.settings = settings
-        self.policy = Policy.from_settings(settings)
-        self.lock = asyncio.Lock()
+        super().__init__(store, settings)
         self.counts = Counts()
         self.limit = RateLimit(settings["api.rate_limit"])
         self.failures = RateLimit(settings["api.rate_limit"])  # refused credentials, by address
         self.cs_auth: Any = None  # CloudStack-signed requests: set by serve() with admin keys
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A core call on the store, in the store's thread."""
-        return await aio.locked_thread(self.lock, fn, *args)
-
     # -- the pieces every request goes through -------------------------------------
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        from csnotify.api import commands
+
         started = time.monotonic()
         caller: Caller | None = None
+        cloudstack = request.path == commands.PATH
         try:
             if request.path != "/v1/openapi.json":
                 # failed authentications count against the address they come from, so
@@ -162,7 +157,7 @@ class Api:
                 # another's wrong token; a signed request, whose check may cost look-ups
                 # in CloudStack, is held back before it while its address is over)
                 address = f"address:{request.remote}"
-                if signed_params(request):
+                if cloudstack or signed_params(request):
                     self.throttle(self.failures.exhausted(address, time.monotonic()), REFUSED)
                 try:
                     caller = await self.caller(request)
@@ -172,41 +167,54 @@ class Api:
                 self.throttle(self.limit.wait(caller.via, time.monotonic()))
                 request["caller"] = caller
             response = await handler(request)
-        except ApiProblem as exc:
-            response = problem(exc.status, exc.detail, exc.headers)
-        except NameTaken:  # names are one namespace: the CLI's hint is no use to a tenant
-            response = problem(409, "that name is taken; choose another 'name'")
-        except CsnotifyError as exc:
-            response = problem(status_of(exc), exc.message)
-        except web.HTTPRequestEntityTooLarge:
-            response = problem(
-                413,
-                f"the request body is larger than {self.settings['api.max_body_bytes']} bytes"
-                " (api.max_body_bytes)",
-            )
-        except web.HTTPException as exc:  # aiohttp's own: unknown path, method not allowed
-            detail = {
-                404: f"no such resource {request.path}; see /v1/openapi.json",
-                405: f"{request.method} is not allowed on {request.path}; see /v1/openapi.json",
-            }.get(exc.status, exc.reason)
-            response = problem(exc.status, detail, {k: v for k, v in exc.headers.items()
-                                                    if k == "Allow"})  # fmt: skip
-        except ConnectionResetError:  # the caller went away before its body ended
-            response = problem(400, "the connection closed before the request body ended")
-        except Exception as exc:
-            log.exception("internal error on %s %s", request.method, request.path)
-            response = problem(500, f"internal error: {type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 - every failure is answered, none escapes
+            status, detail, headers = self.failure(request, exc)
+            if cloudstack:
+                response = commands.error(request.get("params"), status, detail, headers)
+            else:
+                response = problem(status, detail, headers)
         self.counts.add(response.status)
         log.log(
             NOTICE,  # an access log: shown by default, silenced by -q
-            "%s %s %s %.1f ms caller=%s",
+            "%s %s%s %s %.1f ms caller=%s",
             request.method,
             request.path,  # the query is left out: a signed request carries its signature there
+            f" {commands.named(request.get('params'))}" if cloudstack else "",
             response.status,
             (time.monotonic() - started) * 1000,
             caller.via if caller else "-",
         )
         return response
+
+    def failure(self, request: web.Request, exc: Exception) -> tuple[int, str, dict[str, str]]:
+        """A failed request's status, the one line that says why, and headers to send."""
+        from csnotify.api.commands import UNSUPPORTED, UnknownCommand
+
+        if isinstance(exc, ApiProblem):
+            return exc.status, exc.detail, exc.headers
+        if isinstance(exc, UnknownCommand):
+            return UNSUPPORTED, exc.message, {}
+        if isinstance(exc, NameTaken):  # one namespace for all: the CLI's hint is no use here
+            return 409, "that name is taken; choose another 'name'", {}
+        if isinstance(exc, CsnotifyError):
+            return status_of(exc), exc.message, {}
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            return (
+                413,
+                f"the request body is larger than {self.settings['api.max_body_bytes']} bytes"
+                " (api.max_body_bytes)",
+                {},
+            )
+        if isinstance(exc, web.HTTPException):  # aiohttp's own: unknown path, wrong method
+            detail = {
+                404: f"no such resource {request.path}; see /v1/openapi.json",
+                405: f"{request.method} is not allowed on {request.path}; see /v1/openapi.json",
+            }.get(exc.status, exc.reason)
+            return exc.status, detail, {k: v for k, v in exc.headers.items() if k == "Allow"}
+        if isinstance(exc, ConnectionResetError):  # the caller went before its body ended
+            return 400, "the connection closed before the request body ended", {}
+        log.exception("internal error on %s %s", request.method, request.path, exc_info=exc)
+        return 500, f"internal error: {type(exc).__name__}", {}
 
     def throttle(self, wait: float, what: str = "requests") -> None:
         if wait:
@@ -217,12 +225,19 @@ class Api:
             )
 
     async def caller(self, request: web.Request) -> Caller:
-        from csnotify.api import signed
+        """Who the request acts for: a bearer token's owner, or the CloudStack user whose
+        keys signed it. At /client/api every parameter is signed, ``command`` among
+        them; under /v1 the signature also covers the method, path and body."""
+        from csnotify.api import commands, signed
         from csnotify.clock import now_iso
 
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
-        cs_params = signed.credentials(request.query, request.headers)
+        if request.path == commands.PATH:
+            params = request["params"] = await commands.request_params(request)
+            cs_params = params if signed.credentials(params, {}) is not None else None
+        else:
+            cs_params = signed.credentials(request.query, request.headers)
         if scheme.lower() == "bearer" and credentials:
             found = await self.run(authenticate, self.store, credentials, now_iso())
             if found is not None:
@@ -234,9 +249,14 @@ class Api:
                 " (cloudstack.api_key, cloudstack.secret_key); use a bearer token"
             )
         elif cs_params is not None:
-            body = await request.read()
+            if request.path == commands.PATH:
+                covered = cs_params
+            else:
+                covered = signed.signed_params(
+                    cs_params, request.method, request.path, await request.read()
+                )
             try:
-                return await self.cs_auth.caller(cs_params, request.method, request.path, body)
+                return await self.cs_auth.caller(cs_params, covered)  # type: ignore[no-any-return]
             except signed.Unauthorized as exc:
                 detail = exc.message
         else:
@@ -246,28 +266,7 @@ class Api:
             )
         raise ApiProblem(401, detail, {"WWW-Authenticate": 'Bearer realm="csnotify"'})
 
-    async def body(
-        self, request: web.Request, fields: dict[str, str], nullable: tuple[str, ...] = ()
-    ) -> dict[str, Any]:
-        doc = bodies.parse_json(await request.read())
-        bodies.checked(doc, fields, nullable)
-        return doc
-
-    def within(self, request: web.Request) -> Callable[[Any], bool]:
-        caller: Caller = request["caller"]
-        return caller.sees
-
-    def bound(self, request: web.Request) -> Policy | None:
-        """The policy for this caller's subscriptions; a global caller is an operator."""
-        return None if request["caller"].scope == "global" else self.policy
-
-    async def doc(self, sub: Any) -> dict[str, Any]:
-        from csnotify.status import subscription_docs
-
-        (data,) = await self.run(subscription_docs, self.store, [sub])
-        return data  # type: ignore[no-any-return]
-
-    # -- routes ----------------------------------------------------------------------
+    # -- routes: each calls its operation (operations.py), as /client/api does -------
 
     async def openapi(self, request: web.Request) -> web.Response:
         from csnotify.api.openapi import document
@@ -275,155 +274,67 @@ class Api:
         return web.json_response(document(__version__))
 
     async def list_subscriptions(self, request: web.Request) -> web.Response:
-        from csnotify.status import subscription_docs
-
-        def docs() -> list[dict[str, Any]]:
-            subs = subscriptions.visible(self.store, self.within(request))
-            return subscription_docs(self.store, subs)
-
-        return web.json_response(await self.run(docs))
+        return web.json_response(await operations.list_subscriptions(self, request["caller"]))
 
     async def create(self, request: web.Request) -> web.Response:
-        doc = await self.body(request, bodies.CREATE_FIELDS)
-        caller: Caller = request["caller"]
-        created = await self.run(
-            lambda: subscriptions.subscribe(
-                self.store,
-                bodies.subscription_input(doc),
-                enabled=doc.get("enabled", True),
-                owner=caller.owner(),
-                policy=self.bound(request),
-            )
-        )
-        data = await self.doc(created.subscription)
-        if created.generated_key:
-            data["generated_key"] = created.generated_key
-        self._add_notes(data, created.subscription)
-        location = f"/v1/subscriptions/{created.subscription.name}"
+        doc = bodies.parse_json(await request.read())
+        data = await operations.create(self, request["caller"], doc)
+        location = f"/v1/subscriptions/{data['name']}"
         return web.json_response(data, status=201, headers={"Location": location})
 
     async def show(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        sub = await self.run(subscriptions.find, self.store, name, self.within(request))
-        return web.json_response(await self.doc(sub))
+        return web.json_response(await operations.show(self, request["caller"], name))
 
     async def update(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        doc = await self.body(request, bodies.UPDATE_FIELDS, nullable=("key",))
-        no_key = "key" in doc and doc["key"] is None
-        spec = bodies.subscription_input({k: v for k, v in doc.items() if v is not None})
-        result = await self.run(
-            lambda: subscriptions.update(
-                self.store,
-                name,
-                spec,
-                no_key=no_key,
-                policy=self.bound(request),
-                within=self.within(request),
-            )
-        )
-        data = await self.doc(result.subscription)
-        if result.generated_key:
-            data["generated_key"] = result.generated_key
-        self._add_notes(data, result.subscription)
-        return web.json_response(data)
-
-    def _add_notes(self, data: dict[str, Any], sub: Subscription) -> None:
-        """What the CLI says as notes after subscribe (a setting that does nothing here,
-        filters the bus cannot match without API keys), as ``notes``."""
-        keys = bool(self.settings["cloudstack.api_key"] and self.settings["cloudstack.secret_key"])
-        if said := subscriptions.notes(sub, keys):
-            data["notes"] = said
+        doc = bodies.parse_json(await request.read())
+        return web.json_response(await operations.update(self, request["caller"], name, doc))
 
     async def delete(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        await self.run(
-            lambda: subscriptions.unsubscribe(self.store, name, within=self.within(request))
-        )
+        await operations.delete(self, request["caller"], request.match_info["name"])
         return web.Response(status=204)
 
     async def switch(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         enabled = request.path.endswith("/enable")
-        sub = await self.run(
-            lambda: subscriptions.set_enabled(
-                self.store, name, enabled, within=self.within(request)
-            )
+        return web.json_response(
+            await operations.set_enabled(self, request["caller"], name, enabled)
         )
-        return web.json_response(await self.doc(sub))
 
     async def test(self, request: web.Request) -> web.Response:
-        from csnotify.delivery.settings import DeliverySettings
-        from csnotify.dispatch import test_endpoints
-
         name = request.match_info["name"]
-        sub = await self.run(subscriptions.find, self.store, name, self.within(request))
-        results = await test_endpoints(sub, DeliverySettings.from_settings(self.settings))
-        return web.json_response([r.as_json() for r in results])
+        return web.json_response(await operations.test(self, request["caller"], name))
 
     async def deliveries(self, request: web.Request) -> web.Response:
-        from csnotify.store import DeliveryLog
-
-        name = request.query.get("subscription")
-        failed = _flag(request, "failed")
-        limit = _whole(request, "limit", 50)
-
-        def rows() -> list[dict[str, Any]]:
-            within = self.within(request)
-            log_ = DeliveryLog(self.store)
-            if name is not None:
-                subscriptions.find(self.store, name, within)
-                return log_.rows(name, failed, limit)
-            if request["caller"].scope == "global":
-                return log_.rows(None, failed, limit)
-            found = [
-                r for s in subscriptions.visible(self.store, within)
-                for r in log_.rows(s.name, failed, limit)
-            ]  # fmt: skip
-            return sorted(found, key=lambda r: r["at"], reverse=True)[:limit]
-
-        return web.json_response(await self.run(rows))
+        query = request.query
+        rows = await operations.deliveries(
+            self,
+            request["caller"],
+            query.get("subscription"),
+            operations.flag(query.get("failed"), "query parameter 'failed'"),
+            operations.whole(query.get("limit"), "query parameter 'limit'", 50),
+        )
+        return web.json_response(rows)
 
     async def event_types(self, request: web.Request) -> web.Response:
-        from csnotify.reach import catalog
-
-        return web.json_response(catalog(request.query.get("match")))
+        return web.json_response(operations.event_types(request.query.get("match")))
 
     async def match(self, request: web.Request) -> web.Response:
-        from csnotify import reach
-
-        event = reach.typed_event(
-            request.query.get("type"),
-            request.query.get("level", "INFO"),
-            request.query.getall("where", []),
-        )
-
-        def verdicts() -> list[dict[str, Any]]:
-            subs = subscriptions.visible(self.store, self.within(request))
-            return reach.verdicts(self.store, event, subs)
-
-        return web.json_response(
-            {"event": event.fields(), "subscriptions": await self.run(verdicts)}
-        )
+        query = request.query
+        found = await operations.match(
+            self, request["caller"], query.get("type"), query.get("level"),
+            query.getall("where", []),
+        )  # fmt: skip
+        return web.json_response(found)
 
     async def whoami(self, request: web.Request) -> web.Response:
         return web.json_response(request["caller"].as_json())
 
+    async def cloudstack(self, request: web.Request) -> web.Response:
+        from csnotify.api import commands
 
-def _flag(request: web.Request, name: str) -> bool:
-    value = request.query.get(name, "false").lower()
-    if value not in ("true", "false", "1", "0"):
-        raise bodies.Malformed(f"query parameter {name!r} must be true or false")
-    return value in ("true", "1")
-
-
-def _whole(request: web.Request, name: str, default: int) -> int:
-    value = request.query.get(name)
-    if value is None:
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= 10_000:
-        raise bodies.Malformed(f"query parameter {name!r} must be a whole number from 1 to 10000")
-    return int(value)
+        return await commands.handle(self, request)
 
 
 def application(store: Store, settings: Settings) -> tuple[web.Application, Api]:
@@ -446,6 +357,8 @@ def application(store: Store, settings: Settings) -> tuple[web.Application, Api]
             web.get("/v1/deliveries", api.deliveries),
             web.get("/v1/event-types", api.event_types),
             web.get("/v1/match", api.match),
+            web.get("/client/api", api.cloudstack),
+            web.post("/client/api", api.cloudstack),
         ]
     )
     return app, api

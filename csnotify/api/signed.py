@@ -5,11 +5,16 @@ sorted by name, values URL-encoded, the whole lower-cased, HMAC-SHA1 with the us
 secret key, base64 (csnotify/signing.py ``api_signature``, the same rules the ``cs``
 client and CloudMonkey sign with). Only ``signatureVersion=3`` with ``expires`` is taken.
 
-The parameters are the query's, plus two the server sets from the request so that a
+Two kinds of request are signed. At ``/client/api`` (commands.py) the request is a
+CloudStack API call: every parameter of the query or POSTed form is signed, ``command``
+among them, as CloudMonkey (``cmk``) and the ``cs`` client send it. Under ``/v1`` the
+parameters are the query's, plus two the server sets from the request so that a
 signature covers the operation and its body: ``command`` = ``"METHOD /path"`` and, when
-there is a body, ``bodysha256`` = its SHA-256 in hex. The credentials come in the query
-(``apiKey``, ``signatureVersion``, ``expires``, ``signature``) or in headers
-(``X-CS-ApiKey``, ``X-CS-Expires``, ``X-CS-Signature``; version 3 implied).
+there is a body, ``bodysha256`` = its SHA-256 in hex; there the credentials come in the
+query (``apiKey``, ``signatureVersion``, ``expires``, ``signature``) or in headers
+(``X-CS-ApiKey``, ``X-CS-Expires``, ``X-CS-Signature``; version 3 implied). The names of
+those four are read without regard to case, as ApiServer.verifyRequest reads them
+(CloudMonkey sends ``signatureversion``).
 
 The user is found with the admin keys csnotify holds (cloudstack.api_key): ``getUser``
 by its API key, ``getUserKeys`` for its secret key, ``listDomains`` for its domain's
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.cloudstack import ApiRefused
 from csnotify.errors import CsnotifyError
-from csnotify.signing import api_signature
+from csnotify.signing import api_signature, java_urlencode
 from csnotify.tokens import Caller
 
 if TYPE_CHECKING:
@@ -38,6 +43,11 @@ if TYPE_CHECKING:
 HEADERS = {"x-cs-apikey": "apiKey", "x-cs-expires": "expires", "x-cs-signature": "signature"}
 # com.cloud.user.Account.Type: 1 root admin, 2 domain admin; the others act for themselves
 SCOPE_OF_ACCOUNT_TYPE = {1: "global", 2: "domain"}
+
+
+# ApiServlet's answer when ApiServer.verifyRequest fails (server/src/main/java/com/cloud/
+# api/ApiServlet.java)
+NOT_VERIFIED = "unable to verify user credentials and/or request signature"
 
 
 class Unauthorized(CsnotifyError):
@@ -51,6 +61,13 @@ class Known:
     fetched: float
 
 
+def value(params: Mapping[str, str], name: str) -> str | None:
+    """A credential parameter, its name compared without case (ApiServer.verifyRequest:
+    ``equalsIgnoreCase`` for apiKey, signature, signatureVersion and expires)."""
+    wanted = name.lower()
+    return next((v for k, v in params.items() if k.lower() == wanted), None)
+
+
 def credentials(query: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, str] | None:
     """The signed parameters of a request (query and header forms), or None when it
     carries no CloudStack credentials at all."""
@@ -58,23 +75,48 @@ def credentials(query: Mapping[str, str], headers: Mapping[str, str]) -> dict[st
     for header, name in HEADERS.items():
         if header in headers:
             params[name] = headers[header]
-            params.setdefault("signatureVersion", "3")
-    return params if "apiKey" in params or "signature" in params else None
+            if value(params, "signatureVersion") is None:
+                params["signatureVersion"] = "3"
+    signed = value(params, "apiKey") is not None or value(params, "signature") is not None
+    return params if signed else None
 
 
-def check_expiry(params: dict[str, str], now: datetime) -> None:
-    if params.get("signatureVersion") != "3" or "expires" not in params:
+def check_expiry(params: Mapping[str, str], now: datetime) -> None:
+    """signatureVersion 3 with ``expires`` in the future. CloudStack parses it with
+    ``yyyy-MM-dd'T'HH:mm:ssZ``; CloudMonkey sends RFC 3339 (``...T12:00:00Z``), which is
+    taken too."""
+    when = value(params, "expires")
+    if value(params, "signatureVersion") != "3" or when is None:
         raise Unauthorized(
             "sign with signatureVersion=3 and expires (as CloudStack API requests are signed)"
         )
     try:
-        expires = datetime.strptime(params["expires"], "%Y-%m-%dT%H:%M:%S%z")
+        expires = datetime.strptime(when, "%Y-%m-%dT%H:%M:%S%z")
     except ValueError:
         raise Unauthorized(
-            f"expires {params['expires']!r}: use yyyy-MM-ddTHH:mm:ss+0000, as CloudStack does"
+            f"expires {when!r}: use yyyy-MM-ddTHH:mm:ss+0000, as CloudStack does"
         ) from None
     if expires < now:
         raise Unauthorized("the signed request has expired; sign it again")
+
+
+def _go_escape(text: str) -> str:
+    """Go's ``url.QueryEscape`` as CloudMonkey signs with it (cmd/network.go,
+    ``encodeRequestParams``: '+' written %20, '*' kept): Java's encoding but for '~',
+    which Go keeps and Java's URLEncoder writes %7E."""
+    return java_urlencode(text).replace("%7E", "~")
+
+
+def signature_matches(signed: dict[str, str], secret: str, signature: str) -> bool:
+    """The signature CloudStack computes over ``signed`` (every parameter but
+    ``signature``) and, when a value holds '~', the one CloudMonkey computes: the same
+    secret signs both, so taking either lets cmk send a regular expression with '~'."""
+    if hmac.compare_digest(api_signature(signed, secret).encode(), signature.encode()):
+        return True
+    if any("~" in v for v in signed.values()):
+        alternative = api_signature(signed, secret, encode=_go_escape)
+        return hmac.compare_digest(alternative.encode(), signature.encode())
+    return False
 
 
 def signed_params(params: dict[str, str], method: str, path: str, body: bytes) -> dict[str, str]:
@@ -90,18 +132,19 @@ class CloudStackAuth:
         self.ttl = ttl
         self.known: dict[str, Known] = {}
 
-    async def caller(self, params: dict[str, str], method: str, path: str, body: bytes) -> Caller:
+    async def caller(self, params: dict[str, str], signed: dict[str, str]) -> Caller:
+        """The user whose keys signed ``signed`` (the parameters the signature covers);
+        ``params`` holds the credentials."""
         check_expiry(params, datetime.now(UTC))
-        api_key, signature = params.get("apiKey", ""), params.get("signature", "")
+        api_key, signature = value(params, "apiKey") or "", value(params, "signature") or ""
         if not api_key or not signature:
             raise Unauthorized("a signed request needs apiKey and signature")
         known = await self.lookup(api_key)
-        signed = signed_params(params, method, path, body)
         if known.secret is None or known.caller is None:
-            raise Unauthorized("unable to verify user credentials and/or request signature")
-        expected = api_signature(signed, known.secret)
-        if not hmac.compare_digest(expected, signature):
-            raise Unauthorized("unable to verify user credentials and/or request signature")
+            raise Unauthorized(NOT_VERIFIED)
+        unsigned = {k: v for k, v in signed.items() if k.lower() != "signature"}
+        if not signature_matches(unsigned, known.secret, signature):
+            raise Unauthorized(NOT_VERIFIED)
         return known.caller
 
     async def lookup(self, api_key: str) -> Known:

@@ -29,8 +29,10 @@ def serve(
     ),
 ) -> None:
     """Serve the subscription commands as a JSON API under /v1 (OpenAPI 3.1 at
-    /v1/openapi.json), on the same store as the CLI. Callers send 'Authorization: Bearer
-    TOKEN' (csnotify token create), or sign requests with their CloudStack API keys
+    /v1/openapi.json), and as CloudStack API commands at /client/api for cmk and other
+    CloudStack clients (createSubscription, listSubscriptions, ...; listApis for 'cmk
+    sync'), on the same store as the CLI. Callers send 'Authorization: Bearer TOKEN'
+    (csnotify token create), or sign requests with their CloudStack API keys
     (signatureVersion 3; checked with the admin keys in cloudstack.api_key). A subscription
     made through the API belongs to the caller's account (or domain), gets only that
     scope's events, and may use only the endpoints api.allow_schemes and
@@ -40,6 +42,7 @@ def serve(
     Examples:
       csnotify serve --listen 127.0.0.1:8787
       csnotify serve --listen 0.0.0.0:8443 --tls-cert api.pem --tls-key api.key
+      cmk set url http://127.0.0.1:8787/client/api; cmk sync; cmk list subscriptions
     """
     import asyncio
     import contextlib
