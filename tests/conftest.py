@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -49,9 +50,11 @@ SLOW_TESTS = {
 }
 SERVER_MARKS = {"mysql": "mariadb", "postgresql": "postgresql"}
 # The longest tests, longest first (15 s to a minute each, mostly waiting on timers,
-# processes and services). They run first, then the other slow ones, then the quick
-# ones: xdist hands tests out in this order, so no long test starts when the other
-# workers are nearly done, and the quick ones fill the gaps at the end.
+# processes and services). They run first, then the other slow ones, each followed by a
+# quick one while quick ones last: with --maxschedchunk 1 (make test) xdist hands tests
+# out one at a time in this order, a worker holding the next one while it runs one, so
+# no long test starts when the other workers are nearly done, the test a worker holds
+# behind a long one is a quick one, and the quick ones left fill the gaps at the end.
 LONGEST = [
     "test_operator.py::test_storm_to_limited_email_sms_and_webhooks_gives_a_handful_of_messages",
     "test_crash.py::test_amqp_sigkill_loses_nothing",
@@ -75,8 +78,8 @@ LONGEST = [
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test for what it needs: a RabbitMQ broker (the ``bus`` fixture), a
     database server (a ``backend``, ``server_db`` or ``kind`` of mysql or postgresql), and
-    ``slow`` for those and for the end-to-end files above; then order them longest first
-    (LONGEST)."""
+    ``slow`` for those and for the end-to-end files above; then order them for xdist,
+    longest first (LONGEST)."""
     for item in items:
         needs = set()
         if "bus" in getattr(item, "fixturenames", ()):
@@ -92,13 +95,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for mark in sorted(needs):
             item.add_marker(mark)
 
-    def longest_first(item: pytest.Item) -> tuple[int, int]:
+    def longest_first(item: pytest.Item) -> int:
         name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
-        if name in LONGEST:
-            return 0, LONGEST.index(name)
-        return (1 if item.get_closest_marker("slow") else 2), 0
+        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
 
-    items.sort(key=longest_first)  # stable: files keep their order within each rank
+    slow = sorted((i for i in items if i.get_closest_marker("slow")), key=longest_first)
+    quick = [i for i in items if not i.get_closest_marker("slow")]
+    pairs = itertools.zip_longest(slow, quick)  # sorted() is stable: files keep their order
+    items[:] = [item for pair in pairs for item in pair if item is not None]
 
 
 @pytest.fixture(autouse=True)
