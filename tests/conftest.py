@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -48,12 +49,37 @@ SLOW_TESTS = {
     "test_store.py::test_two_processes_never_claim_the_same_pending_row",
 }
 SERVER_MARKS = {"mysql": "mariadb", "postgresql": "postgresql"}
+# The longest tests, longest first (15 s to a minute each, mostly waiting on timers,
+# processes and services). They run first, then the other slow ones, each followed by a
+# quick one while quick ones last: with --maxschedchunk 1 (make test) xdist hands tests
+# out one at a time in this order, a worker holding the next one while it runs one, so
+# no long test starts when the other workers are nearly done, the test a worker holds
+# behind a long one is a quick one, and the quick ones left fill the gaps at the end.
+LONGEST = [
+    "test_operator.py::test_storm_to_limited_email_sms_and_webhooks_gives_a_handful_of_messages",
+    "test_crash.py::test_amqp_sigkill_loses_nothing",
+    "test_concurrency.py::test_concurrent_changes_while_listening",
+    "test_readme.py::test_readme_console_block_runs",
+    "test_listeners.py::test_each_listeners_group_for_one_endpoint_is_sent_even_if_one_is_killed",
+    "test_bus_events.py::test_a_projects_events_are_named_as_listevents_names_them",
+    "test_outbox.py::test_a_retry_survives_a_restart_with_the_same_webhook_id",
+    "test_listeners.py::test_a_killed_listeners_claimed_deliveries_are_finished_by_the_other",
+    "test_bus_events.py::test_two_operations_off_the_bus_named_typed_and_once_each",
+    "test_terminal.py::test_status_watch_accounts_for_every_subscription_on_a_small_terminal",
+    "test_listeners.py::test_failures_are_counted_once_for_all_listeners",
+    "test_bus_events.py::test_listen_says_once_that_name_filters_need_api_keys_on_the_bus",
+    "test_demo.py::test_demo_on_the_event_bus",
+    "test_api_realities.py::test_across_the_end_of_dst_nothing_is_lost_or_repeated",
+    "test_crash.py::test_api_sigkill_loses_nothing",
+    "test_api_faults.py::test_api_faults_back_off_and_lose_nothing",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test for what it needs: a RabbitMQ broker (the ``bus`` fixture), a
     database server (a ``backend``, ``server_db`` or ``kind`` of mysql or postgresql), and
-    ``slow`` for those and for the end-to-end files above."""
+    ``slow`` for those and for the end-to-end files above; then order them for xdist,
+    longest first (LONGEST)."""
     for item in items:
         needs = set()
         if "bus" in getattr(item, "fixturenames", ()):
@@ -68,6 +94,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             needs.add("slow")
         for mark in sorted(needs):
             item.add_marker(mark)
+
+    def longest_first(item: pytest.Item) -> int:
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
+
+    slow = sorted((i for i in items if i.get_closest_marker("slow")), key=longest_first)
+    quick = [i for i in items if not i.get_closest_marker("slow")]
+    pairs = itertools.zip_longest(slow, quick)  # sorted() is stable: files keep their order
+    items[:] = [item for pair in pairs for item in pair if item is not None]
 
 
 @pytest.fixture(autouse=True)

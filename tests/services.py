@@ -188,11 +188,18 @@ def simulator(tmp_path: Path, *args: str, api_key: str = "test-api-key",
 
 
 def wait_for(predicate: Any, timeout: float = 30, every: float = 0.05) -> bool:
+    """True once ``predicate()`` is, asking every ``every`` seconds until ``timeout``.
+
+    A question that takes a while (a CLI process, a broker connection, parsing every
+    request received so far) is asked again only after as long as it took: polling then
+    takes at most half a core instead of all of one, which the processes under test
+    (and the other xdist workers) need."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        asked = time.monotonic()
         if predicate():
             return True
-        time.sleep(every)
+        time.sleep(max(every, time.monotonic() - asked))
     return bool(predicate())
 
 
