@@ -134,3 +134,24 @@ def test_without_admin_keys_signed_requests_are_refused_with_the_reason(cli) -> 
         q = cs_signed("acme-api-key", "acme-secret-key", "GET", "/v1/whoami")
         doc = is_problem(httpx.get(server.url + "/v1/whoami", params=q, timeout=30), 401)
         assert "cloudstack.api_key" in doc["detail"]
+
+
+def test_requests_that_come_together_with_a_new_key_look_its_user_up_once(served) -> None:
+    """A burst of signed requests with a key not yet known (after start, or when
+    api.auth_cache_ttl has run out) asks CloudStack once, not once per request."""
+    import asyncio
+
+    server, sim = served
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def one() -> int:
+                q = cs_signed("acme-api-key", "acme-secret-key", "GET", "/v1/whoami")
+                return (await client.get(server.url + "/v1/whoami", params=q)).status_code
+
+            return await asyncio.gather(*(one() for _ in range(40)))
+
+    assert asyncio.run(burst()) == [200] * 40
+    requests = sim.stats()["requests"]
+    assert (requests["getUser"], requests["getUserKeys"], requests["listDomains"]) == (1, 1, 1)
