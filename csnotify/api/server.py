@@ -5,6 +5,7 @@ status.py, dispatch.py, reach.py); a ``CsnotifyError`` becomes an RFC 9457
 ``application/problem+json`` answer whose ``detail`` is the line the CLI prints:
 
   400  the body is not the JSON the operation takes (malformed, unknown field, wrong type)
+       or cannot be decoded (a Content-Encoding it does not have)
   401  no valid credentials              403  the caller may not have it (policy)
   404  no such subscription in scope     409  the name is taken
   413  the body is over api.max_body_bytes
@@ -189,7 +190,9 @@ class Api(operations.Service):
         except Exception as exc:  # noqa: BLE001 - every failure is answered, none escapes
             status, detail, headers = self.failure(request, exc)
             if cloudstack:
-                response = commands.error(request.get("params"), status, detail, headers)
+                # the parameters read, or the query's when the body could not be read
+                params = request.get("params", request.query)
+                response = commands.error(params, status, detail, headers)
             else:
                 response = problem(status, detail, headers)
         self.counts.add(response.status)
@@ -198,7 +201,7 @@ class Api(operations.Service):
             "%s %s%s %s %.1f ms caller=%s",
             request.method,
             request.path,  # the query is left out: a signed request carries its signature there
-            f" {commands.named(request.get('params'))}" if cloudstack else "",
+            f" {commands.named(request.get('params', request.query))}" if cloudstack else "",
             response.status,
             (time.monotonic() - started) * 1000,
             caller.via if caller else "-",
@@ -237,6 +240,8 @@ class Api(operations.Service):
             return exc.status, detail, {k: v for k, v in exc.headers.items() if k == "Allow"}
         if isinstance(exc, ConnectionResetError):  # the caller went before its body ended
             return 400, "the connection closed before the request body ended", {}
+        if isinstance(exc, web.RequestPayloadError):  # e.g. Content-Encoding: gzip, not gzip
+            return 400, "the request body cannot be decoded as its Content-Encoding says", {}
         log.exception("internal error on %s %s", request.method, request.path, exc_info=exc)
         return 500, f"internal error: {type(exc).__name__}", {}
 
