@@ -173,3 +173,15 @@ def test_wrong_keys_sent_all_at_once_cost_no_more_look_ups_than_sent_in_turn(ser
     statuses = burst(server.url, [f"guess-{n}" for n in range(60)], "x")
     assert sorted(set(statuses)) == [401, 429] and statuses.count(401) <= 11
     assert sim.stats()["requests"].get("getUser", 0) <= 11
+
+
+@pytest.mark.parametrize("served", [{"CSNOTIFY_API_RATE_LIMIT": "3"}], indirect=True)
+def test_users_of_one_name_in_two_domains_have_a_rate_limit_each(served) -> None:
+    """initech's user "admin" (ROOT/partners) using up its api.rate_limit leaves the root
+    admin's, also named "admin", untouched."""
+    server, _sim = served
+    partner = burst(server.url, ["partner-admin-api-key"] * 4, "partner-admin-secret-key")
+    assert sorted(partner) == [200, 200, 200, 429]
+    assert burst(server.url, ["test-api-key"], "test-secret-key") == [200]
+    code, _out, err = server.stop()
+    assert code == 0 and "caller=cs:ROOT/partners/admin" in err and "caller=cs:ROOT/admin" in err

@@ -188,5 +188,8 @@ class CloudStackAuth:
         domains = await self.client.call("listDomains", id=user["domainid"], listall="true")
         (domain,) = domains.get("domain") or [{"path": user.get("domain", "ROOT")}]
         scope = SCOPE_OF_ACCOUNT_TYPE.get(int(user.get("accounttype", 0)), "account")
-        caller = Caller(user["account"], domain["path"], scope, f"cs:{user.get('username')}")
+        # a username is unique within its domain only: the rate limit and the access log
+        # tell users by both
+        via = f"cs:{domain['path']}/{user.get('username')}"
+        caller = Caller(user["account"], domain["path"], scope, via)
         return Known(keys.get("secretkey"), caller, now)
