@@ -366,6 +366,11 @@ def lookup(key: str) -> Setting:
         raise BadInput(f"unknown setting {key!r}{hint}") from None
 
 
+def _number(bound: float) -> str:
+    """A bound as an operator would write it: 1073741824, not 1.07374e+09."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
 def coerce(setting: Setting, value: Any, origin: str) -> Any:
     """Turn a string (from env or a flag) or a TOML value into the setting's type."""
     expected = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}[
@@ -393,11 +398,11 @@ def coerce(setting: Setting, value: Any, origin: str) -> Any:
         raise BadInput(f"{setting.key} expects a finite number, got {value!r} ({origin})")
     if setting.minimum is not None and converted < setting.minimum:
         raise BadInput(
-            f"{setting.key} must be at least {setting.minimum:g}, got {value!r} ({origin})"
+            f"{setting.key} must be at least {_number(setting.minimum)}, got {value!r} ({origin})"
         )
     if setting.maximum is not None and converted > setting.maximum:
         raise BadInput(
-            f"{setting.key} must be at most {setting.maximum:g}, got {value!r} ({origin})"
+            f"{setting.key} must be at most {_number(setting.maximum)}, got {value!r} ({origin})"
         )
     if setting.key in URL_SETTINGS and converted:
         if not _a_command(setting.key, converted):

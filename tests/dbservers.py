@@ -58,11 +58,12 @@ def admin_sql(kind: str, sql: str) -> None:
 
 
 @contextmanager
-def fresh_database(kind: str) -> Iterator[str]:
-    """The URL of a new, empty database, dropped on the way out."""
+def fresh_database(kind: str, options: str = "") -> Iterator[str]:
+    """The URL of a new, empty database (``options``: of CREATE DATABASE), dropped on the
+    way out."""
     require(kind)
     name = f"csnotify_test_{uuid.uuid4().hex[:12]}"
-    admin_sql(kind, f"CREATE DATABASE {name}")
+    admin_sql(kind, f"CREATE DATABASE {name}{options}")
     try:
         yield f"{SERVERS[kind]}/{name}"
     finally:

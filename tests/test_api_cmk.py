@@ -297,6 +297,32 @@ def test_the_cs_client_works_unchanged_too(served) -> None:
         assert cs.deleteSubscription(name=f"globex-cs-{method}") == {"success": True}
 
 
+def test_a_body_that_cannot_be_decoded_is_refused_saying_so(served) -> None:
+    """A form that is not what its Content-Type says, a body that is not what its
+    Content-Encoding says: the caller's fault, answered as such (431 here, 400 under /v1)
+    with one line, never an internal error."""
+    server, env = served
+    r = run_process("token", "create", "--account", "acme", "--domain", "ROOT/customers",
+                    "--json", env=env)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    auth = {"Authorization": f"Bearer {json.loads(r.stdout)['token']}"}
+    api = server.url + "/client/api?command=listSubscriptions"
+    cases = [
+        (api, {"Content-Type": "multipart/form-data; boundary=zzz"}, b"no boundary here"),
+        (api, {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
+         b"name=not-gzip"),
+    ]  # fmt: skip
+    for url, headers, body in cases:
+        r = httpx.post(url, content=body, headers={**auth, **headers}, timeout=30)
+        assert r.status_code == 431, r.text
+        line = r.json()["listsubscriptionsresponse"]["errortext"]
+        assert "internal error" not in line and ("Content-Type" in line or "Encoding" in line)
+    r = httpx.post(server.url + "/v1/subscriptions", content=b"{not gzip",
+                   headers={**auth, "Content-Type": "application/json",
+                            "Content-Encoding": "gzip"}, timeout=30)  # fmt: skip
+    assert r.status_code == 400 and "Content-Encoding" in r.json()["detail"], r.text
+
+
 def test_the_access_log_names_the_command_and_no_secret(served) -> None:
     """Last in the module: it stops the server to read what it logged."""
     server, _env = served
@@ -306,3 +332,4 @@ def test_the_access_log_names_the_command_and_no_secret(served) -> None:
     assert "GET /client/api listApis 200" in err and "GET /client/api listSubscriptions 200" in err
     assert "POST /client/api - 431" in err  # too large to read: no command known
     assert "acme-secret-key" not in err and "signature=" not in err and "Bearer" not in err
+    assert "internal error" not in err

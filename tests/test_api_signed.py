@@ -55,10 +55,13 @@ def hand_signed_headers(api_key: str, secret: str, method: str, path: str, body:
 
 
 @pytest.fixture
-def served(tmp_path: Path):
+def served(tmp_path: Path, request: pytest.FixtureRequest):
+    """serve with the simulator's admin keys; ``@pytest.mark.parametrize("served",
+    [{"CSNOTIFY_...": ...}], indirect=True)`` adds settings."""
     with simulator(tmp_path, "--count", "0") as sim:
         env = {"CSNOTIFY_CLOUDSTACK_URL": sim.url, "CSNOTIFY_CLOUDSTACK_API_KEY": "test-api-key",
-               "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key"}  # fmt: skip
+               "CSNOTIFY_CLOUDSTACK_SECRET_KEY": "test-secret-key",
+               **getattr(request, "param", {})}  # fmt: skip
         with ApiServer(env=env) as server:
             yield server, sim
 
@@ -134,3 +137,51 @@ def test_without_admin_keys_signed_requests_are_refused_with_the_reason(cli) -> 
         q = cs_signed("acme-api-key", "acme-secret-key", "GET", "/v1/whoami")
         doc = is_problem(httpx.get(server.url + "/v1/whoami", params=q, timeout=30), 401)
         assert "cloudstack.api_key" in doc["detail"]
+
+
+def burst(url: str, keys: list[str], secret: str) -> list[int]:
+    """One signed GET /v1/whoami per key, all at once; their statuses."""
+    import asyncio
+
+    async def all_at_once() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def one(key: str) -> int:
+                q = cs_signed(key, secret, "GET", "/v1/whoami")
+                return (await client.get(url + "/v1/whoami", params=q)).status_code
+
+            return await asyncio.gather(*(one(key) for key in keys))
+
+    return asyncio.run(all_at_once())
+
+
+def test_requests_that_come_together_with_a_new_key_look_its_user_up_once(served) -> None:
+    """A burst of signed requests with a key not yet known (after start, or when
+    api.auth_cache_ttl has run out) asks CloudStack once, not once per request."""
+    server, sim = served
+    assert burst(server.url, ["acme-api-key"] * 40, "acme-secret-key") == [200] * 40
+    requests = sim.stats()["requests"]
+    assert (requests["getUser"], requests["getUserKeys"], requests["listDomains"]) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("served", [{"CSNOTIFY_API_RATE_LIMIT": "10"}], indirect=True)
+def test_wrong_keys_sent_all_at_once_cost_no_more_look_ups_than_sent_in_turn(served) -> None:
+    """Past api.rate_limit refusals a minute an address gets 429 before its request costs
+    a look-up in CloudStack, also when the requests come together (each check under way
+    counts as a refusal until it is known)."""
+    server, sim = served
+    statuses = burst(server.url, [f"guess-{n}" for n in range(60)], "x")
+    assert sorted(set(statuses)) == [401, 429] and statuses.count(401) <= 11
+    assert sim.stats()["requests"].get("getUser", 0) <= 11
+
+
+@pytest.mark.parametrize("served", [{"CSNOTIFY_API_RATE_LIMIT": "3"}], indirect=True)
+def test_users_of_one_name_in_two_domains_have_a_rate_limit_each(served) -> None:
+    """initech's user "admin" (ROOT/partners) using up its api.rate_limit leaves the root
+    admin's, also named "admin", untouched."""
+    server, _sim = served
+    partner = burst(server.url, ["partner-admin-api-key"] * 4, "partner-admin-secret-key")
+    assert sorted(partner) == [200, 200, 200, 429]
+    assert burst(server.url, ["test-api-key"], "test-secret-key") == [200]
+    code, _out, err = server.stop()
+    assert code == 0 and "caller=cs:ROOT/partners/admin" in err and "caller=cs:ROOT/admin" in err

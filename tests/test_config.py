@@ -62,6 +62,12 @@ def test_set_writes_private_toml(cli, config_file: Path) -> None:
         ("delivery.timeout", "nan", "delivery.timeout expects a finite number"),
         ("delivery.per_endpoint", "99999999999999", "delivery.per_endpoint must be at most 1000"),
         ("delivery.timeout", "1e300", "delivery.timeout must be at most 3600"),
+        ("api.max_body_bytes", "99999999999", "api.max_body_bytes must be at most 16777216,"),
+        (
+            "amqp.max_message_bytes",
+            "2000000000",
+            "amqp.max_message_bytes must be at most 1073741824,",
+        ),
         ("failures.notify", "nosuch://x", "failures.notify: 'nosuch://x': Apprise cannot use"),
         ("failures.notify", "cmd:/no/such/program", "not an absolute path to an executable"),
         ("cloudstack.url", "http://cloud example/api", "contains ' '; an URL has no spaces"),

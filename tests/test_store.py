@@ -830,6 +830,19 @@ def test_new_pending_rows_get_their_own_ids_from_one_multi_row_insert(server_db:
 
 
 @pytest.mark.mariadb
+def test_a_mariadb_database_in_latin1_keeps_any_text(cli) -> None:
+    """A database made without CHARACTER SET utf8mb4 (latin1 is MariaDB's default on many
+    servers): the store's tables are utf8mb4 all the same, so an emoji in a template or
+    an event is kept, not an internal error."""
+    with fresh_database("mysql", " CHARACTER SET latin1") as url:
+        r = cli("--db", url, "subscribe", "VM.*", "--name", "emoji",
+                "--to", "https://hooks.example.com/x", "--title", "\U0001f525 {type} \u2603")  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        r = cli("--db", url, "show", "emoji", "--json")
+        assert json.loads(r.stdout)["title"] == "\U0001f525 {type} \u2603"
+
+
+@pytest.mark.mariadb
 @pytest.mark.parametrize("way", ["returning", "numbered", "one-by-one"])
 def test_new_ids_are_known_whichever_way_mysql_gives_them(way: str) -> None:
     """MariaDB 10.5+ returns a multi-row INSERT's ids; MySQL numbers them from the first

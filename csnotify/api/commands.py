@@ -342,7 +342,14 @@ async def request_params(request: web.Request) -> dict[str, str]:
     for name, value in request.query.items():
         params.setdefault(name, value)
     if request.method == "POST":
-        for name, value in (await request.post()).items():
+        try:
+            form = await request.post()
+        except ValueError:  # a multipart body that does not hold what its header says
+            raise bodies.Malformed(
+                "the form body does not match its Content-Type; send"
+                " application/x-www-form-urlencoded"
+            ) from None
+        for name, value in form.items():
             if not isinstance(value, str):
                 raise bodies.Malformed(f"parameter {name!r} must be text, not a file")
             params.setdefault(name, value)

@@ -5,6 +5,7 @@ status.py, dispatch.py, reach.py); a ``CsnotifyError`` becomes an RFC 9457
 ``application/problem+json`` answer whose ``detail`` is the line the CLI prints:
 
   400  the body is not the JSON the operation takes (malformed, unknown field, wrong type)
+       or cannot be decoded (a Content-Encoding it does not have)
   401  no valid credentials              403  the caller may not have it (policy)
   404  no such subscription in scope     409  the name is taken
   413  the body is over api.max_body_bytes
@@ -123,12 +124,14 @@ class RateLimit:
         self.buckets[who] = (tokens - 1, now)
         return 0.0
 
-    def exhausted(self, who: str, now: float) -> float:
-        """Like ``wait``, without taking a request from the budget."""
-        if not self.per_minute or who not in self.buckets:
+    def exhausted(self, who: str, now: float, pending: int = 0) -> float:
+        """Like ``wait``, without taking a request from the budget; ``pending``: requests
+        of ``who`` that may yet take one (counted as if they had)."""
+        if not self.per_minute:
             return 0.0
-        tokens, at = self.buckets[who]
+        tokens, at = self.buckets.get(who, (float(self.per_minute), now))
         tokens = min(float(self.per_minute), tokens + (now - at) * self.per_minute / 60.0)
+        tokens -= pending
         return 0.0 if tokens >= 1 else (1 - tokens) * 60.0 / self.per_minute
 
 
@@ -138,6 +141,9 @@ class Api(operations.Service):
         self.counts = Counts()
         self.limit = RateLimit(settings["api.rate_limit"])
         self.failures = RateLimit(settings["api.rate_limit"])  # refused credentials, by address
+        # signed requests whose check is under way, by address: each may yet be refused,
+        # so a burst that comes at once is held back as one that came in turn would be
+        self.checking: dict[str, int] = {}
         self.cs_auth: Any = None  # CloudStack-signed requests: set by serve() with admin keys
 
     # -- the pieces every request goes through -------------------------------------
@@ -157,20 +163,36 @@ class Api(operations.Service):
                 # another's wrong token; a signed request, whose check may cost look-ups
                 # in CloudStack, is held back before it while its address is over)
                 address = f"address:{request.remote}"
-                if cloudstack or signed_params(request):
-                    self.throttle(self.failures.exhausted(address, time.monotonic()), REFUSED)
+                held = cloudstack or signed_params(request)
+                # a check under way counts as a refusal until it is known, so that what
+                # comes at once is held back as what came in turn (a bearer token costs
+                # no look-up: it is not counted)
+                bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+                checked = held and not bearer
+                pending = self.checking.get(address, 0) if checked else 0
+                if held:
+                    self.throttle(
+                        self.failures.exhausted(address, time.monotonic(), pending), REFUSED
+                    )
+                if checked:
+                    self.checking[address] = pending + 1
                 try:
                     caller = await self.caller(request)
                 except ApiProblem:
                     self.throttle(self.failures.wait(address, time.monotonic()), REFUSED)
                     raise
+                finally:
+                    if checked:
+                        self._checked(address)
                 self.throttle(self.limit.wait(caller.via, time.monotonic()))
                 request["caller"] = caller
             response = await handler(request)
         except Exception as exc:  # noqa: BLE001 - every failure is answered, none escapes
             status, detail, headers = self.failure(request, exc)
             if cloudstack:
-                response = commands.error(request.get("params"), status, detail, headers)
+                # the parameters read, or the query's when the body could not be read
+                params = request.get("params", request.query)
+                response = commands.error(params, status, detail, headers)
             else:
                 response = problem(status, detail, headers)
         self.counts.add(response.status)
@@ -179,12 +201,17 @@ class Api(operations.Service):
             "%s %s%s %s %.1f ms caller=%s",
             request.method,
             request.path,  # the query is left out: a signed request carries its signature there
-            f" {commands.named(request.get('params'))}" if cloudstack else "",
+            f" {commands.named(request.get('params', request.query))}" if cloudstack else "",
             response.status,
             (time.monotonic() - started) * 1000,
             caller.via if caller else "-",
         )
         return response
+
+    def _checked(self, address: str) -> None:
+        left = self.checking.pop(address) - 1
+        if left:
+            self.checking[address] = left
 
     def failure(self, request: web.Request, exc: Exception) -> tuple[int, str, dict[str, str]]:
         """A failed request's status, the one line that says why, and headers to send."""
@@ -213,6 +240,8 @@ class Api(operations.Service):
             return exc.status, detail, {k: v for k, v in exc.headers.items() if k == "Allow"}
         if isinstance(exc, ConnectionResetError):  # the caller went before its body ended
             return 400, "the connection closed before the request body ended", {}
+        if isinstance(exc, web.RequestPayloadError):  # e.g. Content-Encoding: gzip, not gzip
+            return 400, "the request body cannot be decoded as its Content-Encoding says", {}
         log.exception("internal error on %s %s", request.method, request.path, exc_info=exc)
         return 500, f"internal error: {type(exc).__name__}", {}
 

@@ -23,6 +23,7 @@ path; the answer is kept ``api.auth_cache_ttl`` seconds.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -131,6 +132,9 @@ class CloudStackAuth:
         self.client = client
         self.ttl = ttl
         self.known: dict[str, Known] = {}
+        # look-ups in flight, by API key: requests that come together with a key not yet
+        # known wait for the one look-up instead of each asking CloudStack again
+        self.pending: dict[str, asyncio.Future[Known]] = {}
 
     async def caller(self, params: dict[str, str], signed: dict[str, str]) -> Caller:
         """The user whose keys signed ``signed`` (the parameters the signature covers);
@@ -152,6 +156,18 @@ class CloudStackAuth:
         known = self.known.get(api_key)
         if known is not None and now - known.fetched < self.ttl:
             return known
+        pending = self.pending.get(api_key)
+        if pending is None:  # a task of its own: a waiter that goes away does not end it
+            pending = self.pending[api_key] = asyncio.ensure_future(self._fetch(api_key, now))
+            pending.add_done_callback(lambda done: self._fetched(api_key, done))
+        return await asyncio.shield(pending)
+
+    def _fetched(self, api_key: str, done: asyncio.Future[Known]) -> None:
+        del self.pending[api_key]
+        if not done.cancelled():
+            done.exception()  # retrieved: each waiter raises it; none left is no warning
+
+    async def _fetch(self, api_key: str, now: float) -> Known:
         try:
             user = (await self.client.call("getUser", userapikey=api_key)).get("user") or {}
         except ApiRefused as exc:
@@ -172,5 +188,8 @@ class CloudStackAuth:
         domains = await self.client.call("listDomains", id=user["domainid"], listall="true")
         (domain,) = domains.get("domain") or [{"path": user.get("domain", "ROOT")}]
         scope = SCOPE_OF_ACCOUNT_TYPE.get(int(user.get("accounttype", 0)), "account")
-        caller = Caller(user["account"], domain["path"], scope, f"cs:{user.get('username')}")
+        # a username is unique within its domain only: the rate limit and the access log
+        # tell users by both
+        via = f"cs:{domain['path']}/{user.get('username')}"
+        caller = Caller(user["account"], domain["path"], scope, via)
         return Known(keys.get("secretkey"), caller, now)

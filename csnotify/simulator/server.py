@@ -66,6 +66,10 @@ TENANTS = (
     ("7a1d0c2e-0000-4c00-8000-0000000a0005", "7a1d0c2e-0000-4c00-8000-0000000c0005", "hooli",
      "ROOT/customers/eu", 0, "hooli-api-key", "hooli-secret-key"),
 )  # fmt: skip
+# (user id, api key, secret key) of initech's user "admin", whose username is the root
+# admin's
+SECOND_ADMIN = ("7a1d0c2e-0000-4c00-8000-0000000b0003", "partner-admin-api-key",
+                "partner-admin-secret-key")  # fmt: skip
 ROLE_TYPES = {0: "User", 1: "Admin", 2: "DomainAdmin"}
 # A project in ROOT/customers (acme works in it): (project id, its project account's id,
 # name). A project owns its resources through an account of type 5 (Account.Type.PROJECT)
@@ -118,6 +122,16 @@ class Directory:
             }
             self.add("user", {**user, "apikey": api_key, **where})
             self.keys[user_id] = (api_key, secret_key)
+        # a second user of initech named as the root admin's user: a username is unique
+        # within its domain only (server/src/main/java/com/cloud/user/AccountManagerImpl.java,
+        # createUser: validateUsernameInDomain)
+        user_id, account_id, name, path, kind, api_key, secret_key = TENANTS[2]
+        domain_id = next(d for d, p in TENANT_DOMAINS if p == path)
+        self.add("user", {"id": SECOND_ADMIN[0], "username": "admin", "account": name,
+                          "accountid": account_id, "accounttype": kind, "state": "enabled",
+                          "roletype": ROLE_TYPES[kind], "apikey": SECOND_ADMIN[1],
+                          "domain": path.rsplit("/", 1)[-1], "domainid": domain_id})  # fmt: skip
+        self.keys[SECOND_ADMIN[0]] = SECOND_ADMIN[1:]
         project_id, project_account_id, name = PROJECT
         domain_id = next(d for d, p in TENANT_DOMAINS if p == "ROOT/customers")
         self.add("project", {"id": project_id, "name": name, "displaytext": name,
