@@ -12,7 +12,9 @@ import hmac
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -108,10 +110,10 @@ class Cmk:
         return self.call(api["name"], *args)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, dict[str, str]]]:
-    base = tmp_path_factory.mktemp("cmk")
-    (base / "home").mkdir()
+@contextmanager
+def serving(base: Path) -> Iterator[tuple[ApiServer, dict[str, str]]]:
+    """A simulator and a ``csnotify serve`` using its admin keys, with a store in ``base``."""
+    (base / "home").mkdir(parents=True)
     with simulator(base, "--count", "0") as sim:
         env = {name: value for name, value in os.environ.items()
                if not name.startswith("CSNOTIFY_")}  # fmt: skip
@@ -122,6 +124,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer
         with ApiServer(env=env) as server:
             server.env = env
             yield server, env
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, dict[str, str]]]:
+    with serving(tmp_path_factory.mktemp("cmk")) as both:
+        yield both
 
 
 def cmk(served: tuple[ApiServer, dict[str, str]], user: str, post: bool = False) -> Cmk:
@@ -323,11 +331,19 @@ def test_a_body_that_cannot_be_decoded_is_refused_saying_so(served) -> None:
     assert r.status_code == 400 and "Content-Encoding" in r.json()["detail"], r.text
 
 
-def test_the_access_log_names_the_command_and_no_secret(served) -> None:
-    """Last in the module: it stops the server to read what it logged."""
-    server, _env = served
-    cmk(served, "acme").run("list", "subscriptions")
-    code, _out, err = server.stop()
+def test_the_access_log_names_the_command_and_no_secret(tmp_path: Path) -> None:
+    """A server of its own: it is stopped to read what it logged."""
+    with serving(tmp_path / "own") as own:
+        server, _env = own
+        cmk(own, "acme").run("list", "subscriptions")
+        client = Cmk(server.url, "acme-api-key", "acme-secret-key", post=True)
+        with pytest.raises(CmkError):
+            client.call("createSubscription", "patterns=VM.*", "title=" + "x" * 70_000)
+        r = httpx.post(server.url + "/client/api?command=listSubscriptions", content=b"x",
+                       headers={"Content-Type": "application/x-www-form-urlencoded",
+                                "Content-Encoding": "gzip"}, timeout=30)  # fmt: skip
+        assert r.status_code in (401, 431), r.text
+        code, _out, err = server.stop()
     assert code == 0
     assert "GET /client/api listApis 200" in err and "GET /client/api listSubscriptions 200" in err
     assert "POST /client/api - 431" in err  # too large to read: no command known
