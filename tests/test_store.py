@@ -627,6 +627,33 @@ def test_two_processes_never_claim_the_same_pending_row(backend: str) -> None:  
     assert first | second == {r.id for r in rows}
 
 
+def test_a_listener_whose_claim_was_taken_over_leaves_the_row_to_its_new_holder(
+    backend: str,  # noqa: F811
+) -> None:
+    """A stalled listener's lease ran out and another listener claimed its row: the first
+    one's late outcome (a retry, or the end) no longer writes over the row."""
+    store = open_store(backend, {})
+    try:
+        outbox = Outbox(store, 100)
+        rows = [PendingRow(1, from_normalised({"id": f"ev-{i}", "type": "VM.START"}), f"vm-{i}",
+                           0.0) for i in range(3)]  # fmt: skip
+        outbox.commit(Changes(new=rows))
+        with store.transaction():  # another listener took the first two
+            store.conn.execute(
+                "UPDATE pending SET owner = ?, attempts = 7 WHERE id IN (?, ?)",
+                ("db2:4242:4026531836.0a0b0c0d", rows[0].id, rows[1].id),
+            )
+        rows[0].attempts, rows[0].next_at, rows[0].last_error = 1, 99.0, "HTTP 500"
+        outbox.commit(Changes(retries=[rows[0]], ended=[r.id for r in rows[1:]]))
+        left = store.conn.execute("SELECT id, attempts, owner FROM pending ORDER BY id").fetchall()
+        assert [tuple(r) for r in left] == [
+            (rows[0].id, 7, "db2:4242:4026531836.0a0b0c0d"),
+            (rows[1].id, 7, "db2:4242:4026531836.0a0b0c0d"),
+        ]  # the third, still ours, ended
+    finally:
+        store.close()
+
+
 MIGRATOR = textwrap.dedent(
     """
     import json, sys

@@ -145,13 +145,21 @@ class Outbox:
             )  # fmt: skip
             for row, new_id in zip(changes.new, ids, strict=True):
                 row.id = new_id
+            # Only rows still ours: if our lease ran out (a stalled process) and another
+            # listener claimed a row, that one holds it now and sends it again. In id
+            # order, as lease renewals lock them, so two listeners do not deadlock.
             if changes.retries:
                 conn.executemany(
-                    "UPDATE pending SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
-                    [(r.attempts, r.next_at, r.last_error, r.id) for r in changes.retries],
+                    "UPDATE pending SET attempts = ?, next_at = ?, last_error = ?"
+                    " WHERE id = ? AND owner = ?",
+                    [(r.attempts, r.next_at, r.last_error, r.id, OWNER)
+                     for r in sorted(changes.retries, key=lambda r: r.id)],
+                )  # fmt: skip
+            for ended, marks in in_chunks(sorted(changes.ended)):
+                conn.execute(
+                    f"DELETE FROM pending WHERE id IN ({marks}) AND owner = ?",  # noqa: S608
+                    (*ended, OWNER),
                 )
-            for ended, marks in in_chunks(changes.ended):
-                conn.execute(f"DELETE FROM pending WHERE id IN ({marks})", ended)  # noqa: S608
             batches = [
                 (endpoint_id, None if b is None else (b.kind, b.due, b.to_doc()))
                 for endpoint_id, b in changes.batches.items()
