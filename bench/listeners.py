@@ -109,6 +109,41 @@ def cpu_used(before: dict[int, tuple[str, float]], roles: dict[int, str]) -> dic
     return used
 
 
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu controller
+
+
+class CpuBudget:
+    """Each listener in a cgroup of its own with a CPU quota (``--listener-cores``), as on
+    a host of its own: on a machine this small the listeners otherwise share the cores
+    with the broker, the database and the receiver, and the machine sets the ratio."""
+
+    def __init__(self, cores: float) -> None:
+        if not (CGROUP_CPU / "cpu.cfs_quota_us").exists():
+            raise SystemExit(f"--listener-cores needs cgroup v1's cpu controller at {CGROUP_CPU}")
+        self.cores = cores
+        self.groups: list[Path] = []
+
+    def listen(self, bus: Bus) -> subprocess.Popen[bytes]:
+        group = CGROUP_CPU / f"csnotify-bench-{os.getpid()}-{len(self.groups)}"
+        group.mkdir()
+        self.groups.append(group)
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text(str(int(self.cores * 100_000)))
+        return subprocess.Popen(  # the shell joins the group, then becomes the listener
+            ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh",
+             sys.executable, "-m", "csnotify", "listen", "--source", "amqp"],
+            env=bus.env, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        for group in self.groups:
+            group.rmdir()
+        self.groups = []
+
+
+BUDGET: CpuBudget | None = None
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -135,7 +170,7 @@ async def drain(tmp: Path, kind: str, listeners: int, count: int, profile: str |
             await bus.publish(4_000_000 + i)
         while await bus.queued() < count:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        procs = [bus.listen() for _ in range(listeners)]
+        procs = [BUDGET.listen(bus) if BUDGET else bus.listen() for _ in range(listeners)]
         roles = {proc.pid: "listeners" for proc in procs}
         roles |= {bus.receiver.pid: "receiver", os.getpid(): "publisher"}
         if profile:  # py-spy on the first listener
@@ -154,6 +189,8 @@ async def drain(tmp: Path, kind: str, listeners: int, count: int, profile: str |
         finally:
             for proc in procs:
                 stop(proc)
+            if BUDGET:
+                BUDGET.close()
             if profile:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(timeout=30)
@@ -210,7 +247,7 @@ def cpu_table(kinds: list[str]) -> list[str]:
         "CPU spent per 1,000 events, by role (ms, from /proc, medians of the rounds), and how"
         " busy the whole machine was during the drain:",
         "",
-        "| store | listeners | " + " | ".join(ROLES) + " | all | machine busy |",
+        "| store | running | " + " | ".join(ROLES) + " | all | machine busy |",
         "|---|---:|" + "---:|" * (len(ROLES) + 2),
     ]
     for kind in kinds:
@@ -246,17 +283,27 @@ async def main(events: int, claims: int, rounds: int, profile: str | None, kinds
             for batch in (100, 1)
         }
     base = rates.get(("sqlite", 1))
+    budget = f" --listener-cores {BUDGET.cores:g}" if BUDGET else ""
     lines = [
-        "## Several listeners on one store (bench/listeners.py)",
+        "## Several listeners on one store"
+        + (f", each on {BUDGET.cores:g} of a core" if BUDGET else "")
+        + " (bench/listeners.py)",
         "",
         f"Command: `.venv/bin/python bench/listeners.py --events {events} --claims {claims}"
-        f" --rounds {rounds}`; drain rates are medians of the rounds, one and two listeners"
-        " alternating."
+        f" --rounds {rounds}{budget}`; drain rates are medians of the rounds, one and two"
+        " listeners alternating."
         f" A backlog of {events:,} messages in a real RabbitMQ queue is drained by"
         " `csnotify listen --source amqp` with the default settings, one or two processes on"
         " that queue and one store (MariaDB, PostgreSQL on 127.0.0.1, or a SQLite file), into"
         " one signed webhook (an aiohttp receiver in its own process); rate from the first"
-        f" receipt to the last. The machine has {os.cpu_count()} cores for all of them.",
+        f" receipt to the last. The machine has {os.cpu_count()} cores for all of them"
+        + (
+            f"; each listener runs in a cgroup of its own with a CPU quota of {BUDGET.cores:g}"
+            " of a core, as on a host of its own, so that the listeners, not the machine"
+            " they share with the broker, the database and the receiver, set the rate."
+            if BUDGET
+            else "."
+        ),
         "",
         "The ceiling is what this machine allows two listeners at most: all its cores spent"
         " on the drain at one listener's CPU cost per event (listeners, database, broker,"
@@ -315,9 +362,14 @@ if __name__ == "__main__":
         "--stores", default="sqlite,mysql,postgresql", help="which stores (results not saved"
         " unless all three)"
     )  # fmt: skip
+    parser.add_argument(
+        "--listener-cores", type=float, help="each listener in a cgroup with this CPU quota"
+    )
     args = parser.parse_args()
     kinds = args.stores.split(",")
+    if args.listener_cores:
+        BUDGET = CpuBudget(args.listener_cores)
     body = asyncio.run(main(args.events, args.claims, args.rounds, args.profile, kinds))
     if not args.profile and len(kinds) == 3:
-        write_section("listeners", body)
+        write_section("listeners-budget" if BUDGET else "listeners", body)
     print(body)
