@@ -46,7 +46,8 @@ class DatabaseUrl:
     def __str__(self) -> str:
         """The URL as shown anywhere: the password masked."""
         secret = f":{MASK}" if self.password else ""
-        return f"{self.dialect.name}://{self.user}{secret}@{self.host}:{self.port}/{self.database}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6, as in a URL
+        return f"{self.dialect.name}://{self.user}{secret}@{host}:{self.port}/{self.database}"
 
 
 def parse_url(text: str, what: str = "--db / CSNOTIFY_DB") -> DatabaseUrl:
@@ -68,7 +69,12 @@ def parse_url(text: str, what: str = "--db / CSNOTIFY_DB") -> DatabaseUrl:
         ) from None
     database = unquote(parts.path.lstrip("/"))
     user, host = unquote(parts.username or ""), parts.hostname or ""
-    if not host or not database or "/" in database or port == 0 or parts.query:
+    if parts.query:
+        raise BadInput(
+            f"{what}: the database URL takes no options after '?' ({mask_uri(text)});"
+            f" use {URL_FORMS}"
+        )
+    if not host or not database or "/" in database or port == 0:
         shown = DatabaseUrl(dialect, user, "", host, port, database)
         raise BadInput(f"{what}: cannot read the database URL {shown}; use {URL_FORMS}")
     return DatabaseUrl(dialect, user, unquote(parts.password or ""), host, port, database)

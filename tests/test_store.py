@@ -697,6 +697,10 @@ def test_store_urls_that_cannot_work_are_one_line_and_write_nothing(cli, db_file
     ):
         assert r.exit_code == 2 and "cannot read the database URL" in r.stderr
         assert "hunter2" not in r.stderr
+    r = cli("--db", "mysql://root@127.0.0.1:3306/x?password=hunter2", "list", expect=2)
+    assert "takes no options after '?'" in r.stderr and "hunter2" not in r.stderr
+    r = cli("--db", "mysql://root:hunter2@[::1]:1/events", "list", expect=3)
+    assert "mysql://root:********@[::1]:1/events" in r.stderr and "hunter2" not in r.stderr
     for r in (
         cli("--db", "redis://127.0.0.1:6379/0", "list", expect=2),
         cli("--db", "mysql://root:hunter2@127.0.0.1:1/events", "list", expect=3),
