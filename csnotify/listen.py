@@ -227,6 +227,9 @@ class Listener:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        # registered first: status, and store copy --replace, see it while it loads
+        self.started = now_iso()
+        await self.save_stats(source)
         await self.dispatcher.__aenter__()
         if self.names is not None:
             await self.keep_names(self.names)
@@ -235,7 +238,6 @@ class Listener:
         if not self.options.dry_run:
             await self.db(self.state.forget_listeners, FORGET_LISTENERS_DAYS)
         await source.subscriptions_changed(subs)
-        self.started = now_iso()
         helpers = [
             asyncio.create_task(self._watch(source)),
             asyncio.create_task(self._stats_loop(source)),
