@@ -3,7 +3,10 @@
 shared file), MariaDB (127.0.0.1:3306) and PostgreSQL (127.0.0.1:5432); and what claiming
 a pending delivery costs on each, all in one run.
 
-Usage: .venv/bin/python bench/listeners.py [--events 3000] [--claims 3000]
+Usage: .venv/bin/python bench/listeners.py [--events 3000] [--claims 3000] [--rounds 3]
+       [--stores sqlite,mysql,postgresql] [--listener-cores 0.35] [--profile PREFIX]
+(--listener-cores needs root and cgroup v1's cpu controller at /sys/fs/cgroup/cpu; its
+results go into a section of their own.)
 
 Measures:
 - drain: M bus messages wait in the queue (a backlog, as after an outage), then one or
