@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -107,10 +108,12 @@ class Bus:
             env=self.env, check=True, capture_output=True,
         )  # fmt: skip
 
-    def listen(self, *settings: str) -> subprocess.Popen[bytes]:
+    def listen(self, *settings: str, prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """``csnotify listen --source amqp`` with these ``-c`` settings (after ``prefix``:
+        a command that runs it)."""
         flags = [arg for kv in settings for arg in ("-c", kv)]
         return subprocess.Popen(
-            [sys.executable, "-m", "csnotify", *flags, "listen", "--source", "amqp"],
+            [*prefix, sys.executable, "-m", "csnotify", *flags, "listen", "--source", "amqp"],
             env=self.env, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 

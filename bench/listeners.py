@@ -34,46 +34,26 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import Bus, get_json
 from results import write_section
-from store import REPO, SERVERS  # the servers on this machine, as bench/store.py measures them
+from store import REPO, drop_database, new_database  # as bench/store.py makes them
 
 NAMES = {"sqlite": "SQLite (one file)", "mysql": "MariaDB", "postgresql": "PostgreSQL"}
 
 
-class Database:
+@contextmanager
+def database(kind: str, tmp: Path) -> Iterator[str]:
     """A fresh store for one measurement: a SQLite file, or a server database dropped after."""
-
-    def __init__(self, kind: str, tmp: Path) -> None:
-        self.kind = kind
-        self.name = f"csnotify_bench_{uuid.uuid4().hex[:10]}"
-        self.url = (
-            str(tmp / f"{self.name}.db") if kind == "sqlite" else f"{SERVERS[kind]}/{self.name}"
-        )
-
-    def __enter__(self) -> str:
-        if self.kind != "sqlite":
-            self._admin(f"CREATE DATABASE {self.name}")
-        return self.url
-
-    def __exit__(self, *exc: object) -> None:
-        if self.kind != "sqlite":
-            force = " WITH (FORCE)" if self.kind == "postgresql" else ""
-            self._admin(f"DROP DATABASE {self.name}{force}")
-
-    def _admin(self, sql: str) -> None:
-        from csnotify.servers import connect, parse_url
-
-        admin_db = "mysql" if self.kind == "mysql" else "postgres"
-        conn = connect(parse_url(f"{SERVERS[self.kind]}/{admin_db}"))
-        try:
-            conn.execute(sql)
-        finally:
-            conn.close()
+    url = new_database(kind, tmp)
+    try:
+        yield url
+    finally:
+        drop_database(kind, url)
 
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -126,17 +106,15 @@ class CpuBudget:
         self.cores = cores
         self.groups: list[Path] = []
 
-    def listen(self, bus: Bus) -> subprocess.Popen[bytes]:
+    def prefix(self) -> list[str]:
+        """A command line before the listener's: a shell that joins a new group with the
+        quota, then becomes the listener."""
         group = CGROUP_CPU / f"csnotify-bench-{os.getpid()}-{len(self.groups)}"
         group.mkdir()
         self.groups.append(group)
         (group / "cpu.cfs_period_us").write_text("100000")
         (group / "cpu.cfs_quota_us").write_text(str(int(self.cores * 100_000)))
-        return subprocess.Popen(  # the shell joins the group, then becomes the listener
-            ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh",
-             sys.executable, "-m", "csnotify", "listen", "--source", "amqp"],
-            env=bus.env, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        return ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
 
     def close(self) -> None:
         for group in self.groups:
@@ -163,7 +141,7 @@ async def drain(tmp: Path, kind: str, listeners: int, count: int, profile: str |
     """A backlog of ``count`` bus messages drained: messages a second from the first
     receipt at the webhook to the last (receiver's clock). What each role spent of the
     CPU over the same span (from the first receipt seen) goes into CPU."""
-    with Database(kind, tmp) as url:
+    with database(kind, tmp) as url:
         bus = Bus(tmp, f"{kind}-{listeners}")
         bus.env["CSNOTIFY_DB"] = url
         await bus.connect()
@@ -173,9 +151,9 @@ async def drain(tmp: Path, kind: str, listeners: int, count: int, profile: str |
             await bus.publish(4_000_000 + i)
         while await bus.queued() < count:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        procs = [BUDGET.listen(bus) if BUDGET else bus.listen() for _ in range(listeners)]
+        procs = [bus.listen(prefix=BUDGET.prefix() if BUDGET else ()) for _ in range(listeners)]
         roles = {proc.pid: "listeners" for proc in procs}
-        roles |= {bus.receiver.pid: "receiver", os.getpid(): "publisher"}
+        roles |= {bus.receiver.pid: "receiver", os.getpid(): "bench"}
         if profile:  # py-spy on the first listener
             spy = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
                 [str(REPO / ".venv" / "bin" / "py-spy"), "record", "-r", "300", "-f", "raw",
@@ -211,7 +189,7 @@ def claim_cost(tmp: Path, kind: str, count: int, batch: int) -> float:
     from csnotify.events import from_normalised
     from csnotify.store import open_store
 
-    with Database(kind, tmp) as url:
+    with database(kind, tmp) as url:
         store = open_store(url, {})
         try:
             outbox = Outbox(store, 100)
@@ -232,7 +210,7 @@ def claim_cost(tmp: Path, kind: str, count: int, batch: int) -> float:
     return elapsed / count * 1e6
 
 
-ROLES = ("listeners", "database", "broker", "receiver", "publisher", "other")
+ROLES = ("listeners", "database", "broker", "receiver", "bench", "other")
 
 
 def ceiling(kind: str) -> float:
@@ -310,7 +288,7 @@ async def main(events: int, claims: int, rounds: int, profile: str | None, kinds
         "",
         "The ceiling is what this machine allows two listeners at most: all its cores spent"
         " on the drain at one listener's CPU cost per event (listeners, database, broker,"
-        " receiver; not what else ran), against one listener's rate.",
+        " receiver, the bench polling it; not what else ran), against one listener's rate.",
         "",
         "| store | one listener | two listeners | two / one | ceiling here | one listener /"
         " SQLite's |",
