@@ -220,10 +220,17 @@ def parse_header_lines(text: str, strict: bool = False) -> dict[str, str]:
 _JAVA_SAFE = "-_.*"
 
 
-def java_urlencode(value: str) -> str:
+def go_query_escape(value: str) -> str:
+    """Go's ``url.QueryEscape`` as CloudMonkey signs with it (cmd/network.go,
+    ``encodeRequestParams``: '+' written %20, '*' kept): Java's encoding but for '~',
+    which Go keeps."""
     from urllib.parse import quote
 
-    return quote(value, safe=_JAVA_SAFE).replace("~", "%7E")
+    return quote(value, safe=_JAVA_SAFE)
+
+
+def java_urlencode(value: str) -> str:
+    return go_query_escape(value).replace("~", "%7E")
 
 
 def api_query(params: dict[str, str], encode: Callable[[str], str] = java_urlencode) -> str:

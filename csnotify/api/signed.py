@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from csnotify.cloudstack import ApiRefused
 from csnotify.errors import CsnotifyError
-from csnotify.signing import api_signature, java_urlencode
+from csnotify.signing import api_signature, go_query_escape
 from csnotify.tokens import Caller
 
 if TYPE_CHECKING:
@@ -101,13 +101,6 @@ def check_expiry(params: Mapping[str, str], now: datetime) -> None:
         raise Unauthorized("the signed request has expired; sign it again")
 
 
-def _go_escape(text: str) -> str:
-    """Go's ``url.QueryEscape`` as CloudMonkey signs with it (cmd/network.go,
-    ``encodeRequestParams``: '+' written %20, '*' kept): Java's encoding but for '~',
-    which Go keeps and Java's URLEncoder writes %7E."""
-    return java_urlencode(text).replace("%7E", "~")
-
-
 def signature_matches(signed: dict[str, str], secret: str, signature: str) -> bool:
     """The signature CloudStack computes over ``signed`` (every parameter but
     ``signature``) and, when a value holds '~', the one CloudMonkey computes: the same
@@ -115,7 +108,7 @@ def signature_matches(signed: dict[str, str], secret: str, signature: str) -> bo
     if hmac.compare_digest(api_signature(signed, secret).encode(), signature.encode()):
         return True
     if any("~" in v for v in signed.values()):
-        alternative = api_signature(signed, secret, encode=_go_escape)
+        alternative = api_signature(signed, secret, encode=go_query_escape)
         return hmac.compare_digest(alternative.encode(), signature.encode())
     return False
 
