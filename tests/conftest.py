@@ -95,9 +95,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for mark in sorted(needs):
             item.add_marker(mark)
 
+    rank = {name: i for i, name in enumerate(LONGEST)}
+
     def longest_first(item: pytest.Item) -> int:
         name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
-        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
+        return rank.get(name, len(LONGEST))
 
     slow = sorted((i for i in items if i.get_closest_marker("slow")), key=longest_first)
     quick = [i for i in items if not i.get_closest_marker("slow")]
