@@ -1014,15 +1014,15 @@ class SourceState:
             [(i, now, d) for i, d in events],
         )
         if self.untrimmed.due("seen", len(events), max(1, self.max_seen // 100)):
-            self.forget_oldest()
+            self._forget_oldest()
 
     def trim_written(self) -> None:
-        """``forget_oldest`` if this process remembered ids since it last did: the end of
+        """``_forget_oldest`` if this process remembered ids since it last did: the end of
         a run (inside a transaction the caller holds)."""
         if self.untrimmed.take():
-            self.forget_oldest()
+            self._forget_oldest()
 
-    def forget_oldest(self) -> None:
+    def _forget_oldest(self) -> None:
         """Forget the seen ids beyond ``max_seen`` (inside a transaction the caller holds)."""
         conn, dialect = self.store.conn, self.store.dialect
         # in two statements: MySQL deletes from no table its subquery reads

@@ -424,7 +424,7 @@ def _here(owner: str) -> bool:
 
 
 def _alive(owner: str) -> bool:
-    """``owner`` is ``host:pid:nonce``; a malformed one belongs to nobody."""
+    """``owner`` is ``host:pid:pidns.nonce``; a malformed one belongs to nobody."""
     try:
         pid = int(owner.rsplit(":", 2)[1])
     except (ValueError, IndexError):
